@@ -1,0 +1,294 @@
+//! `flowcraft-host run` and `flowcraft-host resume`: one workflow, embedded
+//! mode (in-memory stores, in-process queue), real WebAssembly plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
+use flowcraft_core::expression::EvaluatorMode;
+use flowcraft_core::memory::{self, JobReceiver, MemoryBackend, MemorySnapshot, TimerPolicy};
+use flowcraft_core::plan::{Plan, PlanRegistry};
+use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunState};
+use flowcraft_core::validate::{Catalog, validate};
+use flowcraft_core::runner::NodeRunner;
+use flowcraft_plugins::{PluginConfig, PluginHost};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::PluginArgs;
+use crate::inputs::{context_argument, json_argument, read_blueprint, read_blueprint_dir};
+
+/// The expression language, as a flag.
+#[derive(Clone, Copy, ValueEnum)]
+enum Evaluator {
+    /// Comparisons, logic, arithmetic, literals, paths (JavaScript semantics).
+    Safe,
+    /// Upstream's PropertyEvaluator: a dotted path only.
+    Property,
+}
+
+/// Flags shared by `run` and `resume`.
+#[derive(Args)]
+struct ExecutionArgs {
+    #[command(flatten)]
+    plugins: PluginArgs,
+    /// Nodes executed at the same time.
+    #[arg(long, default_value_t = default_concurrency())]
+    concurrency: usize,
+    /// Print only warnings and errors on stderr (no per-node progress).
+    #[arg(long)]
+    quiet: bool,
+    /// Return as soon as the run waits on a `sleep` timer instead of waiting for it.
+    #[arg(long)]
+    no_wait_timers: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The blueprint file to run.
+    blueprint: PathBuf,
+    #[command(flatten)]
+    execution: ExecutionArgs,
+    /// Directory of further blueprints (*.json), e.g. for subflows.
+    #[arg(long, value_name = "DIR")]
+    blueprints: Option<PathBuf>,
+    /// Initial context: a JSON object, inline or as @FILE.
+    #[arg(long, value_name = "JSON")]
+    context: Option<String>,
+    /// Save the run's state to FILE when it ends (continue an awaiting run with `resume`).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Run id to use [default: a new UUID].
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Expression language of blueprints that do not set metadata.evaluator.
+    #[arg(long, value_enum, default_value = "safe")]
+    evaluator: Evaluator,
+    /// Node executions allowed per run (guards against endless loops).
+    #[arg(long, default_value_t = DEFAULT_STEP_LIMIT)]
+    step_limit: u64,
+}
+
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// The state file written by `run --state`.
+    #[arg(long, value_name = "FILE")]
+    state: PathBuf,
+    /// The awaiting node to resume [default: the first awaiting node].
+    #[arg(long, value_name = "ID")]
+    node: Option<String>,
+    /// Action to route by (edges with this `action` are taken).
+    #[arg(long, value_name = "A")]
+    action: Option<String>,
+    /// The node's output: JSON, inline or as @FILE.
+    #[arg(long, value_name = "JSON")]
+    output: Option<String>,
+    #[command(flatten)]
+    execution: ExecutionArgs,
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+}
+
+/// What `--state` files hold.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedRun {
+    pub format: u32,
+    pub run_id: String,
+    pub evaluator: String,
+    pub step_limit: u64,
+    pub blueprints: Vec<Blueprint>,
+    pub store: MemorySnapshot,
+}
+
+const STATE_FORMAT: u32 = 1;
+
+impl SavedRun {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read state file {}", path.display()))?;
+        let saved: SavedRun = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a flowcraft-host state file", path.display()))?;
+        if saved.format != STATE_FORMAT {
+            bail!("{} has state format {}, this flowcraft-host reads format {STATE_FORMAT}", path.display(), saved.format);
+        }
+        Ok(saved)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write state file {}", path.display()))
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode> {
+    init_logging(args.execution.quiet);
+    let main = read_blueprint(&args.blueprint)?;
+    let mut blueprints = match &args.blueprints {
+        Some(dir) => read_blueprint_dir(dir)?,
+        None => Vec::new(),
+    };
+    blueprints.retain(|b| b.id != main.id);
+    blueprints.insert(0, main);
+    let initial = context_argument(args.context.as_deref())?;
+    let evaluator = match args.evaluator {
+        Evaluator::Safe => EvaluatorMode::Safe,
+        Evaluator::Property => EvaluatorMode::Property,
+    };
+    let host = load_plugins(&args.execution.plugins).await?;
+    let plans = plan_all(&blueprints, &host, evaluator)?;
+    let (backend, mut receiver) = MemoryBackend::new();
+    let engine = engine(backend, host, plans, evaluator, args.step_limit);
+    let run_id = engine
+        .start_run(&blueprints[0].id, args.run_id.clone(), initial)
+        .await?;
+    let report = drive(&engine, &mut receiver, &run_id, &args.execution).await?;
+    if let Some(path) = &args.state {
+        save_state(path, &engine, &run_id, evaluator, args.step_limit, blueprints)?;
+    }
+    Ok(finish(&report))
+}
+
+pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
+    init_logging(args.execution.quiet);
+    let saved = SavedRun::load(&args.state)?;
+    let output = args
+        .output
+        .as_deref()
+        .map(|text| json_argument("--output", text))
+        .transpose()?;
+    let evaluator: EvaluatorMode = saved.evaluator.parse().unwrap_or_default();
+    let host = load_plugins(&args.execution.plugins).await?;
+    let plans = plan_all(&saved.blueprints, &host, evaluator)?;
+    let (backend, mut receiver) = MemoryBackend::from_snapshot(saved.store);
+    let engine = engine(backend, host, plans, evaluator, saved.step_limit);
+    engine
+        .resume(&saved.run_id, args.node.as_deref(), args.action, output)
+        .await?;
+    let report = drive(&engine, &mut receiver, &saved.run_id, &args.execution).await?;
+    save_state(&args.state, &engine, &saved.run_id, evaluator, saved.step_limit, saved.blueprints)?;
+    Ok(finish(&report))
+}
+
+fn init_logging(quiet: bool) {
+    let level = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWCRAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .compact()
+        .init();
+}
+
+async fn load_plugins(args: &PluginArgs) -> Result<PluginHost> {
+    let mut config = PluginConfig::new(&args.plugins);
+    config.cache_dir = args.cache_dir.clone();
+    PluginHost::load(config)
+        .await
+        .with_context(|| format!("cannot load plugins from {}", args.plugins.display()))
+}
+
+/// Validates every blueprint and prepares it; all problems are reported at once.
+fn plan_all(blueprints: &[Blueprint], host: &PluginHost, evaluator: EvaluatorMode) -> Result<Arc<PlanRegistry>> {
+    let implements = |uses: &str| host.implements(uses);
+    let ids: Vec<&str> = blueprints.iter().map(|b| b.id.as_str()).collect();
+    let knows = |id: &str| ids.contains(&id);
+    let catalog = Catalog {
+        implements: &implements,
+        knows_blueprint: Some(&knows),
+        evaluator,
+    };
+    let mut report = Vec::new();
+    for blueprint in blueprints {
+        for problem in validate(blueprint, &catalog) {
+            report.push(format!("blueprint '{}': {problem}", blueprint.id));
+        }
+    }
+    if !report.is_empty() {
+        bail!("invalid blueprint:\n  {}", report.join("\n  "));
+    }
+    let registry = PlanRegistry::new();
+    for blueprint in blueprints {
+        let plan = Plan::new(blueprint.clone(), evaluator)
+            .with_context(|| format!("blueprint '{}'", blueprint.id))?;
+        registry.insert(plan);
+    }
+    Ok(Arc::new(registry))
+}
+
+fn engine(
+    backend: MemoryBackend,
+    host: PluginHost,
+    plans: Arc<PlanRegistry>,
+    evaluator: EvaluatorMode,
+    step_limit: u64,
+) -> Engine<MemoryBackend, PluginHost> {
+    let settings = EngineSettings {
+        evaluator,
+        step_limit,
+        ..EngineSettings::default()
+    };
+    Engine::new(Arc::new(backend), Arc::new(host), plans, settings)
+}
+
+async fn drive(
+    engine: &Engine<MemoryBackend, PluginHost>,
+    receiver: &mut JobReceiver,
+    run_id: &str,
+    execution: &ExecutionArgs,
+) -> Result<RunReport> {
+    let timers = if execution.no_wait_timers {
+        TimerPolicy::Stop
+    } else {
+        TimerPolicy::Wait
+    };
+    Ok(memory::drive(engine, receiver, run_id, execution.concurrency, timers).await?)
+}
+
+fn save_state(
+    path: &Path,
+    engine: &Engine<MemoryBackend, PluginHost>,
+    run_id: &str,
+    evaluator: EvaluatorMode,
+    step_limit: u64,
+    blueprints: Vec<Blueprint>,
+) -> Result<()> {
+    SavedRun {
+        format: STATE_FORMAT,
+        run_id: run_id.to_owned(),
+        evaluator: evaluator.as_str().to_owned(),
+        step_limit,
+        blueprints,
+        store: engine.backend().snapshot(),
+    }
+    .save(path)
+}
+
+/// Prints the run's result and picks the exit status.
+fn finish(report: &RunReport) -> ExitCode {
+    let errors: Vec<Value> = report
+        .errors
+        .iter()
+        .map(|e| json!({"nodeId": e.node_id, "message": e.message}))
+        .collect();
+    let result = json!({
+        "runId": report.run_id,
+        "status": report.state.as_str(),
+        "context": report.context,
+        "errors": errors,
+    });
+    println!("{result}");
+    match report.state {
+        RunState::Completed | RunState::Awaiting => ExitCode::SUCCESS,
+        RunState::Running | RunState::Failed | RunState::Cancelled => ExitCode::from(1),
+    }
+}

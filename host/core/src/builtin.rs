@@ -1,0 +1,333 @@
+//! The node types the engine implements itself: `wait`, `sleep`,
+//! `loop-controller`, `batch-scatter`, `batch-gather`, `subflow` and
+//! (unsupported, with a clear error) `webhook`. Each reads and writes the run
+//! context through the same [`NodeContext`] view a plugin gets.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::blueprint::NodeDefinition;
+use crate::context::{ContextMap, NodeContext};
+use crate::expression::{ConditionScope, truthy};
+use crate::plan::{Plan, PlanRegistry};
+use crate::routing::output_key;
+use crate::runner::{NodeFailure, NodeSuccess};
+
+/// What a built-in node did.
+#[derive(Debug)]
+pub enum BuiltinOutcome {
+    /// Finished, like a plugin node.
+    Done(NodeSuccess),
+    /// Paused until resumed; `output` is recorded now (sleep passes its input through).
+    Wait { output: Option<Value> },
+    /// Paused until `wake_after` has passed.
+    Sleep { output: Option<Value>, wake_after: Duration },
+    /// Runs `blueprint_id` as a child run with `initial` context; the node
+    /// finishes when the child does.
+    Subflow { blueprint_id: String, initial: ContextMap },
+}
+
+/// Whether `uses` names a built-in node type.
+pub fn is_builtin(uses: &str) -> bool {
+    crate::runner::BUILTIN_NODE_TYPES.contains(&uses)
+}
+
+/// Runs built-in `node` with `input`.
+pub fn execute(
+    plan: &Plan,
+    plans: &PlanRegistry,
+    node: &NodeDefinition,
+    input: Option<Value>,
+    context: &mut NodeContext,
+    view: &ContextMap,
+) -> Result<BuiltinOutcome, NodeFailure> {
+    let params = node.params_or_empty();
+    match node.uses.as_str() {
+        "wait" => Ok(BuiltinOutcome::Wait { output: None }),
+        "sleep" => {
+            let wake_after = sleep_duration(params.get("duration")).map_err(|cause| {
+                NodeFailure::retryable(format!("Node '{}' execution failed: {cause}", node.id))
+            })?;
+            Ok(BuiltinOutcome::Sleep {
+                output: input,
+                wake_after,
+            })
+        }
+        "loop-controller" => {
+            let keep_going = plan
+                .loop_conditions
+                .get(&node.id)
+                .map(|condition| truthy(condition.evaluate(&ConditionScope::new(view, None)).as_ref()))
+                .unwrap_or(false);
+            Ok(BuiltinOutcome::Done(if keep_going {
+                NodeSuccess {
+                    output: None,
+                    action: Some("continue".into()),
+                    dynamic_nodes: vec![],
+                }
+            } else {
+                NodeSuccess {
+                    output: Some(Value::Null),
+                    action: Some("break".into()),
+                    dynamic_nodes: vec![],
+                }
+            }))
+        }
+        "batch-scatter" => scatter(node, &params, input, context).map(BuiltinOutcome::Done),
+        "batch-gather" => gather(node, &params, context).map(BuiltinOutcome::Done),
+        "subflow" => subflow(plans, node, &params, input, context),
+        "webhook" => Err(NodeFailure::fatal(format!(
+            "Node '{}': webhook nodes are not supported by flowcraft-host (the Azure adapter has no webhook registration); use a 'wait' node and resume it",
+            node.id
+        ))),
+        other => Err(NodeFailure::fatal(format!(
+            "Implementation for '{other}' not found."
+        ))),
+    }
+}
+
+/// `params.duration`: milliseconds (≥ 0) or `<digits>` followed by s, m, h or d.
+pub fn sleep_duration(value: Option<&Value>) -> Result<Duration, String> {
+    let invalid = || {
+        format!(
+            "sleep duration {} is invalid; use milliseconds (a number ≥ 0) or a string like \"30s\", \"5m\", \"2h\", \"1d\"",
+            value.map(Value::to_string).unwrap_or_else(|| "(missing)".into())
+        )
+    };
+    match value {
+        Some(Value::Number(number)) => {
+            let millis = number.as_f64().filter(|m| m.is_finite() && *m >= 0.0).ok_or_else(invalid)?;
+            Ok(Duration::from_secs_f64(millis / 1000.0))
+        }
+        Some(Value::String(text)) => {
+            let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid());
+            }
+            let amount: u64 = digits.parse().map_err(|_| invalid())?;
+            let seconds = match unit {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3_600,
+                "d" => 86_400,
+                _ => return Err(invalid()),
+            };
+            Ok(Duration::from_secs(amount.saturating_mul(seconds)))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+fn required_str<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
+    params.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn write(context: &mut NodeContext, key: &str, value: Value) -> Result<(), NodeFailure> {
+    context
+        .set(key, value)
+        .map_err(|error| NodeFailure::fatal(error.to_string()))
+}
+
+fn scatter(
+    node: &NodeDefinition,
+    params: &Value,
+    input: Option<Value>,
+    context: &mut NodeContext,
+) -> Result<NodeSuccess, NodeFailure> {
+    let (Some(worker), Some(gather)) = (
+        required_str(params, "workerUsesKey"),
+        required_str(params, "gatherNodeId"),
+    ) else {
+        return Err(NodeFailure::fatal(
+            "BatchScatterNode requires 'workerUsesKey' and 'gatherNodeId' parameters.",
+        ));
+    };
+    let items = match input {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(NodeFailure::fatal(format!(
+                "Input for batch-scatter node '{}' must be an array.",
+                node.id
+            )));
+        }
+    };
+    let index_key = format!("{}_currentIndex", node.id);
+    let start = context
+        .get(&index_key)
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize;
+    let chunk = params
+        .get("chunkSize")
+        .and_then(Value::as_u64)
+        .filter(|c| *c > 0)
+        .map(|c| c as usize)
+        .unwrap_or(items.len());
+    let end = items.len().min(start + chunk);
+    if end < items.len() {
+        return Err(NodeFailure::fatal(format!(
+            "Node '{}': batches larger than chunkSize ({chunk} of {} items) are not supported yet; remove chunkSize or raise it to the item count",
+            node.id,
+            items.len()
+        )));
+    }
+    let batch_id = uuid::Uuid::new_v4().to_string();
+    let mut workers = Vec::new();
+    let mut worker_ids = Vec::new();
+    for (index, item) in items.into_iter().enumerate().take(end).skip(start) {
+        let item_key = format!("_batch.{}_{batch_id}_item_{index}", node.id);
+        write(context, &item_key, item)?;
+        let id = format!("{worker}_{batch_id}_{index}");
+        worker_ids.push(Value::String(id.clone()));
+        workers.push(NodeDefinition {
+            id,
+            uses: worker.to_owned(),
+            params: None,
+            inputs: Some(crate::blueprint::NodeInputs::Single(item_key)),
+            config: None,
+            extra: Map::new(),
+        });
+    }
+    write(context, &index_key, json!(end))?;
+    write(context, &format!("{gather}_hasMore"), json!(false))?;
+    let ids_key = format!("{gather}_allWorkerIds");
+    let mut all_ids = context
+        .get(&ids_key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    all_ids.extend(worker_ids);
+    write(context, &ids_key, Value::Array(all_ids))?;
+    Ok(NodeSuccess {
+        output: Some(json!({"gatherNodeId": gather, "hasMore": false})),
+        action: None,
+        dynamic_nodes: workers,
+    })
+}
+
+fn gather(
+    node: &NodeDefinition,
+    params: &Value,
+    context: &mut NodeContext,
+) -> Result<NodeSuccess, NodeFailure> {
+    let gather_id = required_str(params, "gatherNodeId").unwrap_or(&node.id);
+    let output_key_name = required_str(params, "outputKey").unwrap_or(&node.id).to_owned();
+    let results: Vec<Value> = context
+        .get(&format!("{gather_id}_allWorkerIds"))
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|id| context.get(&output_key(id)).cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    write(context, &output_key_name, Value::Array(results.clone()))?;
+    Ok(NodeSuccess {
+        output: Some(Value::Array(results)),
+        action: None,
+        dynamic_nodes: vec![],
+    })
+}
+
+fn subflow(
+    plans: &PlanRegistry,
+    node: &NodeDefinition,
+    params: &Value,
+    input: Option<Value>,
+    context: &NodeContext,
+) -> Result<BuiltinOutcome, NodeFailure> {
+    let Some(blueprint_id) = required_str(params, "blueprintId") else {
+        return Err(NodeFailure::fatal(format!(
+            "Subflow node '{}' is missing 'blueprintId' parameter.",
+            node.id
+        )));
+    };
+    let Some(child) = plans.get(blueprint_id) else {
+        return Err(NodeFailure::fatal(format!(
+            "Sub-blueprint '{blueprint_id}' not found in runtime registry."
+        )));
+    };
+    let mut initial = ContextMap::new();
+    match params.get("inputs").and_then(Value::as_object) {
+        Some(mapping) => {
+            for (child_key, parent_key) in mapping {
+                let Some(parent_key) = parent_key.as_str() else { continue };
+                let value = context
+                    .get(parent_key)
+                    .or_else(|| context.get(&output_key(parent_key)));
+                if let Some(value) = value {
+                    initial.insert(child_key.clone(), value.clone());
+                }
+            }
+        }
+        None => {
+            if let Some(input) = input {
+                for start in &child.analysis.start_nodes {
+                    initial.insert(crate::routing::input_key(start), input.clone());
+                }
+            }
+        }
+    }
+    Ok(BuiltinOutcome::Subflow {
+        blueprint_id: blueprint_id.to_owned(),
+        initial,
+    })
+}
+
+/// The subflow node's output and parent writes once its child completed
+/// (upstream §4.5 step 4).
+pub fn subflow_result(
+    node: &NodeDefinition,
+    child_plan: &Plan,
+    child_context: &ContextMap,
+) -> (Value, Vec<(String, Value)>) {
+    let params = node.params_or_empty();
+    if let Some(outputs) = params.get("outputs").and_then(Value::as_object) {
+        let writes = outputs
+            .iter()
+            .filter_map(|(parent_key, child_key)| {
+                let child_key = child_key.as_str()?;
+                let value = child_context
+                    .get(&output_key(child_key))
+                    .or_else(|| child_context.get(child_key))?;
+                Some((parent_key.clone(), value.clone()))
+            })
+            .collect();
+        return (Value::Object(child_context.clone()), writes);
+    }
+    let terminals = &child_plan.analysis.terminal_nodes;
+    let output_of = |id: &str| {
+        child_context
+            .get(&output_key(id))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let output = match terminals.as_slice() {
+        [single] => output_of(single),
+        many => Value::Object(
+            many.iter()
+                .map(|id| (id.clone(), output_of(id)))
+                .collect(),
+        ),
+    };
+    (output, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleep_durations_follow_upstream_rules() {
+        for valid in [json!(0), json!(1500), json!("1m"), json!("1h"), json!("1d"), json!("2s")] {
+            assert!(sleep_duration(Some(&valid)).is_ok(), "{valid}");
+        }
+        for invalid in [json!("soon"), json!(-100), json!(null), json!("5"), json!("s"), json!("1w")] {
+            assert!(sleep_duration(Some(&invalid)).is_err(), "{invalid}");
+        }
+        assert!(sleep_duration(None).is_err());
+        assert_eq!(sleep_duration(Some(&json!("2s"))).unwrap(), Duration::from_secs(2));
+    }
+}

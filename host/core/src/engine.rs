@@ -1,0 +1,885 @@
+//! The job step: the one implementation of "execute one node of one run and
+//! schedule what follows", shared by the embedded and the Azure mode.
+//!
+//! A job is handled in this order, so that a crash at any point followed by
+//! a redelivery neither loses nor repeats an effect the design promises once:
+//!
+//! 1. read the run's progress record and skip the job if the node is not
+//!    scheduled (a duplicate or a stale job) — re-sending successors a lost
+//!    first delivery may not have sent;
+//! 2. read the run's context once;
+//! 3. run the node (or recover its recorded result if `_outputs.<id>` exists);
+//! 4. write the node's context changes, its output, its action and its
+//!    successors' `_inputs` in one store write;
+//! 5. apply the settlement to the progress record atomically (joins, skips,
+//!    completion) and enqueue what it scheduled;
+//! 6. publish a changed run status.
+//!
+//! Retries go back through the queue with a delay; a failing node's writes are
+//! discarded. A job returns `Err` only for backend failures, so the caller can
+//! leave it to be delivered again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::blueprint::NodeDefinition;
+use crate::builtin::{self, BuiltinOutcome};
+use crate::context::{ContextChange, ContextMap, NodeContext, DEFAULT_WRITE_QUOTA};
+use crate::expression::EvaluatorMode;
+use crate::plan::{Plan, PlanRegistry};
+use crate::progress::{
+    Advance, AwaitReason, Completion, NodeStatus, ParentLink, RunProgress, RunState,
+    DEFAULT_STEP_LIMIT, stored_output,
+};
+use crate::routing::{self, RoutedResult, action_key, output_key};
+use crate::runner::{NodeCall, NodeFailure, NodeRunner, NodeSuccess};
+use crate::store::{Backend, Job, JobSignal, StoreError};
+
+/// Context key listing paused nodes (upstream-compatible).
+pub const AWAITING_IDS_KEY: &str = "_awaitingNodeIds";
+/// Context key with each paused node's details (upstream-compatible).
+pub const AWAITING_DETAILS_KEY: &str = "_awaitingDetails";
+/// Context key of dynamic nodes a node returned (for recovery after a crash).
+const DYNAMIC_KEY_PREFIX: &str = "_dynamicNodes.";
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Expression language for blueprints that do not name one.
+    pub evaluator: EvaluatorMode,
+    /// Node executions allowed per run.
+    pub step_limit: u64,
+    /// Upper bound of a retry's back-off delay.
+    pub max_retry_delay: Duration,
+    /// Context writes allowed per node call.
+    pub write_quota: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            evaluator: EvaluatorMode::Safe,
+            step_limit: DEFAULT_STEP_LIMIT,
+            max_retry_delay: Duration::from_secs(3_600),
+            write_quota: DEFAULT_WRITE_QUOTA,
+        }
+    }
+}
+
+/// What can go wrong outside a node.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Blueprint with ID '{0}' not found in the worker's runtime registry.")]
+    UnknownBlueprint(String),
+    #[error("run '{0}' already exists; choose another run id")]
+    RunExists(String),
+    #[error("run '{0}' not found")]
+    UnknownRun(String),
+    #[error("cannot start blueprint '{blueprint}': {message}")]
+    Pin { blueprint: String, message: String },
+    #[error("Cannot resume: The provided context is not in an awaiting state.")]
+    NotAwaiting,
+    #[error("Cannot resume: Node '{0}' is not in an awaiting state.")]
+    NodeNotAwaiting(String),
+}
+
+impl EngineError {
+    /// Whether the job should be delivered again (a backend problem).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EngineError::Store(_))
+    }
+}
+
+/// A run's externally visible result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunReport {
+    pub run_id: String,
+    pub state: RunState,
+    pub context: ContextMap,
+    pub errors: Vec<crate::progress::RunError>,
+}
+
+/// The engine: plans, a backend and a node runner.
+pub struct Engine<B, R> {
+    backend: Arc<B>,
+    runner: Arc<R>,
+    plans: Arc<PlanRegistry>,
+    settings: EngineSettings,
+}
+
+impl<B, R> Clone for Engine<B, R> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            runner: self.runner.clone(),
+            plans: self.plans.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// The result of a node attempt as the step sees it.
+enum Attempt {
+    Success(NodeSuccess),
+    Wait(Option<Value>, AwaitReason, Option<Duration>),
+    Subflow(String, ContextMap),
+    Failure(NodeFailure),
+}
+
+impl<B: Backend, R: NodeRunner> Engine<B, R> {
+    pub fn new(backend: Arc<B>, runner: Arc<R>, plans: Arc<PlanRegistry>, settings: EngineSettings) -> Self {
+        Self {
+            backend,
+            runner,
+            plans,
+            settings,
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    pub fn plans(&self) -> &Arc<PlanRegistry> {
+        &self.plans
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Starts a run of `blueprint_id`; returns its id.
+    pub async fn start_run(
+        &self,
+        blueprint_id: &str,
+        run_id: Option<String>,
+        initial: ContextMap,
+    ) -> Result<String, EngineError> {
+        self.start_run_with_parent(blueprint_id, run_id, initial, None).await
+    }
+
+    async fn start_run_with_parent(
+        &self,
+        blueprint_id: &str,
+        run_id: Option<String>,
+        initial: ContextMap,
+        parent: Option<ParentLink>,
+    ) -> Result<String, EngineError> {
+        let plan = self.plan(blueprint_id)?;
+        let run_id = run_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let pins = self.runner.pin(&plan.blueprint).map_err(|e| EngineError::Pin {
+            blueprint: blueprint_id.to_owned(),
+            message: e.0,
+        })?;
+        let mut context = ContextMap::new();
+        context.insert("blueprintId".into(), Value::String(blueprint_id.to_owned()));
+        context.insert("blueprintVersion".into(), plan.blueprint.version_value());
+        context.extend(initial);
+        let mut progress = RunProgress::new(&run_id, blueprint_id, pins, self.settings.step_limit);
+        progress.parent = parent;
+        let advance = progress.start(&plan.analysis.start_nodes);
+        if !self.backend.create_progress(&progress).await? {
+            return Err(EngineError::RunExists(run_id));
+        }
+        self.backend.create_context(&run_id, context).await?;
+        self.backend
+            .write_status(&run_id, RunState::Running, None)
+            .await?;
+        info!(run = %run_id, blueprint = %blueprint_id, "run started");
+        self.follow_up(&plan, &progress, &advance).await?;
+        Ok(run_id)
+    }
+
+    /// Handles one job.
+    pub async fn handle(&self, job: &Job) -> Result<(), EngineError> {
+        let plan = self.plan(&job.blueprint_id)?;
+        let Some(progress) = self.backend.load_progress(&job.run_id).await? else {
+            warn!(run = %job.run_id, node = %job.node_id, "job for an unknown run dropped");
+            return Ok(());
+        };
+        if progress.state.is_terminal() {
+            return self.ensure_published(&plan, &progress).await;
+        }
+        match job.signal {
+            Some(JobSignal::Wake) => return self.wake(&plan, &progress, &job.node_id).await,
+            Some(JobSignal::Child) => return self.collect_child(&plan, &progress, &job.node_id).await,
+            None => {}
+        }
+        match progress.status(&job.node_id) {
+            NodeStatus::Scheduled => {}
+            NodeStatus::Done => return self.resend_successors(&plan, &progress, &job.node_id).await,
+            _ => return Ok(()),
+        }
+        if progress.children.contains_key(&job.node_id) {
+            return Ok(());
+        }
+        let Some(node) = self.definition(&plan, &progress, &job.node_id) else {
+            let message = format!("Node '{}' not found in blueprint '{}'.", job.node_id, plan.blueprint.id);
+            return self.settle(&plan, &job.run_id, |p| p.fail_run(&job.node_id, &message)).await;
+        };
+        let snapshot = self
+            .backend
+            .load_context(&job.run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(job.run_id.clone()))?
+            .values;
+        let stands_in_for = progress.stand_ins.get(&node.id).cloned();
+        let (attempt, changes) = match self.recorded_result(&node, &snapshot) {
+            Some(success) => (Attempt::Success(success), Vec::new()),
+            None => self.attempt(&plan, &progress, &node, job, snapshot.clone()).await,
+        };
+        match attempt {
+            Attempt::Success(success) => {
+                self.complete(&plan, &job.run_id, &node, stands_in_for.as_deref(), &snapshot, changes, success)
+                    .await
+            }
+            Attempt::Wait(output, reason, wake_after) => {
+                self.pause(&plan, job, &node, &snapshot, changes, output, reason, wake_after)
+                    .await
+            }
+            Attempt::Subflow(child_blueprint, initial) => {
+                self.start_child(&plan, job, &node, child_blueprint, initial).await
+            }
+            Attempt::Failure(failure) => self.failed(&plan, job, &node, failure).await,
+        }
+    }
+
+    /// Resumes an awaiting node; `node` defaults to the first awaiting one.
+    pub async fn resume(
+        &self,
+        run_id: &str,
+        node: Option<&str>,
+        action: Option<String>,
+        output: Option<Value>,
+    ) -> Result<(), EngineError> {
+        let progress = self
+            .backend
+            .load_progress(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        let node_id = match node {
+            Some(id) => id.to_owned(),
+            None => progress.awaiting.keys().next().cloned().ok_or(EngineError::NotAwaiting)?,
+        };
+        if progress.awaiting.is_empty() {
+            return Err(EngineError::NotAwaiting);
+        }
+        match progress.awaiting.get(&node_id) {
+            None => Err(EngineError::NodeNotAwaiting(node_id)),
+            Some(AwaitReason::Subflow { child_run_id }) => {
+                Box::pin(self.resume(child_run_id, None, action, output)).await
+            }
+            Some(_) => {
+                let plan = self.plan(&progress.blueprint_id)?;
+                self.resume_node(&plan, &progress, &node_id, action, output, Vec::new()).await
+            }
+        }
+    }
+
+    /// The current result of a run.
+    pub async fn report(&self, run_id: &str) -> Result<RunReport, EngineError> {
+        let progress = self
+            .backend
+            .load_progress(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        let context = self
+            .backend
+            .load_context(run_id)
+            .await?
+            .map(|c| (*c.values).clone())
+            .unwrap_or_default();
+        Ok(RunReport {
+            run_id: run_id.to_owned(),
+            state: progress.state,
+            context,
+            errors: progress.errors,
+        })
+    }
+
+    /// Cancels a run: queued jobs of it are dropped when they arrive.
+    pub async fn cancel(&self, run_id: &str) -> Result<(), EngineError> {
+        let progress = self
+            .backend
+            .load_progress(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        let plan = self.plan(&progress.blueprint_id)?;
+        self.settle(&plan, run_id, |p| p.cancel()).await
+    }
+
+    fn plan(&self, blueprint_id: &str) -> Result<Arc<Plan>, EngineError> {
+        self.plans
+            .get(blueprint_id)
+            .ok_or_else(|| EngineError::UnknownBlueprint(blueprint_id.to_owned()))
+    }
+
+    fn definition(&self, plan: &Plan, progress: &RunProgress, id: &str) -> Option<NodeDefinition> {
+        plan.blueprint
+            .node(id)
+            .or_else(|| progress.dynamic_node(id))
+            .cloned()
+    }
+
+    /// A plugin node whose output is already stored was run by an earlier
+    /// delivery that crashed before settling: reuse its result.
+    fn recorded_result(&self, node: &NodeDefinition, snapshot: &ContextMap) -> Option<NodeSuccess> {
+        if builtin::is_builtin(&node.uses) {
+            return None;
+        }
+        let output = snapshot.get(&output_key(&node.id))?.clone();
+        let dynamic_nodes = snapshot
+            .get(&format!("{DYNAMIC_KEY_PREFIX}{}", node.id))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        Some(NodeSuccess {
+            output: Some(output),
+            action: snapshot
+                .get(&action_key(&node.id))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            dynamic_nodes,
+        })
+    }
+
+    async fn attempt(
+        &self,
+        plan: &Plan,
+        progress: &RunProgress,
+        node: &NodeDefinition,
+        job: &Job,
+        snapshot: Arc<ContextMap>,
+    ) -> (Attempt, Vec<ContextChange>) {
+        let input = routing::resolve_input(plan, node, &snapshot);
+        let mut context = NodeContext::with_quota(snapshot.clone(), self.settings.write_quota);
+        info!(run = %job.run_id, node = %node.id, uses = %node.uses, attempt = job.attempt(), "node started");
+        if builtin::is_builtin(&node.uses) {
+            let outcome = builtin::execute(plan, &self.plans, node, input, &mut context, &snapshot);
+            let changes = context.into_changes();
+            let attempt = match outcome {
+                Ok(BuiltinOutcome::Done(success)) => Attempt::Success(success),
+                Ok(BuiltinOutcome::Wait { output }) => Attempt::Wait(output, AwaitReason::ExternalEvent, None),
+                Ok(BuiltinOutcome::Sleep { output, wake_after }) => {
+                    let wake_up_at = time::OffsetDateTime::now_utc() + wake_after;
+                    let wake_up_at = wake_up_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    Attempt::Wait(output, AwaitReason::Timer { wake_up_at }, Some(wake_after))
+                }
+                Ok(BuiltinOutcome::Subflow { blueprint_id, initial }) => Attempt::Subflow(blueprint_id, initial),
+                Err(failure) => Attempt::Failure(failure),
+            };
+            return (attempt, changes);
+        }
+        let timeout = node
+            .config
+            .as_ref()
+            .and_then(|c| c.timeout)
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        let call = NodeCall {
+            uses: node.uses.clone(),
+            run_id: job.run_id.clone(),
+            node_id: node.id.clone(),
+            blueprint_id: plan.blueprint.id.clone(),
+            attempt: job.attempt(),
+            input,
+            params: node.params_or_empty(),
+            pin: progress.pins.get(&node.uses).cloned(),
+            timeout,
+            context,
+        };
+        let outcome = match timeout {
+            // The runner enforces the limit itself; this bound only catches a
+            // runner that does not, with a grace period for its own report.
+            Some(limit) => match tokio::time::timeout(limit + Duration::from_secs(1), self.runner.run(call)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return (
+                        Attempt::Failure(NodeFailure::retryable(format!(
+                            "Node '{}' timed out after {} ms",
+                            node.id,
+                            limit.as_millis()
+                        ))),
+                        Vec::new(),
+                    );
+                }
+            },
+            None => self.runner.run(call).await,
+        };
+        match outcome.result {
+            Ok(success) => (Attempt::Success(success), outcome.context.into_changes()),
+            Err(failure) => (Attempt::Failure(failure), Vec::new()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn complete(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        node: &NodeDefinition,
+        stands_in_for: Option<&str>,
+        snapshot: &ContextMap,
+        mut changes: Vec<ContextChange>,
+        success: NodeSuccess,
+    ) -> Result<(), EngineError> {
+        let continues = node.uses == crate::analysis::LOOP_CONTROLLER && success.action.as_deref() == Some("continue");
+        let rearm = if continues {
+            let mut rearm = plan.analysis.loop_bodies.get(&node.id).cloned().unwrap_or_default();
+            for body in &rearm {
+                changes.push(ContextChange::Delete { key: output_key(body) });
+                changes.push(ContextChange::Delete { key: action_key(body) });
+            }
+            rearm.insert(node.id.clone());
+            rearm
+        } else {
+            Default::default()
+        };
+        let view = overlay(snapshot, &changes);
+        let routing = routing::route(
+            plan,
+            node,
+            stands_in_for,
+            RoutedResult {
+                output: success.output.as_ref(),
+                action: success.action.as_deref(),
+            },
+            &view,
+        );
+        if !continues {
+            changes.push(ContextChange::Set {
+                key: output_key(&node.id),
+                value: stored_output(success.output.as_ref()),
+            });
+        }
+        if let Some(action) = &success.action {
+            changes.push(ContextChange::Set {
+                key: action_key(&node.id),
+                value: Value::String(action.clone()),
+            });
+        }
+        if let Some(failed) = stands_in_for {
+            changes.push(ContextChange::Set {
+                key: output_key(failed),
+                value: stored_output(success.output.as_ref()),
+            });
+        }
+        if !success.dynamic_nodes.is_empty() && !builtin::is_builtin(&node.uses) {
+            changes.push(ContextChange::Set {
+                key: format!("{DYNAMIC_KEY_PREFIX}{}", node.id),
+                value: serde_json::to_value(&success.dynamic_nodes).unwrap_or(Value::Null),
+            });
+        }
+        changes.extend(routing.inputs.into_iter().map(|(key, value)| ContextChange::Set { key, value }));
+        self.backend.apply_changes(run_id, &changes).await?;
+        info!(run = %run_id, node = %node.id, "node finished");
+        let mut sources = vec![node.id.clone()];
+        sources.extend(stands_in_for.map(str::to_owned));
+        let completion = Completion {
+            sources,
+            taken: routing.taken,
+            gather: success
+                .output
+                .as_ref()
+                .and_then(|o| o.get("gatherNodeId"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            dynamic_nodes: success.dynamic_nodes,
+            rearm,
+        };
+        let blueprint = &plan.blueprint;
+        let analysis = &plan.analysis;
+        let node_id = node.id.clone();
+        self.settle(plan, run_id, move |p| p.complete(blueprint, analysis, &node_id, &completion))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pause(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        node: &NodeDefinition,
+        snapshot: &ContextMap,
+        mut changes: Vec<ContextChange>,
+        output: Option<Value>,
+        reason: AwaitReason,
+        wake_after: Option<Duration>,
+    ) -> Result<(), EngineError> {
+        if let Some(output) = &output {
+            changes.push(ContextChange::Set {
+                key: output_key(&node.id),
+                value: output.clone(),
+            });
+        }
+        changes.extend(awaiting_marks(snapshot, &node.id, Some(&reason)));
+        self.backend.apply_changes(&job.run_id, &changes).await?;
+        info!(run = %job.run_id, node = %node.id, "node awaiting");
+        let node_id = node.id.clone();
+        self.settle(plan, &job.run_id, move |p| p.pause(&node_id, reason.clone()))
+            .await?;
+        if let Some(delay) = wake_after {
+            let mut wake = Job::new(&job.run_id, &job.blueprint_id, &node.id);
+            wake.signal = Some(JobSignal::Wake);
+            self.backend.enqueue(wake, delay).await?;
+        }
+        Ok(())
+    }
+
+    async fn start_child(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        node: &NodeDefinition,
+        child_blueprint: String,
+        initial: ContextMap,
+    ) -> Result<(), EngineError> {
+        let child_run_id = format!("{}.{}.{}", job.run_id, node.id, job.attempt());
+        let parent = ParentLink {
+            run_id: job.run_id.clone(),
+            blueprint_id: plan.blueprint.id.clone(),
+            node_id: node.id.clone(),
+        };
+        let node_id = node.id.clone();
+        let child = child_run_id.clone();
+        self.backend
+            .update_progress(&job.run_id, move |p| {
+                p.children.insert(node_id.clone(), child.clone());
+            })
+            .await?;
+        match self
+            .start_run_with_parent(&child_blueprint, Some(child_run_id), initial, Some(parent))
+            .await
+        {
+            Ok(_) | Err(EngineError::RunExists(_)) => Ok(()),
+            Err(error) if error.is_transient() => Err(error),
+            Err(error) => self.failed(plan, job, node, NodeFailure::fatal(error.to_string())).await,
+        }
+    }
+
+    /// A child run of a subflow node settled: finish, fail or pause the node.
+    async fn collect_child(&self, plan: &Plan, progress: &RunProgress, node_id: &str) -> Result<(), EngineError> {
+        let Some(child_run_id) = progress.children.get(node_id) else {
+            return Ok(());
+        };
+        if !matches!(progress.status(node_id), NodeStatus::Scheduled | NodeStatus::Awaiting) {
+            return Ok(());
+        }
+        let Some(node) = self.definition(plan, progress, node_id) else {
+            return Ok(());
+        };
+        let child = self.report(child_run_id).await?;
+        let child_blueprint = node
+            .params
+            .as_ref()
+            .and_then(|p| p.get("blueprintId"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let job = Job::new(&progress.run_id, &plan.blueprint.id, node_id);
+        match child.state {
+            RunState::Completed => {
+                let child_plan = self.plan(child_blueprint)?;
+                let (output, writes) = builtin::subflow_result(&node, &child_plan, &child.context);
+                let changes: Vec<ContextChange> = writes
+                    .into_iter()
+                    .map(|(key, value)| ContextChange::Set { key, value })
+                    .collect();
+                if progress.status(node_id) == NodeStatus::Awaiting {
+                    return self
+                        .resume_node(plan, progress, node_id, None, Some(output), changes)
+                        .await;
+                }
+                let snapshot = self.load_snapshot(&progress.run_id).await?;
+                let stands_in_for = progress.stand_ins.get(node_id).map(String::as_str);
+                self.complete(
+                    plan,
+                    &progress.run_id,
+                    &node,
+                    stands_in_for,
+                    &snapshot,
+                    changes,
+                    NodeSuccess {
+                        output: Some(output),
+                        ..NodeSuccess::default()
+                    },
+                )
+                .await
+            }
+            RunState::Awaiting => {
+                let reason = AwaitReason::Subflow {
+                    child_run_id: child_run_id.clone(),
+                };
+                if progress.status(node_id) == NodeStatus::Awaiting {
+                    return Ok(());
+                }
+                let snapshot = self.load_snapshot(&progress.run_id).await?;
+                self.pause(plan, &job, &node, &snapshot, Vec::new(), None, reason, None)
+                    .await
+            }
+            state => {
+                let first_error = child.errors.first().map(|e| e.message.as_str()).unwrap_or("none");
+                let message = format!(
+                    "Sub-workflow '{child_blueprint}' did not complete successfully. Status: {}. Error: {first_error}",
+                    state.as_str()
+                );
+                self.failed(plan, &job, &node, NodeFailure::fatal(message)).await
+            }
+        }
+    }
+
+    /// A sleeping node's timer fired.
+    async fn wake(&self, plan: &Plan, progress: &RunProgress, node_id: &str) -> Result<(), EngineError> {
+        match progress.awaiting.get(node_id) {
+            Some(AwaitReason::Timer { .. }) => {
+                self.resume_node(plan, progress, node_id, None, None, Vec::new()).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn resume_node(
+        &self,
+        plan: &Plan,
+        progress: &RunProgress,
+        node_id: &str,
+        action: Option<String>,
+        output: Option<Value>,
+        mut changes: Vec<ContextChange>,
+    ) -> Result<(), EngineError> {
+        let Some(node) = self.definition(plan, progress, node_id) else {
+            return Err(EngineError::NodeNotAwaiting(node_id.to_owned()));
+        };
+        let snapshot = self.load_snapshot(&progress.run_id).await?;
+        let output = output
+            .clone()
+            .or_else(|| snapshot.get(&output_key(node_id)).cloned());
+        changes.push(ContextChange::Set {
+            key: "_resume.action".into(),
+            value: action.clone().map(Value::String).unwrap_or(Value::Null),
+        });
+        if let Some(output) = &output {
+            changes.push(ContextChange::Set {
+                key: "_resume.output".into(),
+                value: output.clone(),
+            });
+        }
+        changes.extend(awaiting_marks(&snapshot, node_id, None));
+        let node_id_owned = node_id.to_owned();
+        let unpaused = self
+            .backend
+            .update_progress(&progress.run_id, move |p| p.unpause(&node_id_owned))
+            .await?
+            .unwrap_or(false);
+        if !unpaused {
+            return Err(EngineError::NodeNotAwaiting(node_id.to_owned()));
+        }
+        info!(run = %progress.run_id, node = %node_id, "node resumed");
+        let stands_in_for = progress.stand_ins.get(node_id).map(String::as_str);
+        self.complete(
+            plan,
+            &progress.run_id,
+            &node,
+            stands_in_for,
+            &snapshot,
+            changes,
+            NodeSuccess {
+                output,
+                action,
+                dynamic_nodes: vec![],
+            },
+        )
+        .await
+    }
+
+    async fn failed(&self, plan: &Plan, job: &Job, node: &NodeDefinition, failure: NodeFailure) -> Result<(), EngineError> {
+        let config = node.config();
+        let max_attempts = config.max_retries.map(|m| m.floor()).filter(|m| *m >= 1.0).unwrap_or(1.0) as u32;
+        let attempt = job.attempt();
+        if !failure.is_fatal() && attempt < max_attempts {
+            let base = config.retry_delay.filter(|d| d.is_finite() && *d > 0.0).unwrap_or(0.0);
+            let delay = Duration::from_secs_f64(base * 2f64.powi(attempt as i32 - 1) / 1000.0)
+                .min(self.settings.max_retry_delay);
+            info!(run = %job.run_id, node = %node.id, attempt, error = %failure.message, "node failed; retrying");
+            let mut retry = job.clone();
+            retry.attempt = Some(attempt + 1);
+            retry.signal = None;
+            self.backend.enqueue(retry, delay).await?;
+            return Ok(());
+        }
+        let message = if failure.is_fatal() || failure.message.starts_with(&format!("Node '{}'", node.id)) {
+            failure.message.clone()
+        } else {
+            format!("Node '{}' execution failed: {}", node.id, failure.message)
+        };
+        warn!(run = %job.run_id, node = %node.id, error = %message, "node failed");
+        if let (Some(fallback), false) = (node.fallback(), failure.is_fatal())
+            && plan.blueprint.node(fallback).is_some()
+        {
+            let changes = vec![
+                ContextChange::Set {
+                    key: "_catch_error".into(),
+                    value: json!({"message": message, "nodeId": node.id, "blueprintId": plan.blueprint.id}),
+                },
+                ContextChange::Set {
+                    key: output_key(&node.id),
+                    value: Value::Null,
+                },
+            ];
+            self.backend.apply_changes(&job.run_id, &changes).await?;
+            let (node_id, fallback) = (node.id.clone(), fallback.to_owned());
+            return self
+                .settle(plan, &job.run_id, move |p| p.fall_back(&node_id, &fallback))
+                .await;
+        }
+        let node_id = node.id.clone();
+        self.settle(plan, &job.run_id, move |p| p.fail(&node_id, &message)).await
+    }
+
+    /// A job for a node that already finished: re-send successors that are
+    /// still scheduled, in case the first delivery crashed before sending.
+    async fn resend_successors(&self, plan: &Plan, progress: &RunProgress, node_id: &str) -> Result<(), EngineError> {
+        let mut sources = vec![node_id.to_owned()];
+        sources.extend(progress.stand_ins.get(node_id).cloned());
+        let advance = Advance {
+            schedule: progress.scheduled_successors(&plan.blueprint, &plan.analysis, &sources),
+            ..Advance::default()
+        };
+        self.follow_up(plan, progress, &advance).await
+    }
+
+    async fn load_snapshot(&self, run_id: &str) -> Result<Arc<ContextMap>, EngineError> {
+        Ok(self
+            .backend
+            .load_context(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?
+            .values)
+    }
+
+    /// Applies a transition and carries out what it asks for.
+    async fn settle<F>(&self, plan: &Plan, run_id: &str, transition: F) -> Result<(), EngineError>
+    where
+        F: FnMut(&mut RunProgress) -> Advance + Send,
+    {
+        let mut transition = transition;
+        let outcome = self
+            .backend
+            .update_progress(run_id, move |p| {
+                let advance = transition(p);
+                (advance, p.clone())
+            })
+            .await?;
+        let Some((advance, progress)) = outcome else {
+            return Err(EngineError::UnknownRun(run_id.to_owned()));
+        };
+        self.follow_up(plan, &progress, &advance).await
+    }
+
+    /// Enqueues scheduled nodes and publishes a changed run state.
+    async fn follow_up(&self, plan: &Plan, progress: &RunProgress, advance: &Advance) -> Result<(), EngineError> {
+        for node in &advance.schedule {
+            self.backend
+                .enqueue(Job::new(&progress.run_id, &plan.blueprint.id, node), Duration::ZERO)
+                .await?;
+        }
+        if let Some(state) = advance.new_state {
+            self.publish(progress, state).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure a terminal run's status is published (a crash may have
+    /// happened between reaching the state and publishing it).
+    async fn ensure_published(&self, _plan: &Plan, progress: &RunProgress) -> Result<(), EngineError> {
+        let published = self
+            .backend
+            .read_status(&progress.run_id)
+            .await?
+            .is_some_and(|status| status.status.is_terminal());
+        if !published {
+            self.publish(progress, progress.state).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, progress: &RunProgress, state: RunState) -> Result<(), EngineError> {
+        let final_status = match state {
+            RunState::Completed => {
+                let mut context = (*self.load_snapshot(&progress.run_id).await?).clone();
+                context.shift_remove("id");
+                context.shift_remove("runId");
+                let serialized = serde_json::to_string(&context).unwrap_or_default();
+                Some(json!({"status": "completed", "payload": {"context": context, "serializedContext": serialized, "status": "completed"}}))
+            }
+            RunState::Failed => {
+                let reason = progress.errors.first().map(|e| e.message.clone()).unwrap_or_default();
+                Some(json!({"status": "failed", "reason": reason}))
+            }
+            RunState::Cancelled => Some(json!({"status": "cancelled"})),
+            RunState::Running | RunState::Awaiting => None,
+        };
+        self.backend.write_status(&progress.run_id, state, final_status).await?;
+        info!(run = %progress.run_id, status = state.as_str(), "run status changed");
+        if let Some(parent) = &progress.parent
+            && state != RunState::Running
+        {
+            let mut job = Job::new(&parent.run_id, &parent.blueprint_id, &parent.node_id);
+            job.signal = Some(JobSignal::Child);
+            self.backend.enqueue(job, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `snapshot` with `changes` applied (only built when a result is routed).
+fn overlay(snapshot: &ContextMap, changes: &[ContextChange]) -> ContextMap {
+    let mut view = snapshot.clone();
+    for change in changes {
+        change.apply_to(&mut view);
+    }
+    view
+}
+
+/// Context writes adding (`reason` given) or removing `node` from the
+/// upstream awaiting marks.
+fn awaiting_marks(snapshot: &ContextMap, node: &str, reason: Option<&AwaitReason>) -> Vec<ContextChange> {
+    let mut ids: Vec<Value> = snapshot
+        .get(AWAITING_IDS_KEY)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut details: Map<String, Value> = snapshot
+        .get(AWAITING_DETAILS_KEY)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    ids.retain(|id| id.as_str() != Some(node));
+    details.shift_remove(node);
+    if let Some(reason) = reason {
+        ids.push(Value::String(node.to_owned()));
+        let detail = match reason {
+            AwaitReason::ExternalEvent => json!({"reason": "external_event"}),
+            AwaitReason::Timer { wake_up_at } => json!({"reason": "timer", "wakeUpAt": wake_up_at}),
+            AwaitReason::Subflow { child_run_id } => json!({"reason": "subflow", "childRunId": child_run_id}),
+        };
+        details.insert(node.to_owned(), detail);
+    }
+    if ids.is_empty() {
+        vec![
+            ContextChange::Delete { key: AWAITING_IDS_KEY.into() },
+            ContextChange::Delete { key: AWAITING_DETAILS_KEY.into() },
+        ]
+    } else {
+        vec![
+            ContextChange::Set { key: AWAITING_IDS_KEY.into(), value: Value::Array(ids) },
+            ContextChange::Set { key: AWAITING_DETAILS_KEY.into(), value: Value::Object(details) },
+        ]
+    }
+}

@@ -1,0 +1,275 @@
+//! The embedded mode: every store in process memory, an in-process job queue
+//! with durable-timer semantics (a delayed job is a tokio timer, not a busy
+//! wait), and a driver that runs a workflow to its end with bounded
+//! concurrency. The whole state of a run can be saved and loaded
+//! ([`MemorySnapshot`]), which is how `flowcraft-host run --state` pauses and
+//! `resume` continues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::error;
+
+use crate::context::{ContextChange, ContextMap};
+use crate::engine::{Engine, EngineError, RunReport};
+use crate::progress::{AwaitReason, RunProgress, RunState};
+use crate::runner::NodeRunner;
+use crate::store::{
+    ContextStore, CoordinationStore, Job, JobQueue, JobSignal, RunStatusRecord, StatusStore,
+    StoreError, StoredContext,
+};
+
+/// Everything the embedded stores hold, serializable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemorySnapshot {
+    pub contexts: HashMap<String, ContextMap>,
+    pub progress: HashMap<String, RunProgress>,
+    pub statuses: HashMap<String, RunStatusRecord>,
+}
+
+/// All four stores in memory, plus the queue.
+pub struct MemoryBackend {
+    state: Mutex<MemorySnapshot>,
+    sender: mpsc::UnboundedSender<Job>,
+    timers: Arc<AtomicUsize>,
+}
+
+/// The receiving end of the in-process queue.
+pub struct JobReceiver {
+    receiver: mpsc::UnboundedReceiver<Job>,
+}
+
+impl MemoryBackend {
+    /// An empty backend and its queue's receiver.
+    pub fn new() -> (Self, JobReceiver) {
+        Self::from_snapshot(MemorySnapshot::default())
+    }
+
+    /// A backend holding `snapshot`. Sleeping nodes get their timers back
+    /// (firing at once if their wake-up time has passed); call this inside a
+    /// tokio runtime.
+    pub fn from_snapshot(snapshot: MemorySnapshot) -> (Self, JobReceiver) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let backend = Self {
+            state: Mutex::new(snapshot),
+            sender,
+            timers: Arc::new(AtomicUsize::new(0)),
+        };
+        backend.rearm_timers();
+        (backend, JobReceiver { receiver })
+    }
+
+    /// A copy of everything stored.
+    pub fn snapshot(&self) -> MemorySnapshot {
+        self.lock().clone()
+    }
+
+    /// Delayed jobs not yet delivered.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.load(Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemorySnapshot> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn rearm_timers(&self) {
+        let sleeping: Vec<(Job, Duration)> = {
+            let state = self.lock();
+            state
+                .progress
+                .values()
+                .flat_map(|progress| {
+                    progress.awaiting.iter().filter_map(|(node, reason)| match reason {
+                        AwaitReason::Timer { wake_up_at } => {
+                            let mut job = Job::new(&progress.run_id, &progress.blueprint_id, node);
+                            job.signal = Some(JobSignal::Wake);
+                            Some((job, until(wake_up_at)))
+                        }
+                        _ => None,
+                    })
+                })
+                .collect()
+        };
+        for (job, delay) in sleeping {
+            self.send(job, delay);
+        }
+    }
+
+    fn send(&self, job: Job, delay: Duration) {
+        if delay.is_zero() {
+            let _ = self.sender.send(job);
+            return;
+        }
+        let sender = self.sender.clone();
+        let timers = self.timers.clone();
+        timers.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = sender.send(job);
+            timers.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Time left until an RFC 3339 instant (zero if past or unparsable).
+fn until(instant: &str) -> Duration {
+    let Ok(at) = time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339) else {
+        return Duration::ZERO;
+    };
+    let left = at - time::OffsetDateTime::now_utc();
+    left.try_into().unwrap_or(Duration::ZERO)
+}
+
+fn now_seconds() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl JobQueue for MemoryBackend {
+    async fn enqueue(&self, job: Job, delay: Duration) -> Result<(), StoreError> {
+        self.send(job, delay);
+        Ok(())
+    }
+}
+
+impl ContextStore for MemoryBackend {
+    async fn create_context(&self, run_id: &str, initial: ContextMap) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.contexts.contains_key(run_id) {
+            return Err(StoreError::new("memory context", format!("context of run '{run_id}' exists")));
+        }
+        state.contexts.insert(run_id.to_owned(), initial);
+        Ok(())
+    }
+
+    async fn load_context(&self, run_id: &str) -> Result<Option<StoredContext>, StoreError> {
+        Ok(self.lock().contexts.get(run_id).map(|values| StoredContext {
+            values: Arc::new(values.clone()),
+        }))
+    }
+
+    async fn apply_changes(&self, run_id: &str, changes: &[ContextChange]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let context = state.contexts.entry(run_id.to_owned()).or_default();
+        for change in changes {
+            change.apply_to(context);
+        }
+        Ok(())
+    }
+}
+
+impl StatusStore for MemoryBackend {
+    async fn write_status(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: Option<Value>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if state
+            .statuses
+            .get(run_id)
+            .is_some_and(|existing| existing.status.is_terminal())
+        {
+            return Ok(false);
+        }
+        state.statuses.insert(
+            run_id.to_owned(),
+            RunStatusRecord {
+                status,
+                last_updated: now_seconds(),
+                final_status,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn read_status(&self, run_id: &str) -> Result<Option<RunStatusRecord>, StoreError> {
+        Ok(self.lock().statuses.get(run_id).cloned())
+    }
+}
+
+impl CoordinationStore for MemoryBackend {
+    async fn create_progress(&self, progress: &RunProgress) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if state.progress.contains_key(&progress.run_id) {
+            return Ok(false);
+        }
+        state.progress.insert(progress.run_id.clone(), progress.clone());
+        Ok(true)
+    }
+
+    async fn load_progress(&self, run_id: &str) -> Result<Option<RunProgress>, StoreError> {
+        Ok(self.lock().progress.get(run_id).cloned())
+    }
+
+    async fn update_progress<T, F>(&self, run_id: &str, mut change: F) -> Result<Option<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut RunProgress) -> T + Send,
+    {
+        Ok(self.lock().progress.get_mut(run_id).map(|progress| change(progress)))
+    }
+}
+
+/// When [`drive`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerPolicy {
+    /// Wait for sleeping nodes to wake up (the run continues by itself).
+    Wait,
+    /// Stop as soon as the run is awaiting, timers or not.
+    Stop,
+}
+
+/// Runs jobs from `receiver` with up to `concurrency` in flight until the run
+/// `run_id` is over, or awaiting (and, with [`TimerPolicy::Wait`], no timer
+/// is pending), then reports it.
+pub async fn drive<R: NodeRunner>(
+    engine: &Engine<MemoryBackend, R>,
+    receiver: &mut JobReceiver,
+    run_id: &str,
+    concurrency: usize,
+    timers: TimerPolicy,
+) -> Result<RunReport, EngineError> {
+    let concurrency = concurrency.max(1);
+    let mut tasks: JoinSet<Result<(), EngineError>> = JoinSet::new();
+    loop {
+        if tasks.is_empty() {
+            let state = engine
+                .backend()
+                .load_progress(run_id)
+                .await?
+                .map(|p| p.state)
+                .unwrap_or(RunState::Failed);
+            let queue_idle = receiver.receiver.is_empty();
+            let timers_pending = engine.backend().pending_timers() > 0;
+            let finished = state.is_terminal()
+                || (queue_idle
+                    && (!timers_pending
+                        || (state == RunState::Awaiting && timers == TimerPolicy::Stop)));
+            if finished {
+                break;
+            }
+        }
+        tokio::select! {
+            Some(job) = receiver.receiver.recv(), if tasks.len() < concurrency => {
+                let engine = engine.clone();
+                tasks.spawn(async move { engine.handle(&job).await });
+            }
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(problem)) => error!(error = %problem, "job failed"),
+                    Err(panic) => error!(error = %panic, "job task panicked"),
+                }
+            }
+        }
+    }
+    engine.report(run_id).await
+}

@@ -1,0 +1,697 @@
+//! Run progress: which node of a run is waiting, scheduled, done, skipped,
+//! failed or awaiting, and the rules that move a run forward.
+//!
+//! One [`RunProgress`] record per run lives in the coordination store and is
+//! changed only through the transitions below, atomically (the store applies a
+//! transition as a compare-and-set on the whole record). Because every
+//! transition checks the node's current status first, applying the same
+//! settlement twice (a redelivered job) changes nothing and schedules nothing
+//! twice: joins are sets of arrived predecessors, not counters; a node runs at
+//! most once per generation; the terminal state is sticky and reached once.
+//!
+//! Joins: when a node settles, every outgoing edge delivers an *arrival* at its
+//! target, marked taken or not taken. An `all` join runs when every
+//! predecessor has arrived and all were taken, and is *skipped* when every
+//! predecessor arrived but some were not taken; an `any` join runs on the
+//! first taken arrival and is skipped when all arrivals were not taken. A
+//! skipped node passes not-taken arrivals on, so skips propagate. A run is
+//! finished when nothing is scheduled.
+//!
+//! Loops: when a loop controller continues, its body and the controller itself
+//! are re-armed (a new generation, no arrivals), so they can run again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::analysis::Analysis;
+use crate::blueprint::{Blueprint, JoinStrategy, NodeDefinition};
+use crate::runner::Pins;
+
+/// Default per-run limit on node executions (upstream's traversal limit).
+pub const DEFAULT_STEP_LIMIT: u64 = 10_000;
+
+/// The state of a run as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Awaiting,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    /// Whether the run is over (sticky: nothing leaves these states).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunState::Completed | RunState::Failed | RunState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Awaiting => "awaiting",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where one node of a run stands, in its current generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Not ready: waiting for predecessors (or never reached).
+    #[default]
+    Waiting,
+    /// A job for it is queued or running.
+    Scheduled,
+    /// Paused until resumed (wait, sleep, subflow).
+    Awaiting,
+    /// Finished; its arrivals were delivered.
+    Done,
+    /// On a path that was not taken.
+    Skipped,
+    /// Finally failed.
+    Failed,
+}
+
+/// One node's progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeProgress {
+    /// Bumped each time a loop re-arms the node.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    pub status: NodeStatus,
+    /// Predecessor id → whether its edge to this node was taken.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arrivals: BTreeMap<String, bool>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// Why a node is paused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum AwaitReason {
+    /// `wait`: until someone resumes it.
+    ExternalEvent,
+    /// `sleep`: until `wake_up_at` (ISO-8601), then it resumes itself.
+    Timer { wake_up_at: String },
+    /// `subflow`: until the child run settles.
+    Subflow { child_run_id: String },
+}
+
+/// An error recorded against a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunError {
+    pub node_id: String,
+    pub message: String,
+}
+
+/// The parent of a subflow's child run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentLink {
+    pub run_id: String,
+    pub blueprint_id: String,
+    pub node_id: String,
+}
+
+/// Nodes and edges added to a run at runtime (dynamic nodes, batch workers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DynamicGraph {
+    pub nodes: Vec<NodeDefinition>,
+    /// (source, target); always taken.
+    pub edges: Vec<(String, String)>,
+}
+
+/// The progress record of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunProgress {
+    pub run_id: String,
+    pub blueprint_id: String,
+    pub state: RunState,
+    pub nodes: BTreeMap<String, NodeProgress>,
+    #[serde(default)]
+    pub dynamic: DynamicGraph,
+    /// Scheduled nodes (queued or running).
+    pub pending: BTreeSet<String>,
+    pub awaiting: BTreeMap<String, AwaitReason>,
+    #[serde(default)]
+    pub errors: Vec<RunError>,
+    /// Node executions scheduled so far, against `step_limit`.
+    pub steps: u64,
+    pub step_limit: u64,
+    /// Implementation pins chosen at start (see [`crate::runner::Pins`]).
+    #[serde(default)]
+    pub pins: Pins,
+    #[serde(default)]
+    pub parent: Option<ParentLink>,
+    /// Fallback node → the failed node it stands in for (it routes that node's edges).
+    #[serde(default)]
+    pub stand_ins: BTreeMap<String, String>,
+    /// Subflow node → its child run.
+    #[serde(default)]
+    pub children: BTreeMap<String, String>,
+}
+
+/// What a transition asks the caller to do next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Advance {
+    /// Nodes newly scheduled: enqueue one job each.
+    pub schedule: Vec<String>,
+    /// Set when this transition moved the run into a new overall state
+    /// (`awaiting`, a terminal state, or back to `running` after a pause).
+    pub new_state: Option<RunState>,
+    /// True when the settlement had already been applied (a redelivery);
+    /// `schedule` then lists the node's successors that are still scheduled,
+    /// so a job lost after the first application can be re-sent.
+    pub duplicate: bool,
+}
+
+/// How a node instance finished, as decided by the job step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The nodes whose outgoing edges this result routes: the node itself,
+    /// and for a fallback node also the failed node it stands in for.
+    pub sources: Vec<String>,
+    /// The chosen static edges, as (source, target).
+    pub taken: BTreeSet<(String, String)>,
+    /// Dynamic nodes the result added, and the gather node they feed.
+    pub dynamic_nodes: Vec<NodeDefinition>,
+    pub gather: Option<String>,
+    /// Nodes to re-arm first (a loop controller that continues: its body and itself).
+    pub rearm: BTreeSet<String>,
+}
+
+/// The graph a run executes: the blueprint plus its dynamic additions.
+struct Graph<'a> {
+    blueprint: &'a Blueprint,
+    analysis: &'a Analysis,
+    dynamic: &'a DynamicGraph,
+}
+
+impl Graph<'_> {
+    fn exists(&self, id: &str) -> bool {
+        self.blueprint.node(id).is_some() || self.dynamic.nodes.iter().any(|n| n.id == id)
+    }
+
+    fn predecessors(&self, id: &str) -> BTreeSet<&str> {
+        let mut set: BTreeSet<&str> = self
+            .analysis
+            .predecessors
+            .get(id)
+            .map(|p| p.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        set.extend(
+            self.dynamic
+                .edges
+                .iter()
+                .filter(|(_, target)| target == id)
+                .map(|(source, _)| source.as_str()),
+        );
+        set
+    }
+
+    fn join(&self, id: &str) -> JoinStrategy {
+        self.blueprint
+            .node(id)
+            .map(NodeDefinition::join_strategy)
+            .unwrap_or(JoinStrategy::All)
+    }
+
+    /// Static targets of `source`, de-duplicated, in edge order.
+    fn static_targets(&self, source: &str) -> Vec<String> {
+        let mut targets: Vec<String> = Vec::new();
+        for edge in self.blueprint.edges.iter().filter(|e| e.source == source) {
+            if !targets.contains(&edge.target) {
+                targets.push(edge.target.clone());
+            }
+        }
+        targets
+    }
+
+    fn dynamic_targets(&self, source: &str) -> Vec<String> {
+        self.dynamic
+            .edges
+            .iter()
+            .filter(|(s, _)| s == source)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+}
+
+impl RunProgress {
+    /// A new run's record, before its start nodes are scheduled.
+    pub fn new(run_id: &str, blueprint_id: &str, pins: Pins, step_limit: u64) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            blueprint_id: blueprint_id.to_owned(),
+            state: RunState::Running,
+            nodes: BTreeMap::new(),
+            dynamic: DynamicGraph::default(),
+            pending: BTreeSet::new(),
+            awaiting: BTreeMap::new(),
+            errors: Vec::new(),
+            steps: 0,
+            step_limit,
+            pins,
+            parent: None,
+            stand_ins: BTreeMap::new(),
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// The status of `node` (Waiting if never touched).
+    pub fn status(&self, node: &str) -> NodeStatus {
+        self.nodes.get(node).map(|n| n.status).unwrap_or_default()
+    }
+
+    /// The definition of a dynamic node of this run.
+    pub fn dynamic_node(&self, id: &str) -> Option<&NodeDefinition> {
+        self.dynamic.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Schedules the start nodes.
+    pub fn start(&mut self, nodes: &[String]) -> Advance {
+        let mut advance = Advance::default();
+        for node in nodes {
+            self.schedule(node, &mut advance);
+        }
+        self.conclude(&mut advance);
+        advance
+    }
+
+    /// Schedules one node directly (a fallback, a re-delivery of a retry).
+    pub fn schedule_direct(&mut self, node: &str) -> Advance {
+        let mut advance = Advance::default();
+        if self.status(node) != NodeStatus::Scheduled {
+            self.schedule(node, &mut advance);
+        }
+        self.conclude(&mut advance);
+        advance
+    }
+
+    /// Records that `node` finished with a routed result.
+    pub fn complete(
+        &mut self,
+        blueprint: &Blueprint,
+        analysis: &Analysis,
+        node: &str,
+        completion: &Completion,
+    ) -> Advance {
+        let mut advance = Advance::default();
+        match self.status(node) {
+            NodeStatus::Scheduled | NodeStatus::Awaiting => {}
+            NodeStatus::Done => {
+                return Advance {
+                    schedule: self.scheduled_successors(blueprint, analysis, &completion.sources),
+                    new_state: None,
+                    duplicate: true,
+                };
+            }
+            _ => return Advance { duplicate: true, ..Advance::default() },
+        }
+        self.leave(node, NodeStatus::Done);
+        for id in &completion.rearm {
+            let entry = self.nodes.entry(id.clone()).or_default();
+            entry.generation += 1;
+            entry.status = NodeStatus::Waiting;
+            entry.arrivals.clear();
+        }
+        if !completion.dynamic_nodes.is_empty() && !self.state.is_terminal() {
+            self.add_dynamic(blueprint, node, completion);
+        }
+        if !self.state.is_terminal() {
+            let mut arrivals = Vec::new();
+            {
+                let graph = self.graph(blueprint, analysis);
+                for source in &completion.sources {
+                    for target in graph.static_targets(source) {
+                        let taken = completion
+                            .taken
+                            .contains(&(source.clone(), target.clone()));
+                        arrivals.push((source.clone(), target, taken));
+                    }
+                }
+                for target in graph.dynamic_targets(node) {
+                    arrivals.push((node.to_owned(), target, true));
+                }
+            }
+            self.deliver(blueprint, analysis, arrivals, &mut advance);
+        }
+        self.conclude(&mut advance);
+        advance
+    }
+
+    /// Records that `node` paused.
+    pub fn pause(&mut self, node: &str, reason: AwaitReason) -> Advance {
+        let mut advance = Advance::default();
+        if self.status(node) != NodeStatus::Scheduled {
+            return Advance { duplicate: true, ..Advance::default() };
+        }
+        self.leave(node, NodeStatus::Awaiting);
+        self.awaiting.insert(node.to_owned(), reason);
+        self.conclude(&mut advance);
+        advance
+    }
+
+    /// Takes `node` out of the awaiting set so it can be completed (resume).
+    /// Returns false when it was not awaiting.
+    pub fn unpause(&mut self, node: &str) -> bool {
+        if self.awaiting.remove(node).is_none() {
+            return false;
+        }
+        self.pending.insert(node.to_owned());
+        self.nodes.entry(node.to_owned()).or_default().status = NodeStatus::Scheduled;
+        if self.state == RunState::Awaiting {
+            self.state = RunState::Running;
+        }
+        true
+    }
+
+    /// Records that `node` finally failed: the run fails (sticky).
+    pub fn fail(&mut self, node: &str, message: &str) -> Advance {
+        let mut advance = Advance::default();
+        if !matches!(self.status(node), NodeStatus::Scheduled | NodeStatus::Awaiting) {
+            return Advance { duplicate: true, ..Advance::default() };
+        }
+        self.leave(node, NodeStatus::Failed);
+        self.awaiting.remove(node);
+        self.record_failure(node, message, &mut advance);
+        self.conclude(&mut advance);
+        advance
+    }
+
+    /// Records that `node` failed and hands over to its fallback node, which
+    /// will route the failed node's edges when it completes.
+    pub fn fall_back(&mut self, node: &str, fallback: &str) -> Advance {
+        let mut advance = Advance::default();
+        if self.status(node) != NodeStatus::Scheduled {
+            return Advance { duplicate: true, ..Advance::default() };
+        }
+        self.leave(node, NodeStatus::Done);
+        if !self.state.is_terminal() {
+            self.stand_ins.insert(fallback.to_owned(), node.to_owned());
+            self.schedule(fallback, &mut advance);
+        }
+        self.conclude(&mut advance);
+        advance
+    }
+
+    /// Fails the whole run without a node (bad blueprint, lost implementation).
+    pub fn fail_run(&mut self, node: &str, message: &str) -> Advance {
+        let mut advance = Advance::default();
+        self.record_failure(node, message, &mut advance);
+        advance
+    }
+
+    /// Cancels the run: nothing scheduled runs any more.
+    pub fn cancel(&mut self) -> Advance {
+        let mut advance = Advance::default();
+        if !self.state.is_terminal() {
+            self.state = RunState::Cancelled;
+            advance.new_state = Some(RunState::Cancelled);
+        }
+        advance
+    }
+
+    fn graph<'a>(&'a self, blueprint: &'a Blueprint, analysis: &'a Analysis) -> Graph<'a> {
+        Graph {
+            blueprint,
+            analysis,
+            dynamic: &self.dynamic,
+        }
+    }
+
+    fn leave(&mut self, node: &str, status: NodeStatus) {
+        self.pending.remove(node);
+        self.nodes.entry(node.to_owned()).or_default().status = status;
+    }
+
+    fn record_failure(&mut self, node: &str, message: &str, advance: &mut Advance) {
+        self.errors.push(RunError {
+            node_id: node.to_owned(),
+            message: message.to_owned(),
+        });
+        if !self.state.is_terminal() {
+            self.state = RunState::Failed;
+            advance.new_state = Some(RunState::Failed);
+        }
+    }
+
+    fn schedule(&mut self, node: &str, advance: &mut Advance) {
+        if self.state.is_terminal() {
+            return;
+        }
+        if self.steps >= self.step_limit {
+            let message = format!(
+                "Traversal exceeded maximum iterations, possible infinite loop: run '{}' reached its limit of {} node executions before scheduling '{}' (raise it with --step-limit)",
+                self.run_id, self.step_limit, node
+            );
+            self.record_failure(node, &message, advance);
+            return;
+        }
+        self.steps += 1;
+        self.nodes.entry(node.to_owned()).or_default().status = NodeStatus::Scheduled;
+        self.pending.insert(node.to_owned());
+        advance.schedule.push(node.to_owned());
+    }
+
+    fn add_dynamic(&mut self, blueprint: &Blueprint, node: &str, completion: &Completion) {
+        for definition in &completion.dynamic_nodes {
+            let taken = blueprint.node(&definition.id).is_some()
+                || self.dynamic.nodes.iter().any(|n| n.id == definition.id);
+            if taken {
+                continue;
+            }
+            self.dynamic.nodes.push(definition.clone());
+            self.dynamic
+                .edges
+                .push((node.to_owned(), definition.id.clone()));
+            if let Some(gather) = &completion.gather {
+                self.dynamic
+                    .edges
+                    .push((definition.id.clone(), gather.clone()));
+            }
+        }
+    }
+
+    /// Delivers arrivals, running or skipping joins, propagating skips.
+    fn deliver(
+        &mut self,
+        blueprint: &Blueprint,
+        analysis: &Analysis,
+        mut queue: Vec<(String, String, bool)>,
+        advance: &mut Advance,
+    ) {
+        queue.reverse();
+        while let Some((source, target, taken)) = queue.pop() {
+            let decision = {
+                let graph = self.graph(blueprint, analysis);
+                if !graph.exists(&target) {
+                    continue;
+                }
+                let predecessors: BTreeSet<String> = graph
+                    .predecessors(&target)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                let join = graph.join(&target);
+                let entry = self.nodes.entry(target.clone()).or_default();
+                if entry.status != NodeStatus::Waiting {
+                    continue;
+                }
+                let arrived = entry.arrivals.entry(source).or_insert(false);
+                *arrived |= taken;
+                let all_arrived = predecessors.iter().all(|p| entry.arrivals.contains_key(p));
+                let any_taken = entry.arrivals.values().any(|t| *t);
+                let all_taken = all_arrived && entry.arrivals.values().all(|t| *t);
+                match join {
+                    JoinStrategy::All if all_taken => Some(true),
+                    JoinStrategy::All if all_arrived => Some(false),
+                    JoinStrategy::Any if any_taken => Some(true),
+                    JoinStrategy::Any if all_arrived => Some(false),
+                    _ => None,
+                }
+            };
+            match decision {
+                Some(true) => self.schedule(&target, advance),
+                Some(false) => {
+                    self.nodes.entry(target.clone()).or_default().status = NodeStatus::Skipped;
+                    let graph = self.graph(blueprint, analysis);
+                    let mut next: Vec<String> = graph.static_targets(&target);
+                    next.extend(graph.dynamic_targets(&target));
+                    for successor in next.into_iter().rev() {
+                        queue.push((target.clone(), successor, false));
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Successors of `sources` that are still scheduled: after a settlement
+    /// is seen twice their jobs are re-sent (they may have been lost with the
+    /// first delivery).
+    pub fn scheduled_successors(&self, blueprint: &Blueprint, analysis: &Analysis, sources: &[String]) -> Vec<String> {
+        let graph = self.graph(blueprint, analysis);
+        let mut schedule = Vec::new();
+        for source in sources {
+            let mut targets = graph.static_targets(source);
+            targets.extend(graph.dynamic_targets(source));
+            for target in targets {
+                if self.status(&target) == NodeStatus::Scheduled && !schedule.contains(&target) {
+                    schedule.push(target);
+                }
+            }
+        }
+        schedule
+    }
+
+    /// Moves the run to `awaiting` / `completed` once nothing is scheduled.
+    fn conclude(&mut self, advance: &mut Advance) {
+        if self.state.is_terminal() || !self.pending.is_empty() {
+            return;
+        }
+        let next = if self.awaiting.is_empty() {
+            RunState::Completed
+        } else {
+            RunState::Awaiting
+        };
+        if self.state != next {
+            self.state = next;
+            advance.new_state = Some(next);
+        }
+    }
+}
+
+/// The value stored for a node's output: `null` when it has none.
+pub fn stored_output(output: Option<&Value>) -> Value {
+    output.cloned().unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(text: &str) -> (Blueprint, Analysis, RunProgress) {
+        let blueprint = Blueprint::from_json(text).unwrap();
+        let analysis = Analysis::of(&blueprint);
+        let progress = RunProgress::new("r1", &blueprint.id, Pins::new(), DEFAULT_STEP_LIMIT);
+        (blueprint, analysis, progress)
+    }
+
+    fn done(node: &str, taken: &[(&str, &str)]) -> Completion {
+        Completion {
+            sources: vec![node.to_owned()],
+            taken: taken
+                .iter()
+                .map(|(s, t)| (s.to_string(), t.to_string()))
+                .collect(),
+            dynamic_nodes: vec![],
+            gather: None,
+            rearm: BTreeSet::new(),
+        }
+    }
+
+    const DIAMOND_WITH_CONDITION: &str = r#"{"id":"c13","nodes":[{"id":"A","uses":"x"},{"id":"B","uses":"x"},
+        {"id":"C","uses":"x"},{"id":"D","uses":"x"}],
+        "edges":[{"source":"A","target":"B","condition":"c"},{"source":"A","target":"C"},
+                 {"source":"B","target":"D"},{"source":"C","target":"D"}]}"#;
+
+    #[test]
+    fn a_skipped_predecessor_skips_an_all_join_and_the_run_completes() {
+        let (bp, an, mut p) = setup(DIAMOND_WITH_CONDITION);
+        assert_eq!(p.start(&an.start_nodes).schedule, vec!["A"]);
+        let advance = p.complete(&bp, &an, "A", &done("A", &[("A", "C")]));
+        assert_eq!(advance.schedule, vec!["C"]);
+        assert_eq!(p.status("B"), NodeStatus::Skipped);
+        let advance = p.complete(&bp, &an, "C", &done("C", &[("C", "D")]));
+        assert!(advance.schedule.is_empty());
+        assert_eq!(p.status("D"), NodeStatus::Skipped);
+        assert_eq!(advance.new_state, Some(RunState::Completed));
+    }
+
+    #[test]
+    fn a_redelivered_completion_changes_nothing() {
+        let (bp, an, mut p) = setup(DIAMOND_WITH_CONDITION);
+        p.start(&an.start_nodes);
+        p.complete(&bp, &an, "A", &done("A", &[("A", "B"), ("A", "C")]));
+        let before = p.clone();
+        let again = p.complete(&bp, &an, "A", &done("A", &[("A", "B"), ("A", "C")]));
+        assert!(again.duplicate);
+        assert_eq!(again.schedule, vec!["B", "C"]);
+        assert_eq!(p, before);
+        p.complete(&bp, &an, "B", &done("B", &[("B", "D")]));
+        let join = p.complete(&bp, &an, "C", &done("C", &[("C", "D")]));
+        assert_eq!(join.schedule, vec!["D"]);
+        let repeat = p.complete(&bp, &an, "C", &done("C", &[("C", "D")]));
+        assert!(repeat.duplicate);
+        assert_eq!(repeat.schedule, vec!["D"], "D is re-sent, not re-scheduled");
+        assert_eq!(p.steps, 4);
+    }
+
+    #[test]
+    fn an_any_join_runs_once_and_skips_only_when_all_are_skipped() {
+        let (bp, an, mut p) = setup(
+            r#"{"id":"b","nodes":[{"id":"A","uses":"x"},{"id":"B","uses":"x"},{"id":"C","uses":"x"},
+               {"id":"J","uses":"x","config":{"joinStrategy":"any"}}],
+               "edges":[{"source":"A","target":"J"},{"source":"B","target":"J"},{"source":"C","target":"J"}]}"#,
+        );
+        p.start(&an.start_nodes);
+        assert_eq!(p.complete(&bp, &an, "A", &done("A", &[("A", "J")])).schedule, vec!["J"]);
+        assert!(p.complete(&bp, &an, "B", &done("B", &[("B", "J")])).schedule.is_empty());
+        assert!(p.complete(&bp, &an, "C", &done("C", &[("C", "J")])).schedule.is_empty());
+        let end = p.complete(&bp, &an, "J", &done("J", &[]));
+        assert_eq!(end.new_state, Some(RunState::Completed));
+        assert!(p.errors.is_empty());
+    }
+
+    #[test]
+    fn failure_is_sticky_and_stops_scheduling() {
+        let (bp, an, mut p) = setup(
+            r#"{"id":"b","nodes":[{"id":"A","uses":"x"},{"id":"B","uses":"x"},{"id":"C","uses":"x"}],
+               "edges":[{"source":"B","target":"C"}]}"#,
+        );
+        p.start(&an.start_nodes);
+        assert_eq!(p.fail("A", "boom").new_state, Some(RunState::Failed));
+        let late = p.complete(&bp, &an, "B", &done("B", &[("B", "C")]));
+        assert!(late.schedule.is_empty());
+        assert_eq!(late.new_state, None);
+        assert_eq!(p.state, RunState::Failed);
+    }
+
+    #[test]
+    fn the_step_limit_fails_the_run() {
+        let (bp, an, mut p) = setup(
+            r#"{"id":"b","nodes":[{"id":"A","uses":"x"},{"id":"B","uses":"x"}],"edges":[{"source":"A","target":"B"}]}"#,
+        );
+        p.step_limit = 1;
+        p.start(&an.start_nodes);
+        let advance = p.complete(&bp, &an, "A", &done("A", &[("A", "B")]));
+        assert_eq!(advance.new_state, Some(RunState::Failed));
+        assert!(p.errors[0].message.contains("maximum iterations"));
+    }
+
+    #[test]
+    fn pause_then_unpause_and_complete() {
+        let (bp, an, mut p) = setup(
+            r#"{"id":"b","nodes":[{"id":"W","uses":"wait"},{"id":"B","uses":"x"}],"edges":[{"source":"W","target":"B"}]}"#,
+        );
+        p.start(&an.start_nodes);
+        let paused = p.pause("W", AwaitReason::ExternalEvent);
+        assert_eq!(paused.new_state, Some(RunState::Awaiting));
+        assert!(p.unpause("W"));
+        assert!(!p.unpause("W"));
+        assert_eq!(p.complete(&bp, &an, "W", &done("W", &[("W", "B")])).schedule, vec!["B"]);
+    }
+}

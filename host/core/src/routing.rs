@@ -1,0 +1,230 @@
+//! Data flow between nodes: how a node's input is resolved from the context
+//! (upstream §2.3), which outgoing edges a result takes (upstream
+//! `determineNextNodes`, §2.4, with unmatched actions taking nothing), and what
+//! each taken edge writes as its target's `_inputs.<target>` (§2.5, without
+//! mutating the blueprint).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use crate::analysis::LOOP_CONTROLLER;
+use crate::blueprint::{NodeDefinition, NodeInputs};
+use crate::context::ContextMap;
+use crate::expression::{ConditionScope, TransformScope, truthy};
+use crate::plan::Plan;
+
+/// Context key of a node's output.
+pub fn output_key(node: &str) -> String {
+    format!("_outputs.{node}")
+}
+
+/// Context key of a node's edge-delivered input.
+pub fn input_key(node: &str) -> String {
+    format!("_inputs.{node}")
+}
+
+/// Context key of a node's routing action (new; upstream ignores it).
+pub fn action_key(node: &str) -> String {
+    format!("_actions.{node}")
+}
+
+/// Resolves `node`'s input from `context`; `None` is "no input".
+pub fn resolve_input(plan: &Plan, node: &NodeDefinition, context: &ContextMap) -> Option<Value> {
+    let reads_edge_input = node.inputs.is_none()
+        || plan
+            .blueprint
+            .edges
+            .iter()
+            .zip(&plan.transforms)
+            .any(|(edge, transform)| edge.target == node.id && transform.is_some());
+    match &node.inputs {
+        _ if reads_edge_input => context.get(&input_key(&node.id)).cloned(),
+        Some(NodeInputs::Single(reference)) => resolve_reference(reference, context),
+        Some(NodeInputs::Map(references)) => {
+            let mut object = Map::new();
+            for (name, reference) in references {
+                if let Some(value) = resolve_reference(reference, context) {
+                    object.insert(name.clone(), value);
+                }
+            }
+            Some(Value::Object(object))
+        }
+        None => None,
+    }
+}
+
+/// One `inputs` reference: `_raw.key`, `node.path.to.value`, `node` or `contextKey`.
+pub fn resolve_reference(reference: &str, context: &ContextMap) -> Option<Value> {
+    if reference.starts_with('_') {
+        return context.get(reference).cloned();
+    }
+    if let Some((base, path)) = reference.split_once('.') {
+        let mut current = context.get(&output_key(base)).filter(|v| !v.is_null())?;
+        for segment in path.split('.') {
+            current = step_into(current, segment)?;
+        }
+        return Some(current.clone());
+    }
+    context
+        .get(&output_key(reference))
+        .or_else(|| context.get(reference))
+        .cloned()
+}
+
+fn step_into<'a>(value: &'a Value, segment: &str) -> Option<&'a Value> {
+    match value {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    }
+}
+
+/// A node result as routing sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutedResult<'a> {
+    pub output: Option<&'a Value>,
+    pub action: Option<&'a str>,
+}
+
+impl RoutedResult<'_> {
+    fn as_value(&self) -> Value {
+        let mut object = Map::new();
+        if let Some(output) = self.output {
+            object.insert("output".into(), output.clone());
+        }
+        if let Some(action) = self.action {
+            object.insert("action".into(), Value::String(action.to_owned()));
+        }
+        Value::Object(object)
+    }
+}
+
+/// The outcome of routing one result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routing {
+    /// Chosen edges as (source, target).
+    pub taken: BTreeSet<(String, String)>,
+    /// `_inputs.<target>` values to write, in edge order.
+    pub inputs: Vec<(String, Value)>,
+}
+
+/// Routes the result of `node` (or of a fallback standing in for `stands_in_for`).
+pub fn route(
+    plan: &Plan,
+    node: &NodeDefinition,
+    stands_in_for: Option<&str>,
+    result: RoutedResult<'_>,
+    context: &ContextMap,
+) -> Routing {
+    let candidates = candidate_edges(plan, &node.id, stands_in_for);
+    let result_value = result.as_value();
+    let passes = |index: usize| -> bool {
+        match &plan.conditions[index] {
+            None => true,
+            Some(condition) => {
+                let scope = ConditionScope::new(context, Some(&result_value));
+                truthy(condition.evaluate(&scope).as_ref())
+            }
+        }
+    };
+    let mut chosen: Vec<usize> = Vec::new();
+    if node.uses == LOOP_CONTROLLER {
+        chosen = candidates
+            .iter()
+            .copied()
+            .filter(|&i| plan.conditions[i].is_some() && passes(i))
+            .collect();
+    }
+    if chosen.is_empty()
+        && let Some(action) = result.action.filter(|a| !a.is_empty())
+    {
+        chosen = candidates
+            .iter()
+            .copied()
+            .filter(|&i| plan.blueprint.edges[i].action.as_deref() == Some(action) && passes(i))
+            .collect();
+    }
+    if chosen.is_empty() {
+        chosen = candidates
+            .iter()
+            .copied()
+            .filter(|&i| {
+                plan.blueprint.edges[i]
+                    .action
+                    .as_deref()
+                    .is_none_or(str::is_empty)
+                    && passes(i)
+            })
+            .collect();
+    }
+    let mut routing = Routing::default();
+    for index in chosen {
+        let edge = &plan.blueprint.edges[index];
+        if plan.blueprint.node(&edge.target).is_none() {
+            continue;
+        }
+        routing
+            .taken
+            .insert((edge.source.clone(), edge.target.clone()));
+        if let Some(value) = edge_input(plan, index, result.output, context) {
+            routing.inputs.push((input_key(&edge.target), value));
+        }
+    }
+    routing
+}
+
+/// Edges leaving `node` (and the failed node a fallback stands in for),
+/// de-duplicated on (source, target, action, condition), in declaration order.
+fn candidate_edges(plan: &Plan, node: &str, stands_in_for: Option<&str>) -> Vec<usize> {
+    let mut seen = BTreeSet::new();
+    let mut indices = Vec::new();
+    for source in std::iter::once(node).chain(stands_in_for) {
+        for (index, edge) in plan.blueprint.edges.iter().enumerate() {
+            if edge.source != source {
+                continue;
+            }
+            let key = (
+                edge.source.as_str(),
+                edge.target.as_str(),
+                edge.action.as_deref(),
+                edge.condition.as_deref(),
+            );
+            if seen.insert(key) {
+                indices.push(index);
+            }
+        }
+    }
+    indices
+}
+
+/// The value edge `index` delivers to its target (upstream `applyEdgeTransform`).
+fn edge_input(
+    plan: &Plan,
+    index: usize,
+    output: Option<&Value>,
+    context: &ContextMap,
+) -> Option<Value> {
+    let edge = &plan.blueprint.edges[index];
+    let Some(transform) = &plan.transforms[index] else {
+        return output.cloned();
+    };
+    let mut source = output;
+    if let Some(NodeInputs::Single(inputs)) = plan
+        .blueprint
+        .node(&edge.target)
+        .and_then(|target| target.inputs.as_ref())
+    {
+        let key = if inputs.starts_with('_') {
+            inputs.clone()
+        } else {
+            output_key(inputs)
+        };
+        if inputs != &edge.source
+            && let Some(value) = context.get(&key)
+        {
+            source = Some(value);
+        }
+    }
+    transform.evaluate(&TransformScope::new(source, context))
+}

@@ -1,0 +1,191 @@
+//! The storage contracts the engine runs on.
+//!
+//! Four roles, each a trait: the job queue, the run-context store, the
+//! run-status store and the coordination store (which holds each run's
+//! [`RunProgress`] record). The embedded mode implements them in memory
+//! ([`crate::memory`]); the Azure mode with Queue Storage, Cosmos DB and Redis.
+//! Every operation may fail with a [`StoreError`]: the engine then leaves the
+//! job unacknowledged so that it is delivered again.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::context::{ContextChange, ContextMap};
+use crate::progress::{RunProgress, RunState};
+
+/// A backend outage or refusal. The job that hit it is retried later.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{service}: {message}")]
+pub struct StoreError {
+    /// Which service failed (e.g. "queue", "cosmos context", "redis").
+    pub service: String,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(service: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why this job exists besides "run the node".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobSignal {
+    /// A sleeping node's timer fired: resume it.
+    Wake,
+    /// A subflow node's child run settled: collect its result.
+    Child,
+}
+
+/// One unit of queued work: run (or re-check) one node of one run. Serialized
+/// as upstream's job payload `{"runId","blueprintId","nodeId"}` plus optional
+/// fields that upstream workers ignore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub run_id: String,
+    pub blueprint_id: String,
+    pub node_id: String,
+    /// The attempt this job is for (1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<JobSignal>,
+}
+
+impl Job {
+    pub fn new(run_id: &str, blueprint_id: &str, node_id: &str) -> Self {
+        Self {
+            run_id: run_id.to_owned(),
+            blueprint_id: blueprint_id.to_owned(),
+            node_id: node_id.to_owned(),
+            attempt: None,
+            signal: None,
+        }
+    }
+
+    /// The 1-based attempt number.
+    pub fn attempt(&self) -> u32 {
+        self.attempt.unwrap_or(1).max(1)
+    }
+}
+
+/// Where jobs go.
+pub trait JobQueue: Send + Sync + 'static {
+    /// Enqueues `job`, invisible for `delay`.
+    fn enqueue(&self, job: Job, delay: Duration) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// One run's context as read from the store.
+#[derive(Debug, Clone)]
+pub struct StoredContext {
+    pub values: Arc<ContextMap>,
+}
+
+/// Where run contexts live (one document per run, flat keys).
+pub trait ContextStore: Send + Sync + 'static {
+    /// Creates the run's context; fails if it exists.
+    fn create_context(
+        &self,
+        run_id: &str,
+        initial: ContextMap,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Reads the run's context (`None` if there is none).
+    fn load_context(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<Option<StoredContext>, StoreError>> + Send;
+    /// Applies `changes` in order. Keys are written individually (no
+    /// whole-document replace), so concurrent jobs of one run do not lose
+    /// each other's writes.
+    fn apply_changes(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The externally visible status of a run (upstream's status document).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatusRecord {
+    pub status: RunState,
+    /// Unix seconds of the last change.
+    pub last_updated: i64,
+    /// Upstream's `finalStatus` object, once the run is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_status: Option<Value>,
+}
+
+/// Where run statuses live.
+pub trait StatusStore: Send + Sync + 'static {
+    /// Writes the run's status. A terminal status is never overwritten: the
+    /// store ignores writes after one (returns `false`).
+    fn write_status(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: Option<Value>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn read_status(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<Option<RunStatusRecord>, StoreError>> + Send;
+}
+
+/// Where run progress records live; every change is atomic.
+pub trait CoordinationStore: Send + Sync + 'static {
+    /// Stores a new run's record; `false` if one exists already.
+    fn create_progress(
+        &self,
+        progress: &RunProgress,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn load_progress(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<Option<RunProgress>, StoreError>> + Send;
+    /// Applies `change` to the run's record atomically (compare-and-set,
+    /// retried on conflict, so `change` may run more than once and must
+    /// depend only on the record). `None` if the run has no record.
+    fn update_progress<T, F>(
+        &self,
+        run_id: &str,
+        change: F,
+    ) -> impl Future<Output = Result<Option<T>, StoreError>> + Send
+    where
+        T: Send + 'static,
+        F: FnMut(&mut RunProgress) -> T + Send;
+}
+
+/// Everything the engine needs from a deployment.
+pub trait Backend: JobQueue + ContextStore + StatusStore + CoordinationStore {}
+
+impl<T: JobQueue + ContextStore + StatusStore + CoordinationStore> Backend for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_serialize_as_upstream_payloads() {
+        let job = Job::new("run-azure-456", "bp-azure", "node-azure-start");
+        assert_eq!(
+            serde_json::to_string(&job).unwrap(),
+            r#"{"runId":"run-azure-456","blueprintId":"bp-azure","nodeId":"node-azure-start"}"#
+        );
+        let parsed: Job = serde_json::from_str(
+            r#"{"runId":"r","blueprintId":"b","nodeId":"n","isLastAttempt":true,"attempt":3}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.attempt(), 3);
+    }
+}

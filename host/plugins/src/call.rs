@@ -1,0 +1,291 @@
+//! One sandboxed call: a fresh store and instance from the bundle's
+//! `InstancePre`, the time and memory limits, and the translation of whatever
+//! happens into a [`NodeOutcome`].
+//!
+//! | what happened | [`FailureKind`] |
+//! |---|---|
+//! | guest returned `retryable` / `fatal` / `invalid-input` | `Retryable` / `Fatal` / `InvalidInput` (guest message verbatim) |
+//! | CPU or wall-clock time limit | `Retryable` |
+//! | memory limit, trap, panic | `Retryable` |
+//! | output too large, not JSON, invalid dynamic node | `Fatal` |
+//! | broke a host rule that traps (`context-delete` of a reserved key / over quota) | `Fatal` |
+//!
+//! Host-side failures name the bundle (`name@version`), the node type and the
+//! cause; the guest's captured stderr (its panic message) is attached.
+
+use std::time::Duration;
+
+use flowcraft_core::blueprint::NodeDefinition;
+use flowcraft_core::runner::{FailureKind, NodeCall, NodeFailure, NodeOutcome, NodeSuccess};
+use serde_json::Value;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::{GuestNodeError, GuestNodeResult, GuestRequest};
+use crate::bundle::Bundle;
+use crate::engine::{EPOCH_TICK, Runtime};
+use crate::error::chain;
+use crate::sandbox::{
+    CallLabels, CallState, HostRuleBroken, MemoryLimitExceeded, TimeLimitExceeded,
+};
+
+/// Extra wall-clock time before a call is cancelled, so that a guest that is
+/// computing is stopped by its epoch callback (with the precise "CPU time"
+/// message) and only a guest waiting on the host is cancelled by the timer.
+const CANCEL_GRACE: Duration = Duration::from_millis(2 * EPOCH_TICK.as_millis() as u64);
+
+/// How many characters of offending guest text an error message quotes.
+const QUOTE_CHARS: usize = 120;
+
+/// Runs one attempt of `call` on `bundle`.
+pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) -> NodeOutcome {
+    // Short calls never yield to tokio on their own; spend coop budget so a
+    // worker looping over calls still lets timers and I/O run.
+    tokio::task::consume_budget().await;
+
+    let time_limit = call.timeout.unwrap_or(runtime.limits.default_timeout);
+    let request = GuestRequest {
+        uses: call.uses.clone(),
+        run_id: call.run_id.clone(),
+        node_id: call.node_id.clone(),
+        blueprint_id: call.blueprint_id,
+        attempt: call.attempt,
+        input: call.input.as_ref().map(Value::to_string),
+        params: call.params.to_string(),
+    };
+    let labels = CallLabels {
+        bundle: bundle.label.clone(),
+        uses: call.uses,
+        run_id: call.run_id,
+        node_id: call.node_id,
+    };
+    let state = CallState::new(
+        call.context,
+        bundle.grants.clone(),
+        labels,
+        runtime.limits.memory_limit,
+        time_limit,
+    );
+    let mut store = new_store(runtime, state);
+
+    let outcome = match runtime.slots.acquire().await {
+        Ok(_slot) => {
+            let call = async {
+                let instance = bundle.pre.instantiate_async(&mut store).await?;
+                instance
+                    .flowcraft_node_node()
+                    .call_execute(&mut store, &request)
+                    .await
+            };
+            Some(tokio::time::timeout(time_limit + CANCEL_GRACE, call).await)
+        }
+        Err(_closed) => None,
+    };
+
+    let state = store.into_data();
+    log_captured_output(&state);
+    let result = match outcome {
+        None => Err(NodeFailure::retryable(format!(
+            "{}: the plugin runtime is shutting down",
+            prefix(&state)
+        ))),
+        Some(Err(_elapsed)) => Err(NodeFailure::retryable(format!(
+            "{}: time limit of {} ms exceeded",
+            prefix(&state),
+            time_limit.as_millis()
+        ))),
+        Some(Ok(Err(error))) => Err(trap_failure(&error, &state)),
+        Some(Ok(Ok(Err(guest_error)))) => Err(guest_failure(guest_error)),
+        Some(Ok(Ok(Ok(result)))) => success(result, runtime.limits.max_output_bytes, &state),
+    };
+    NodeOutcome {
+        context: state.context,
+        result,
+    }
+}
+
+/// A store for one call (or one `describe`), with the memory limiter and the
+/// epoch callback that yields every tick and traps past the time limit.
+pub(crate) fn new_store(runtime: &Runtime, state: CallState) -> Store<CallState> {
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut context| {
+        let state = context.data_mut();
+        if state.started.elapsed() >= state.time_limit {
+            state.time_limit_hit = true;
+            return Err(wasmtime::Error::new(TimeLimitExceeded {
+                limit: state.time_limit,
+            }));
+        }
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
+    store
+}
+
+/// `bundle name@version, node type 'uses'`: how host-side failures begin.
+pub(crate) fn prefix(state: &CallState) -> String {
+    format!(
+        "bundle {}, node type '{}'",
+        state.labels.bundle, state.labels.uses
+    )
+}
+
+/// The failure for a call that trapped or could not run.
+pub(crate) fn trap_failure(error: &wasmtime::Error, state: &CallState) -> NodeFailure {
+    let prefix = prefix(state);
+    if let Some(limit) = error.downcast_ref::<TimeLimitExceeded>() {
+        return NodeFailure::retryable(format!("{prefix}: {limit}"));
+    }
+    if state.time_limit_hit {
+        let limit = TimeLimitExceeded { limit: state.time_limit };
+        return NodeFailure::retryable(format!("{prefix}: {limit}"));
+    }
+    if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return NodeFailure::retryable(format!("{prefix}: {limit}"));
+    }
+    if let Some(rule) = error.downcast_ref::<HostRuleBroken>() {
+        return NodeFailure::fatal(format!("{prefix}: {rule}"));
+    }
+    if let Some(fault) = &state.fault {
+        return NodeFailure::fatal(format!("{prefix}: {fault}"));
+    }
+    let stderr = state.stderr.text();
+    if let Some(panic) = panic_message(&stderr) {
+        return NodeFailure::retryable(format!("{prefix}: the node panicked: {panic}"));
+    }
+    let stderr_note = if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; guest stderr: {}", one_line(&stderr))
+    };
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => NodeFailure::retryable(format!("{prefix}: the node trapped: {trap}{stderr_note}")),
+        None => NodeFailure::retryable(format!(
+            "{prefix}: the call failed: {}{stderr_note}",
+            chain(error)
+        )),
+    }
+}
+
+/// A failure the guest reported itself: its message is kept verbatim.
+fn guest_failure(error: GuestNodeError) -> NodeFailure {
+    let (kind, message) = match error {
+        GuestNodeError::Retryable(message) => (FailureKind::Retryable, message),
+        GuestNodeError::Fatal(message) => (FailureKind::Fatal, message),
+        GuestNodeError::InvalidInput(message) => (FailureKind::InvalidInput, message),
+    };
+    NodeFailure { kind, message }
+}
+
+/// Checks and parses a guest's result.
+fn success(
+    result: GuestNodeResult,
+    max_output_bytes: usize,
+    state: &CallState,
+) -> Result<NodeSuccess, NodeFailure> {
+    let size = result.output.as_ref().map_or(0, String::len)
+        + result.dynamic_nodes.iter().map(String::len).sum::<usize>();
+    if size > max_output_bytes {
+        return Err(NodeFailure::fatal(format!(
+            "{}: the result is {size} bytes, more than the limit of {max_output_bytes} bytes (max_output_bytes)",
+            prefix(state)
+        )));
+    }
+    let output = match result.output {
+        None => None,
+        Some(text) => Some(serde_json::from_str::<Value>(&text).map_err(|error| {
+            NodeFailure::fatal(format!(
+                "{}: the output is not valid JSON ({error}): {}",
+                prefix(state),
+                quote(&text)
+            ))
+        })?),
+    };
+    let dynamic_nodes = result
+        .dynamic_nodes
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            serde_json::from_str::<NodeDefinition>(text).map_err(|error| {
+                NodeFailure::fatal(format!(
+                    "{}: dynamic node #{index} is not a valid node definition ({error}): {}",
+                    prefix(state),
+                    quote(text)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NodeSuccess {
+        output,
+        action: result.action,
+        dynamic_nodes,
+    })
+}
+
+/// The message of a Rust panic printed by the guest's default panic hook.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let report = &stderr[start + "panicked at ".len()..];
+    let report = report.split("\nnote: ").next().unwrap_or(report);
+    let (location, message) = report.split_once('\n').unwrap_or((report, ""));
+    let location = location.trim_end_matches(':');
+    let message = one_line(message);
+    Some(if message.is_empty() {
+        format!("at {location}")
+    } else {
+        format!("{message} (at {location})")
+    })
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn quote(text: &str) -> String {
+    let mut quoted: String = text.chars().take(QUOTE_CHARS).collect();
+    if quoted.len() < text.len() {
+        quoted.push('…');
+    }
+    format!("{quoted:?}")
+}
+
+fn log_captured_output(state: &CallState) {
+    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let text = pipe.text();
+        if !text.is_empty() {
+            tracing::debug!(
+                target: "flowcraft_plugins::guest",
+                bundle = %state.labels.bundle,
+                node_type = %state.labels.uses,
+                run_id = %state.labels.run_id,
+                node_id = %state.labels.node_id,
+                stream,
+                "{text}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_rust_panic_messages() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:10:5:\nhostile panic\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace";
+        assert_eq!(
+            panic_message(stderr).unwrap(),
+            "hostile panic (at src/lib.rs:10:5)"
+        );
+        assert_eq!(panic_message("just output"), None);
+    }
+
+    #[test]
+    fn quotes_are_bounded() {
+        let long = "x".repeat(1000);
+        assert!(quote(&long).chars().count() < 130);
+    }
+}

@@ -1,0 +1,79 @@
+//! Host configuration of the plugin runtime: where bundles live, the sandbox
+//! limits, and the capabilities granted to each bundle.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default per-call time limit when the node has no `config.timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default linear-memory limit per instance.
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+/// Default limit on the size of a node's result (output plus dynamic nodes).
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
+/// Default number of instances that may run at the same time.
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// Default number of replaced bundle versions kept loaded for pinned runs.
+pub const DEFAULT_RETIRED_VERSIONS: usize = 8;
+
+/// Configuration of a [`crate::PluginHost`].
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// The directory holding the bundles (`*.wasm`); watched for hot swap.
+    pub plugins_dir: PathBuf,
+    /// Where precompiled artifacts are cached; `None` means `<plugins_dir>/.cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Time limit of a call whose node has no `config.timeout`.
+    pub default_timeout: Duration,
+    /// Linear-memory limit per instance, in bytes.
+    pub memory_limit: usize,
+    /// Largest accepted node result (output JSON plus dynamic nodes), in bytes.
+    pub max_output_bytes: usize,
+    /// Instances that may exist at once (the pooling allocator's size); calls
+    /// beyond it wait for a free slot.
+    pub max_instances: u32,
+    /// Replaced or removed bundle versions kept loaded so that runs pinned to
+    /// them keep working; the oldest are dropped first.
+    pub retired_versions: usize,
+    /// Capabilities per bundle name; a bundle without an entry has none.
+    pub grants: BTreeMap<String, Grants>,
+}
+
+impl PluginConfig {
+    /// A configuration with the defaults and no grants.
+    pub fn new(plugins_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            plugins_dir: plugins_dir.into(),
+            cache_dir: None,
+            default_timeout: DEFAULT_TIMEOUT,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            retired_versions: DEFAULT_RETIRED_VERSIONS,
+            grants: BTreeMap::new(),
+        }
+    }
+
+    /// The cache directory in effect.
+    pub fn effective_cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.plugins_dir.join(".cache"))
+    }
+
+    /// The grants of bundle `name` (empty when it has none).
+    pub(crate) fn grants_for(&self, name: &str) -> Grants {
+        self.grants.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// What one bundle may use beyond the sandbox defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Named values (settings, secrets) the bundle reads with `config-get`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}

@@ -1,0 +1,362 @@
+//! [`PluginHost`]: the plugin runtime as the engine sees it (a
+//! [`NodeRunner`]), plus loading the plugins directory and reloading it.
+//!
+//! The host keeps one [`Registry`] snapshot behind an `ArcSwap`: calls read
+//! it without locking; a reload (at start, from the watcher, or on request)
+//! scans the directory, loads new and changed files, and swaps in a new
+//! snapshot. A file that fails to load is reported (log + [`PluginHost::problems`])
+//! and whatever version was loaded from it before keeps serving.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::runner::{NodeCall, NodeOutcome, NodeRunner, PinError, Pins};
+use serde::Serialize;
+use tokio::sync::{Mutex, watch};
+
+use crate::bundle::{self, Bundle, BundleInfo, WasmFile};
+use crate::cache::CacheOutcome;
+use crate::call;
+use crate::config::{Grants, PluginConfig};
+use crate::engine::Runtime;
+use crate::error::PluginError;
+use crate::registry::Registry;
+use crate::watch::{self, WatchGuard};
+
+/// The WebAssembly plugin runtime: loads the bundles of a directory and runs
+/// node calls in sandboxed instances. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginHost {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: PluginConfig,
+    runtime: Arc<Runtime>,
+    registry: ArcSwap<Snapshot>,
+    /// The directory as last scanned; held while a reload runs.
+    dir: Mutex<DirState>,
+    generation: watch::Sender<u64>,
+}
+
+/// The registry plus what went wrong while building it.
+#[derive(Default)]
+struct Snapshot {
+    registry: Registry,
+    problems: Vec<BundleProblem>,
+}
+
+/// A bundle file that could not be (re)loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BundleProblem {
+    pub path: PathBuf,
+    /// What was wrong and what to do.
+    pub error: String,
+}
+
+#[derive(Default)]
+struct DirState {
+    files: BTreeMap<PathBuf, FileEntry>,
+    /// Bundles no longer served, newest first; bounded by `retired_versions`.
+    retired: VecDeque<Arc<Bundle>>,
+    errors: BTreeMap<PathBuf, String>,
+}
+
+struct FileEntry {
+    stamp: FileStamp,
+    /// The bundle loaded from this file (kept when a newer write is broken).
+    bundle: Option<Arc<Bundle>>,
+}
+
+/// Size and modification time: a file whose stamp is unchanged is not re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl PluginHost {
+    /// Loads every bundle in `config.plugins_dir`. Fails only when the
+    /// directory cannot be read or the engine cannot be set up; bundles that
+    /// fail to load are logged and listed by [`PluginHost::problems`].
+    pub async fn load(config: PluginConfig) -> Result<Self, PluginError> {
+        let dir = config.plugins_dir.clone();
+        let metadata = tokio::fs::metadata(&dir)
+            .await
+            .map_err(|source| PluginError::PluginsDir { path: dir.clone(), source })?;
+        if !metadata.is_dir() {
+            return Err(PluginError::PluginsDir {
+                path: dir,
+                source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        let runtime = Arc::new(Runtime::new(&config, Some(config.effective_cache_dir()))?);
+        let host = Self {
+            inner: Arc::new(Inner {
+                config,
+                runtime,
+                registry: ArcSwap::default(),
+                dir: Mutex::default(),
+                generation: watch::Sender::new(0),
+            }),
+        };
+        host.reload().await?;
+        Ok(host)
+    }
+
+    /// Rescans the plugins directory now: loads new and changed bundles,
+    /// stops serving removed ones, and bumps the reload generation.
+    pub async fn reload(&self) -> Result<(), PluginError> {
+        self.inner.rescan().await
+    }
+
+    /// Watches the plugins directory and reloads on changes (debounced),
+    /// compiling in the background, until the guard is dropped. Needs a
+    /// tokio runtime.
+    pub fn watch(&self) -> Result<WatchGuard, PluginError> {
+        watch::start(self)
+    }
+
+    /// The reload generation: incremented after every completed reload
+    /// (whether or not anything changed). Await `changed()` on it to learn
+    /// that a hot swap has been applied.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// The bundles serving new calls, by name then version (highest first).
+    pub fn bundles(&self) -> Vec<BundleInfo> {
+        let snapshot = self.inner.registry.load();
+        snapshot
+            .registry
+            .serving()
+            .iter()
+            .map(|bundle| bundle.info.clone())
+            .collect()
+    }
+
+    /// Bundle files that could not be loaded at the last reload (the
+    /// previously loaded version of such a file, if any, keeps serving).
+    pub fn problems(&self) -> Vec<BundleProblem> {
+        self.inner.registry.load().problems.clone()
+    }
+
+    /// Whether the compiled code of the bundle with `digest` came from the
+    /// on-disk cache (`Some(true)`), was compiled (`Some(false)`), or no such
+    /// bundle is loaded (`None`).
+    pub fn loaded_from_cache(&self, digest: &str) -> Option<bool> {
+        let snapshot = self.inner.registry.load();
+        let bundle = snapshot
+            .registry
+            .serving()
+            .iter()
+            .find(|bundle| bundle.info.digest == digest)?;
+        Some(bundle.cache == CacheOutcome::Hit)
+    }
+
+    /// The configuration the host runs with.
+    pub fn config(&self) -> &PluginConfig {
+        &self.inner.config
+    }
+}
+
+impl NodeRunner for PluginHost {
+    fn implements(&self, uses: &str) -> bool {
+        self.inner.registry.load().registry.implements(uses)
+    }
+
+    fn pin(&self, blueprint: &Blueprint) -> Result<Pins, PinError> {
+        self.inner.registry.load().registry.pin(blueprint)
+    }
+
+    fn run(&self, call: NodeCall) -> impl Future<Output = NodeOutcome> + Send {
+        async move {
+            let chosen = self
+                .inner
+                .registry
+                .load()
+                .registry
+                .for_call(&call.uses, call.pin.as_deref());
+            match chosen {
+                Ok(bundle) => call::execute(&self.inner.runtime, &bundle, call).await,
+                Err(failure) => NodeOutcome {
+                    context: call.context,
+                    result: Err(failure),
+                },
+            }
+        }
+    }
+}
+
+/// Validates one bundle file without a plugins directory (`plugins check`):
+/// it must be a component implementing the `flowcraft:node@0.1` bundle
+/// world whose `describe` returns a valid description.
+pub async fn check_bundle(path: impl AsRef<Path>) -> Result<BundleInfo, PluginError> {
+    let path = path.as_ref().to_owned();
+    let mut config = PluginConfig::new(path.parent().unwrap_or(Path::new(".")));
+    config.max_instances = 4;
+    let runtime = Arc::new(Runtime::new(&config, None)?);
+    let file = read_file(path).await?;
+    let bundle = bundle::load(&runtime, file, |_| Grants::default()).await?;
+    Ok(bundle.info)
+}
+
+async fn read_file(path: PathBuf) -> Result<WasmFile, PluginError> {
+    let for_error = path.clone();
+    tokio::task::spawn_blocking(move || WasmFile::read(&path))
+        .await
+        .map_err(|e| PluginError::Read {
+            path: for_error,
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+impl Inner {
+    pub(crate) async fn rescan(&self) -> Result<(), PluginError> {
+        let mut dir = self.dir.lock().await;
+        let listing = list_bundle_files(&self.config.plugins_dir).await?;
+        let previous: Vec<Arc<Bundle>> = self.registry.load().registry.serving().to_vec();
+
+        dir.files.retain(|path, _| listing.contains_key(path));
+        dir.errors.retain(|path, _| listing.contains_key(path));
+        for (path, stamp) in listing {
+            if dir.files.get(&path).is_some_and(|entry| entry.stamp == stamp) {
+                continue;
+            }
+            let loaded = self.load_file(&path, &dir).await;
+            let entry = dir.files.entry(path.clone()).or_insert(FileEntry { stamp, bundle: None });
+            entry.stamp = stamp;
+            match loaded {
+                Ok(bundle) => {
+                    tracing::info!(path = %path.display(), bundle = %bundle.label,
+                        digest = %bundle.info.digest, "loaded bundle");
+                    entry.bundle = Some(bundle);
+                    dir.errors.remove(&path);
+                }
+                Err(error) => {
+                    let keeps = entry.bundle.as_ref().map(|b| b.label.to_string());
+                    tracing::error!(path = %path.display(), %error,
+                        still_serving = keeps.as_deref().unwrap_or("nothing"),
+                        "cannot load bundle; the version loaded before (if any) keeps serving");
+                    dir.errors.insert(path, error.to_string());
+                }
+            }
+        }
+
+        let (serving, conflicts) = choose_serving(&dir.files);
+        retire(&mut dir.retired, &previous, &serving, self.config.retired_versions);
+        let mut problems: Vec<BundleProblem> = dir
+            .errors
+            .iter()
+            .map(|(path, error)| BundleProblem { path: path.clone(), error: error.clone() })
+            .collect();
+        problems.extend(conflicts);
+        let retired: Vec<Arc<Bundle>> = dir.retired.iter().cloned().collect();
+        self.registry.store(Arc::new(Snapshot {
+            registry: Registry::new(serving, &retired),
+            problems,
+        }));
+        drop(dir);
+        self.generation.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// Loads `path`, reusing an already loaded bundle with the same content.
+    async fn load_file(&self, path: &Path, dir: &DirState) -> Result<Arc<Bundle>, PluginError> {
+        let file = read_file(path.to_owned()).await?;
+        let digest = file.digest();
+        let known = dir
+            .files
+            .values()
+            .filter_map(|entry| entry.bundle.as_ref())
+            .chain(dir.retired.iter())
+            .find(|bundle| bundle.info.digest == digest);
+        if let Some(bundle) = known {
+            return Ok(Arc::clone(bundle));
+        }
+        let grants = |name: &str| self.config.grants_for(name);
+        Ok(Arc::new(bundle::load(&self.runtime, file, grants).await?))
+    }
+}
+
+/// The bundles to serve: one per file, except that of two files with the same
+/// name and version but different content only the first (by path) serves.
+fn choose_serving(files: &BTreeMap<PathBuf, FileEntry>) -> (Vec<Arc<Bundle>>, Vec<BundleProblem>) {
+    let mut chosen: BTreeMap<(String, String), Arc<Bundle>> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for (path, entry) in files {
+        let Some(bundle) = &entry.bundle else { continue };
+        let key = (bundle.info.name.clone(), bundle.info.version.clone());
+        match chosen.get(&key) {
+            None => {
+                chosen.insert(key, Arc::clone(bundle));
+            }
+            Some(first) if first.info.digest == bundle.info.digest => {}
+            Some(first) => {
+                let error = format!(
+                    "bundle {} is also loaded from {} with different content; this file is not served \
+                     (give it a new version or remove one of the files)",
+                    bundle.label,
+                    first.info.path.display()
+                );
+                tracing::error!(path = %path.display(), "{error}");
+                conflicts.push(BundleProblem { path: path.clone(), error });
+            }
+        }
+    }
+    (chosen.into_values().collect(), conflicts)
+}
+
+/// Moves bundles that stopped serving to the front of `retired`.
+fn retire(
+    retired: &mut VecDeque<Arc<Bundle>>,
+    previous: &[Arc<Bundle>],
+    serving: &[Arc<Bundle>],
+    keep: usize,
+) {
+    let serves = |digest: &str| serving.iter().any(|b| b.info.digest == digest);
+    retired.retain(|bundle| !serves(&bundle.info.digest));
+    for bundle in previous {
+        if !serves(&bundle.info.digest)
+            && !retired.iter().any(|r| r.info.digest == bundle.info.digest)
+        {
+            tracing::info!(bundle = %bundle.label, digest = %bundle.info.digest,
+                "bundle no longer serves new calls; kept loaded for runs pinned to it");
+            retired.push_front(Arc::clone(bundle));
+        }
+    }
+    retired.truncate(keep);
+}
+
+/// The `*.wasm` files of `dir` (not hidden, not directories) with their stamps.
+async fn list_bundle_files(dir: &Path) -> Result<BTreeMap<PathBuf, FileStamp>, PluginError> {
+    let dir = dir.to_owned();
+    let for_error = dir.clone();
+    let listing = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if !watch::is_bundle_path(&path) {
+                continue;
+            }
+            let Ok(metadata) = std::fs::metadata(&path) else { continue };
+            if metadata.is_file() {
+                let stamp = FileStamp {
+                    len: metadata.len(),
+                    modified: metadata.modified().ok(),
+                };
+                files.insert(path, stamp);
+            }
+        }
+        Ok(files)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))
+    .and_then(|listing| listing);
+    listing.map_err(|source| PluginError::PluginsDir { path: for_error, source })
+}

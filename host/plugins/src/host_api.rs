@@ -1,0 +1,80 @@
+//! The `flowcraft:node/host` interface: what a running node may ask the host.
+//!
+//! Every function acts on the [`CallState`] of the call in progress: the run
+//! context view handed to this node (never another run's), the bundle's
+//! grants, and the call's labels for logging.
+
+use flowcraft_core::context::ContextWriteError;
+use serde_json::Value;
+
+use crate::bindings::{Host, LogLevel, TypesHost};
+use crate::sandbox::{CallState, HostRuleBroken};
+
+impl TypesHost for CallState {}
+
+impl Host for CallState {
+    fn context_get(&mut self, key: String) -> Option<String> {
+        self.context.get(&key).map(Value::to_string)
+    }
+
+    fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
+        let value: Value = serde_json::from_str(&value)
+            .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))?;
+        self.context.set(&key, value).map_err(|e| e.to_string())
+    }
+
+    fn context_has(&mut self, key: String) -> bool {
+        self.context.has(&key)
+    }
+
+    fn context_delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        self.context.delete(&key).map_err(|error| {
+            let message = match error {
+                ContextWriteError::Reserved(_) => format!("context-delete '{key}': {error}"),
+                ContextWriteError::QuotaExceeded(_) => format!("context-delete: {error}"),
+            };
+            self.fault = Some(message.clone());
+            wasmtime::Error::new(HostRuleBroken(message))
+        })
+    }
+
+    fn context_keys(&mut self) -> Vec<String> {
+        self.context.keys()
+    }
+
+    fn log(&mut self, level: LogLevel, message: String, fields: String) {
+        let labels = &self.labels;
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "flowcraft_plugins::guest",
+                    $level,
+                    bundle = %labels.bundle,
+                    node_type = %labels.uses,
+                    run_id = %labels.run_id,
+                    node_id = %labels.node_id,
+                    fields = %fields,
+                    "{message}"
+                )
+            };
+        }
+        match level {
+            LogLevel::Trace => emit!(tracing::Level::TRACE),
+            LogLevel::Debug => emit!(tracing::Level::DEBUG),
+            LogLevel::Info => emit!(tracing::Level::INFO),
+            LogLevel::Warn => emit!(tracing::Level::WARN),
+            LogLevel::Error => emit!(tracing::Level::ERROR),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn config_get(&mut self, name: String) -> Option<String> {
+        self.grants.config.get(&name).cloned()
+    }
+}

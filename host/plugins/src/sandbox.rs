@@ -1,0 +1,167 @@
+//! The per-call sandbox: the state a store carries while one node executes.
+//!
+//! Deny by default. The WASI p2 context grants nothing: no preopened
+//! directories (file access fails with "not found"), no environment
+//! variables, no arguments, no TCP/UDP and no name lookups (every socket
+//! address is refused), stdin closed; stdout and stderr go to bounded
+//! in-memory buffers. What a bundle may use beyond that comes from its
+//! [`Grants`] through the `flowcraft:node/host` interface (see
+//! [`crate::host_api`]). Memory growth beyond the configured limit traps.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowcraft_core::context::NodeContext;
+use thiserror::Error;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capture::TailPipe;
+use crate::config::Grants;
+
+/// Table elements one instance may grow its tables to.
+const TABLE_ELEMENT_LIMIT: usize = 100_000;
+
+/// Who is running: used for log records and error messages.
+#[derive(Debug, Clone)]
+pub(crate) struct CallLabels {
+    /// `name@version` of the bundle.
+    pub bundle: Arc<str>,
+    pub uses: String,
+    pub run_id: String,
+    pub node_id: String,
+}
+
+/// The data of one call's store.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub memory: MemoryGuard,
+    /// The run context the host functions read and write.
+    pub context: NodeContext,
+    pub grants: Arc<Grants>,
+    pub labels: CallLabels,
+    pub stdout: TailPipe,
+    pub stderr: TailPipe,
+    /// When the call started and how long it may run.
+    pub started: Instant,
+    pub time_limit: Duration,
+    /// Set by the epoch callback when it stopped the guest.
+    pub time_limit_hit: bool,
+    /// A host rule the guest broke (it trapped the call), e.g. a write quota.
+    pub fault: Option<String>,
+}
+
+impl CallState {
+    pub fn new(
+        context: NodeContext,
+        grants: Arc<Grants>,
+        labels: CallLabels,
+        memory_limit: usize,
+        time_limit: Duration,
+    ) -> Self {
+        let stdout = TailPipe::default();
+        let stderr = TailPipe::default();
+        Self {
+            wasi: deny_all_wasi(&stdout, &stderr),
+            table: ResourceTable::new(),
+            memory: MemoryGuard {
+                limit: memory_limit,
+                hit: None,
+            },
+            context,
+            grants,
+            labels,
+            stdout,
+            stderr,
+            started: Instant::now(),
+            time_limit,
+            time_limit_hit: false,
+            fault: None,
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A WASI context with nothing granted; output goes to the given pipes.
+fn deny_all_wasi(stdout: &TailPipe, stderr: &TailPipe) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build()
+}
+
+/// Refuses (by trapping) memory growth beyond the per-instance limit.
+pub(crate) struct MemoryGuard {
+    limit: usize,
+    /// The size the guest tried to grow to when it hit the limit.
+    pub hit: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryGuard {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = Some(desired);
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                limit: self.limit,
+                desired,
+            }));
+        }
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= TABLE_ELEMENT_LIMIT && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// The trap raised when a guest grows its memory beyond the limit.
+#[derive(Debug, Error)]
+#[error("memory limit of {} exceeded (the node tried to grow its memory to {})", mib(*limit), mib(*desired))]
+pub(crate) struct MemoryLimitExceeded {
+    pub limit: usize,
+    pub desired: usize,
+}
+
+/// The trap raised when a guest computes past its time limit.
+#[derive(Debug, Error)]
+#[error("CPU time limit of {} ms exceeded", limit.as_millis())]
+pub(crate) struct TimeLimitExceeded {
+    pub limit: Duration,
+}
+
+/// The trap raised when a guest breaks a host rule without an error channel.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub(crate) struct HostRuleBroken(pub String);
+
+fn mib(bytes: usize) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    }
+}
