@@ -62,13 +62,13 @@ pub enum NodeInputs {
 pub struct NodeConfig {
     /// Total number of attempts (values below 1 mean 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<f64>,
+    pub max_retries: Option<serde_json::Number>,
     /// Delay before the second attempt in ms; doubles for each further attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_delay: Option<f64>,
+    pub retry_delay: Option<serde_json::Number>,
     /// Per-attempt time limit in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<f64>,
+    pub timeout: Option<serde_json::Number>,
     /// Id of the node that runs when this one finally fails with a non-fatal error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,

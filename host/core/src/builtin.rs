@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::blueprint::NodeDefinition;
 use crate::context::{ContextMap, NodeContext};
-use crate::expression::{ConditionScope, truthy};
+use crate::expression::ConditionScope;
 use crate::plan::{Plan, PlanRegistry};
 use crate::routing::output_key;
 use crate::runner::{NodeFailure, NodeSuccess};
@@ -58,7 +58,7 @@ pub fn execute(
             let keep_going = plan
                 .loop_conditions
                 .get(&node.id)
-                .map(|condition| truthy(condition.evaluate(&ConditionScope::new(view, None)).as_ref()))
+                .map(|condition| condition.evaluate_truthy(&ConditionScope::for_loop_controller(view)))
                 .unwrap_or(false);
             Ok(BuiltinOutcome::Done(if keep_going {
                 NodeSuccess {

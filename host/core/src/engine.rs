@@ -380,7 +380,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         let timeout = node
             .config
             .as_ref()
-            .and_then(|c| c.timeout)
+            .and_then(|c| c.timeout.as_ref())
+            .and_then(serde_json::Number::as_f64)
             .filter(|t| t.is_finite() && *t > 0.0)
             .map(|ms| Duration::from_secs_f64(ms / 1000.0));
         let call = NodeCall {
@@ -463,12 +464,6 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             changes.push(ContextChange::Set {
                 key: action_key(&node.id),
                 value: Value::String(action.clone()),
-            });
-        }
-        if let Some(failed) = stands_in_for {
-            changes.push(ContextChange::Set {
-                key: output_key(failed),
-                value: stored_output(success.output.as_ref()),
             });
         }
         if !success.dynamic_nodes.is_empty() && !builtin::is_builtin(&node.uses) {
@@ -700,10 +695,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
 
     async fn failed(&self, plan: &Plan, job: &Job, node: &NodeDefinition, failure: NodeFailure) -> Result<(), EngineError> {
         let config = node.config();
-        let max_attempts = config.max_retries.map(|m| m.floor()).filter(|m| *m >= 1.0).unwrap_or(1.0) as u32;
+        let max_attempts = config.max_retries.as_ref().and_then(serde_json::Number::as_f64).map(f64::floor).filter(|m| *m >= 1.0).unwrap_or(1.0) as u32;
         let attempt = job.attempt();
         if !failure.is_fatal() && attempt < max_attempts {
-            let base = config.retry_delay.filter(|d| d.is_finite() && *d > 0.0).unwrap_or(0.0);
+            let base = config.retry_delay.as_ref().and_then(serde_json::Number::as_f64).filter(|d| d.is_finite() && *d > 0.0).unwrap_or(0.0);
             let delay = Duration::from_secs_f64(base * 2f64.powi(attempt as i32 - 1) / 1000.0)
                 .min(self.settings.max_retry_delay);
             info!(run = %job.run_id, node = %node.id, attempt, error = %failure.message, "node failed; retrying");

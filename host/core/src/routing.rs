@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::analysis::LOOP_CONTROLLER;
 use crate::blueprint::{NodeDefinition, NodeInputs};
 use crate::context::ContextMap;
-use crate::expression::{ConditionScope, TransformScope, truthy};
+use crate::expression::{ConditionScope, TransformScope};
 use crate::plan::Plan;
 
 /// Context key of a node's output.
@@ -123,8 +123,7 @@ pub fn route(
         match &plan.conditions[index] {
             None => true,
             Some(condition) => {
-                let scope = ConditionScope::new(context, Some(&result_value));
-                truthy(condition.evaluate(&scope).as_ref())
+                condition.evaluate_truthy(&ConditionScope::new(context, Some(&result_value)))
             }
         }
     };

@@ -100,7 +100,7 @@ fn build_engine(config: &PluginConfig) -> Result<Engine, PluginError> {
         .epoch_interruption(true)
         // Node errors carry the trap code and the guest's stderr; symbolizing
         // backtraces on every trap is slow and adds nothing for users.
-        .wasm_backtrace(false)
+        .wasm_backtrace_max_frames(None)
         .wasm_backtrace_details(WasmBacktraceDetails::Disable)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&wasm).map_err(|e| PluginError::Engine(chain(&e)))

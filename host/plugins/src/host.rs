@@ -8,7 +8,6 @@
 //! and whatever version was loaded from it before keeps serving.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,7 +16,7 @@ use arc_swap::ArcSwap;
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::runner::{NodeCall, NodeOutcome, NodeRunner, PinError, Pins};
 use serde::Serialize;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, watch as channel};
 
 use crate::bundle::{self, Bundle, BundleInfo, WasmFile};
 use crate::cache::CacheOutcome;
@@ -41,7 +40,7 @@ pub(crate) struct Inner {
     registry: ArcSwap<Snapshot>,
     /// The directory as last scanned; held while a reload runs.
     dir: Mutex<DirState>,
-    generation: watch::Sender<u64>,
+    generation: channel::Sender<u64>,
 }
 
 /// The registry plus what went wrong while building it.
@@ -102,7 +101,7 @@ impl PluginHost {
                 runtime,
                 registry: ArcSwap::default(),
                 dir: Mutex::default(),
-                generation: watch::Sender::new(0),
+                generation: channel::Sender::new(0),
             }),
         };
         host.reload().await?;
@@ -125,7 +124,7 @@ impl PluginHost {
     /// The reload generation: incremented after every completed reload
     /// (whether or not anything changed). Await `changed()` on it to learn
     /// that a hot swap has been applied.
-    pub fn reloads(&self) -> watch::Receiver<u64> {
+    pub fn reloads(&self) -> channel::Receiver<u64> {
         self.inner.generation.subscribe()
     }
 
@@ -174,21 +173,19 @@ impl NodeRunner for PluginHost {
         self.inner.registry.load().registry.pin(blueprint)
     }
 
-    fn run(&self, call: NodeCall) -> impl Future<Output = NodeOutcome> + Send {
-        async move {
-            let chosen = self
-                .inner
-                .registry
-                .load()
-                .registry
-                .for_call(&call.uses, call.pin.as_deref());
-            match chosen {
-                Ok(bundle) => call::execute(&self.inner.runtime, &bundle, call).await,
-                Err(failure) => NodeOutcome {
-                    context: call.context,
-                    result: Err(failure),
-                },
-            }
+    async fn run(&self, call: NodeCall) -> NodeOutcome {
+        let chosen = self
+            .inner
+            .registry
+            .load()
+            .registry
+            .for_call(&call.uses, call.pin.as_deref());
+        match chosen {
+            Ok(bundle) => call::execute(&self.inner.runtime, &bundle, call).await,
+            Err(failure) => NodeOutcome {
+                context: call.context,
+                result: Err(failure),
+            },
         }
     }
 }

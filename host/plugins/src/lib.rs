@@ -1,3 +1,71 @@
-//! tmp
-#![allow(dead_code, unused_imports)]
+//! The sandboxed WebAssembly plugin runtime of flowcraft-host.
+//!
+//! Node implementations ship as WebAssembly components (`wasm32-wasip2`)
+//! implementing the `flowcraft:node@0.1.0` world (`wit/node.wit`).
+//! [`PluginHost`] loads every bundle of a directory, implements the engine's
+//! [`NodeRunner`](flowcraft_core::runner::NodeRunner) trait, and runs each
+//! node attempt in a fresh, sandboxed instance:
+//!
+//! - **compile once**: bundles are compiled once per content digest and the
+//!   native code is cached on disk (`<plugins dir>/.cache` by default), keyed
+//!   by digest and engine compatibility; each bundle keeps an `InstancePre`;
+//!   the pooling allocator keeps instance memory resident between calls;
+//! - **deny by default**: no files, environment, arguments or sockets; a
+//!   bundle reads only the config values granted to it ([`Grants`]) and only
+//!   the context of the run it executes;
+//! - **limits**: memory per instance, a time limit per call (the node's
+//!   `config.timeout`, else [`PluginConfig::default_timeout`]) enforced by
+//!   epoch interruption (a computing guest yields to tokio every 10 ms) and a
+//!   timer, and a maximum result size. Traps, panics, limit hits and bad
+//!   output become node failures naming the bundle, the node type and the
+//!   cause (see the table in the `call` module); the host keeps running;
+//! - **hot swap**: [`PluginHost::watch`] reloads the directory on changes;
+//!   calls in flight finish on the version they started with, a broken file
+//!   leaves the old version serving, and replaced versions stay loaded (a
+//!   bounded number) for runs pinned to them;
+//! - **pinning**: [`NodeRunner::pin`](flowcraft_core::runner::NodeRunner::pin)
+//!   records a bundle digest per `uses` key when a run starts, honouring the
+//!   blueprint's `metadata.plugins` bindings (bundle name → version, version
+//!   requirement or `sha256:` digest).
+//!
+//! Outbound HTTP (wasi:http) is not offered to bundles yet.
+//!
+//! ```no_run
+//! use flowcraft_core::runner::NodeRunner;
+//! use flowcraft_plugins::{PluginConfig, PluginHost};
+//!
+//! # async fn example() -> Result<(), flowcraft_plugins::PluginError> {
+//! let mut config = PluginConfig::new("./nodes");
+//! config.grants.entry("orders".into()).or_default()
+//!     .config.insert("currency".into(), "EUR".into());
+//! let host = PluginHost::load(config).await?;
+//! let _watching = host.watch()?;
+//! for bundle in host.bundles() {
+//!     println!("{}@{} {}", bundle.name, bundle.version, bundle.digest);
+//! }
+//! assert!(host.implements("validate-order") || host.bundles().is_empty());
+//! # Ok(()) }
+//! ```
+
 mod bindings;
+mod bundle;
+mod cache;
+mod call;
+mod capture;
+mod config;
+mod engine;
+mod error;
+mod host;
+mod host_api;
+mod registry;
+mod sandbox;
+mod watch;
+
+pub use bundle::{BundleInfo, NodeTypeInfo};
+pub use config::{
+    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MEMORY_LIMIT, DEFAULT_RETIRED_VERSIONS,
+    DEFAULT_TIMEOUT, Grants, PluginConfig,
+};
+pub use error::PluginError;
+pub use host::{BundleProblem, PluginHost, check_bundle};
+pub use watch::WatchGuard;

@@ -175,7 +175,9 @@ impl Expr {
             | Expr::Array(_) => PREC_PRIMARY,
             Expr::Path { .. } => PREC_POSTFIX,
             Expr::Unary { .. } => PREC_UNARY,
-            Expr::Binary { rest, .. } => rest.first().map_or(PREC_PRIMARY, |(op, _)| op.precedence()),
+            Expr::Binary { rest, .. } => {
+                rest.first().map_or(PREC_PRIMARY, |(op, _)| op.precedence())
+            }
             Expr::Logical { op, .. } => op.precedence(),
             Expr::Conditional { .. } => PREC_CONDITIONAL,
         }
@@ -249,7 +251,10 @@ impl fmt::Display for Expr {
                 }
                 Ok(())
             }
-            Expr::Unary { ops, operand: inner } => {
+            Expr::Unary {
+                ops,
+                operand: inner,
+            } => {
                 let mut previous: Option<char> = None;
                 for op in ops {
                     let symbol = op.symbol();

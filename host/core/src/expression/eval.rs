@@ -63,8 +63,8 @@ impl<'a, S: Scope + ?Sized> Evaluator<'a, S> {
                 for op in ops.iter().rev() {
                     value = match op {
                         UnaryOp::Not => Val::Bool(!value.truthy()),
-                        UnaryOp::Neg => Val::Num(-self.budget.to_number(value)?),
-                        UnaryOp::Plus => Val::Num(self.budget.to_number(value)?),
+                        UnaryOp::Neg => Val::Num(-self.budget.number_of(value)?),
+                        UnaryOp::Plus => Val::Num(self.budget.number_of(value)?),
                     };
                 }
                 value
@@ -124,7 +124,7 @@ impl<'a, S: Scope + ?Sized> Evaluator<'a, S> {
         if let Some(index) = numeric_index(&key) {
             return Ok(get_index(base, index));
         }
-        let key = self.budget.to_string(key)?;
+        let key = self.budget.string_of(key)?;
         Ok(get_member(base, &key))
     }
 
@@ -132,10 +132,10 @@ impl<'a, S: Scope + ?Sized> Evaluator<'a, S> {
         let budget = &mut self.budget;
         Ok(match op {
             BinaryOp::Add => return budget.add(a, b),
-            BinaryOp::Sub => Val::Num(budget.to_number(a)? - budget.to_number(b)?),
-            BinaryOp::Mul => Val::Num(budget.to_number(a)? * budget.to_number(b)?),
-            BinaryOp::Div => Val::Num(budget.to_number(a)? / budget.to_number(b)?),
-            BinaryOp::Rem => Val::Num(budget.to_number(a)? % budget.to_number(b)?),
+            BinaryOp::Sub => Val::Num(budget.number_of(a)? - budget.number_of(b)?),
+            BinaryOp::Mul => Val::Num(budget.number_of(a)? * budget.number_of(b)?),
+            BinaryOp::Div => Val::Num(budget.number_of(a)? / budget.number_of(b)?),
+            BinaryOp::Rem => Val::Num(budget.number_of(a)? % budget.number_of(b)?),
             BinaryOp::Lt => Val::Bool(budget.less_than(a, b)? == Some(true)),
             BinaryOp::Gt => Val::Bool(budget.less_than(b, a)? == Some(true)),
             BinaryOp::Le => Val::Bool(budget.less_than(b, a)? == Some(false)),

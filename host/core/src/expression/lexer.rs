@@ -233,7 +233,9 @@ impl Lexer<'_> {
             let value = if digits.is_empty() || digits.len() > 6 {
                 None
             } else {
-                u32::from_str_radix(digits, 16).ok().filter(|v| *v <= 0x10FFFF)
+                u32::from_str_radix(digits, 16)
+                    .ok()
+                    .filter(|v| *v <= 0x10FFFF)
             };
             match value {
                 Some(value) if self.eat('}') => Ok(value),
@@ -268,7 +270,8 @@ impl Lexer<'_> {
                         'v' => out.push('\u{B}'),
                         '0' if !self.peek().is_some_and(|c| c.is_ascii_digit()) => out.push('\0'),
                         '0'..='9' => {
-                            return self.error(escape_start, "octal escape sequences are not supported");
+                            return self
+                                .error(escape_start, "octal escape sequences are not supported");
                         }
                         'x' => {
                             let value = self.hex_digits(2, escape_start)?;
@@ -376,7 +379,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, LexError> {
                     ('<', ..) => (Tok::Lt, 1),
                     ('>', ..) => (Tok::Gt, 1),
                     ('=', ..) => {
-                        return lx.error(offset, "'=' (assignment) is not supported; use '==' or '==='");
+                        return lx.error(
+                            offset,
+                            "'=' (assignment) is not supported; use '==' or '==='",
+                        );
                     }
                     ('&', ..) => return lx.error(offset, "'&' is not supported; use '&&'"),
                     ('|', ..) => return lx.error(offset, "'|' is not supported; use '||'"),

@@ -250,7 +250,11 @@ impl ExpressionError {
         }
     }
 
-    pub(crate) fn invalid_property(source: &str, offset: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_property(
+        source: &str,
+        offset: usize,
+        message: impl Into<String>,
+    ) -> Self {
         ExpressionError::InvalidProperty {
             message: message.into(),
             column: column_of(source, offset),
@@ -309,12 +313,19 @@ pub enum EvalError {
 /// A parsed expression: cheap to clone, `Send + Sync`, evaluated many times.
 ///
 /// `Display` prints a canonical form (minimal parentheses) that parses back
-/// to the same expression.
-#[derive(Debug, Clone, PartialEq)]
+/// to the same expression. Equality is semantic: same mode and same parsed
+/// form (`a+b` equals `(a) + b`).
+#[derive(Debug, Clone)]
 pub struct Expression {
     source: String,
     mode: EvaluatorMode,
     repr: Repr,
+}
+
+impl PartialEq for Expression {
+    fn eq(&self, other: &Self) -> bool {
+        self.mode == other.mode && self.repr == other.repr
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -386,8 +397,12 @@ impl Expression {
     }
 
     /// JS truthiness of the result, without copying the selected value.
+    /// Prefer this to `truthy(expr.evaluate(..))` for conditions: it is
+    /// cheaper and exact for ±Infinity, which is truthy in JavaScript but
+    /// becomes JSON `null` in [`Expression::evaluate`].
     pub fn evaluate_truthy<S: Scope + ?Sized>(&self, scope: &S) -> bool {
-        self.with_value(scope, |value| value.truthy()).unwrap_or(false)
+        self.with_value(scope, |value| value.truthy())
+            .unwrap_or(false)
     }
 
     /// Like [`Expression::evaluate`] but says why the result is `undefined`

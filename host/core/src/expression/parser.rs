@@ -1,9 +1,7 @@
 //! Recursive-descent parser of the safe language (see the module docs for the
 //! grammar).
 
-use super::ast::{
-    BinaryOp, Expr, LogicalOp, PREC_EQUALITY, PREC_MULTIPLICATIVE, Segment, UnaryOp,
-};
+use super::ast::{BinaryOp, Expr, LogicalOp, PREC_EQUALITY, PREC_MULTIPLICATIVE, Segment, UnaryOp};
 use super::lexer::{Tok, Token, tokenize};
 use super::{ExpressionError, MAX_NESTING};
 
@@ -194,7 +192,10 @@ impl Parser<'_> {
             Expr::Binary {
                 first: inner_first,
                 rest: mut inner_rest,
-            } if inner_rest.first().is_some_and(|(op, _)| op.precedence() == level) => {
+            } if inner_rest
+                .first()
+                .is_some_and(|(op, _)| op.precedence() == level) =>
+            {
                 inner_rest.extend(rest);
                 Ok(Expr::Binary {
                     first: inner_first,

@@ -8,7 +8,11 @@ use super::value::{Val, get_member};
 /// JavaScript's `split` does: `a..b` reads key `""`).
 pub(crate) fn parse(source: &str) -> Result<Vec<String>, ExpressionError> {
     if source.is_empty() {
-        return Err(ExpressionError::invalid_property(source, 0, "expression is empty"));
+        return Err(ExpressionError::invalid_property(
+            source,
+            0,
+            "expression is empty",
+        ));
     }
     if let Some((offset, c)) = source
         .char_indices()

@@ -159,7 +159,10 @@ pub(crate) fn number_to_json(f: f64) -> Value {
 /// Canonical array index (`"0"`, `"17"`; not `"01"`, `"-1"`, `"1.0"`).
 pub(crate) fn array_index(key: &str) -> Option<usize> {
     let bytes = key.as_bytes();
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) || (bytes.len() > 1 && bytes[0] == b'0') {
+    if bytes.is_empty()
+        || !bytes.iter().all(u8::is_ascii_digit)
+        || (bytes.len() > 1 && bytes[0] == b'0')
+    {
         return None;
     }
     let index: u64 = key.parse().ok()?;
@@ -174,7 +177,11 @@ pub(crate) fn array_index(key: &str) -> Option<usize> {
 /// surrogate becomes U+FFFD).
 fn string_unit(s: &str, index: usize) -> Option<String> {
     let unit = s.encode_utf16().nth(index)?;
-    Some(char::from_u32(u32::from(unit)).unwrap_or('\u{FFFD}').to_string())
+    Some(
+        char::from_u32(u32::from(unit))
+            .unwrap_or('\u{FFFD}')
+            .to_string(),
+    )
 }
 
 fn utf16_len(s: &str) -> usize {
@@ -231,7 +238,9 @@ pub(crate) fn get_member<'a>(base: Val<'a>, key: &str) -> Val<'a> {
 pub(crate) fn get_index(base: Val<'_>, index: usize) -> Val<'_> {
     match &base {
         Val::Arr(array) => array_element(array, index),
-        Val::Str(s) => string_unit(s, index).map_or(Val::Undefined, |unit| Val::Str(Cow::Owned(unit))),
+        Val::Str(s) => {
+            string_unit(s, index).map_or(Val::Undefined, |unit| Val::Str(Cow::Owned(unit)))
+        }
         Val::Obj(_) => get_member(base, &index.to_string()),
         _ => Val::Undefined,
     }
@@ -425,25 +434,29 @@ pub(crate) struct Budget {
 impl Budget {
     fn charge(&mut self, len: usize) -> Result<(), EvalError> {
         if len > MAX_STRING_LEN {
-            return Err(EvalError::StringTooLong { max: MAX_STRING_LEN });
+            return Err(EvalError::StringTooLong {
+                max: MAX_STRING_LEN,
+            });
         }
         self.work += len;
         if self.work > MAX_STRING_WORK {
-            return Err(EvalError::WorkExceeded { max: MAX_STRING_WORK });
+            return Err(EvalError::WorkExceeded {
+                max: MAX_STRING_WORK,
+            });
         }
         Ok(())
     }
 
     /// JavaScript `ToPrimitive`: arrays and objects become strings.
-    pub(crate) fn to_primitive<'a>(&mut self, value: Val<'a>) -> Result<Val<'a>, EvalError> {
+    pub(crate) fn primitive_of<'a>(&mut self, value: Val<'a>) -> Result<Val<'a>, EvalError> {
         match value {
-            Val::Arr(_) | Val::Obj(_) => Ok(Val::Str(self.to_string(value)?)),
+            Val::Arr(_) | Val::Obj(_) => Ok(Val::Str(self.string_of(value)?)),
             other => Ok(other),
         }
     }
 
     /// JavaScript `ToString`.
-    pub(crate) fn to_string<'a>(&mut self, value: Val<'a>) -> Result<Cow<'a, str>, EvalError> {
+    pub(crate) fn string_of<'a>(&mut self, value: Val<'a>) -> Result<Cow<'a, str>, EvalError> {
         Ok(match value {
             Val::Undefined => Cow::Borrowed("undefined"),
             Val::Null => Cow::Borrowed("null"),
@@ -465,7 +478,9 @@ impl Budget {
     /// `Array.prototype.join(",")` into `out`.
     fn join(&mut self, array: &Arr<'_>, out: &mut String, depth: usize) -> Result<(), EvalError> {
         if depth > MAX_VALUE_DEPTH {
-            return Err(EvalError::ValueTooDeep { max: MAX_VALUE_DEPTH });
+            return Err(EvalError::ValueTooDeep {
+                max: MAX_VALUE_DEPTH,
+            });
         }
         match array {
             Arr::Json(items) => self.join_json(items, out, depth),
@@ -479,7 +494,7 @@ impl Budget {
                         Val::Undefined | Val::Null => {}
                         Val::Arr(inner) => self.join(inner, out, depth + 1)?,
                         other => {
-                            let s = self.to_string(other.clone())?;
+                            let s = self.string_of(other.clone())?;
                             push(out, &s)?;
                         }
                     }
@@ -489,7 +504,12 @@ impl Budget {
         }
     }
 
-    fn join_json(&mut self, items: &[Value], out: &mut String, depth: usize) -> Result<(), EvalError> {
+    fn join_json(
+        &mut self,
+        items: &[Value],
+        out: &mut String,
+        depth: usize,
+    ) -> Result<(), EvalError> {
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 push(out, ",")?;
@@ -501,7 +521,9 @@ impl Budget {
                 Value::String(s) => push(out, s)?,
                 Value::Array(inner) => {
                     if depth + 1 > MAX_VALUE_DEPTH {
-                        return Err(EvalError::ValueTooDeep { max: MAX_VALUE_DEPTH });
+                        return Err(EvalError::ValueTooDeep {
+                            max: MAX_VALUE_DEPTH,
+                        });
                     }
                     self.join_json(inner, out, depth + 1)?;
                 }
@@ -512,7 +534,7 @@ impl Budget {
     }
 
     /// JavaScript `ToNumber`.
-    pub(crate) fn to_number(&mut self, value: Val<'_>) -> Result<f64, EvalError> {
+    pub(crate) fn number_of(&mut self, value: Val<'_>) -> Result<f64, EvalError> {
         Ok(match value {
             Val::Undefined => f64::NAN,
             Val::Null => 0.0,
@@ -521,7 +543,7 @@ impl Budget {
             Val::JsonNum(n) => json_number_to_f64(&n),
             Val::Str(s) => string_to_number(&s),
             Val::Arr(_) | Val::Obj(_) => {
-                let s = self.to_string(value)?;
+                let s = self.string_of(value)?;
                 string_to_number(&s)
             }
         })
@@ -537,22 +559,22 @@ impl Budget {
             (Ty::Undefined | Ty::Null, Ty::Undefined | Ty::Null) => true,
             (Ty::Undefined | Ty::Null, _) | (_, Ty::Undefined | Ty::Null) => false,
             (Ty::Number, Ty::String) | (Ty::String, Ty::Number) => {
-                self.to_number(a)? == self.to_number(b)?
+                self.number_of(a)? == self.number_of(b)?
             }
             (Ty::Bool, _) => {
-                let a = Val::Num(self.to_number(a)?);
+                let a = Val::Num(self.number_of(a)?);
                 self.loose_eq(a, b)?
             }
             (_, Ty::Bool) => {
-                let b = Val::Num(self.to_number(b)?);
+                let b = Val::Num(self.number_of(b)?);
                 self.loose_eq(a, b)?
             }
             (Ty::Object, Ty::Number | Ty::String) => {
-                let a = self.to_primitive(a)?;
+                let a = self.primitive_of(a)?;
                 self.loose_eq(a, b)?
             }
             (Ty::Number | Ty::String, Ty::Object) => {
-                let b = self.to_primitive(b)?;
+                let b = self.primitive_of(b)?;
                 self.loose_eq(a, b)?
             }
             _ => false,
@@ -560,14 +582,20 @@ impl Budget {
     }
 
     /// JavaScript `IsLessThan(a, b)`: `None` when either side is NaN.
-    pub(crate) fn less_than<'a>(&mut self, a: Val<'a>, b: Val<'a>) -> Result<Option<bool>, EvalError> {
-        let a = self.to_primitive(a)?;
-        let b = self.to_primitive(b)?;
+    pub(crate) fn less_than<'a>(
+        &mut self,
+        a: Val<'a>,
+        b: Val<'a>,
+    ) -> Result<Option<bool>, EvalError> {
+        let a = self.primitive_of(a)?;
+        let b = self.primitive_of(b)?;
         if let (Val::Str(x), Val::Str(y)) = (&a, &b) {
-            return Ok(Some(x.encode_utf16().cmp(y.encode_utf16()) == Ordering::Less));
+            return Ok(Some(
+                x.encode_utf16().cmp(y.encode_utf16()) == Ordering::Less,
+            ));
         }
-        let x = self.to_number(a)?;
-        let y = self.to_number(b)?;
+        let x = self.number_of(a)?;
+        let y = self.number_of(b)?;
         if x.is_nan() || y.is_nan() {
             Ok(None)
         } else {
@@ -577,24 +605,26 @@ impl Budget {
 
     /// JavaScript binary `+`.
     pub(crate) fn add<'a>(&mut self, a: Val<'a>, b: Val<'a>) -> Result<Val<'a>, EvalError> {
-        let a = self.to_primitive(a)?;
-        let b = self.to_primitive(b)?;
+        let a = self.primitive_of(a)?;
+        let b = self.primitive_of(b)?;
         if matches!(a, Val::Str(_)) || matches!(b, Val::Str(_)) {
-            let x = self.to_string(a)?;
-            let y = self.to_string(b)?;
+            let x = self.string_of(a)?;
+            let y = self.string_of(b)?;
             self.charge(x.len() + y.len())?;
             let mut s = String::with_capacity(x.len() + y.len());
             s.push_str(&x);
             s.push_str(&y);
             return Ok(Val::Str(Cow::Owned(s)));
         }
-        Ok(Val::Num(self.to_number(a)? + self.to_number(b)?))
+        Ok(Val::Num(self.number_of(a)? + self.number_of(b)?))
     }
 }
 
 fn push(out: &mut String, s: &str) -> Result<(), EvalError> {
     if out.len() + s.len() > MAX_STRING_LEN {
-        return Err(EvalError::StringTooLong { max: MAX_STRING_LEN });
+        return Err(EvalError::StringTooLong {
+            max: MAX_STRING_LEN,
+        });
     }
     out.push_str(s);
     Ok(())

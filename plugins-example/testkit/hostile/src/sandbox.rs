@@ -1,0 +1,107 @@
+//! Probes of what the sandbox lets through: files, sockets, environment and
+//! configuration. Each reports what happened instead of failing, so the host's
+//! tests can assert on the outcome.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::TcpStream;
+
+use flowcraft_sdk::{Context, Ignore, NodeError, Output};
+use serde::{Deserialize, Serialize};
+
+/// What a probe found: `{ok: true, content?}` or `{ok: false, error}`.
+#[derive(Debug, Serialize)]
+pub struct Probe {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Probe {
+    fn of(result: io::Result<Option<String>>) -> Self {
+        match result {
+            Ok(content) => Self {
+                ok: true,
+                content,
+                error: None,
+            },
+            Err(error) => Self {
+                ok: false,
+                content: None,
+                error: Some(error.to_string()),
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ConfigParams {
+    name: String,
+}
+
+pub fn read_file(_: &mut Context, _: Ignore, _: Ignore) -> Result<Output<Probe>, NodeError> {
+    Ok(Output::new(Probe::of(
+        std::fs::read_to_string("/etc/passwd").map(Some),
+    )))
+}
+
+pub fn open_socket(_: &mut Context, _: Ignore, _: Ignore) -> Result<Output<Probe>, NodeError> {
+    Ok(Output::new(Probe::of(
+        TcpStream::connect(("127.0.0.1", 80)).map(|_| None),
+    )))
+}
+
+pub fn read_env(
+    _: &mut Context,
+    _: Ignore,
+    _: Ignore,
+) -> Result<Output<BTreeMap<String, String>>, NodeError> {
+    Ok(Output::new(std::env::vars().collect()))
+}
+
+pub fn config(
+    ctx: &mut Context,
+    _: Ignore,
+    params: ConfigParams,
+) -> Result<Output<String>, NodeError> {
+    Ok(Output::maybe(ctx.config(&params.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use flowcraft_sdk::testing::{Call, TestHost};
+    use serde_json::json;
+
+    use super::Probe;
+    use crate::BUNDLE;
+
+    #[test]
+    fn config_outputs_granted_values_only() {
+        let host = TestHost::new().with_config("apiKey", "s3cret");
+        let granted = Call::new("config").params(json!({"name": "apiKey"}));
+        assert_eq!(
+            host.execute(&BUNDLE, granted).unwrap().output,
+            Some(json!("s3cret"))
+        );
+        let missing = Call::new("config").params(json!({"name": "other"}));
+        assert_eq!(host.execute(&BUNDLE, missing).unwrap().output, None);
+    }
+
+    #[test]
+    fn probes_report_failures_as_data() {
+        let denied = Probe::of(Err(io::Error::from(io::ErrorKind::PermissionDenied)));
+        assert_eq!(
+            serde_json::to_value(denied).unwrap(),
+            json!({"ok": false, "error": "permission denied"})
+        );
+        let read = Probe::of(Ok(Some("root".to_owned())));
+        assert_eq!(
+            serde_json::to_value(read).unwrap(),
+            json!({"ok": true, "content": "root"})
+        );
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds every example and test bundle as a WebAssembly component
+# (wasm32-wasip2, cargo profile `guest`) and copies them where the host and
+# its tests look for them:
+#
+#   plugins-example/dist/conformance.wasm, orders.wasm
+#   plugins-example/dist/testkit/hostile.wasm, greeter-v1.wasm, greeter-v2.wasm, trivial.wasm
+#
+# Usage: scripts/build-plugins.sh   (from any directory; safe to re-run)
+# Honours CARGO_TARGET_DIR and CARGO_BUILD_JOBS.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+target=wasm32-wasip2
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
+out_dir="$target_dir/$target/guest"
+dist="$repo_root/plugins-example/dist"
+
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
+    rustup target add "$target"
+fi
+
+build() {
+    cargo build --profile guest --target "$target" "$@"
+}
+
+# Copies a built component to its place in dist/ (via a rename, so a host
+# watching the directory never sees a half-written file) after checking that
+# it is a component: "\0asm" followed by the component version bytes 0d 00 01 00.
+install_component() {
+    local crate="$1" destination="$2"
+    local source="$out_dir/$crate.wasm"
+    local header
+    header="$(od -An -tx1 -N8 "$source" | tr -d ' \n')"
+    if [[ "$header" != "0061736d0d000100" ]]; then
+        echo "error: $source is not a WebAssembly component (header $header)" >&2
+        exit 1
+    fi
+    mkdir -p "$(dirname "$destination")"
+    cp "$source" "$destination.tmp"
+    mv "$destination.tmp" "$destination"
+    printf '  %-55s %8d bytes\n' "${destination#"$repo_root"/}" "$(wc -c <"$destination")"
+}
+
+echo "Building bundles for $target (profile guest)..."
+build -p conformance -p orders -p hostile -p greeter -p trivial
+echo "Built:"
+install_component conformance "$dist/conformance.wasm"
+install_component orders "$dist/orders.wasm"
+install_component hostile "$dist/testkit/hostile.wasm"
+install_component trivial "$dist/testkit/trivial.wasm"
+install_component greeter "$dist/testkit/greeter-v1.wasm"
+
+# Version 2 of the greeter is the same crate with feature v2; it replaces the
+# v1 artifact in the target directory, which was copied above.
+build -p greeter --features greeter/v2
+install_component greeter "$dist/testkit/greeter-v2.wasm"

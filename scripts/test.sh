@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: builds the example and test bundles (the
+# conformance suite and the plugin runtime tests load the real .wasm files),
+# then runs every test of the workspace. Used by CI (.ci/run) and the README.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/build-plugins.sh
+cargo test --workspace --all-targets
