@@ -4,9 +4,8 @@
 //! A job is handled in this order, so that a crash at any point followed by
 //! a redelivery neither loses nor repeats an effect the design promises once:
 //!
-//! 1. read the run's progress record and skip the job if the node is not
-//!    scheduled (a duplicate or a stale job) — re-sending successors a lost
-//!    first delivery may not have sent;
+//! 1. read the run's progress record and drop the job if the node is not
+//!    scheduled (a duplicate or a stale job);
 //! 2. read the run's context once;
 //! 3. run the node (or recover its recorded result if `_outputs.<id>` exists);
 //! 4. write the node's context changes, its output, its action and its
@@ -16,7 +15,9 @@
 //! 6. publish a changed run status.
 //!
 //! Retries go back through the queue with a delay; a failing node's writes are
-//! discarded. A job returns `Err` only for backend failures, so the caller can
+//! discarded. A crash between steps 5 and the enqueue leaves nodes scheduled
+//! without a job; the reconciler re-enqueues the scheduled nodes of runs that
+//! made no progress for a while. A job returns `Err` only for backend failures, so the caller can
 //! leave it to be delivered again.
 
 use std::sync::Arc;
@@ -213,8 +214,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
         match progress.status(&job.node_id) {
             NodeStatus::Scheduled => {}
-            NodeStatus::Done => return self.resend_successors(&plan, &progress, &job.node_id).await,
-            _ => return Ok(()),
+                        _ => return Ok(()),
         }
         if progress.children.contains_key(&job.node_id) {
             return Ok(());
@@ -735,18 +735,6 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
         let node_id = node.id.clone();
         self.settle(plan, &job.run_id, move |p| p.fail(&node_id, &message)).await
-    }
-
-    /// A job for a node that already finished: re-send successors that are
-    /// still scheduled, in case the first delivery crashed before sending.
-    async fn resend_successors(&self, plan: &Plan, progress: &RunProgress, node_id: &str) -> Result<(), EngineError> {
-        let mut sources = vec![node_id.to_owned()];
-        sources.extend(progress.stand_ins.get(node_id).cloned());
-        let advance = Advance {
-            schedule: progress.scheduled_successors(&plan.blueprint, &plan.analysis, &sources),
-            ..Advance::default()
-        };
-        self.follow_up(plan, progress, &advance).await
     }
 
     async fn load_snapshot(&self, run_id: &str) -> Result<Arc<ContextMap>, EngineError> {

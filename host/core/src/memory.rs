@@ -118,6 +118,13 @@ impl MemoryBackend {
     }
 }
 
+impl JobReceiver {
+    /// The next queued job, if one is ready (for drivers that step by hand).
+    pub fn try_recv(&mut self) -> Result<Job, mpsc::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
 /// Time left until an RFC 3339 instant (zero if past or unparsable).
 fn until(instant: &str) -> Duration {
     let Ok(at) = time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339) else {

@@ -171,9 +171,8 @@ pub struct Advance {
     /// Set when this transition moved the run into a new overall state
     /// (`awaiting`, a terminal state, or back to `running` after a pause).
     pub new_state: Option<RunState>,
-    /// True when the settlement had already been applied (a redelivery);
-    /// `schedule` then lists the node's successors that are still scheduled,
-    /// so a job lost after the first application can be re-sent.
+    /// True when the settlement had already been applied (a redelivery):
+    /// nothing changed and nothing is to be done.
     pub duplicate: bool,
 }
 
@@ -311,13 +310,6 @@ impl RunProgress {
         let mut advance = Advance::default();
         match self.status(node) {
             NodeStatus::Scheduled | NodeStatus::Awaiting => {}
-            NodeStatus::Done => {
-                return Advance {
-                    schedule: self.scheduled_successors(blueprint, analysis, &completion.sources),
-                    new_state: None,
-                    duplicate: true,
-                };
-            }
             _ => return Advance { duplicate: true, ..Advance::default() },
         }
         self.leave(node, NodeStatus::Done);
@@ -539,24 +531,6 @@ impl RunProgress {
         }
     }
 
-    /// Successors of `sources` that are still scheduled: after a settlement
-    /// is seen twice their jobs are re-sent (they may have been lost with the
-    /// first delivery).
-    pub fn scheduled_successors(&self, blueprint: &Blueprint, analysis: &Analysis, sources: &[String]) -> Vec<String> {
-        let graph = self.graph(blueprint, analysis);
-        let mut schedule = Vec::new();
-        for source in sources {
-            let mut targets = graph.static_targets(source);
-            targets.extend(graph.dynamic_targets(source));
-            for target in targets {
-                if self.status(&target) == NodeStatus::Scheduled && !schedule.contains(&target) {
-                    schedule.push(target);
-                }
-            }
-        }
-        schedule
-    }
-
     /// Moves the run to `awaiting` / `completed` once nothing is scheduled.
     fn conclude(&mut self, advance: &mut Advance) {
         if self.state.is_terminal() || !self.pending.is_empty() {
@@ -629,14 +603,14 @@ mod tests {
         let before = p.clone();
         let again = p.complete(&bp, &an, "A", &done("A", &[("A", "B"), ("A", "C")]));
         assert!(again.duplicate);
-        assert_eq!(again.schedule, vec!["B", "C"]);
+        assert!(again.schedule.is_empty());
         assert_eq!(p, before);
         p.complete(&bp, &an, "B", &done("B", &[("B", "D")]));
         let join = p.complete(&bp, &an, "C", &done("C", &[("C", "D")]));
         assert_eq!(join.schedule, vec!["D"]);
         let repeat = p.complete(&bp, &an, "C", &done("C", &[("C", "D")]));
         assert!(repeat.duplicate);
-        assert_eq!(repeat.schedule, vec!["D"], "D is re-sent, not re-scheduled");
+        assert!(repeat.schedule.is_empty(), "D is not scheduled twice");
         assert_eq!(p.steps, 4);
     }
 

@@ -25,8 +25,8 @@ pub(crate) use flowcraft::node::types::{
 
 /// The interface a bundle must export, without its version.
 pub(crate) const NODE_INTERFACE: &str = "flowcraft:node/node";
-/// The interface a bundle imports from the host, without its version.
-pub(crate) const HOST_INTERFACE: &str = "flowcraft:node/host";
+/// The interfaces a bundle may import from the host, without their version.
+pub(crate) const HOST_INTERFACES: &[&str] = &["flowcraft:node/host", "flowcraft:node/types"];
 /// The contract version this host implements; bundles built against any
 /// semver-compatible version (0.1.x) load.
 pub(crate) const CONTRACT_VERSION: &str = "0.1.0";

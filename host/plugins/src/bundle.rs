@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::bindings::{BundlePre, CONTRACT_VERSION, GuestBundleInfo, HOST_INTERFACE, NODE_INTERFACE};
+use crate::bindings::{BundlePre, CONTRACT_VERSION, GuestBundleInfo, HOST_INTERFACES, NODE_INTERFACE};
 use crate::cache::CacheOutcome;
 use crate::call::{new_store, trap_failure};
 use crate::config::Grants;
@@ -212,9 +212,10 @@ fn check_interface(engine: &Engine, component: &Component, path: &Path) -> Resul
         if !name.starts_with("flowcraft:") {
             continue;
         }
-        if interface_of(name) != HOST_INTERFACE {
+        if !HOST_INTERFACES.contains(&interface_of(name)) {
             return Err(wrong(format!(
-                "it imports {name}, which this host does not provide (it provides {HOST_INTERFACE}@{CONTRACT_VERSION})"
+                "it imports {name}, which this host does not provide (it provides {}, version {CONTRACT_VERSION})",
+                HOST_INTERFACES.join(" and ")
             )));
         }
         check_version(name).map_err(|reason| wrong(format!("it imports {name}: {reason}")))?;
