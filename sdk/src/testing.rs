@@ -94,6 +94,9 @@ impl TestHost {
     }
 
     /// Seed the run context with `value` under `key`.
+    ///
+    /// # Panics
+    /// When `value` cannot be represented as JSON.
     pub fn with_value(self, key: &str, value: impl Serialize) -> Self {
         let value = serde_json::to_value(value).expect("test context values must be JSON");
         self.state

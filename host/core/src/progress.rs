@@ -326,12 +326,17 @@ impl RunProgress {
             let mut arrivals = Vec::new();
             {
                 let graph = self.graph(blueprint, analysis);
+                // A loop controller that continues will run again: its
+                // untaken exits are not skipped yet.
+                let runs_again = completion.rearm.contains(node);
                 for source in &completion.sources {
                     for target in graph.static_targets(source) {
                         let taken = completion
                             .taken
                             .contains(&(source.clone(), target.clone()));
-                        arrivals.push((source.clone(), target, taken));
+                        if taken || !runs_again {
+                            arrivals.push((source.clone(), target, taken));
+                        }
                     }
                 }
                 for target in graph.dynamic_targets(node) {
