@@ -1,0 +1,135 @@
+//! The `flowcraft-host` binary as users call it: a real run of the demo, the
+//! exit statuses, and one clear line on stderr for each kind of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn dist() -> PathBuf {
+    let dist = root().join("plugins-example/dist");
+    assert!(
+        dist.join("orders.wasm").exists(),
+        "{} is missing: run scripts/build-plugins.sh first",
+        dist.join("orders.wasm").display()
+    );
+    dist
+}
+
+fn flowcraft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args(args)
+        .current_dir(root())
+        .env("FLOWCRAFT_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowcraft-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_demo_workflow_completes_and_prints_one_json_object() {
+    let dist = dist();
+    let output = flowcraft(&[
+        "run",
+        "plugins-example/orders/blueprints/order-approval.json",
+        "--plugins",
+        dist.to_str().unwrap(),
+        "--context",
+        "@plugins-example/orders/blueprints/order-approval.context.json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["errors"], Value::Array(vec![]));
+    assert!(result["context"]["_outputs.route"].is_object());
+    assert!(result["runId"].is_string());
+}
+
+#[test]
+fn a_failed_run_exits_1() {
+    let dist = dist();
+    let blueprint = write_temp(
+        "fails.json",
+        r#"{"id":"fails","nodes":[{"id":"A","uses":"fail"}],"edges":[]}"#,
+    );
+    let output = flowcraft(&["run", blueprint.to_str().unwrap(), "--plugins", dist.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["errors"][0]["nodeId"], "A");
+}
+
+#[test]
+fn awaiting_runs_are_saved_and_resumed_with_an_action() {
+    let dist = dist();
+    let dist = dist.to_str().unwrap();
+    let blueprint = write_temp(
+        "review.json",
+        r#"{"id":"review","nodes":[{"id":"start","uses":"const","params":{"value":1}},{"id":"review","uses":"wait"},
+            {"id":"yes","uses":"readResume"},{"id":"no","uses":"readResume"}],
+            "edges":[{"source":"start","target":"review"},{"source":"review","target":"yes","action":"approve"},
+                     {"source":"review","target":"no","action":"reject"}]}"#,
+    );
+    let state = blueprint.with_file_name("review.state.json");
+    let output = flowcraft(&["run", blueprint.to_str().unwrap(), "--plugins", dist, "--state", state.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["status"], "awaiting");
+    let output = flowcraft(&[
+        "resume", "--state", state.to_str().unwrap(), "--node", "review", "--action", "approve",
+        "--output", r#"{"ok":true}"#, "--plugins", dist,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["context"]["_outputs.yes"]["action"], "approve");
+    assert!(result["context"].get("_outputs.no").is_none());
+    let graph = flowcraft(&["graph", blueprint.to_str().unwrap(), "--state", state.to_str().unwrap()]);
+    let chart = String::from_utf8_lossy(&graph.stdout);
+    assert!(chart.starts_with("flowchart TD"));
+    assert!(chart.contains("class n2 done"));
+    assert!(chart.contains("class n3 skipped"));
+}
+
+/// Each bad input: exit status 2, a message naming the problem, no panic.
+#[test]
+fn bad_input_gets_one_clear_error_and_exit_status_2() {
+    let dist = dist();
+    let dist = dist.to_str().unwrap();
+    let unknown_uses = write_temp("unknown.json", r#"{"id":"u","nodes":[{"id":"A","uses":"nope"}],"edges":[]}"#);
+    let dangling = write_temp("dangling.json", r#"{"id":"d","nodes":[{"id":"A","uses":"const"}],"edges":[{"source":"A","target":"Z"}]}"#);
+    let not_json = write_temp("broken.json", "{ this is not json");
+    let good = "plugins-example/orders/blueprints/order-approval.json";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", unknown_uses.to_str().unwrap(), "--plugins", dist], "unknown node type (uses) 'nope'"),
+        (vec!["run", dangling.to_str().unwrap(), "--plugins", dist], "target 'Z' is not a node"),
+        (vec!["run", not_json.to_str().unwrap(), "--plugins", dist], "is not a Flowcraft blueprint"),
+        (vec!["run", "no/such/file.json", "--plugins", dist], "cannot read blueprint file no/such/file.json"),
+        (vec!["run", good, "--plugins", dist, "--context", "{oops"], "--context: the argument is not valid JSON"),
+        (vec!["run", good, "--plugins", dist, "--context", "[1]"], "--context must be a JSON object"),
+        (vec!["run", good, "--plugins", "no/such/dir"], "cannot load plugins from no/such/dir"),
+        (vec!["validate", dangling.to_str().unwrap()], "target 'Z' is not a node"),
+    ];
+    for (args, expected) in cases {
+        let output = flowcraft(&args);
+        let text = format!("{}{}", stderr(&output), String::from_utf8_lossy(&output.stdout));
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(expected), "{args:?}: expected {expected:?} in {text}");
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+    }
+}
