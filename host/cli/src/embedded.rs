@@ -13,8 +13,8 @@ use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::memory::{self, JobReceiver, MemoryBackend, MemorySnapshot, TimerPolicy};
 use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunState};
-use flowcraft_core::validate::{Catalog, validate};
 use flowcraft_core::runner::NodeRunner;
+use flowcraft_core::validate::{Catalog, validate};
 use flowcraft_plugins::{PluginConfig, PluginHost};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -116,14 +116,19 @@ impl SavedRun {
         let saved: SavedRun = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a flowcraft-host state file", path.display()))?;
         if saved.format != STATE_FORMAT {
-            bail!("{} has state format {}, this flowcraft-host reads format {STATE_FORMAT}", path.display(), saved.format);
+            bail!(
+                "{} has state format {}, this flowcraft-host reads format {STATE_FORMAT}",
+                path.display(),
+                saved.format
+            );
         }
         Ok(saved)
     }
 
     fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text).with_context(|| format!("cannot write state file {}", path.display()))
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write state file {}", path.display()))
     }
 }
 
@@ -150,7 +155,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .await?;
     let report = drive(&engine, &mut receiver, &run_id, &args.execution).await?;
     if let Some(path) = &args.state {
-        save_state(path, &engine, &run_id, evaluator, args.step_limit, blueprints)?;
+        save_state(
+            path,
+            &engine,
+            &run_id,
+            evaluator,
+            args.step_limit,
+            blueprints,
+        )?;
     }
     Ok(finish(&report))
 }
@@ -172,7 +184,14 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
         .resume(&saved.run_id, args.node.as_deref(), args.action, output)
         .await?;
     let report = drive(&engine, &mut receiver, &saved.run_id, &args.execution).await?;
-    save_state(&args.state, &engine, &saved.run_id, evaluator, saved.step_limit, saved.blueprints)?;
+    save_state(
+        &args.state,
+        &engine,
+        &saved.run_id,
+        evaluator,
+        saved.step_limit,
+        saved.blueprints,
+    )?;
     Ok(finish(&report))
 }
 
@@ -198,7 +217,11 @@ async fn load_plugins(args: &PluginArgs) -> Result<PluginHost> {
 }
 
 /// Validates every blueprint and prepares it; all problems are reported at once.
-fn plan_all(blueprints: &[Blueprint], host: &PluginHost, evaluator: EvaluatorMode) -> Result<Arc<PlanRegistry>> {
+fn plan_all(
+    blueprints: &[Blueprint],
+    host: &PluginHost,
+    evaluator: EvaluatorMode,
+) -> Result<Arc<PlanRegistry>> {
     let implements = |uses: &str| host.implements(uses);
     let ids: Vec<&str> = blueprints.iter().map(|b| b.id.as_str()).collect();
     let knows = |id: &str| ids.contains(&id);

@@ -40,7 +40,12 @@ fn mermaid(blueprint: &Blueprint, progress: Option<&RunProgress>) -> String {
     let index = |id: &str| blueprint.nodes.iter().position(|n| n.id == id);
     let mut out = String::from("flowchart TD\n");
     for (i, node) in blueprint.nodes.iter().enumerate() {
-        let _ = writeln!(out, "    n{i}[\"{}<br/><small>{}</small>\"]", escape(&node.id), escape(&node.uses));
+        let _ = writeln!(
+            out,
+            "    n{i}[\"{}<br/><small>{}</small>\"]",
+            escape(&node.id),
+            escape(&node.uses)
+        );
     }
     for edge in &blueprint.edges {
         let (Some(from), Some(to)) = (index(&edge.source), index(&edge.target)) else {
@@ -51,7 +56,11 @@ fn mermaid(blueprint: &Blueprint, progress: Option<&RunProgress>) -> String {
             .flatten()
             .map(escape)
             .collect();
-        let arrow = if edge.condition.is_some() { "-.->" } else { "-->" };
+        let arrow = if edge.condition.is_some() {
+            "-.->"
+        } else {
+            "-->"
+        };
         if label.is_empty() {
             let _ = writeln!(out, "    n{from} {arrow} n{to}");
         } else {
@@ -78,7 +87,9 @@ fn mermaid(blueprint: &Blueprint, progress: Option<&RunProgress>) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;")
+    text.replace('"', "#quot;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
 }
 
 #[cfg(test)]

@@ -32,9 +32,9 @@ pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
         PluginsCommand::List { plugins, json } => {
             let mut config = PluginConfig::new(&plugins.plugins);
             config.cache_dir = plugins.cache_dir.clone();
-            let host = PluginHost::load(config)
-                .await
-                .with_context(|| format!("cannot load plugins from {}", plugins.plugins.display()))?;
+            let host = PluginHost::load(config).await.with_context(|| {
+                format!("cannot load plugins from {}", plugins.plugins.display())
+            })?;
             let bundles = host.bundles();
             if json {
                 println!("{}", serde_json::to_string_pretty(&bundles)?);
@@ -57,7 +57,13 @@ pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
 }
 
 fn print_bundle(bundle: &BundleInfo) {
-    println!("{}@{}  {}  {}", bundle.name, bundle.version, bundle.digest, bundle.path.display());
+    println!(
+        "{}@{}  {}  {}",
+        bundle.name,
+        bundle.version,
+        bundle.digest,
+        bundle.path.display()
+    );
     for node in &bundle.nodes {
         println!("    {:<20} {}", node.uses, node.description);
     }

@@ -67,7 +67,12 @@ fn a_failed_run_exits_1() {
         "fails.json",
         r#"{"id":"fails","nodes":[{"id":"A","uses":"fail"}],"edges":[]}"#,
     );
-    let output = flowcraft(&["run", blueprint.to_str().unwrap(), "--plugins", dist.to_str().unwrap()]);
+    let output = flowcraft(&[
+        "run",
+        blueprint.to_str().unwrap(),
+        "--plugins",
+        dist.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["status"], "failed");
@@ -86,20 +91,41 @@ fn awaiting_runs_are_saved_and_resumed_with_an_action() {
                      {"source":"review","target":"no","action":"reject"}]}"#,
     );
     let state = blueprint.with_file_name("review.state.json");
-    let output = flowcraft(&["run", blueprint.to_str().unwrap(), "--plugins", dist, "--state", state.to_str().unwrap()]);
+    let output = flowcraft(&[
+        "run",
+        blueprint.to_str().unwrap(),
+        "--plugins",
+        dist,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["status"], "awaiting");
     let output = flowcraft(&[
-        "resume", "--state", state.to_str().unwrap(), "--node", "review", "--action", "approve",
-        "--output", r#"{"ok":true}"#, "--plugins", dist,
+        "resume",
+        "--state",
+        state.to_str().unwrap(),
+        "--node",
+        "review",
+        "--action",
+        "approve",
+        "--output",
+        r#"{"ok":true}"#,
+        "--plugins",
+        dist,
     ]);
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["status"], "completed");
     assert_eq!(result["context"]["_outputs.yes"]["action"], "approve");
     assert!(result["context"].get("_outputs.no").is_none());
-    let graph = flowcraft(&["graph", blueprint.to_str().unwrap(), "--state", state.to_str().unwrap()]);
+    let graph = flowcraft(&[
+        "graph",
+        blueprint.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
     let chart = String::from_utf8_lossy(&graph.stdout);
     assert!(chart.starts_with("flowchart TD"));
     assert!(chart.contains("class n2 done"));
@@ -111,25 +137,62 @@ fn awaiting_runs_are_saved_and_resumed_with_an_action() {
 fn bad_input_gets_one_clear_error_and_exit_status_2() {
     let dist = dist();
     let dist = dist.to_str().unwrap();
-    let unknown_uses = write_temp("unknown.json", r#"{"id":"u","nodes":[{"id":"A","uses":"nope"}],"edges":[]}"#);
-    let dangling = write_temp("dangling.json", r#"{"id":"d","nodes":[{"id":"A","uses":"const"}],"edges":[{"source":"A","target":"Z"}]}"#);
+    let unknown_uses = write_temp(
+        "unknown.json",
+        r#"{"id":"u","nodes":[{"id":"A","uses":"nope"}],"edges":[]}"#,
+    );
+    let dangling = write_temp(
+        "dangling.json",
+        r#"{"id":"d","nodes":[{"id":"A","uses":"const"}],"edges":[{"source":"A","target":"Z"}]}"#,
+    );
     let not_json = write_temp("broken.json", "{ this is not json");
     let good = "plugins-example/orders/blueprints/order-approval.json";
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["run", unknown_uses.to_str().unwrap(), "--plugins", dist], "unknown node type (uses) 'nope'"),
-        (vec!["run", dangling.to_str().unwrap(), "--plugins", dist], "target 'Z' is not a node"),
-        (vec!["run", not_json.to_str().unwrap(), "--plugins", dist], "is not a Flowcraft blueprint"),
-        (vec!["run", "no/such/file.json", "--plugins", dist], "cannot read blueprint file no/such/file.json"),
-        (vec!["run", good, "--plugins", dist, "--context", "{oops"], "--context: the argument is not valid JSON"),
-        (vec!["run", good, "--plugins", dist, "--context", "[1]"], "--context must be a JSON object"),
-        (vec!["run", good, "--plugins", "no/such/dir"], "cannot load plugins from no/such/dir"),
-        (vec!["validate", dangling.to_str().unwrap()], "target 'Z' is not a node"),
+        (
+            vec!["run", unknown_uses.to_str().unwrap(), "--plugins", dist],
+            "unknown node type (uses) 'nope'",
+        ),
+        (
+            vec!["run", dangling.to_str().unwrap(), "--plugins", dist],
+            "target 'Z' is not a node",
+        ),
+        (
+            vec!["run", not_json.to_str().unwrap(), "--plugins", dist],
+            "is not a Flowcraft blueprint",
+        ),
+        (
+            vec!["run", "no/such/file.json", "--plugins", dist],
+            "cannot read blueprint file no/such/file.json",
+        ),
+        (
+            vec!["run", good, "--plugins", dist, "--context", "{oops"],
+            "--context: the argument is not valid JSON",
+        ),
+        (
+            vec!["run", good, "--plugins", dist, "--context", "[1]"],
+            "--context must be a JSON object",
+        ),
+        (
+            vec!["run", good, "--plugins", "no/such/dir"],
+            "cannot load plugins from no/such/dir",
+        ),
+        (
+            vec!["validate", dangling.to_str().unwrap()],
+            "target 'Z' is not a node",
+        ),
     ];
     for (args, expected) in cases {
         let output = flowcraft(&args);
-        let text = format!("{}{}", stderr(&output), String::from_utf8_lossy(&output.stdout));
+        let text = format!(
+            "{}{}",
+            stderr(&output),
+            String::from_utf8_lossy(&output.stdout)
+        );
         assert_eq!(output.status.code(), Some(2), "{args:?}: {text}");
-        assert!(text.contains(expected), "{args:?}: expected {expected:?} in {text}");
+        assert!(
+            text.contains(expected),
+            "{args:?}: expected {expected:?} in {text}"
+        );
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
 }

@@ -130,7 +130,9 @@ async fn plugin_host() -> PluginHost {
     let cache = std::env::temp_dir().join("flowcraft-conformance-cache");
     let mut config = PluginConfig::new(&dist);
     config.cache_dir = Some(cache);
-    PluginHost::load(config).await.expect("conformance bundles load")
+    PluginHost::load(config)
+        .await
+        .expect("conformance bundles load")
 }
 
 /// Runs one case; returns the differences found.
@@ -153,7 +155,9 @@ async fn run_case(case: &Case, host: &Arc<PluginHost>) -> Vec<String> {
         return if problems.iter().any(|p| p.contains(expected)) {
             Vec::new()
         } else {
-            vec![format!("expected a validation problem containing {expected:?}, got {problems:?}")]
+            vec![format!(
+                "expected a validation problem containing {expected:?}, got {problems:?}"
+            )]
         };
     }
     if !problems.is_empty() {
@@ -169,7 +173,12 @@ async fn run_case(case: &Case, host: &Arc<PluginHost>) -> Vec<String> {
         ..EngineSettings::default()
     };
     let (backend, mut receiver) = MemoryBackend::new();
-    let engine = Engine::new(Arc::new(backend), host.clone(), Arc::new(registry), settings);
+    let engine = Engine::new(
+        Arc::new(backend),
+        host.clone(),
+        Arc::new(registry),
+        settings,
+    );
     let timers = match case.timers.as_deref() {
         Some("stop") => TimerPolicy::Stop,
         _ => TimerPolicy::Wait,
@@ -184,12 +193,19 @@ async fn run_case(case: &Case, host: &Arc<PluginHost>) -> Vec<String> {
     for (index, step) in case.then.iter().enumerate() {
         let phase = format!("resume #{}", index + 1);
         let resumed = engine
-            .resume(&run_id, step.resume.node.as_deref(), step.resume.action.clone(), step.resume.output.clone())
+            .resume(
+                &run_id,
+                step.resume.node.as_deref(),
+                step.resume.action.clone(),
+                step.resume.output.clone(),
+            )
             .await;
         match (&step.error, resumed) {
             (Some(expected), Err(error)) if error.to_string() == *expected => continue,
             (Some(expected), outcome) => {
-                differences.push(format!("{phase}: expected error {expected:?}, got {outcome:?}"));
+                differences.push(format!(
+                    "{phase}: expected error {expected:?}, got {outcome:?}"
+                ));
                 continue;
             }
             (None, Err(error)) => {
@@ -222,7 +238,11 @@ fn check(phase: &str, expect: &Expectation, report: &RunReport, out: &mut Vec<St
     if let Some(status) = &expect.status
         && report.state.as_str() != status
     {
-        out.push(format!("{phase}: status {} (expected {status}); errors {:?}", report.state.as_str(), report.errors));
+        out.push(format!(
+            "{phase}: status {} (expected {status}); errors {:?}",
+            report.state.as_str(),
+            report.errors
+        ));
     }
     for (key, expected) in &expect.context {
         match context.get(key) {
@@ -233,13 +253,17 @@ fn check(phase: &str, expect: &Expectation, report: &RunReport, out: &mut Vec<St
     for (key, expected) in &expect.partial {
         match context.get(key) {
             Some(actual) if contains(actual, expected) => {}
-            actual => out.push(format!("{phase}: {key} = {actual:?} (expected to contain {expected})")),
+            actual => out.push(format!(
+                "{phase}: {key} = {actual:?} (expected to contain {expected})"
+            )),
         }
     }
     for (key, allowed) in &expect.one_of {
         match context.get(key) {
             Some(actual) if allowed.contains(actual) => {}
-            actual => out.push(format!("{phase}: {key} = {actual:?} (expected one of {allowed:?})")),
+            actual => out.push(format!(
+                "{phase}: {key} = {actual:?} (expected one of {allowed:?})"
+            )),
         }
     }
     for key in &expect.absent {
@@ -254,7 +278,10 @@ fn check(phase: &str, expect: &Expectation, report: &RunReport, out: &mut Vec<St
         for expected in errors {
             let found = report.errors.iter().any(|error| {
                 error.message.contains(&expected.contains)
-                    && expected.node_id.as_ref().is_none_or(|id| *id == error.node_id)
+                    && expected
+                        .node_id
+                        .as_ref()
+                        .is_none_or(|id| *id == error.node_id)
             });
             if !found {
                 out.push(format!(
@@ -268,7 +295,9 @@ fn check(phase: &str, expect: &Expectation, report: &RunReport, out: &mut Vec<St
         let regex = regex::Regex::new(pattern).expect("valid pattern");
         let matching = context.keys().filter(|k| regex.is_match(k)).count();
         if matching != *count {
-            out.push(format!("{phase}: {matching} keys match {pattern} (expected {count})"));
+            out.push(format!(
+                "{phase}: {matching} keys match {pattern} (expected {count})"
+            ));
         }
     }
 }
@@ -287,13 +316,30 @@ fn contains(actual: &Value, expected: &Value) -> bool {
 async fn every_conformance_case_passes_in_embedded_mode() {
     let host = Arc::new(plugin_host().await);
     let cases = load_cases();
-    assert!(cases.len() >= 40, "expected the whole catalogue, found {} cases", cases.len());
+    assert!(
+        cases.len() >= 40,
+        "expected the whole catalogue, found {} cases",
+        cases.len()
+    );
     let mut failures = Vec::new();
-    for case in cases.iter().filter(|c| c.applies == "both" || c.applies == "IM") {
+    for case in cases
+        .iter()
+        .filter(|c| c.applies == "both" || c.applies == "IM")
+    {
         let differences = run_case(case, &host).await;
         if !differences.is_empty() {
-            failures.push(format!("{} {}:\n    {}", case.id, case.name, differences.join("\n    ")));
+            failures.push(format!(
+                "{} {}:\n    {}",
+                case.id,
+                case.name,
+                differences.join("\n    ")
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -223,9 +223,7 @@ mod tests {
         assert_eq!(Analysis::of(&plain).start_nodes, vec!["A"]);
         assert!(!Analysis::of(&plain).is_dag());
         let mut preferred = plain.clone();
-        preferred.metadata = Some(
-            serde_json::from_str(r#"{"cycleEntryPoints":["B"]}"#).unwrap(),
-        );
+        preferred.metadata = Some(serde_json::from_str(r#"{"cycleEntryPoints":["B"]}"#).unwrap());
         assert_eq!(Analysis::of(&preferred).start_nodes, vec!["B"]);
     }
 
@@ -237,7 +235,10 @@ mod tests {
                "edges":[{"source":"init","target":"L"},{"source":"inc","target":"L"},{"source":"inc","target":"log"},
                {"source":"L","target":"inc","action":"continue"},{"source":"L","target":"done","action":"break"}]}"#,
         ));
-        let body: Vec<&str> = analysis.loop_bodies["L"].iter().map(String::as_str).collect();
+        let body: Vec<&str> = analysis.loop_bodies["L"]
+            .iter()
+            .map(String::as_str)
+            .collect();
         assert_eq!(body, vec!["inc", "log"]);
         assert_eq!(
             analysis.predecessors["L"].iter().collect::<Vec<_>>(),

@@ -190,9 +190,9 @@ impl Blueprint {
                         match fields.get(name) {
                             None | Some(Value::Null) => Ok(None),
                             Some(Value::String(text)) => Ok(Some(text.clone())),
-                            Some(_) => Err(format!(
-                                "metadata.plugins.{bundle}.{name} must be a string"
-                            )),
+                            Some(_) => {
+                                Err(format!("metadata.plugins.{bundle}.{name} must be a string"))
+                            }
                         }
                     };
                     BundleRequirement {
@@ -220,7 +220,11 @@ impl NodeDefinition {
 
     /// The join strategy; unknown strings (rejected by validation) read as `all`.
     pub fn join_strategy(&self) -> JoinStrategy {
-        match self.config.as_ref().and_then(|c| c.join_strategy.as_deref()) {
+        match self
+            .config
+            .as_ref()
+            .and_then(|c| c.join_strategy.as_deref())
+        {
             Some("any") => JoinStrategy::Any,
             _ => JoinStrategy::All,
         }
@@ -291,10 +295,14 @@ mod tests {
 
     #[test]
     fn malformed_plugin_bindings_are_reported() {
-        let blueprint = Blueprint::from_json(
-            r#"{"id":"b","nodes":[],"metadata":{"plugins":{"a":5}}}"#,
-        )
-        .unwrap();
-        assert!(blueprint.plugin_bindings().unwrap_err().contains("metadata.plugins.a"));
+        let blueprint =
+            Blueprint::from_json(r#"{"id":"b","nodes":[],"metadata":{"plugins":{"a":5}}}"#)
+                .unwrap();
+        assert!(
+            blueprint
+                .plugin_bindings()
+                .unwrap_err()
+                .contains("metadata.plugins.a")
+        );
     }
 }

@@ -22,10 +22,16 @@ pub enum BuiltinOutcome {
     /// Paused until resumed; `output` is recorded now (sleep passes its input through).
     Wait { output: Option<Value> },
     /// Paused until `wake_after` has passed.
-    Sleep { output: Option<Value>, wake_after: Duration },
+    Sleep {
+        output: Option<Value>,
+        wake_after: Duration,
+    },
     /// Runs `blueprint_id` as a child run with `initial` context; the node
     /// finishes when the child does.
-    Subflow { blueprint_id: String, initial: ContextMap },
+    Subflow {
+        blueprint_id: String,
+        initial: ContextMap,
+    },
 }
 
 /// Whether `uses` names a built-in node type.
@@ -58,7 +64,9 @@ pub fn execute(
             let keep_going = plan
                 .loop_conditions
                 .get(&node.id)
-                .map(|condition| condition.evaluate_truthy(&ConditionScope::for_loop_controller(view)))
+                .map(|condition| {
+                    condition.evaluate_truthy(&ConditionScope::for_loop_controller(view))
+                })
                 .unwrap_or(false);
             Ok(BuiltinOutcome::Done(if keep_going {
                 NodeSuccess {
@@ -92,12 +100,17 @@ pub fn sleep_duration(value: Option<&Value>) -> Result<Duration, String> {
     let invalid = || {
         format!(
             "sleep duration {} is invalid; use milliseconds (a number ≥ 0) or a string like \"30s\", \"5m\", \"2h\", \"1d\"",
-            value.map(Value::to_string).unwrap_or_else(|| "(missing)".into())
+            value
+                .map(Value::to_string)
+                .unwrap_or_else(|| "(missing)".into())
         )
     };
     match value {
         Some(Value::Number(number)) => {
-            let millis = number.as_f64().filter(|m| m.is_finite() && *m >= 0.0).ok_or_else(invalid)?;
+            let millis = number
+                .as_f64()
+                .filter(|m| m.is_finite() && *m >= 0.0)
+                .ok_or_else(invalid)?;
             Ok(Duration::from_secs_f64(millis / 1000.0))
         }
         Some(Value::String(text)) => {
@@ -120,7 +133,10 @@ pub fn sleep_duration(value: Option<&Value>) -> Result<Duration, String> {
 }
 
 fn required_str<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
-    params.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn write(context: &mut NodeContext, key: &str, value: Value) -> Result<(), NodeFailure> {
@@ -154,10 +170,7 @@ fn scatter(
         }
     };
     let index_key = format!("{}_currentIndex", node.id);
-    let start = context
-        .get(&index_key)
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as usize;
+    let start = context.get(&index_key).and_then(Value::as_u64).unwrap_or(0) as usize;
     let chunk = params
         .get("chunkSize")
         .and_then(Value::as_u64)
@@ -212,7 +225,9 @@ fn gather(
     context: &mut NodeContext,
 ) -> Result<NodeSuccess, NodeFailure> {
     let gather_id = required_str(params, "gatherNodeId").unwrap_or(&node.id);
-    let output_key_name = required_str(params, "outputKey").unwrap_or(&node.id).to_owned();
+    let output_key_name = required_str(params, "outputKey")
+        .unwrap_or(&node.id)
+        .to_owned();
     let results: Vec<Value> = context
         .get(&format!("{gather_id}_allWorkerIds"))
         .and_then(Value::as_array)
@@ -253,7 +268,9 @@ fn subflow(
     match params.get("inputs").and_then(Value::as_object) {
         Some(mapping) => {
             for (child_key, parent_key) in mapping {
-                let Some(parent_key) = parent_key.as_str() else { continue };
+                let Some(parent_key) = parent_key.as_str() else {
+                    continue;
+                };
                 let value = context
                     .get(parent_key)
                     .or_else(|| context.get(&output_key(parent_key)));
@@ -306,11 +323,7 @@ pub fn subflow_result(
     };
     let output = match terminals.as_slice() {
         [single] => output_of(single),
-        many => Value::Object(
-            many.iter()
-                .map(|id| (id.clone(), output_of(id)))
-                .collect(),
-        ),
+        many => Value::Object(many.iter().map(|id| (id.clone(), output_of(id))).collect()),
     };
     (output, Vec::new())
 }
@@ -321,13 +334,30 @@ mod tests {
 
     #[test]
     fn sleep_durations_follow_upstream_rules() {
-        for valid in [json!(0), json!(1500), json!("1m"), json!("1h"), json!("1d"), json!("2s")] {
+        for valid in [
+            json!(0),
+            json!(1500),
+            json!("1m"),
+            json!("1h"),
+            json!("1d"),
+            json!("2s"),
+        ] {
             assert!(sleep_duration(Some(&valid)).is_ok(), "{valid}");
         }
-        for invalid in [json!("soon"), json!(-100), json!(null), json!("5"), json!("s"), json!("1w")] {
+        for invalid in [
+            json!("soon"),
+            json!(-100),
+            json!(null),
+            json!("5"),
+            json!("s"),
+            json!("1w"),
+        ] {
             assert!(sleep_duration(Some(&invalid)).is_err(), "{invalid}");
         }
         assert!(sleep_duration(None).is_err());
-        assert_eq!(sleep_duration(Some(&json!("2s"))).unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            sleep_duration(Some(&json!("2s"))).unwrap(),
+            Duration::from_secs(2)
+        );
     }
 }

@@ -18,7 +18,15 @@ use thiserror::Error;
 pub type ContextMap = Map<String, Value>;
 
 /// Keys a node may not write: the document identity and Cosmos system properties.
-pub const RESERVED_KEYS: &[&str] = &["id", "runId", "_rid", "_self", "_etag", "_ts", "_attachments"];
+pub const RESERVED_KEYS: &[&str] = &[
+    "id",
+    "runId",
+    "_rid",
+    "_self",
+    "_etag",
+    "_ts",
+    "_attachments",
+];
 
 /// How many context writes (sets and deletes) one node call may make by default.
 pub const DEFAULT_WRITE_QUOTA: usize = 1_000;
@@ -57,7 +65,9 @@ impl ContextChange {
 /// Why a node's context write was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ContextWriteError {
-    #[error("context key '{0}' is reserved (document identity or system property); choose another key")]
+    #[error(
+        "context key '{0}' is reserved (document identity or system property); choose another key"
+    )]
     Reserved(String),
     #[error("context write quota of {0} writes per node call exceeded; write fewer, larger values")]
     QuotaExceeded(usize),
@@ -162,7 +172,9 @@ mod tests {
     use serde_json::json;
 
     fn view(initial: Value) -> NodeContext {
-        let Value::Object(map) = initial else { unreachable!() };
+        let Value::Object(map) = initial else {
+            unreachable!()
+        };
         NodeContext::new(Arc::new(map))
     }
 
@@ -186,7 +198,10 @@ mod tests {
         assert_eq!(
             ctx.into_changes(),
             vec![
-                ContextChange::Set { key: "x".into(), value: json!(2) },
+                ContextChange::Set {
+                    key: "x".into(),
+                    value: json!(2)
+                },
                 ContextChange::Delete { key: "tmp".into() },
             ]
         );
@@ -201,6 +216,9 @@ mod tests {
         );
         ctx.set("a", json!(1)).unwrap();
         ctx.set("b", json!(1)).unwrap();
-        assert_eq!(ctx.set("c", json!(1)), Err(ContextWriteError::QuotaExceeded(2)));
+        assert_eq!(
+            ctx.set("c", json!(1)),
+            Err(ContextWriteError::QuotaExceeded(2))
+        );
     }
 }

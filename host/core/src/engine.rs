@@ -29,12 +29,12 @@ use tracing::{info, warn};
 
 use crate::blueprint::NodeDefinition;
 use crate::builtin::{self, BuiltinOutcome};
-use crate::context::{ContextChange, ContextMap, NodeContext, DEFAULT_WRITE_QUOTA};
+use crate::context::{ContextChange, ContextMap, DEFAULT_WRITE_QUOTA, NodeContext};
 use crate::expression::EvaluatorMode;
 use crate::plan::{Plan, PlanRegistry};
 use crate::progress::{
-    Advance, AwaitReason, Completion, NodeStatus, ParentLink, RunProgress, RunState,
-    DEFAULT_STEP_LIMIT, stored_output,
+    Advance, AwaitReason, Completion, DEFAULT_STEP_LIMIT, NodeStatus, ParentLink, RunProgress,
+    RunState, stored_output,
 };
 use crate::routing::{self, RoutedResult, action_key, output_key};
 use crate::runner::{NodeCall, NodeFailure, NodeRunner, NodeSuccess};
@@ -134,7 +134,12 @@ enum Attempt {
 }
 
 impl<B: Backend, R: NodeRunner> Engine<B, R> {
-    pub fn new(backend: Arc<B>, runner: Arc<R>, plans: Arc<PlanRegistry>, settings: EngineSettings) -> Self {
+    pub fn new(
+        backend: Arc<B>,
+        runner: Arc<R>,
+        plans: Arc<PlanRegistry>,
+        settings: EngineSettings,
+    ) -> Self {
         Self {
             backend,
             runner,
@@ -162,7 +167,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         run_id: Option<String>,
         initial: ContextMap,
     ) -> Result<String, EngineError> {
-        self.start_run_with_parent(blueprint_id, run_id, initial, None).await
+        self.start_run_with_parent(blueprint_id, run_id, initial, None)
+            .await
     }
 
     async fn start_run_with_parent(
@@ -174,10 +180,13 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     ) -> Result<String, EngineError> {
         let plan = self.plan(blueprint_id)?;
         let run_id = run_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let pins = self.runner.pin(&plan.blueprint).map_err(|e| EngineError::Pin {
-            blueprint: blueprint_id.to_owned(),
-            message: e.0,
-        })?;
+        let pins = self
+            .runner
+            .pin(&plan.blueprint)
+            .map_err(|e| EngineError::Pin {
+                blueprint: blueprint_id.to_owned(),
+                message: e.0,
+            })?;
         let mut context = ContextMap::new();
         context.insert("blueprintId".into(), Value::String(blueprint_id.to_owned()));
         context.insert("blueprintVersion".into(), plan.blueprint.version_value());
@@ -193,7 +202,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .write_status(&run_id, RunState::Running, None)
             .await?;
         info!(run = %run_id, blueprint = %blueprint_id, "run started");
-        self.follow_up(&plan, &progress, &advance).await?;
+        self.enqueue_scheduled(&plan, &run_id, &advance).await?;
+        if let Some(state) = advance.new_state {
+            self.publish(&progress, state).await?;
+        }
         Ok(run_id)
     }
 
@@ -205,23 +217,30 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             return Ok(());
         };
         if progress.state.is_terminal() {
-            return self.ensure_published(&plan, &progress).await;
+            return self.ensure_published(&progress).await;
         }
         match job.signal {
             Some(JobSignal::Wake) => return self.wake(&plan, &progress, &job.node_id).await,
-            Some(JobSignal::Child) => return self.collect_child(&plan, &progress, &job.node_id).await,
+            Some(JobSignal::Child) => {
+                return self.collect_child(&plan, &progress, &job.node_id).await;
+            }
             None => {}
         }
         match progress.status(&job.node_id) {
             NodeStatus::Scheduled => {}
-                        _ => return Ok(()),
+            _ => return Ok(()),
         }
         if progress.children.contains_key(&job.node_id) {
             return Ok(());
         }
         let Some(node) = self.definition(&plan, &progress, &job.node_id) else {
-            let message = format!("Node '{}' not found in blueprint '{}'.", job.node_id, plan.blueprint.id);
-            return self.settle(&plan, &job.run_id, |p| p.fail_run(&job.node_id, &message)).await;
+            let message = format!(
+                "Node '{}' not found in blueprint '{}'.",
+                job.node_id, plan.blueprint.id
+            );
+            return self
+                .settle(&plan, &job.run_id, |p| p.fail_run(&job.node_id, &message))
+                .await;
         };
         let snapshot = self
             .backend
@@ -232,19 +251,33 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         let stands_in_for = progress.stand_ins.get(&node.id).cloned();
         let (attempt, changes) = match self.recorded_result(&node, &snapshot) {
             Some(success) => (Attempt::Success(success), Vec::new()),
-            None => self.attempt(&plan, &progress, &node, job, snapshot.clone()).await,
+            None => {
+                self.attempt(&plan, &progress, &node, job, snapshot.clone())
+                    .await
+            }
         };
         match attempt {
             Attempt::Success(success) => {
-                self.complete(&plan, &job.run_id, &node, stands_in_for.as_deref(), &snapshot, changes, success)
-                    .await
+                self.complete(
+                    &plan,
+                    &job.run_id,
+                    &node,
+                    stands_in_for.as_deref(),
+                    &snapshot,
+                    changes,
+                    success,
+                )
+                .await
             }
             Attempt::Wait(output, reason, wake_after) => {
-                self.pause(&plan, job, &node, &snapshot, changes, output, reason, wake_after)
-                    .await
+                self.pause(
+                    &plan, job, &node, &snapshot, changes, output, reason, wake_after,
+                )
+                .await
             }
             Attempt::Subflow(child_blueprint, initial) => {
-                self.start_child(&plan, job, &node, child_blueprint, initial).await
+                self.start_child(&plan, job, &node, child_blueprint, initial)
+                    .await
             }
             Attempt::Failure(failure) => self.failed(&plan, job, &node, failure).await,
         }
@@ -265,7 +298,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
         let node_id = match node {
             Some(id) => id.to_owned(),
-            None => progress.awaiting.keys().next().cloned().ok_or(EngineError::NotAwaiting)?,
+            None => progress
+                .awaiting
+                .keys()
+                .next()
+                .cloned()
+                .ok_or(EngineError::NotAwaiting)?,
         };
         if progress.awaiting.is_empty() {
             return Err(EngineError::NotAwaiting);
@@ -277,7 +315,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             }
             Some(_) => {
                 let plan = self.plan(&progress.blueprint_id)?;
-                self.resume_node(&plan, &progress, &node_id, action, output, Vec::new()).await
+                self.resume_node(&plan, &progress, &node_id, action, output, Vec::new())
+                    .await
             }
         }
     }
@@ -364,7 +403,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             let changes = context.into_changes();
             let attempt = match outcome {
                 Ok(BuiltinOutcome::Done(success)) => Attempt::Success(success),
-                Ok(BuiltinOutcome::Wait { output }) => Attempt::Wait(output, AwaitReason::ExternalEvent, None),
+                Ok(BuiltinOutcome::Wait { output }) => {
+                    Attempt::Wait(output, AwaitReason::ExternalEvent, None)
+                }
                 Ok(BuiltinOutcome::Sleep { output, wake_after }) => {
                     let wake_up_at = time::OffsetDateTime::now_utc() + wake_after;
                     let wake_up_at = wake_up_at
@@ -372,7 +413,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                         .unwrap_or_default();
                     Attempt::Wait(output, AwaitReason::Timer { wake_up_at }, Some(wake_after))
                 }
-                Ok(BuiltinOutcome::Subflow { blueprint_id, initial }) => Attempt::Subflow(blueprint_id, initial),
+                Ok(BuiltinOutcome::Subflow {
+                    blueprint_id,
+                    initial,
+                }) => Attempt::Subflow(blueprint_id, initial),
                 Err(failure) => Attempt::Failure(failure),
             };
             return (attempt, changes);
@@ -399,19 +443,23 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         let outcome = match timeout {
             // The runner enforces the limit itself; this bound only catches a
             // runner that does not, with a grace period for its own report.
-            Some(limit) => match tokio::time::timeout(limit + Duration::from_secs(1), self.runner.run(call)).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return (
-                        Attempt::Failure(NodeFailure::retryable(format!(
-                            "Node '{}' timed out after {} ms",
-                            node.id,
-                            limit.as_millis()
-                        ))),
-                        Vec::new(),
-                    );
+            Some(limit) => {
+                match tokio::time::timeout(limit + Duration::from_secs(1), self.runner.run(call))
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        return (
+                            Attempt::Failure(NodeFailure::retryable(format!(
+                                "Node '{}' timed out after {} ms",
+                                node.id,
+                                limit.as_millis()
+                            ))),
+                            Vec::new(),
+                        );
+                    }
                 }
-            },
+            }
             None => self.runner.run(call).await,
         };
         match outcome.result {
@@ -431,19 +479,42 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         mut changes: Vec<ContextChange>,
         success: NodeSuccess,
     ) -> Result<(), EngineError> {
-        let continues = node.uses == crate::analysis::LOOP_CONTROLLER && success.action.as_deref() == Some("continue");
+        let continues = node.uses == crate::analysis::LOOP_CONTROLLER
+            && success.action.as_deref() == Some("continue");
         let rearm = if continues {
-            let mut rearm = plan.analysis.loop_bodies.get(&node.id).cloned().unwrap_or_default();
+            let mut rearm = plan
+                .analysis
+                .loop_bodies
+                .get(&node.id)
+                .cloned()
+                .unwrap_or_default();
             for body in &rearm {
-                changes.push(ContextChange::Delete { key: output_key(body) });
-                changes.push(ContextChange::Delete { key: action_key(body) });
+                changes.push(ContextChange::Delete {
+                    key: output_key(body),
+                });
+                changes.push(ContextChange::Delete {
+                    key: action_key(body),
+                });
             }
             rearm.insert(node.id.clone());
             rearm
         } else {
             Default::default()
         };
-        let view = overlay(snapshot, &changes);
+        let has_expressions = plan
+            .blueprint
+            .edges
+            .iter()
+            .zip(plan.conditions.iter().zip(&plan.transforms))
+            .any(|(edge, (condition, transform))| {
+                (edge.source == node.id || Some(edge.source.as_str()) == stands_in_for)
+                    && (condition.is_some() || transform.is_some())
+            });
+        let view = if has_expressions && !changes.is_empty() {
+            std::borrow::Cow::Owned(overlay(snapshot, &changes))
+        } else {
+            std::borrow::Cow::Borrowed(snapshot)
+        };
         let routing = routing::route(
             plan,
             node,
@@ -472,7 +543,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 value: serde_json::to_value(&success.dynamic_nodes).unwrap_or(Value::Null),
             });
         }
-        changes.extend(routing.inputs.into_iter().map(|(key, value)| ContextChange::Set { key, value }));
+        changes.extend(
+            routing
+                .inputs
+                .into_iter()
+                .map(|(key, value)| ContextChange::Set { key, value }),
+        );
         self.backend.apply_changes(run_id, &changes).await?;
         info!(run = %run_id, node = %node.id, "node finished");
         let mut sources = vec![node.id.clone()];
@@ -492,8 +568,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         let blueprint = &plan.blueprint;
         let analysis = &plan.analysis;
         let node_id = node.id.clone();
-        self.settle(plan, run_id, move |p| p.complete(blueprint, analysis, &node_id, &completion))
-            .await
+        self.settle(plan, run_id, move |p| {
+            p.complete(blueprint, analysis, &node_id, &completion)
+        })
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -518,8 +596,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         self.backend.apply_changes(&job.run_id, &changes).await?;
         info!(run = %job.run_id, node = %node.id, "node awaiting");
         let node_id = node.id.clone();
-        self.settle(plan, &job.run_id, move |p| p.pause(&node_id, reason.clone()))
-            .await?;
+        self.settle(plan, &job.run_id, move |p| {
+            p.pause(&node_id, reason.clone())
+        })
+        .await?;
         if let Some(delay) = wake_after {
             let mut wake = Job::new(&job.run_id, &job.blueprint_id, &node.id);
             wake.signal = Some(JobSignal::Wake);
@@ -555,16 +635,27 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         {
             Ok(_) | Err(EngineError::RunExists(_)) => Ok(()),
             Err(error) if error.is_transient() => Err(error),
-            Err(error) => self.failed(plan, job, node, NodeFailure::fatal(error.to_string())).await,
+            Err(error) => {
+                self.failed(plan, job, node, NodeFailure::fatal(error.to_string()))
+                    .await
+            }
         }
     }
 
     /// A child run of a subflow node settled: finish, fail or pause the node.
-    async fn collect_child(&self, plan: &Plan, progress: &RunProgress, node_id: &str) -> Result<(), EngineError> {
+    async fn collect_child(
+        &self,
+        plan: &Plan,
+        progress: &RunProgress,
+        node_id: &str,
+    ) -> Result<(), EngineError> {
         let Some(child_run_id) = progress.children.get(node_id) else {
             return Ok(());
         };
-        if !matches!(progress.status(node_id), NodeStatus::Scheduled | NodeStatus::Awaiting) {
+        if !matches!(
+            progress.status(node_id),
+            NodeStatus::Scheduled | NodeStatus::Awaiting
+        ) {
             return Ok(());
         }
         let Some(node) = self.definition(plan, progress, node_id) else {
@@ -619,21 +710,32 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     .await
             }
             state => {
-                let first_error = child.errors.first().map(|e| e.message.as_str()).unwrap_or("none");
+                let first_error = child
+                    .errors
+                    .first()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("none");
                 let message = format!(
                     "Sub-workflow '{child_blueprint}' did not complete successfully. Status: {}. Error: {first_error}",
                     state.as_str()
                 );
-                self.failed(plan, &job, &node, NodeFailure::fatal(message)).await
+                self.failed(plan, &job, &node, NodeFailure::fatal(message))
+                    .await
             }
         }
     }
 
     /// A sleeping node's timer fired.
-    async fn wake(&self, plan: &Plan, progress: &RunProgress, node_id: &str) -> Result<(), EngineError> {
+    async fn wake(
+        &self,
+        plan: &Plan,
+        progress: &RunProgress,
+        node_id: &str,
+    ) -> Result<(), EngineError> {
         match progress.awaiting.get(node_id) {
             Some(AwaitReason::Timer { .. }) => {
-                self.resume_node(plan, progress, node_id, None, None, Vec::new()).await
+                self.resume_node(plan, progress, node_id, None, None, Vec::new())
+                    .await
             }
             _ => Ok(()),
         }
@@ -693,12 +795,29 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         .await
     }
 
-    async fn failed(&self, plan: &Plan, job: &Job, node: &NodeDefinition, failure: NodeFailure) -> Result<(), EngineError> {
+    async fn failed(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        node: &NodeDefinition,
+        failure: NodeFailure,
+    ) -> Result<(), EngineError> {
         let config = node.config();
-        let max_attempts = config.max_retries.as_ref().and_then(serde_json::Number::as_f64).map(f64::floor).filter(|m| *m >= 1.0).unwrap_or(1.0) as u32;
+        let max_attempts = config
+            .max_retries
+            .as_ref()
+            .and_then(serde_json::Number::as_f64)
+            .map(f64::floor)
+            .filter(|m| *m >= 1.0)
+            .unwrap_or(1.0) as u32;
         let attempt = job.attempt();
         if !failure.is_fatal() && attempt < max_attempts {
-            let base = config.retry_delay.as_ref().and_then(serde_json::Number::as_f64).filter(|d| d.is_finite() && *d > 0.0).unwrap_or(0.0);
+            let base = config
+                .retry_delay
+                .as_ref()
+                .and_then(serde_json::Number::as_f64)
+                .filter(|d| d.is_finite() && *d > 0.0)
+                .unwrap_or(0.0);
             let delay = Duration::from_secs_f64(base * 2f64.powi(attempt as i32 - 1) / 1000.0)
                 .min(self.settings.max_retry_delay);
             info!(run = %job.run_id, node = %node.id, attempt, error = %failure.message, "node failed; retrying");
@@ -708,11 +827,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             self.backend.enqueue(retry, delay).await?;
             return Ok(());
         }
-        let message = if failure.is_fatal() || failure.message.starts_with(&format!("Node '{}'", node.id)) {
-            failure.message.clone()
-        } else {
-            format!("Node '{}' execution failed: {}", node.id, failure.message)
-        };
+        let message =
+            if failure.is_fatal() || failure.message.starts_with(&format!("Node '{}'", node.id)) {
+                failure.message.clone()
+            } else {
+                format!("Node '{}' execution failed: {}", node.id, failure.message)
+            };
         warn!(run = %job.run_id, node = %node.id, error = %message, "node failed");
         if let (Some(fallback), false) = (node.fallback(), failure.is_fatal())
             && plan.blueprint.node(fallback).is_some()
@@ -734,7 +854,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .await;
         }
         let node_id = node.id.clone();
-        self.settle(plan, &job.run_id, move |p| p.fail(&node_id, &message)).await
+        self.settle(plan, &job.run_id, move |p| p.fail(&node_id, &message))
+            .await
     }
 
     async fn load_snapshot(&self, run_id: &str) -> Result<Arc<ContextMap>, EngineError> {
@@ -756,31 +877,38 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .backend
             .update_progress(run_id, move |p| {
                 let advance = transition(p);
-                (advance, p.clone())
+                // Only a state change needs the record (to publish it).
+                let record = advance.new_state.map(|_| p.clone());
+                (advance, record)
             })
             .await?;
-        let Some((advance, progress)) = outcome else {
+        let Some((advance, record)) = outcome else {
             return Err(EngineError::UnknownRun(run_id.to_owned()));
         };
-        self.follow_up(plan, &progress, &advance).await
+        self.enqueue_scheduled(plan, run_id, &advance).await?;
+        match (advance.new_state, record) {
+            (Some(state), Some(progress)) => self.publish(&progress, state).await,
+            _ => Ok(()),
+        }
     }
 
-    /// Enqueues scheduled nodes and publishes a changed run state.
-    async fn follow_up(&self, plan: &Plan, progress: &RunProgress, advance: &Advance) -> Result<(), EngineError> {
+    async fn enqueue_scheduled(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        advance: &Advance,
+    ) -> Result<(), EngineError> {
         for node in &advance.schedule {
             self.backend
-                .enqueue(Job::new(&progress.run_id, &plan.blueprint.id, node), Duration::ZERO)
+                .enqueue(Job::new(run_id, &plan.blueprint.id, node), Duration::ZERO)
                 .await?;
-        }
-        if let Some(state) = advance.new_state {
-            self.publish(progress, state).await?;
         }
         Ok(())
     }
 
     /// Makes sure a terminal run's status is published (a crash may have
     /// happened between reaching the state and publishing it).
-    async fn ensure_published(&self, _plan: &Plan, progress: &RunProgress) -> Result<(), EngineError> {
+    async fn ensure_published(&self, progress: &RunProgress) -> Result<(), EngineError> {
         let published = self
             .backend
             .read_status(&progress.run_id)
@@ -799,16 +927,24 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 context.shift_remove("id");
                 context.shift_remove("runId");
                 let serialized = serde_json::to_string(&context).unwrap_or_default();
-                Some(json!({"status": "completed", "payload": {"context": context, "serializedContext": serialized, "status": "completed"}}))
+                Some(
+                    json!({"status": "completed", "payload": {"context": context, "serializedContext": serialized, "status": "completed"}}),
+                )
             }
             RunState::Failed => {
-                let reason = progress.errors.first().map(|e| e.message.clone()).unwrap_or_default();
+                let reason = progress
+                    .errors
+                    .first()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default();
                 Some(json!({"status": "failed", "reason": reason}))
             }
             RunState::Cancelled => Some(json!({"status": "cancelled"})),
             RunState::Running | RunState::Awaiting => None,
         };
-        self.backend.write_status(&progress.run_id, state, final_status).await?;
+        self.backend
+            .write_status(&progress.run_id, state, final_status)
+            .await?;
         info!(run = %progress.run_id, status = state.as_str(), "run status changed");
         if let Some(parent) = &progress.parent
             && state != RunState::Running
@@ -832,7 +968,11 @@ fn overlay(snapshot: &ContextMap, changes: &[ContextChange]) -> ContextMap {
 
 /// Context writes adding (`reason` given) or removing `node` from the
 /// upstream awaiting marks.
-fn awaiting_marks(snapshot: &ContextMap, node: &str, reason: Option<&AwaitReason>) -> Vec<ContextChange> {
+fn awaiting_marks(
+    snapshot: &ContextMap,
+    node: &str,
+    reason: Option<&AwaitReason>,
+) -> Vec<ContextChange> {
     let mut ids: Vec<Value> = snapshot
         .get(AWAITING_IDS_KEY)
         .and_then(Value::as_array)
@@ -850,19 +990,31 @@ fn awaiting_marks(snapshot: &ContextMap, node: &str, reason: Option<&AwaitReason
         let detail = match reason {
             AwaitReason::ExternalEvent => json!({"reason": "external_event"}),
             AwaitReason::Timer { wake_up_at } => json!({"reason": "timer", "wakeUpAt": wake_up_at}),
-            AwaitReason::Subflow { child_run_id } => json!({"reason": "subflow", "childRunId": child_run_id}),
+            AwaitReason::Subflow { child_run_id } => {
+                json!({"reason": "subflow", "childRunId": child_run_id})
+            }
         };
         details.insert(node.to_owned(), detail);
     }
     if ids.is_empty() {
         vec![
-            ContextChange::Delete { key: AWAITING_IDS_KEY.into() },
-            ContextChange::Delete { key: AWAITING_DETAILS_KEY.into() },
+            ContextChange::Delete {
+                key: AWAITING_IDS_KEY.into(),
+            },
+            ContextChange::Delete {
+                key: AWAITING_DETAILS_KEY.into(),
+            },
         ]
     } else {
         vec![
-            ContextChange::Set { key: AWAITING_IDS_KEY.into(), value: Value::Array(ids) },
-            ContextChange::Set { key: AWAITING_DETAILS_KEY.into(), value: Value::Object(details) },
+            ContextChange::Set {
+                key: AWAITING_IDS_KEY.into(),
+                value: Value::Array(ids),
+            },
+            ContextChange::Set {
+                key: AWAITING_DETAILS_KEY.into(),
+                value: Value::Object(details),
+            },
         ]
     }
 }

@@ -7,16 +7,16 @@
 //! embedded mode (in-memory stores, this crate) and the Azure mode run the same
 //! code. This crate does no I/O of its own and knows nothing about WebAssembly.
 
-pub mod blueprint;
-pub mod context;
-pub mod runner;
-pub mod expression;
 pub mod analysis;
+pub mod blueprint;
 pub mod builtin;
+pub mod context;
 pub mod engine;
+pub mod expression;
 pub mod memory;
 pub mod plan;
 pub mod progress;
 pub mod routing;
+pub mod runner;
 pub mod store;
 pub mod validate;

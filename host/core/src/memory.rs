@@ -76,7 +76,9 @@ impl MemoryBackend {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemorySnapshot> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn rearm_timers(&self) {
@@ -86,14 +88,18 @@ impl MemoryBackend {
                 .progress
                 .values()
                 .flat_map(|progress| {
-                    progress.awaiting.iter().filter_map(|(node, reason)| match reason {
-                        AwaitReason::Timer { wake_up_at } => {
-                            let mut job = Job::new(&progress.run_id, &progress.blueprint_id, node);
-                            job.signal = Some(JobSignal::Wake);
-                            Some((job, until(wake_up_at)))
-                        }
-                        _ => None,
-                    })
+                    progress
+                        .awaiting
+                        .iter()
+                        .filter_map(|(node, reason)| match reason {
+                            AwaitReason::Timer { wake_up_at } => {
+                                let mut job =
+                                    Job::new(&progress.run_id, &progress.blueprint_id, node);
+                                job.signal = Some(JobSignal::Wake);
+                                Some((job, until(wake_up_at)))
+                            }
+                            _ => None,
+                        })
                 })
                 .collect()
         };
@@ -127,7 +133,9 @@ impl JobReceiver {
 
 /// Time left until an RFC 3339 instant (zero if past or unparsable).
 fn until(instant: &str) -> Duration {
-    let Ok(at) = time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339) else {
+    let Ok(at) =
+        time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339)
+    else {
         return Duration::ZERO;
     };
     let left = at - time::OffsetDateTime::now_utc();
@@ -149,19 +157,30 @@ impl ContextStore for MemoryBackend {
     async fn create_context(&self, run_id: &str, initial: ContextMap) -> Result<(), StoreError> {
         let mut state = self.lock();
         if state.contexts.contains_key(run_id) {
-            return Err(StoreError::new("memory context", format!("context of run '{run_id}' exists")));
+            return Err(StoreError::new(
+                "memory context",
+                format!("context of run '{run_id}' exists"),
+            ));
         }
         state.contexts.insert(run_id.to_owned(), initial);
         Ok(())
     }
 
     async fn load_context(&self, run_id: &str) -> Result<Option<StoredContext>, StoreError> {
-        Ok(self.lock().contexts.get(run_id).map(|values| StoredContext {
-            values: Arc::new(values.clone()),
-        }))
+        Ok(self
+            .lock()
+            .contexts
+            .get(run_id)
+            .map(|values| StoredContext {
+                values: Arc::new(values.clone()),
+            }))
     }
 
-    async fn apply_changes(&self, run_id: &str, changes: &[ContextChange]) -> Result<(), StoreError> {
+    async fn apply_changes(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+    ) -> Result<(), StoreError> {
         let mut state = self.lock();
         let context = state.contexts.entry(run_id.to_owned()).or_default();
         for change in changes {
@@ -208,7 +227,9 @@ impl CoordinationStore for MemoryBackend {
         if state.progress.contains_key(&progress.run_id) {
             return Ok(false);
         }
-        state.progress.insert(progress.run_id.clone(), progress.clone());
+        state
+            .progress
+            .insert(progress.run_id.clone(), progress.clone());
         Ok(true)
     }
 
@@ -216,12 +237,16 @@ impl CoordinationStore for MemoryBackend {
         Ok(self.lock().progress.get(run_id).cloned())
     }
 
-    async fn update_progress<T, F>(&self, run_id: &str, mut change: F) -> Result<Option<T>, StoreError>
+    async fn update_progress<T, F>(
+        &self,
+        run_id: &str,
+        change: F,
+    ) -> Result<Option<T>, StoreError>
     where
         T: Send + 'static,
         F: FnMut(&mut RunProgress) -> T + Send,
     {
-        Ok(self.lock().progress.get_mut(run_id).map(|progress| change(progress)))
+        Ok(self.lock().progress.get_mut(run_id).map(change))
     }
 }
 

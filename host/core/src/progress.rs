@@ -46,7 +46,10 @@ pub enum RunState {
 impl RunState {
     /// Whether the run is over (sticky: nothing leaves these states).
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunState::Completed | RunState::Failed | RunState::Cancelled)
+        matches!(
+            self,
+            RunState::Completed | RunState::Failed | RunState::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -310,7 +313,12 @@ impl RunProgress {
         let mut advance = Advance::default();
         match self.status(node) {
             NodeStatus::Scheduled | NodeStatus::Awaiting => {}
-            _ => return Advance { duplicate: true, ..Advance::default() },
+            _ => {
+                return Advance {
+                    duplicate: true,
+                    ..Advance::default()
+                };
+            }
         }
         self.leave(node, NodeStatus::Done);
         for id in &completion.rearm {
@@ -331,9 +339,7 @@ impl RunProgress {
                 let runs_again = completion.rearm.contains(node);
                 for source in &completion.sources {
                     for target in graph.static_targets(source) {
-                        let taken = completion
-                            .taken
-                            .contains(&(source.clone(), target.clone()));
+                        let taken = completion.taken.contains(&(source.clone(), target.clone()));
                         if taken || !runs_again {
                             arrivals.push((source.clone(), target, taken));
                         }
@@ -353,7 +359,10 @@ impl RunProgress {
     pub fn pause(&mut self, node: &str, reason: AwaitReason) -> Advance {
         let mut advance = Advance::default();
         if self.status(node) != NodeStatus::Scheduled {
-            return Advance { duplicate: true, ..Advance::default() };
+            return Advance {
+                duplicate: true,
+                ..Advance::default()
+            };
         }
         self.leave(node, NodeStatus::Awaiting);
         self.awaiting.insert(node.to_owned(), reason);
@@ -378,8 +387,14 @@ impl RunProgress {
     /// Records that `node` finally failed: the run fails (sticky).
     pub fn fail(&mut self, node: &str, message: &str) -> Advance {
         let mut advance = Advance::default();
-        if !matches!(self.status(node), NodeStatus::Scheduled | NodeStatus::Awaiting) {
-            return Advance { duplicate: true, ..Advance::default() };
+        if !matches!(
+            self.status(node),
+            NodeStatus::Scheduled | NodeStatus::Awaiting
+        ) {
+            return Advance {
+                duplicate: true,
+                ..Advance::default()
+            };
         }
         self.leave(node, NodeStatus::Failed);
         self.awaiting.remove(node);
@@ -393,7 +408,10 @@ impl RunProgress {
     pub fn fall_back(&mut self, node: &str, fallback: &str) -> Advance {
         let mut advance = Advance::default();
         if self.status(node) != NodeStatus::Scheduled {
-            return Advance { duplicate: true, ..Advance::default() };
+            return Advance {
+                duplicate: true,
+                ..Advance::default()
+            };
         }
         self.leave(node, NodeStatus::Done);
         if !self.state.is_terminal() {
@@ -627,9 +645,21 @@ mod tests {
                "edges":[{"source":"A","target":"J"},{"source":"B","target":"J"},{"source":"C","target":"J"}]}"#,
         );
         p.start(&an.start_nodes);
-        assert_eq!(p.complete(&bp, &an, "A", &done("A", &[("A", "J")])).schedule, vec!["J"]);
-        assert!(p.complete(&bp, &an, "B", &done("B", &[("B", "J")])).schedule.is_empty());
-        assert!(p.complete(&bp, &an, "C", &done("C", &[("C", "J")])).schedule.is_empty());
+        assert_eq!(
+            p.complete(&bp, &an, "A", &done("A", &[("A", "J")]))
+                .schedule,
+            vec!["J"]
+        );
+        assert!(
+            p.complete(&bp, &an, "B", &done("B", &[("B", "J")]))
+                .schedule
+                .is_empty()
+        );
+        assert!(
+            p.complete(&bp, &an, "C", &done("C", &[("C", "J")]))
+                .schedule
+                .is_empty()
+        );
         let end = p.complete(&bp, &an, "J", &done("J", &[]));
         assert_eq!(end.new_state, Some(RunState::Completed));
         assert!(p.errors.is_empty());
@@ -671,6 +701,10 @@ mod tests {
         assert_eq!(paused.new_state, Some(RunState::Awaiting));
         assert!(p.unpause("W"));
         assert!(!p.unpause("W"));
-        assert_eq!(p.complete(&bp, &an, "W", &done("W", &[("W", "B")])).schedule, vec!["B"]);
+        assert_eq!(
+            p.complete(&bp, &an, "W", &done("W", &[("W", "B")]))
+                .schedule,
+            vec!["B"]
+        );
     }
 }

@@ -82,7 +82,11 @@ impl Job {
 /// Where jobs go.
 pub trait JobQueue: Send + Sync + 'static {
     /// Enqueues `job`, invisible for `delay`.
-    fn enqueue(&self, job: Job, delay: Duration) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn enqueue(
+        &self,
+        job: Job,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// One run's context as read from the store.

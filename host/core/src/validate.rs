@@ -38,12 +38,16 @@ pub struct Catalog<'a> {
 /// All problems of `blueprint`; empty when it is valid.
 pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut report = |location: String, message: String| problems.push(Problem { location, message });
+    let mut report =
+        |location: String, message: String| problems.push(Problem { location, message });
     let node_location = |id: &str| format!("node '{id}'");
     let mut ids = HashSet::new();
     for node in &blueprint.nodes {
         if !ids.insert(node.id.as_str()) {
-            report(node_location(&node.id), "duplicate node id; node ids must be unique".into());
+            report(
+                node_location(&node.id),
+                "duplicate node id; node ids must be unique".into(),
+            );
         }
     }
     let knows = |uses: &str| is_builtin(uses) || (catalog.implements)(uses);
@@ -53,20 +57,29 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
         if !knows(&node.uses) {
             report(
                 here.clone(),
-                format!("unknown node type (uses) '{}': no loaded bundle implements it and it is not a built-in; add a bundle to --plugins or fix the key", node.uses),
+                format!(
+                    "unknown node type (uses) '{}': no loaded bundle implements it and it is not a built-in; add a bundle to --plugins or fix the key",
+                    node.uses
+                ),
             );
         }
         if let Some(config) = &node.config {
             if let Some(fallback) = &config.fallback
                 && !ids.contains(fallback.as_str())
             {
-                report(here.clone(), format!("fallback '{fallback}' is not a node of this blueprint"));
+                report(
+                    here.clone(),
+                    format!("fallback '{fallback}' is not a node of this blueprint"),
+                );
             }
             if let Some(strategy) = &config.join_strategy
                 && strategy != "all"
                 && strategy != "any"
             {
-                report(here.clone(), format!("joinStrategy '{strategy}' is invalid; use \"all\" or \"any\""));
+                report(
+                    here.clone(),
+                    format!("joinStrategy '{strategy}' is invalid; use \"all\" or \"any\""),
+                );
             }
         }
         let params = node.params_or_empty();
@@ -77,26 +90,44 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                     .iter()
                     .any(|e| e.source == node.id && e.action.as_deref() == Some("continue"));
                 if !has_continue {
-                    report(here.clone(), "loop controller has no outgoing edge with action \"continue\"".into());
+                    report(
+                        here.clone(),
+                        "loop controller has no outgoing edge with action \"continue\"".into(),
+                    );
                 }
                 let condition = params.get("condition").and_then(|c| c.as_str());
                 match condition {
-                    None => report(here.clone(), "loop controller needs params.condition (an expression)".into()),
-                    Some(source) => check_expression(source, mode, &here, "params.condition", &mut report),
+                    None => report(
+                        here.clone(),
+                        "loop controller needs params.condition (an expression)".into(),
+                    ),
+                    Some(source) => {
+                        check_expression(source, mode, &here, "params.condition", &mut report)
+                    }
                 }
             }
             "batch-scatter" => {
                 if let Some(worker) = params.get("workerUsesKey").and_then(|w| w.as_str())
                     && !knows(worker)
                 {
-                    report(here.clone(), format!("params.workerUsesKey '{worker}' is not an implemented node type"));
+                    report(
+                        here.clone(),
+                        format!("params.workerUsesKey '{worker}' is not an implemented node type"),
+                    );
                 }
             }
             "subflow" => {
-                if let (Some(known), Some(child)) = (catalog.knows_blueprint, params.get("blueprintId").and_then(|b| b.as_str()))
-                    && !known(child)
+                if let (Some(known), Some(child)) = (
+                    catalog.knows_blueprint,
+                    params.get("blueprintId").and_then(|b| b.as_str()),
+                ) && !known(child)
                 {
-                    report(here.clone(), format!("params.blueprintId '{child}' is not a loaded blueprint; pass it with --blueprints"));
+                    report(
+                        here.clone(),
+                        format!(
+                            "params.blueprintId '{child}' is not a loaded blueprint; pass it with --blueprints"
+                        ),
+                    );
                 }
             }
             _ => {}
@@ -106,7 +137,10 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
         let here = format!("edge #{index} ({} -> {})", edge.source, edge.target);
         for (role, id) in [("source", &edge.source), ("target", &edge.target)] {
             if !ids.contains(id.as_str()) {
-                report(here.clone(), format!("{role} '{id}' is not a node of this blueprint"));
+                report(
+                    here.clone(),
+                    format!("{role} '{id}' is not a node of this blueprint"),
+                );
             }
         }
         if let Some(condition) = &edge.condition {
@@ -134,7 +168,10 @@ fn check_expression(
     if mode == EvaluatorMode::Safe
         && let Err(error) = Expression::parse(source, mode)
     {
-        report(location.to_owned(), format!("{role} does not parse: {error}"));
+        report(
+            location.to_owned(),
+            format!("{role} does not parse: {error}"),
+        );
     }
 }
 
@@ -150,7 +187,10 @@ mod tests {
             knows_blueprint: None,
             evaluator: EvaluatorMode::Safe,
         };
-        validate(&blueprint, &catalog).iter().map(ToString::to_string).collect()
+        validate(&blueprint, &catalog)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -177,7 +217,10 @@ mod tests {
         ];
         assert_eq!(found.len(), expected.len(), "{found:#?}");
         for prefix in expected {
-            assert!(found.iter().any(|p| p.starts_with(prefix)), "missing {prefix}: {found:#?}");
+            assert!(
+                found.iter().any(|p| p.starts_with(prefix)),
+                "missing {prefix}: {found:#?}"
+            );
         }
     }
 }

@@ -12,10 +12,11 @@ use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::memory::{self, MemoryBackend, TimerPolicy};
 use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::progress::RunState;
-use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, NodeSuccess, PinError, Pins};
+use flowcraft_core::runner::{
+    NodeCall, NodeFailure, NodeOutcome, NodeRunner, NodeSuccess, PinError, Pins,
+};
 use flowcraft_core::store::CoordinationStore;
 use serde_json::{Value, json};
-use tokio::sync::mpsc::error::TryRecvError;
 
 /// `const` (params.value), `add` (input + params.n) and `count` (counts calls).
 #[derive(Default)]
@@ -42,7 +43,11 @@ impl NodeRunner for NativeNodes {
                 Ok(Some(json!(input + n)))
             }
             "count" => {
-                let seen = call.context.get("seen").and_then(Value::as_i64).unwrap_or(0);
+                let seen = call
+                    .context
+                    .get("seen")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 call.context.set("seen", json!(seen + 1)).expect("writable");
                 Ok(Some(json!(seen + 1)))
             }
@@ -58,7 +63,13 @@ impl NodeRunner for NativeNodes {
     }
 }
 
-fn engine(blueprint: &str) -> (Engine<MemoryBackend, NativeNodes>, memory::JobReceiver, String) {
+fn engine(
+    blueprint: &str,
+) -> (
+    Engine<MemoryBackend, NativeNodes>,
+    memory::JobReceiver,
+    String,
+) {
     let blueprint = Blueprint::from_json(blueprint).expect("blueprint");
     let id = blueprint.id.clone();
     let registry = PlanRegistry::new();
@@ -80,8 +91,13 @@ const DIAMOND: &str = r#"{"id":"d","nodes":[{"id":"A","uses":"const","params":{"
 #[tokio::test]
 async fn a_diamond_runs_each_node_once() {
     let (engine, mut receiver, id) = engine(DIAMOND);
-    let run = engine.start_run(&id, None, ContextMap::new()).await.unwrap();
-    let report = memory::drive(&engine, &mut receiver, &run, 4, TimerPolicy::Wait).await.unwrap();
+    let run = engine
+        .start_run(&id, None, ContextMap::new())
+        .await
+        .unwrap();
+    let report = memory::drive(&engine, &mut receiver, &run, 4, TimerPolicy::Wait)
+        .await
+        .unwrap();
     assert_eq!(report.state, RunState::Completed);
     assert_eq!(report.context["_outputs.B"], json!(11));
     assert_eq!(report.context["seen"], json!(1));
@@ -94,19 +110,21 @@ async fn a_diamond_runs_each_node_once() {
 #[tokio::test]
 async fn every_job_delivered_twice_changes_nothing() {
     let (single, mut single_receiver, id) = engine(DIAMOND);
-    let run = single.start_run(&id, Some("r".into()), ContextMap::new()).await.unwrap();
+    let run = single
+        .start_run(&id, Some("r".into()), ContextMap::new())
+        .await
+        .unwrap();
     let expected = memory::drive(&single, &mut single_receiver, &run, 1, TimerPolicy::Wait)
         .await
         .unwrap();
 
     let (twice, mut receiver, id) = engine(DIAMOND);
-    let run = twice.start_run(&id, Some("r".into()), ContextMap::new()).await.unwrap();
+    let run = twice
+        .start_run(&id, Some("r".into()), ContextMap::new())
+        .await
+        .unwrap();
     let mut deliveries = BTreeMap::<String, usize>::new();
-    loop {
-        let job = match receiver.try_recv() {
-            Ok(job) => job,
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-        };
+    while let Ok(job) = receiver.try_recv() {
         twice.handle(&job).await.unwrap();
         twice.handle(&job).await.unwrap();
         *deliveries.entry(job.node_id.clone()).or_default() += 1;
@@ -115,7 +133,11 @@ async fn every_job_delivered_twice_changes_nothing() {
     assert_eq!(report.state, RunState::Completed);
     assert_eq!(report.context, expected.context);
     assert_eq!(report.context["seen"], json!(1), "C's body ran once");
-    assert_eq!(deliveries.get("D"), Some(&1), "the join was enqueued once: {deliveries:?}");
+    assert_eq!(
+        deliveries.get("D"),
+        Some(&1),
+        "the join was enqueued once: {deliveries:?}"
+    );
     let progress = twice.backend().load_progress(&run).await.unwrap().unwrap();
     assert_eq!(progress.steps, 4);
 }
@@ -126,10 +148,19 @@ async fn a_failure_is_final_and_reported_once() {
         r#"{"id":"f","nodes":[{"id":"A","uses":"boom","config":{"maxRetries":2,"retryDelay":1}},{"id":"B","uses":"const","params":{"value":1}}],
             "edges":[{"source":"A","target":"B"}]}"#,
     );
-    let run = engine.start_run(&id, None, ContextMap::new()).await.unwrap();
-    let report = memory::drive(&engine, &mut receiver, &run, 2, TimerPolicy::Wait).await.unwrap();
+    let run = engine
+        .start_run(&id, None, ContextMap::new())
+        .await
+        .unwrap();
+    let report = memory::drive(&engine, &mut receiver, &run, 2, TimerPolicy::Wait)
+        .await
+        .unwrap();
     assert_eq!(report.state, RunState::Failed);
     assert_eq!(report.errors.len(), 1);
-    assert!(report.errors[0].message.starts_with("Node 'A' execution failed"));
+    assert!(
+        report.errors[0]
+            .message
+            .starts_with("Node 'A' execution failed")
+    );
     assert!(!report.context.contains_key("_outputs.B"));
 }

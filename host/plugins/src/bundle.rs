@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::bindings::{BundlePre, CONTRACT_VERSION, GuestBundleInfo, HOST_INTERFACES, NODE_INTERFACE};
+use crate::bindings::{
+    BundlePre, CONTRACT_VERSION, GuestBundleInfo, HOST_INTERFACES, NODE_INTERFACE,
+};
 use crate::cache::CacheOutcome;
 use crate::call::{new_store, trap_failure};
 use crate::config::Grants;
@@ -204,9 +206,15 @@ fn check_interface(engine: &Engine, component: &Component, path: &Path) -> Resul
                 "it does not export the {NODE_INTERFACE} interface ({listed}); build it with the flowcraft SDK"
             )));
         }
-        [name] => check_version(name)
-            .map_err(|reason| wrong(format!("it exports {name}: {reason}")))?,
-        _ => return Err(wrong(format!("it exports {} several times", NODE_INTERFACE))),
+        [name] => {
+            check_version(name).map_err(|reason| wrong(format!("it exports {name}: {reason}")))?
+        }
+        _ => {
+            return Err(wrong(format!(
+                "it exports {} several times",
+                NODE_INTERFACE
+            )));
+        }
     }
     for (name, _) in ty.imports(engine) {
         if !name.starts_with("flowcraft:") {
@@ -225,7 +233,8 @@ fn check_interface(engine: &Engine, component: &Component, path: &Path) -> Resul
 
 /// `flowcraft:node/node@0.1.0` → `flowcraft:node/node`.
 fn interface_of(name: &str) -> &str {
-    name.split_once('@').map_or(name, |(interface, _)| interface)
+    name.split_once('@')
+        .map_or(name, |(interface, _)| interface)
 }
 
 /// Accepts interface versions semver-compatible with [`CONTRACT_VERSION`].
@@ -273,13 +282,20 @@ async fn describe(
         time_limit,
     );
     let mut store = new_store(runtime, state);
-    let _slot = runtime.slots.acquire().await.map_err(|_| PluginError::Describe {
-        path: path.to_owned(),
-        reason: "the plugin runtime is shutting down".into(),
-    })?;
+    let _slot = runtime
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| PluginError::Describe {
+            path: path.to_owned(),
+            reason: "the plugin runtime is shutting down".into(),
+        })?;
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
-        instance.flowcraft_node_node().call_describe(&mut store).await
+        instance
+            .flowcraft_node_node()
+            .call_describe(&mut store)
+            .await
     };
     let result = tokio::time::timeout(time_limit, call).await;
     match result {
@@ -296,7 +312,11 @@ async fn describe(
 }
 
 /// Checks what a bundle says about itself.
-fn validate(described: GuestBundleInfo, path: &Path, digest: String) -> Result<BundleInfo, PluginError> {
+fn validate(
+    described: GuestBundleInfo,
+    path: &Path,
+    digest: String,
+) -> Result<BundleInfo, PluginError> {
     let invalid = |reason: String| PluginError::InvalidBundle {
         path: path.to_owned(),
         reason,
@@ -320,7 +340,9 @@ fn validate(described: GuestBundleInfo, path: &Path, digest: String) -> Result<B
     let mut seen = BTreeSet::new();
     for node in &described.nodes {
         if node.uses.trim().is_empty() {
-            return Err(invalid(format!("bundle {name} declares a node type with an empty `uses` key")));
+            return Err(invalid(format!(
+                "bundle {name} declares a node type with an empty `uses` key"
+            )));
         }
         if BUILTIN_NODE_TYPES.contains(&node.uses.as_str()) {
             return Err(invalid(format!(
@@ -369,7 +391,9 @@ mod tests {
     fn headers_tell_components_from_modules() {
         let path = Path::new("x.wasm");
         assert!(check_header(path, b"\0asm\x0d\0\x01\0").is_ok());
-        let module = check_header(path, b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        let module = check_header(path, b"\0asm\x01\0\0\0")
+            .unwrap_err()
+            .to_string();
         assert!(module.contains("core WebAssembly module"), "{module}");
         let text = check_header(path, b"hello world").unwrap_err().to_string();
         assert!(text.contains("WebAssembly header"), "{text}");
@@ -380,7 +404,10 @@ mod tests {
         assert!(check_version("flowcraft:node/node@0.1.0").is_ok());
         assert!(check_version("flowcraft:node/node@0.1.7").is_ok());
         let newer = check_version("flowcraft:node/node@0.2.0").unwrap_err();
-        assert!(newer.contains("0.2.0") && newer.contains("0.1.0"), "{newer}");
+        assert!(
+            newer.contains("0.2.0") && newer.contains("0.1.0"),
+            "{newer}"
+        );
         assert!(check_version("flowcraft:node/node@1.0.0").is_err());
     }
 }

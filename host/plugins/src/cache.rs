@@ -45,12 +45,6 @@ impl ArtifactCache {
         Self { dir }
     }
 
-    /// The directory artifacts of this engine are stored in.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
     /// The compiled component for `wasm` (whose sha256 is `digest_hex`),
     /// from the cache when possible. Blocking: call from `spawn_blocking`.
     pub fn component(
@@ -93,7 +87,9 @@ impl ArtifactCache {
     }
 
     fn store(&self, digest_hex: &str, component: &Component) {
-        let Some(path) = self.artifact_path(digest_hex) else { return };
+        let Some(path) = self.artifact_path(digest_hex) else {
+            return;
+        };
         if let Err(error) = write_artifact(&path, component) {
             tracing::warn!(path = %path.display(), %error,
                 "cannot write the compiled-bundle cache; bundles will be recompiled at the next start");

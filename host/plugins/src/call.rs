@@ -140,7 +140,9 @@ pub(crate) fn trap_failure(error: &wasmtime::Error, state: &CallState) -> NodeFa
         return NodeFailure::retryable(format!("{prefix}: {limit}"));
     }
     if state.time_limit_hit {
-        let limit = TimeLimitExceeded { limit: state.time_limit };
+        let limit = TimeLimitExceeded {
+            limit: state.time_limit,
+        };
         return NodeFailure::retryable(format!("{prefix}: {limit}"));
     }
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
@@ -162,7 +164,9 @@ pub(crate) fn trap_failure(error: &wasmtime::Error, state: &CallState) -> NodeFa
         format!("; guest stderr: {}", one_line(&stderr))
     };
     match error.downcast_ref::<Trap>() {
-        Some(trap) => NodeFailure::retryable(format!("{prefix}: the node trapped: {trap}{stderr_note}")),
+        Some(trap) => {
+            NodeFailure::retryable(format!("{prefix}: the node trapped: {trap}{stderr_note}"))
+        }
         None => NodeFailure::retryable(format!(
             "{prefix}: the call failed: {}{stderr_note}",
             chain(error)

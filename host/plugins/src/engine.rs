@@ -61,7 +61,10 @@ pub(crate) struct Limits {
 impl Runtime {
     /// Builds the engine, linker and epoch ticker for `config`; `cache` is
     /// where compiled bundles are kept (or not).
-    pub fn new(config: &PluginConfig, cache_root: Option<std::path::PathBuf>) -> Result<Self, PluginError> {
+    pub fn new(
+        config: &PluginConfig,
+        cache_root: Option<std::path::PathBuf>,
+    ) -> Result<Self, PluginError> {
         let engine = build_engine(config)?;
         let linker = build_linker(&engine)?;
         let cache = ArtifactCache::new(cache_root, &engine);
@@ -135,7 +138,9 @@ impl EpochTicker {
                     }
                 }
             })
-            .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker thread: {e}")))?;
+            .map_err(|e| {
+                PluginError::Engine(format!("cannot start the epoch ticker thread: {e}"))
+            })?;
         Ok(Self { stop })
     }
 }

@@ -85,9 +85,13 @@ impl PluginHost {
     /// fail to load are logged and listed by [`PluginHost::problems`].
     pub async fn load(config: PluginConfig) -> Result<Self, PluginError> {
         let dir = config.plugins_dir.clone();
-        let metadata = tokio::fs::metadata(&dir)
-            .await
-            .map_err(|source| PluginError::PluginsDir { path: dir.clone(), source })?;
+        let metadata =
+            tokio::fs::metadata(&dir)
+                .await
+                .map_err(|source| PluginError::PluginsDir {
+                    path: dir.clone(),
+                    source,
+                })?;
         if !metadata.is_dir() {
             return Err(PluginError::PluginsDir {
                 path: dir,
@@ -222,11 +226,18 @@ impl Inner {
         dir.files.retain(|path, _| listing.contains_key(path));
         dir.errors.retain(|path, _| listing.contains_key(path));
         for (path, stamp) in listing {
-            if dir.files.get(&path).is_some_and(|entry| entry.stamp == stamp) {
+            if dir
+                .files
+                .get(&path)
+                .is_some_and(|entry| entry.stamp == stamp)
+            {
                 continue;
             }
             let loaded = self.load_file(&path, &dir).await;
-            let entry = dir.files.entry(path.clone()).or_insert(FileEntry { stamp, bundle: None });
+            let entry = dir.files.entry(path.clone()).or_insert(FileEntry {
+                stamp,
+                bundle: None,
+            });
             entry.stamp = stamp;
             match loaded {
                 Ok(bundle) => {
@@ -246,11 +257,19 @@ impl Inner {
         }
 
         let (serving, conflicts) = choose_serving(&dir.files);
-        retire(&mut dir.retired, &previous, &serving, self.config.retired_versions);
+        retire(
+            &mut dir.retired,
+            &previous,
+            &serving,
+            self.config.retired_versions,
+        );
         let mut problems: Vec<BundleProblem> = dir
             .errors
             .iter()
-            .map(|(path, error)| BundleProblem { path: path.clone(), error: error.clone() })
+            .map(|(path, error)| BundleProblem {
+                path: path.clone(),
+                error: error.clone(),
+            })
             .collect();
         problems.extend(conflicts);
         let retired: Vec<Arc<Bundle>> = dir.retired.iter().cloned().collect();
@@ -287,7 +306,9 @@ fn choose_serving(files: &BTreeMap<PathBuf, FileEntry>) -> (Vec<Arc<Bundle>>, Ve
     let mut chosen: BTreeMap<(String, String), Arc<Bundle>> = BTreeMap::new();
     let mut conflicts = Vec::new();
     for (path, entry) in files {
-        let Some(bundle) = &entry.bundle else { continue };
+        let Some(bundle) = &entry.bundle else {
+            continue;
+        };
         let key = (bundle.info.name.clone(), bundle.info.version.clone());
         match chosen.get(&key) {
             None => {
@@ -302,7 +323,10 @@ fn choose_serving(files: &BTreeMap<PathBuf, FileEntry>) -> (Vec<Arc<Bundle>>, Ve
                     first.info.path.display()
                 );
                 tracing::error!(path = %path.display(), "{error}");
-                conflicts.push(BundleProblem { path: path.clone(), error });
+                conflicts.push(BundleProblem {
+                    path: path.clone(),
+                    error,
+                });
             }
         }
     }
@@ -341,7 +365,9 @@ async fn list_bundle_files(dir: &Path) -> Result<BTreeMap<PathBuf, FileStamp>, P
             if !watch::is_bundle_path(&path) {
                 continue;
             }
-            let Ok(metadata) = std::fs::metadata(&path) else { continue };
+            let Ok(metadata) = std::fs::metadata(&path) else {
+                continue;
+            };
             if metadata.is_file() {
                 let stamp = FileStamp {
                     len: metadata.len(),
@@ -355,5 +381,8 @@ async fn list_bundle_files(dir: &Path) -> Result<BTreeMap<PathBuf, FileStamp>, P
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))
     .and_then(|listing| listing);
-    listing.map_err(|source| PluginError::PluginsDir { path: for_error, source })
+    listing.map_err(|source| PluginError::PluginsDir {
+        path: for_error,
+        source,
+    })
 }

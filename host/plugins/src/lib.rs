@@ -63,8 +63,8 @@ mod watch;
 
 pub use bundle::{BundleInfo, NodeTypeInfo};
 pub use config::{
-    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MEMORY_LIMIT, DEFAULT_RETIRED_VERSIONS,
-    DEFAULT_TIMEOUT, Grants, PluginConfig,
+    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MEMORY_LIMIT,
+    DEFAULT_RETIRED_VERSIONS, DEFAULT_TIMEOUT, Grants, PluginConfig,
 };
 pub use error::PluginError;
 pub use host::{BundleProblem, PluginHost, check_bundle};

@@ -100,8 +100,11 @@ impl Registry {
             if pins.contains_key(uses) {
                 continue;
             }
-            let from_bound: Vec<&Arc<Bundle>> =
-                bound.iter().copied().filter(|b| b.implements(uses)).collect();
+            let from_bound: Vec<&Arc<Bundle>> = bound
+                .iter()
+                .copied()
+                .filter(|b| b.implements(uses))
+                .collect();
             let bundle = match from_bound.as_slice() {
                 [bundle] => *bundle,
                 [] => match self.resolve(uses) {
@@ -155,15 +158,22 @@ impl Registry {
         name: &str,
         requirement: &BundleRequirement,
     ) -> Result<&Arc<Bundle>, String> {
-        let versions: Vec<&Arc<Bundle>> =
-            self.serving.iter().filter(|b| b.info.name == name).collect();
+        let versions: Vec<&Arc<Bundle>> = self
+            .serving
+            .iter()
+            .filter(|b| b.info.name == name)
+            .collect();
         let loaded = || {
             if versions.is_empty() {
                 format!("no bundle named '{name}' is loaded")
             } else {
                 format!(
                     "loaded versions of '{name}': {}",
-                    versions.iter().map(|b| b.info.version.as_str()).collect::<Vec<_>>().join(", ")
+                    versions
+                        .iter()
+                        .map(|b| b.info.version.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
         };
@@ -174,7 +184,10 @@ impl Registry {
                 format!("sha256:{digest}")
             };
             let bundle = self.resident.get(&digest).ok_or_else(|| {
-                format!("metadata.plugins.{name} asks for digest {digest}, which is not loaded ({})", loaded())
+                format!(
+                    "metadata.plugins.{name} asks for digest {digest}, which is not loaded ({})",
+                    loaded()
+                )
             })?;
             if bundle.info.name != name {
                 return Err(format!(
@@ -201,7 +214,10 @@ impl Registry {
                 .ok()
                 .and_then(|req| versions.iter().find(|b| req.matches(&b.version)));
             return matching.copied().ok_or_else(|| {
-                format!("metadata.plugins.{name} asks for version {version}, which is not loaded ({})", loaded())
+                format!(
+                    "metadata.plugins.{name} asks for version {version}, which is not loaded ({})",
+                    loaded()
+                )
             });
         }
         versions
@@ -223,7 +239,9 @@ fn plugin_uses(blueprint: &Blueprint) -> Vec<(&str, &str)> {
     let mut keys = Vec::new();
     for node in &blueprint.nodes {
         keys.push((node.id.as_str(), node.uses.as_str()));
-        if let Some(Value::String(worker)) = node.params.as_ref().and_then(|p| p.get("workerUsesKey")) {
+        if let Some(Value::String(worker)) =
+            node.params.as_ref().and_then(|p| p.get("workerUsesKey"))
+        {
             keys.push((node.id.as_str(), worker.as_str()));
         }
     }

@@ -37,7 +37,10 @@ impl Drop for WatchGuard {
 
 pub(crate) fn start(host: &PluginHost) -> Result<WatchGuard, PluginError> {
     let dir = host.config().plugins_dir.clone();
-    let watch_error = |source| PluginError::Watch { path: dir.clone(), source };
+    let watch_error = |source| PluginError::Watch {
+        path: dir.clone(),
+        source,
+    };
     let (sender, events) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = sender.send(event);
@@ -46,7 +49,10 @@ pub(crate) fn start(host: &PluginHost) -> Result<WatchGuard, PluginError> {
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(watch_error)?;
-    let task = tokio::spawn(reload_on_change(std::sync::Arc::downgrade(&host.inner), events));
+    let task = tokio::spawn(reload_on_change(
+        std::sync::Arc::downgrade(&host.inner),
+        events,
+    ));
     Ok(WatchGuard {
         _watcher: watcher,
         task,
@@ -93,6 +99,8 @@ fn is_relevant(event: &notify::Result<Event>) -> bool {
 
 /// `*.wasm`, not hidden.
 pub(crate) fn is_bundle_path(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     !name.starts_with('.') && path.extension().is_some_and(|ext| ext == "wasm")
 }

@@ -21,8 +21,24 @@ async fn the_bundle_describes_every_conformance_node_type() {
     let mut uses: Vec<&str> = bundles[0].nodes.iter().map(|n| n.uses.as_str()).collect();
     uses.sort_unstable();
     let mut expected = vec![
-        "const", "echo", "double", "times10", "sum", "fail", "fatal", "flaky", "act", "setKey",
-        "readKey", "inc", "slow", "noOutput", "spawn", "readResume", "withErrorField", "many",
+        "const",
+        "echo",
+        "double",
+        "times10",
+        "sum",
+        "fail",
+        "fatal",
+        "flaky",
+        "act",
+        "setKey",
+        "readKey",
+        "inc",
+        "slow",
+        "noOutput",
+        "spawn",
+        "readResume",
+        "withErrorField",
+        "many",
         "delTmp",
     ];
     expected.sort_unstable();
@@ -38,22 +54,50 @@ async fn the_bundle_describes_every_conformance_node_type() {
 async fn value_nodes() {
     let (host, _dir) = conformance().await;
     let value = json!({"id": 5, "name": "n"});
-    assert_eq!(output(&host, with_params("const", json!({"value": value}))).await, Some(value.clone()));
-    assert_eq!(output(&host, with_params("const", json!({"value": 21}))).await, Some(json!(21)));
-    assert_eq!(output(&host, with_input("echo", value.clone())).await, Some(value));
-    assert_eq!(output(&host, call("echo")).await, None, "no input: no output");
+    assert_eq!(
+        output(&host, with_params("const", json!({"value": value}))).await,
+        Some(value.clone())
+    );
+    assert_eq!(
+        output(&host, with_params("const", json!({"value": 21}))).await,
+        Some(json!(21))
+    );
+    assert_eq!(
+        output(&host, with_input("echo", value.clone())).await,
+        Some(value)
+    );
+    assert_eq!(
+        output(&host, call("echo")).await,
+        None,
+        "no input: no output"
+    );
     assert_eq!(output(&host, call("noOutput")).await, None);
-    assert_eq!(output(&host, call("withErrorField")).await, Some(json!("x")));
+    assert_eq!(
+        output(&host, call("withErrorField")).await,
+        Some(json!("x"))
+    );
 }
 
 #[tokio::test]
 async fn arithmetic_nodes() {
     let (host, _dir) = conformance().await;
-    let doubled = output(&host, with_input("double", json!(21))).await.unwrap();
+    let doubled = output(&host, with_input("double", json!(21)))
+        .await
+        .unwrap();
     assert_eq!(doubled.to_string(), "42", "integral results stay integers");
-    assert_eq!(output(&host, with_input("times10", json!(4))).await, Some(json!(40)));
-    assert_eq!(output(&host, with_input("sum", json!([1, 2, 3.5]))).await, Some(json!(6.5)));
-    assert_eq!(output(&host, call("sum")).await.unwrap().to_string(), "0", "missing input sums to 0");
+    assert_eq!(
+        output(&host, with_input("times10", json!(4))).await,
+        Some(json!(40))
+    );
+    assert_eq!(
+        output(&host, with_input("sum", json!([1, 2, 3.5]))).await,
+        Some(json!(6.5))
+    );
+    assert_eq!(
+        output(&host, call("sum")).await.unwrap().to_string(),
+        "0",
+        "missing input sums to 0"
+    );
     let invalid = failure(&host, with_input("double", json!("x"))).await;
     assert_eq!(invalid.kind, FailureKind::InvalidInput, "{invalid:?}");
 }
@@ -62,16 +106,25 @@ async fn arithmetic_nodes() {
 async fn failing_nodes_keep_the_guest_message_and_kind() {
     let (host, _dir) = conformance().await;
     let boom = failure(&host, call("fail")).await;
-    assert_eq!((boom.kind, boom.message.as_str()), (FailureKind::Retryable, "boom"));
+    assert_eq!(
+        (boom.kind, boom.message.as_str()),
+        (FailureKind::Retryable, "boom")
+    );
     let fatal = failure(&host, call("fatal")).await;
-    assert_eq!((fatal.kind, fatal.message.as_str()), (FailureKind::Fatal, "fatal!"));
+    assert_eq!(
+        (fatal.kind, fatal.message.as_str()),
+        (FailureKind::Fatal, "fatal!")
+    );
     assert!(fatal.is_fatal());
 }
 
 #[tokio::test]
 async fn flaky_succeeds_from_the_requested_attempt() {
     let (host, _dir) = conformance().await;
-    let attempt = |n: u32| NodeCall { attempt: n, ..with_params("flaky", json!({"succeedOn": 3})) };
+    let attempt = |n: u32| NodeCall {
+        attempt: n,
+        ..with_params("flaky", json!({"succeedOn": 3}))
+    };
     for n in 1..3 {
         let failure = failure(&host, attempt(n)).await;
         assert_eq!(failure.kind, FailureKind::Retryable, "{failure:?}");
@@ -82,7 +135,9 @@ async fn flaky_succeeds_from_the_requested_attempt() {
 #[tokio::test]
 async fn act_returns_an_action() {
     let (host, _dir) = conformance().await;
-    let outcome = host.run(with_params("act", json!({"value": 1, "action": "high"}))).await;
+    let outcome = host
+        .run(with_params("act", json!({"value": 1, "action": "high"})))
+        .await;
     let success = outcome.result.unwrap();
     assert_eq!(success.output, Some(json!(1)));
     assert_eq!(success.action.as_deref(), Some("high"));
@@ -92,11 +147,16 @@ async fn act_returns_an_action() {
 async fn context_nodes_read_and_write_the_run_context() {
     let (host, _dir) = conformance().await;
 
-    let set = host.run(with_params("setKey", json!({"key": "shared", "value": 42}))).await;
+    let set = host
+        .run(with_params("setKey", json!({"key": "shared", "value": 42})))
+        .await;
     assert_eq!(set.result.unwrap().output, Some(json!(42)));
     assert_eq!(
         set.context.into_changes(),
-        vec![ContextChange::Set { key: "shared".into(), value: json!(42) }]
+        vec![ContextChange::Set {
+            key: "shared".into(),
+            value: json!(42)
+        }]
     );
 
     let read = NodeCall {
@@ -104,13 +164,19 @@ async fn context_nodes_read_and_write_the_run_context() {
         ..with_params("readKey", json!({"key": "shared"}))
     };
     assert_eq!(output(&host, read).await, Some(json!({"deep": [1, 2]})));
-    assert_eq!(output(&host, with_params("readKey", json!({"key": "absent"}))).await, None);
+    assert_eq!(
+        output(&host, with_params("readKey", json!({"key": "absent"}))).await,
+        None
+    );
 
     let resume = NodeCall {
         context: context(json!({"_resume.action": "approve", "_resume.output": {"ok": true}})),
         ..call("readResume")
     };
-    assert_eq!(output(&host, resume).await, Some(json!({"action": "approve", "output": {"ok": true}})));
+    assert_eq!(
+        output(&host, resume).await,
+        Some(json!({"action": "approve", "output": {"ok": true}}))
+    );
     assert_eq!(output(&host, call("readResume")).await, Some(json!({})));
 }
 
@@ -122,8 +188,14 @@ async fn inc_counts_in_the_context() {
     assert_eq!(
         first.context.into_changes(),
         vec![
-            ContextChange::Set { key: "count".into(), value: json!(1) },
-            ContextChange::Set { key: "keepGoing".into(), value: json!(true) },
+            ContextChange::Set {
+                key: "count".into(),
+                value: json!(1)
+            },
+            ContextChange::Set {
+                key: "keepGoing".into(),
+                value: json!(true)
+            },
         ]
     );
     let second = NodeCall {
@@ -142,12 +214,26 @@ async fn many_writes_eleven_keys_and_del_tmp_deletes() {
     assert_eq!(many.result.unwrap().output, Some(json!("many")));
     let changes = many.context.into_changes();
     assert_eq!(changes.len(), 11);
-    assert_eq!(changes[10], ContextChange::Set { key: "k10".into(), value: json!(10) });
+    assert_eq!(
+        changes[10],
+        ContextChange::Set {
+            key: "k10".into(),
+            value: json!(10)
+        }
+    );
 
-    let del = host.run(NodeCall { context: context(json!({"tmp": 1, "keep": 2})), ..call("delTmp") }).await;
+    let del = host
+        .run(NodeCall {
+            context: context(json!({"tmp": 1, "keep": 2})),
+            ..call("delTmp")
+        })
+        .await;
     assert_eq!(del.result.unwrap().output, Some(json!("deleted")));
     assert!(!del.context.has("tmp"));
-    assert_eq!(del.context.into_changes(), vec![ContextChange::Delete { key: "tmp".into() }]);
+    assert_eq!(
+        del.context.into_changes(),
+        vec![ContextChange::Delete { key: "tmp".into() }]
+    );
 }
 
 #[tokio::test]
@@ -158,7 +244,11 @@ async fn spawn_returns_dynamic_nodes() {
     let nodes: Vec<(String, String, Option<Value>)> = success
         .dynamic_nodes
         .into_iter()
-        .map(|NodeDefinition { id, uses, params, .. }| (id, uses, params))
+        .map(
+            |NodeDefinition {
+                 id, uses, params, ..
+             }| (id, uses, params),
+        )
         .collect();
     assert_eq!(
         nodes,
@@ -173,13 +263,28 @@ async fn spawn_returns_dynamic_nodes() {
 async fn slow_waits_and_a_node_timeout_stops_it() {
     let (host, _dir) = conformance().await;
     let started = std::time::Instant::now();
-    assert_eq!(output(&host, with_params("slow", json!({"ms": 50}))).await, Some(json!("slow-done")));
+    assert_eq!(
+        output(&host, with_params("slow", json!({"ms": 50}))).await,
+        Some(json!("slow-done"))
+    );
     assert!(started.elapsed() >= std::time::Duration::from_millis(50));
 
-    let late = failure(&host, with_timeout(with_params("slow", json!({"ms": 5000})), 100)).await;
+    let late = failure(
+        &host,
+        with_timeout(with_params("slow", json!({"ms": 5000})), 100),
+    )
+    .await;
     assert_eq!(late.kind, FailureKind::Retryable, "{late:?}");
-    assert!(late.message.contains("time limit of 100 ms exceeded"), "{}", late.message);
-    assert!(late.message.contains("node type 'slow'"), "{}", late.message);
+    assert!(
+        late.message.contains("time limit of 100 ms exceeded"),
+        "{}",
+        late.message
+    );
+    assert!(
+        late.message.contains("node type 'slow'"),
+        "{}",
+        late.message
+    );
 }
 
 #[tokio::test]

@@ -36,15 +36,25 @@ async fn until(host: &PluginHost, what: &str, done: impl Fn(&PluginHost) -> bool
     };
     tokio::time::timeout(RELOAD_DEADLINE, wait)
         .await
-        .unwrap_or_else(|_| panic!("timed out waiting for: {what}; problems: {:?}", host.problems()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "timed out waiting for: {what}; problems: {:?}",
+                host.problems()
+            )
+        });
 }
 
 fn serves(host: &PluginHost, version: &str) -> bool {
-    host.bundles().iter().any(|b| b.name == "greeter" && b.version == version)
+    host.bundles()
+        .iter()
+        .any(|b| b.name == "greeter" && b.version == version)
 }
 
 /// Spawns `call` and returns once it is running inside the guest.
-async fn start_in_flight(host: &PluginHost, call: NodeCall) -> tokio::task::JoinHandle<NodeOutcome> {
+async fn start_in_flight(
+    host: &PluginHost,
+    call: NodeCall,
+) -> tokio::task::JoinHandle<NodeOutcome> {
     let host = host.clone();
     let (started, is_started) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -57,7 +67,9 @@ async fn start_in_flight(host: &PluginHost, call: NodeCall) -> tokio::task::Join
         let _ = started.send(());
         running.await
     });
-    is_started.await.expect("the call started and is waiting inside the guest");
+    is_started
+        .await
+        .expect("the call started and is waiting inside the guest");
     task
 }
 
@@ -86,14 +98,23 @@ async fn a_swap_serves_new_calls_while_a_running_call_finishes_on_the_old_versio
     assert_eq!(greet(&host).await, json!("hello from greeter v1"));
 
     let in_flight = start_in_flight(&host, with_params("greet-slow", json!({"ms": 3000}))).await;
-    install(&path, &std::fs::read(bundle("testkit/greeter-v2.wasm")).unwrap());
+    install(
+        &path,
+        &std::fs::read(bundle("testkit/greeter-v2.wasm")).unwrap(),
+    );
     until(&host, "greeter 2.0.0 serving", |h| serves(h, "2.0.0")).await;
 
-    assert!(!in_flight.is_finished(), "the old call was still running during the swap");
+    assert!(
+        !in_flight.is_finished(),
+        "the old call was still running during the swap"
+    );
     assert_eq!(greet(&host).await, json!("hello from greeter v2"));
     assert!(!serves(&host, "1.0.0"));
     let finished = in_flight.await.unwrap();
-    assert_eq!(finished.result.unwrap().output, Some(json!("hello from greeter v1")));
+    assert_eq!(
+        finished.result.unwrap().output,
+        Some(json!("hello from greeter v1"))
+    );
 }
 
 #[tokio::test]
@@ -102,14 +123,24 @@ async fn a_corrupt_file_keeps_the_old_version_serving() {
     let _watching = host.watch().unwrap();
 
     install(&path, b"\0asm\x0d\0\x01\0this is not a component");
-    until(&host, "the broken file reported", |h| !h.problems().is_empty()).await;
+    until(&host, "the broken file reported", |h| {
+        !h.problems().is_empty()
+    })
+    .await;
     let problems = host.problems();
     assert_eq!(problems[0].path, path);
-    assert!(problems[0].error.contains("cannot compile bundle"), "{}", problems[0].error);
+    assert!(
+        problems[0].error.contains("cannot compile bundle"),
+        "{}",
+        problems[0].error
+    );
     assert!(serves(&host, "1.0.0"));
     assert_eq!(greet(&host).await, json!("hello from greeter v1"));
 
-    install(&path, &std::fs::read(bundle("testkit/greeter-v2.wasm")).unwrap());
+    install(
+        &path,
+        &std::fs::read(bundle("testkit/greeter-v2.wasm")).unwrap(),
+    );
     until(&host, "the fixed file serving", |h| serves(h, "2.0.0")).await;
     assert!(host.problems().is_empty());
     assert_eq!(greet(&host).await, json!("hello from greeter v2"));
@@ -128,8 +159,14 @@ async fn a_removed_bundle_stops_serving_but_pinned_runs_keep_it() {
     assert_eq!(gone.kind, FailureKind::Fatal);
     assert_eq!(gone.message, "Implementation for 'greet' not found.");
 
-    let pinned = NodeCall { pin: Some(v1), ..call("greet") };
-    assert_eq!(output(&host, pinned).await, Some(json!("hello from greeter v1")));
+    let pinned = NodeCall {
+        pin: Some(v1),
+        ..call("greet")
+    };
+    assert_eq!(
+        output(&host, pinned).await,
+        Some(json!("hello from greeter v1"))
+    );
 }
 
 #[tokio::test]
@@ -138,9 +175,15 @@ async fn a_new_bundle_is_picked_up() {
     let host = PluginHost::load(config(dir.path())).await.unwrap();
     assert!(host.bundles().is_empty());
     let _watching = host.watch().unwrap();
-    install(&dir.path().join("trivial.wasm"), &std::fs::read(bundle("testkit/trivial.wasm")).unwrap());
+    install(
+        &dir.path().join("trivial.wasm"),
+        &std::fs::read(bundle("testkit/trivial.wasm")).unwrap(),
+    );
     until(&host, "trivial serving", |h| h.implements("noop")).await;
-    assert_eq!(output(&host, with_input("noop", json!([1]))).await, Some(json!([1])));
+    assert_eq!(
+        output(&host, with_input("noop", json!([1]))).await,
+        Some(json!([1]))
+    );
 }
 
 #[tokio::test]
@@ -153,9 +196,7 @@ async fn reload_can_be_requested_without_a_watcher() {
     assert_eq!(greet(&host).await, json!("hello from greeter v2"));
 }
 
-#[allow(dead_code)]
-fn assert_send<T: Send>(_: T) {}
-
+/// Compile-time check: the engine can spawn calls on a multi-threaded runtime.
 #[allow(dead_code)]
 fn run_futures_are_send(host: &PluginHost) -> impl Future<Output = NodeOutcome> + Send + '_ {
     host.run(call("greet"))

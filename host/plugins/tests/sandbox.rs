@@ -20,7 +20,11 @@ async fn hostile() -> (PluginHost, tempfile::TempDir, String) {
 
 async fn still_healthy(host: &PluginHost) {
     let echoed = output(host, with_input("echo", json!({"still": "fine"}))).await;
-    assert_eq!(echoed, Some(json!({"still": "fine"})), "the next call works");
+    assert_eq!(
+        echoed,
+        Some(json!({"still": "fine"})),
+        "the next call works"
+    );
 }
 
 #[tokio::test]
@@ -33,7 +37,11 @@ async fn an_endless_loop_is_stopped_by_the_cpu_limit() {
         failure.message,
         format!("{label}, node type 'spin': CPU time limit of 200 ms exceeded")
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "stopped promptly: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly: {:?}",
+        started.elapsed()
+    );
     still_healthy(&host).await;
 }
 
@@ -44,7 +52,13 @@ async fn the_default_time_limit_applies_without_a_node_timeout() {
     config.default_timeout = Duration::from_millis(150);
     let host = PluginHost::load(config).await.unwrap();
     let failure = failure(&host, call("spin")).await;
-    assert!(failure.message.ends_with("CPU time limit of 150 ms exceeded"), "{}", failure.message);
+    assert!(
+        failure
+            .message
+            .ends_with("CPU time limit of 150 ms exceeded"),
+        "{}",
+        failure.message
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -57,9 +71,15 @@ async fn a_spinning_guest_yields_so_other_calls_keep_running() {
     // On this single-threaded runtime the echo calls only run if the
     // spinning guest yields at its epoch ticks.
     for n in 0..20 {
-        assert_eq!(output(&host, with_input("echo", json!(n))).await, Some(json!(n)));
+        assert_eq!(
+            output(&host, with_input("echo", json!(n))).await,
+            Some(json!(n))
+        );
     }
-    assert!(!spinner.is_finished(), "the echo calls ran while the guest was spinning");
+    assert!(
+        !spinner.is_finished(),
+        "the echo calls ran while the guest was spinning"
+    );
     let spun = spinner.await.unwrap();
     assert!(spun.result.unwrap_err().message.contains("CPU time limit"));
 }
@@ -77,7 +97,11 @@ async fn unbounded_allocation_is_stopped_by_the_memory_limit() {
         "bundle {}@{}, node type 'hog': memory limit of 32 MiB exceeded",
         bundle.name, bundle.version
     );
-    assert!(failure.message.starts_with(&expected), "{}", failure.message);
+    assert!(
+        failure.message.starts_with(&expected),
+        "{}",
+        failure.message
+    );
     still_healthy(&host).await;
 }
 
@@ -91,9 +115,15 @@ async fn files_sockets_and_environment_are_denied() {
 
     let socket = output(&host, call("open-socket")).await.unwrap();
     assert_eq!(socket["ok"], json!(false), "{socket}");
-    assert!(socket["error"].as_str().is_some_and(|e| !e.is_empty()), "{socket}");
+    assert!(
+        socket["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{socket}"
+    );
 
-    assert!(std::env::vars().next().is_some(), "the host itself has environment variables");
+    assert!(
+        std::env::vars().next().is_some(),
+        "the host itself has environment variables"
+    );
     let env = output(&host, call("read-env")).await.unwrap();
     assert_eq!(env, json!({}), "the guest sees none of them");
 }
@@ -104,11 +134,19 @@ async fn a_panic_becomes_a_node_error_and_the_next_call_succeeds() {
     let failure = failure(&host, call("panic")).await;
     assert_eq!(failure.kind, FailureKind::Retryable);
     assert!(
-        failure.message.starts_with(&format!("{label}, node type 'panic': the node panicked")),
+        failure
+            .message
+            .starts_with(&format!("{label}, node type 'panic': the node panicked")),
         "{}",
         failure.message
     );
-    assert!(failure.message.contains("hostile bundle: panicking on purpose"), "{}", failure.message);
+    assert!(
+        failure
+            .message
+            .contains("hostile bundle: panicking on purpose"),
+        "{}",
+        failure.message
+    );
     still_healthy(&host).await;
 }
 
@@ -118,11 +156,17 @@ async fn output_that_is_not_json_is_a_fatal_failure() {
     let failure = failure(&host, call("bad-output")).await;
     assert_eq!(failure.kind, FailureKind::Fatal);
     assert!(
-        failure.message.starts_with(&format!("{label}, node type 'bad-output': the output is not valid JSON")),
+        failure.message.starts_with(&format!(
+            "{label}, node type 'bad-output': the output is not valid JSON"
+        )),
         "{}",
         failure.message
     );
-    assert!(failure.message.contains("this is {not JSON"), "quotes the output: {}", failure.message);
+    assert!(
+        failure.message.contains("this is {not JSON"),
+        "quotes the output: {}",
+        failure.message
+    );
     still_healthy(&host).await;
 }
 
@@ -133,13 +177,25 @@ async fn output_over_the_limit_is_a_fatal_failure() {
     config.max_output_bytes = 64 << 10;
     let host = PluginHost::load(config).await.unwrap();
 
-    let fits = output(&host, with_params("big-output", json!({"bytes": 60_000}))).await.unwrap();
+    let fits = output(&host, with_params("big-output", json!({"bytes": 60_000})))
+        .await
+        .unwrap();
     assert_eq!(fits.as_str().map(str::len), Some(60_000));
 
     let failure = failure(&host, with_params("big-output", json!({"bytes": 200_000}))).await;
     assert_eq!(failure.kind, FailureKind::Fatal);
-    assert!(failure.message.contains("node type 'big-output'"), "{}", failure.message);
-    assert!(failure.message.contains("more than the limit of 65536 bytes"), "{}", failure.message);
+    assert!(
+        failure.message.contains("node type 'big-output'"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure
+            .message
+            .contains("more than the limit of 65536 bytes"),
+        "{}",
+        failure.message
+    );
     still_healthy(&host).await;
 }
 
@@ -162,11 +218,17 @@ async fn config_values_are_visible_only_when_granted() {
 #[tokio::test]
 async fn context_writes_are_bounded_by_the_quota() {
     let (host, _dir, _) = hostile().await;
-    let outcome = host.run(with_params("ctx-write-many", json!({"count": 10}))).await;
+    let outcome = host
+        .run(with_params("ctx-write-many", json!({"count": 10})))
+        .await;
     assert_eq!(outcome.result.unwrap().output, Some(json!(10)));
     assert_eq!(outcome.context.into_changes().len(), 10);
 
-    let flood = failure(&host, with_params("ctx-write-many", json!({"count": 5_000}))).await;
+    let flood = failure(
+        &host,
+        with_params("ctx-write-many", json!({"count": 5_000})),
+    )
+    .await;
     assert!(flood.message.contains("quota"), "{flood:?}");
     still_healthy(&host).await;
 }

@@ -56,8 +56,14 @@ pub fn shared_cache_dir() -> PathBuf {
 /// A host over a fresh plugins directory holding `bundles`.
 pub async fn host_with(bundles: &[&str]) -> (PluginHost, TempDir) {
     let dir = plugins_dir(bundles);
-    let host = PluginHost::load(config(dir.path())).await.expect("load plugins");
-    assert!(host.problems().is_empty(), "load problems: {:?}", host.problems());
+    let host = PluginHost::load(config(dir.path()))
+        .await
+        .expect("load plugins");
+    assert!(
+        host.problems().is_empty(),
+        "load problems: {:?}",
+        host.problems()
+    );
     (host, dir)
 }
 
@@ -78,11 +84,17 @@ pub fn call(uses: &str) -> NodeCall {
 }
 
 pub fn with_params(uses: &str, params: Value) -> NodeCall {
-    NodeCall { params, ..call(uses) }
+    NodeCall {
+        params,
+        ..call(uses)
+    }
 }
 
 pub fn with_input(uses: &str, input: Value) -> NodeCall {
-    NodeCall { input: Some(input), ..call(uses) }
+    NodeCall {
+        input: Some(input),
+        ..call(uses)
+    }
 }
 
 pub fn with_timeout(mut call: NodeCall, ms: u64) -> NodeCall {
@@ -92,7 +104,9 @@ pub fn with_timeout(mut call: NodeCall, ms: u64) -> NodeCall {
 
 /// A node context over `snapshot` (a JSON object).
 pub fn context(snapshot: Value) -> NodeContext {
-    let Value::Object(map) = snapshot else { panic!("context must be an object") };
+    let Value::Object(map) = snapshot else {
+        panic!("context must be an object")
+    };
     NodeContext::new(Arc::new(map))
 }
 
