@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/build-plugins.sh
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -26,6 +26,9 @@ pub enum BuiltinOutcome {
         output: Option<Value>,
         wake_after: Duration,
     },
+    /// Not finished yet: `dynamic_nodes` are added and feed this node, which
+    /// waits for them (keeping the arrivals it has) and then runs again.
+    Reopen { dynamic_nodes: Vec<NodeDefinition> },
     /// Runs `blueprint_id` as a child run with `initial` context; the node
     /// finishes when the child does.
     Subflow {
@@ -83,7 +86,7 @@ pub fn execute(
             }))
         }
         "batch-scatter" => scatter(node, &params, input, context).map(BuiltinOutcome::Done),
-        "batch-gather" => gather(node, &params, context).map(BuiltinOutcome::Done),
+        "batch-gather" => gather(plan, node, &params, context),
         "subflow" => subflow(plans, node, &params, input, context),
         "webhook" => Err(NodeFailure::fatal(format!(
             "Node '{}': webhook nodes are not supported by flowcraft-host (the Azure adapter has no webhook registration); use a 'wait' node and resume it",
@@ -169,7 +172,10 @@ fn scatter(
             )));
         }
     };
-    let index_key = format!("{}_currentIndex", node.id);
+    // Follow-up rounds of a chunked batch run as dynamic scatter nodes that
+    // carry the original scatter's id, whose keys they continue.
+    let scatter_id = required_str(params, "scatterId").unwrap_or(&node.id);
+    let index_key = format!("{scatter_id}_currentIndex");
     let start = context.get(&index_key).and_then(Value::as_u64).unwrap_or(0) as usize;
     let chunk = params
         .get("chunkSize")
@@ -177,19 +183,13 @@ fn scatter(
         .filter(|c| *c > 0)
         .map(|c| c as usize)
         .unwrap_or(items.len());
-    let end = items.len().min(start + chunk);
-    if end < items.len() {
-        return Err(NodeFailure::fatal(format!(
-            "Node '{}': batches larger than chunkSize ({chunk} of {} items) are not supported yet; remove chunkSize or raise it to the item count",
-            node.id,
-            items.len()
-        )));
-    }
+    let end = items.len().min(start.saturating_add(chunk));
+    let has_more = end < items.len();
     let batch_id = uuid::Uuid::new_v4().to_string();
     let mut workers = Vec::new();
     let mut worker_ids = Vec::new();
     for (index, item) in items.into_iter().enumerate().take(end).skip(start) {
-        let item_key = format!("_batch.{}_{batch_id}_item_{index}", node.id);
+        let item_key = format!("_batch.{scatter_id}_{batch_id}_item_{index}");
         write(context, &item_key, item)?;
         let id = format!("{worker}_{batch_id}_{index}");
         worker_ids.push(Value::String(id.clone()));
@@ -203,7 +203,7 @@ fn scatter(
         });
     }
     write(context, &index_key, json!(end))?;
-    write(context, &format!("{gather}_hasMore"), json!(false))?;
+    write(context, &format!("{gather}_hasMore"), json!(has_more))?;
     let ids_key = format!("{gather}_allWorkerIds");
     let mut all_ids = context
         .get(&ids_key)
@@ -213,18 +213,25 @@ fn scatter(
     all_ids.extend(worker_ids);
     write(context, &ids_key, Value::Array(all_ids))?;
     Ok(NodeSuccess {
-        output: Some(json!({"gatherNodeId": gather, "hasMore": false})),
+        output: Some(json!({"gatherNodeId": gather, "hasMore": has_more})),
         action: None,
         dynamic_nodes: workers,
     })
 }
 
 fn gather(
+    plan: &Plan,
     node: &NodeDefinition,
     params: &Value,
     context: &mut NodeContext,
-) -> Result<NodeSuccess, NodeFailure> {
+) -> Result<BuiltinOutcome, NodeFailure> {
     let gather_id = required_str(params, "gatherNodeId").unwrap_or(&node.id);
+    if context
+        .get(&format!("{gather_id}_hasMore"))
+        .is_some_and(crate::expression::is_truthy)
+    {
+        return next_round(plan, node, gather_id, context);
+    }
     let output_key_name = required_str(params, "outputKey")
         .unwrap_or(&node.id)
         .to_owned();
@@ -239,10 +246,53 @@ fn gather(
         })
         .unwrap_or_default();
     write(context, &output_key_name, Value::Array(results.clone()))?;
-    Ok(NodeSuccess {
+    Ok(BuiltinOutcome::Done(NodeSuccess {
         output: Some(Value::Array(results)),
         action: None,
         dynamic_nodes: vec![],
+    }))
+}
+
+/// A chunked batch has items left: add a scatter node for the next chunk
+/// (continuing the original scatter's index) and wait for its workers too.
+fn next_round(
+    plan: &Plan,
+    node: &NodeDefinition,
+    gather_id: &str,
+    context: &mut NodeContext,
+) -> Result<BuiltinOutcome, NodeFailure> {
+    let Some(scatter) = plan.blueprint.nodes.iter().find(|candidate| {
+        candidate.uses == "batch-scatter"
+            && candidate
+                .params
+                .as_ref()
+                .and_then(|p| p.get("gatherNodeId"))
+                .and_then(Value::as_str)
+                == Some(gather_id)
+    }) else {
+        return Err(NodeFailure::fatal(format!(
+            "Node '{}': the batch has more items but no batch-scatter node names '{gather_id}' as its gatherNodeId",
+            node.id
+        )));
+    };
+    let round = context
+        .get(&format!("{}_currentIndex", scatter.id))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let mut params = scatter.params_or_empty();
+    if let Value::Object(fields) = &mut params {
+        fields.insert("scatterId".into(), Value::String(scatter.id.clone()));
+    }
+    write(context, &format!("{gather_id}_hasMore"), json!(false))?;
+    Ok(BuiltinOutcome::Reopen {
+        dynamic_nodes: vec![NodeDefinition {
+            id: format!("{}_next_{round}", scatter.id),
+            uses: "batch-scatter".into(),
+            params: Some(params),
+            inputs: scatter.inputs.clone(),
+            config: None,
+            extra: Map::new(),
+        }],
     })
 }
 

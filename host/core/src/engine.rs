@@ -130,6 +130,7 @@ enum Attempt {
     Success(NodeSuccess),
     Wait(Option<Value>, AwaitReason, Option<Duration>),
     Subflow(String, ContextMap),
+    Reopen(Vec<NodeDefinition>),
     Failure(NodeFailure),
 }
 
@@ -279,6 +280,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 self.start_child(&plan, job, &node, child_blueprint, initial)
                     .await
             }
+            Attempt::Reopen(dynamic_nodes) => {
+                self.reopen(&plan, &job.run_id, &node, changes, dynamic_nodes)
+                    .await
+            }
             Attempt::Failure(failure) => self.failed(&plan, job, &node, failure).await,
         }
     }
@@ -403,6 +408,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             let changes = context.into_changes();
             let attempt = match outcome {
                 Ok(BuiltinOutcome::Done(success)) => Attempt::Success(success),
+                Ok(BuiltinOutcome::Reopen { dynamic_nodes }) => Attempt::Reopen(dynamic_nodes),
                 Ok(BuiltinOutcome::Wait { output }) => {
                     Attempt::Wait(output, AwaitReason::ExternalEvent, None)
                 }
@@ -564,9 +570,36 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .map(str::to_owned),
             dynamic_nodes: success.dynamic_nodes,
             rearm,
+            reopen: false,
         };
         let blueprint = &plan.blueprint;
         let analysis = &plan.analysis;
+        let node_id = node.id.clone();
+        self.settle(plan, run_id, move |p| {
+            p.complete(blueprint, analysis, &node_id, &completion)
+        })
+        .await
+    }
+
+    /// A node that is not finished adds `dynamic_nodes` and waits for them.
+    async fn reopen(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        node: &NodeDefinition,
+        changes: Vec<ContextChange>,
+        dynamic_nodes: Vec<NodeDefinition>,
+    ) -> Result<(), EngineError> {
+        self.backend.apply_changes(run_id, &changes).await?;
+        let completion = Completion {
+            sources: vec![node.id.clone()],
+            taken: Default::default(),
+            dynamic_nodes,
+            gather: Some(node.id.clone()),
+            rearm: Default::default(),
+            reopen: true,
+        };
+        let (blueprint, analysis) = (&plan.blueprint, &plan.analysis);
         let node_id = node.id.clone();
         self.settle(plan, run_id, move |p| {
             p.complete(blueprint, analysis, &node_id, &completion)

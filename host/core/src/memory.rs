@@ -237,11 +237,7 @@ impl CoordinationStore for MemoryBackend {
         Ok(self.lock().progress.get(run_id).cloned())
     }
 
-    async fn update_progress<T, F>(
-        &self,
-        run_id: &str,
-        change: F,
-    ) -> Result<Option<T>, StoreError>
+    async fn update_progress<T, F>(&self, run_id: &str, change: F) -> Result<Option<T>, StoreError>
     where
         T: Send + 'static,
         F: FnMut(&mut RunProgress) -> T + Send,

@@ -192,6 +192,9 @@ pub struct Completion {
     pub gather: Option<String>,
     /// Nodes to re-arm first (a loop controller that continues: its body and itself).
     pub rearm: BTreeSet<String>,
+    /// The node is not finished: it goes back to waiting (keeping its
+    /// arrivals) for the dynamic nodes it added, and routes nothing now.
+    pub reopen: bool,
 }
 
 /// The graph a run executes: the blueprint plus its dynamic additions.
@@ -321,6 +324,19 @@ impl RunProgress {
             }
         }
         self.leave(node, NodeStatus::Done);
+        if completion.reopen && !self.state.is_terminal() {
+            self.nodes.entry(node.to_owned()).or_default().status = NodeStatus::Waiting;
+            self.add_dynamic(blueprint, node, completion);
+            let targets = self.graph(blueprint, analysis).dynamic_targets(node);
+            let arrivals = targets
+                .into_iter()
+                .filter(|target| self.status(target) == NodeStatus::Waiting && target != node)
+                .map(|target| (node.to_owned(), target, true))
+                .collect();
+            self.deliver(blueprint, analysis, arrivals, &mut advance);
+            self.conclude(&mut advance);
+            return advance;
+        }
         for id in &completion.rearm {
             let entry = self.nodes.entry(id.clone()).or_default();
             entry.generation += 1;
@@ -597,6 +613,7 @@ mod tests {
             dynamic_nodes: vec![],
             gather: None,
             rearm: BTreeSet::new(),
+            reopen: false,
         }
     }
 

@@ -66,7 +66,7 @@ fn main() {
     for (label, uses, input, calls) in cases {
         let samples = single.block_on(per_call(&host, &snapshot, uses, input, calls));
         println!(
-            "{label:<44} {:>9} {:>9} {calls:>9}",
+            "{label:<48} {:>9} {:>9} {calls:>9}",
             micros(percentile(&samples, 0.50)),
             micros(percentile(&samples, 0.99))
         );
@@ -101,11 +101,11 @@ fn main() {
         throughput(&host).await
     });
     println!(
-        "{:<44} {:>9}",
+        "{:<48} {:>9}",
         format!("trivial calls/s, 2 worker threads, {CONCURRENT_TASKS} tasks"),
         format!("{:.0}k", rate / 1000.0)
     );
-    println!("{:<44} {:>9}", "  (calls completed)", completed);
+    println!("{:<48} {:>9}", "  (calls completed)", completed);
     println!();
     println!(
         "budget: p50 <= 25 us (trivial, 1 KiB), cache load <= 5 ms, >= 50k trivial calls/s on 2 cores"

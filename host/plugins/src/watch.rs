@@ -41,6 +41,11 @@ pub(crate) fn start(host: &PluginHost) -> Result<WatchGuard, PluginError> {
         path: dir.clone(),
         source,
     };
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        watch_error(notify::Error::generic(
+            "watching needs a tokio runtime; call PluginHost::watch from async code",
+        ))
+    })?;
     let (sender, events) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = sender.send(event);
@@ -49,7 +54,7 @@ pub(crate) fn start(host: &PluginHost) -> Result<WatchGuard, PluginError> {
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(watch_error)?;
-    let task = tokio::spawn(reload_on_change(
+    let task = runtime.spawn(reload_on_change(
         std::sync::Arc::downgrade(&host.inner),
         events,
     ));
