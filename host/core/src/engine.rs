@@ -213,28 +213,30 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     /// Handles one job.
     pub async fn handle(&self, job: &Job) -> Result<(), EngineError> {
         let plan = self.plan(&job.blueprint_id)?;
-        let Some(progress) = self.backend.load_progress(&job.run_id).await? else {
+        let view = self
+            .backend
+            .read_progress(&job.run_id, |p| JobView::of(p, &job.node_id))
+            .await?;
+        let Some(view) = view else {
             warn!(run = %job.run_id, node = %job.node_id, "job for an unknown run dropped");
             return Ok(());
         };
-        if progress.state.is_terminal() {
-            return self.ensure_published(&progress).await;
+        if view.state.is_terminal() || job.signal.is_some() {
+            let progress = self
+                .backend
+                .load_progress(&job.run_id)
+                .await?
+                .ok_or_else(|| EngineError::UnknownRun(job.run_id.clone()))?;
+            return match job.signal {
+                _ if view.state.is_terminal() => self.ensure_published(&progress).await,
+                Some(JobSignal::Wake) => self.wake(&plan, &progress, &job.node_id).await,
+                _ => self.collect_child(&plan, &progress, &job.node_id).await,
+            };
         }
-        match job.signal {
-            Some(JobSignal::Wake) => return self.wake(&plan, &progress, &job.node_id).await,
-            Some(JobSignal::Child) => {
-                return self.collect_child(&plan, &progress, &job.node_id).await;
-            }
-            None => {}
-        }
-        match progress.status(&job.node_id) {
-            NodeStatus::Scheduled => {}
-            _ => return Ok(()),
-        }
-        if progress.children.contains_key(&job.node_id) {
+        if view.status != NodeStatus::Scheduled || view.has_child {
             return Ok(());
         }
-        let Some(node) = self.definition(&plan, &progress, &job.node_id) else {
+        let Some(node) = plan.blueprint.node(&job.node_id).cloned().or(view.dynamic) else {
             let message = format!(
                 "Node '{}' not found in blueprint '{}'.",
                 job.node_id, plan.blueprint.id
@@ -243,18 +245,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .settle(&plan, &job.run_id, |p| p.fail_run(&job.node_id, &message))
                 .await;
         };
-        let snapshot = self
-            .backend
-            .load_context(&job.run_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownRun(job.run_id.clone()))?
-            .values;
-        let stands_in_for = progress.stand_ins.get(&node.id).cloned();
+        let snapshot = self.load_snapshot(&job.run_id).await?;
         let (attempt, changes) = match self.recorded_result(&node, &snapshot) {
             Some(success) => (Attempt::Success(success), Vec::new()),
             None => {
-                self.attempt(&plan, &progress, &node, job, snapshot.clone())
-                    .await
+                let pin = view.pins.get(&node.uses).cloned();
+                self.attempt(&plan, pin, &node, job, snapshot.clone()).await
             }
         };
         match attempt {
@@ -263,8 +259,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     &plan,
                     &job.run_id,
                     &node,
-                    stands_in_for.as_deref(),
-                    &snapshot,
+                    view.stand_in.as_deref(),
+                    snapshot,
                     changes,
                     success,
                 )
@@ -395,7 +391,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     async fn attempt(
         &self,
         plan: &Plan,
-        progress: &RunProgress,
+        pin: Option<String>,
         node: &NodeDefinition,
         job: &Job,
         snapshot: Arc<ContextMap>,
@@ -442,7 +438,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             attempt: job.attempt(),
             input,
             params: node.params_or_empty(),
-            pin: progress.pins.get(&node.uses).cloned(),
+            pin,
             timeout,
             context,
         };
@@ -481,7 +477,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         run_id: &str,
         node: &NodeDefinition,
         stands_in_for: Option<&str>,
-        snapshot: &ContextMap,
+        snapshot: Arc<ContextMap>,
         mut changes: Vec<ContextChange>,
         success: NodeSuccess,
     ) -> Result<(), EngineError> {
@@ -517,9 +513,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     && (condition.is_some() || transform.is_some())
             });
         let view = if has_expressions && !changes.is_empty() {
-            std::borrow::Cow::Owned(overlay(snapshot, &changes))
+            std::borrow::Cow::Owned(overlay(&snapshot, &changes))
         } else {
-            std::borrow::Cow::Borrowed(snapshot)
+            std::borrow::Cow::Borrowed(snapshot.as_ref())
         };
         let routing = routing::route(
             plan,
@@ -531,6 +527,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             },
             &view,
         );
+        // Release the snapshot before writing, so an in-memory store can
+        // update the context in place instead of copying it.
+        drop(view);
+        drop(snapshot);
         if !continues {
             changes.push(ContextChange::Set {
                 key: output_key(&node.id),
@@ -722,7 +722,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     &progress.run_id,
                     &node,
                     stands_in_for,
-                    &snapshot,
+                    snapshot,
                     changes,
                     NodeSuccess {
                         output: Some(output),
@@ -817,7 +817,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             &progress.run_id,
             &node,
             stands_in_for,
-            &snapshot,
+            snapshot,
             changes,
             NodeSuccess {
                 output,
@@ -987,6 +987,32 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             self.backend.enqueue(job, Duration::ZERO).await?;
         }
         Ok(())
+    }
+}
+
+/// What handling a job needs from its run's progress record.
+struct JobView {
+    state: RunState,
+    status: NodeStatus,
+    /// A subflow node whose child run exists already.
+    has_child: bool,
+    /// The failed node this node stands in for as its fallback.
+    stand_in: Option<String>,
+    /// The node's definition when it was added at runtime.
+    dynamic: Option<NodeDefinition>,
+    pins: crate::runner::Pins,
+}
+
+impl JobView {
+    fn of(progress: &RunProgress, node: &str) -> Self {
+        Self {
+            state: progress.state,
+            status: progress.status(node),
+            has_child: progress.children.contains_key(node),
+            stand_in: progress.stand_ins.get(node).cloned(),
+            dynamic: progress.dynamic_node(node).cloned(),
+            pins: progress.pins.clone(),
+        }
     }
 }
 

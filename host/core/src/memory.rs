@@ -28,7 +28,7 @@ use crate::store::{
 /// Everything the embedded stores hold, serializable.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MemorySnapshot {
-    pub contexts: HashMap<String, ContextMap>,
+    pub contexts: HashMap<String, Arc<ContextMap>>,
     pub progress: HashMap<String, RunProgress>,
     pub statuses: HashMap<String, RunStatusRecord>,
 }
@@ -162,7 +162,7 @@ impl ContextStore for MemoryBackend {
                 format!("context of run '{run_id}' exists"),
             ));
         }
-        state.contexts.insert(run_id.to_owned(), initial);
+        state.contexts.insert(run_id.to_owned(), Arc::new(initial));
         Ok(())
     }
 
@@ -172,7 +172,7 @@ impl ContextStore for MemoryBackend {
             .contexts
             .get(run_id)
             .map(|values| StoredContext {
-                values: Arc::new(values.clone()),
+                values: values.clone(),
             }))
     }
 
@@ -182,7 +182,8 @@ impl ContextStore for MemoryBackend {
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        let context = state.contexts.entry(run_id.to_owned()).or_default();
+        // Copy-on-write: copies only while a job still holds an older snapshot.
+        let context = Arc::make_mut(state.contexts.entry(run_id.to_owned()).or_default());
         for change in changes {
             change.apply_to(context);
         }
@@ -237,6 +238,14 @@ impl CoordinationStore for MemoryBackend {
         Ok(self.lock().progress.get(run_id).cloned())
     }
 
+    async fn read_progress<T, F>(&self, run_id: &str, read: F) -> Result<Option<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&RunProgress) -> T + Send,
+    {
+        Ok(self.lock().progress.get(run_id).map(read))
+    }
+
     async fn update_progress<T, F>(&self, run_id: &str, change: F) -> Result<Option<T>, StoreError>
     where
         T: Send + 'static,
@@ -271,9 +280,8 @@ pub async fn drive<R: NodeRunner>(
         if tasks.is_empty() {
             let state = engine
                 .backend()
-                .load_progress(run_id)
+                .read_progress(run_id, |p| p.state)
                 .await?
-                .map(|p| p.state)
                 .unwrap_or(RunState::Failed);
             let queue_idle = receiver.receiver.is_empty();
             let timers_pending = engine.backend().pending_timers() > 0;

@@ -157,6 +157,16 @@ pub trait CoordinationStore: Send + Sync + 'static {
         &self,
         run_id: &str,
     ) -> impl Future<Output = Result<Option<RunProgress>, StoreError>> + Send;
+    /// Reads what `read` extracts from the run's record (without copying
+    /// the whole record where the store can avoid it).
+    fn read_progress<T, F>(
+        &self,
+        run_id: &str,
+        read: F,
+    ) -> impl Future<Output = Result<Option<T>, StoreError>> + Send
+    where
+        T: Send + 'static,
+        F: FnOnce(&RunProgress) -> T + Send;
     /// Applies `change` to the run's record atomically (compare-and-set,
     /// retried on conflict, so `change` may run more than once and must
     /// depend only on the record). `None` if the run has no record.
