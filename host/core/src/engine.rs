@@ -38,7 +38,7 @@ use crate::progress::{
 };
 use crate::routing::{self, RoutedResult, action_key, output_key};
 use crate::runner::{NodeCall, NodeFailure, NodeRunner, NodeSuccess};
-use crate::store::{Backend, Job, JobSignal, StoreError};
+use crate::store::{Backend, Job, JobSignal, MAX_JOB_DELAY, StoreError};
 
 /// Context key listing paused nodes (upstream-compatible).
 pub const AWAITING_IDS_KEY: &str = "_awaitingNodeIds";
@@ -343,6 +343,45 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         })
     }
 
+    /// Gets a run moving again after jobs were lost (a worker crashed between
+    /// settling a node and enqueueing its successors, say): re-enqueues every
+    /// scheduled node, wakes overdue timers, re-checks subflow children and
+    /// re-publishes a terminal state. Returns the nodes it enqueued. Unlike
+    /// upstream's reconcile it never runs a node on a path that was not taken,
+    /// a failed node or an awaiting one.
+    pub async fn reconcile(&self, run_id: &str) -> Result<Vec<String>, EngineError> {
+        let progress = self
+            .backend
+            .load_progress(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        if progress.state.is_terminal() {
+            self.ensure_published(&progress).await?;
+            return Ok(Vec::new());
+        }
+        let mut enqueued = Vec::new();
+        for node in &progress.pending {
+            let mut job = Job::new(run_id, &progress.blueprint_id, node);
+            if progress.children.contains_key(node) {
+                job.signal = Some(JobSignal::Child);
+            }
+            self.backend.enqueue(job, Duration::ZERO).await?;
+            enqueued.push(node.clone());
+        }
+        for (node, reason) in &progress.awaiting {
+            if let AwaitReason::Timer { wake_up_at } = reason
+                && time_until(wake_up_at).is_zero()
+            {
+                let mut job = Job::new(run_id, &progress.blueprint_id, node);
+                job.signal = Some(JobSignal::Wake);
+                self.backend.enqueue(job, Duration::ZERO).await?;
+                enqueued.push(node.clone());
+            }
+        }
+        self.backend.touch(run_id).await?;
+        Ok(enqueued)
+    }
+
     /// Cancels a run: queued jobs of it are dropped when they arrive.
     pub async fn cancel(&self, run_id: &str) -> Result<(), EngineError> {
         let progress = self
@@ -636,7 +675,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         if let Some(delay) = wake_after {
             let mut wake = Job::new(&job.run_id, &job.blueprint_id, &node.id);
             wake.signal = Some(JobSignal::Wake);
-            self.backend.enqueue(wake, delay).await?;
+            self.backend.enqueue(wake, delay.min(MAX_JOB_DELAY)).await?;
         }
         Ok(())
     }
@@ -766,7 +805,14 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         node_id: &str,
     ) -> Result<(), EngineError> {
         match progress.awaiting.get(node_id) {
-            Some(AwaitReason::Timer { .. }) => {
+            Some(AwaitReason::Timer { wake_up_at }) => {
+                let left = time_until(wake_up_at);
+                if !left.is_zero() {
+                    // Delays are capped (MAX_JOB_DELAY): wait another step.
+                    let mut again = Job::new(&progress.run_id, &plan.blueprint.id, node_id);
+                    again.signal = Some(JobSignal::Wake);
+                    return Ok(self.backend.enqueue(again, left.min(MAX_JOB_DELAY)).await?);
+                }
                 self.resume_node(plan, progress, node_id, None, None, Vec::new())
                     .await
             }
@@ -857,7 +903,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             let mut retry = job.clone();
             retry.attempt = Some(attempt + 1);
             retry.signal = None;
-            self.backend.enqueue(retry, delay).await?;
+            self.backend
+                .enqueue(retry, delay.min(MAX_JOB_DELAY))
+                .await?;
             return Ok(());
         }
         let message =
@@ -1014,6 +1062,18 @@ impl JobView {
             pins: progress.pins.clone(),
         }
     }
+}
+
+/// Time left until an RFC 3339 instant (zero when it has passed or does not parse).
+pub fn time_until(instant: &str) -> Duration {
+    let Ok(at) =
+        time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339)
+    else {
+        return Duration::ZERO;
+    };
+    (at - time::OffsetDateTime::now_utc())
+        .try_into()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// `snapshot` with `changes` applied (only built when a result is routed).

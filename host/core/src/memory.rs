@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tracing::error;
 
 use crate::context::{ContextChange, ContextMap};
-use crate::engine::{Engine, EngineError, RunReport};
+use crate::engine::{Engine, EngineError, RunReport, time_until};
 use crate::progress::{AwaitReason, RunProgress, RunState};
 use crate::runner::NodeRunner;
 use crate::store::{
@@ -96,7 +96,7 @@ impl MemoryBackend {
                                 let mut job =
                                     Job::new(&progress.run_id, &progress.blueprint_id, node);
                                 job.signal = Some(JobSignal::Wake);
-                                Some((job, until(wake_up_at)))
+                                Some((job, time_until(wake_up_at)))
                             }
                             _ => None,
                         })
@@ -129,17 +129,6 @@ impl JobReceiver {
     pub fn try_recv(&mut self) -> Result<Job, mpsc::error::TryRecvError> {
         self.receiver.try_recv()
     }
-}
-
-/// Time left until an RFC 3339 instant (zero if past or unparsable).
-fn until(instant: &str) -> Duration {
-    let Ok(at) =
-        time::OffsetDateTime::parse(instant, &time::format_description::well_known::Rfc3339)
-    else {
-        return Duration::ZERO;
-    };
-    let left = at - time::OffsetDateTime::now_utc();
-    left.try_into().unwrap_or(Duration::ZERO)
 }
 
 fn now_seconds() -> i64 {
@@ -219,6 +208,13 @@ impl StatusStore for MemoryBackend {
 
     async fn read_status(&self, run_id: &str) -> Result<Option<RunStatusRecord>, StoreError> {
         Ok(self.lock().statuses.get(run_id).cloned())
+    }
+
+    async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
+        if let Some(status) = self.lock().statuses.get_mut(run_id) {
+            status.last_updated = now_seconds();
+        }
+        Ok(())
     }
 }
 

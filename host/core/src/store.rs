@@ -79,6 +79,11 @@ impl Job {
     }
 }
 
+/// The longest a queued job may stay invisible (Azure Queue Storage's limit).
+/// Longer delays (a `sleep` of weeks) are reached in steps: the engine
+/// re-enqueues a wake-up job that arrives before its time.
+pub const MAX_JOB_DELAY: Duration = Duration::from_secs(7 * 24 * 3_600);
+
 /// Where jobs go.
 pub trait JobQueue: Send + Sync + 'static {
     /// Enqueues `job`, invisible for `delay`.
@@ -144,6 +149,9 @@ pub trait StatusStore: Send + Sync + 'static {
         &self,
         run_id: &str,
     ) -> impl Future<Output = Result<Option<RunStatusRecord>, StoreError>> + Send;
+    /// Marks a running run as alive (`lastUpdated` = now) so that the
+    /// reconciler does not take it for stalled.
+    fn touch(&self, run_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Where run progress records live; every change is atomic.

@@ -164,3 +164,32 @@ async fn a_failure_is_final_and_reported_once() {
     );
     assert!(!report.context.contains_key("_outputs.B"));
 }
+
+/// A job lost between settling and enqueueing (a crash) leaves its node
+/// scheduled; reconcile sends it again, and nothing else.
+#[tokio::test]
+async fn reconcile_resends_lost_jobs_and_nothing_else() {
+    let (engine, mut receiver, id) = engine(DIAMOND);
+    let run = engine
+        .start_run(&id, None, ContextMap::new())
+        .await
+        .unwrap();
+    let start = receiver.try_recv().expect("the start job");
+    engine.handle(&start).await.unwrap();
+    let lost: Vec<String> = std::iter::from_fn(|| receiver.try_recv().ok())
+        .map(|job| job.node_id)
+        .collect();
+    assert_eq!(lost, vec!["B", "C"]);
+    let mut resent = engine.reconcile(&run).await.unwrap();
+    resent.sort();
+    assert_eq!(resent, vec!["B", "C"]);
+    let report = memory::drive(&engine, &mut receiver, &run, 2, TimerPolicy::Wait)
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Completed);
+    assert_eq!(report.context["seen"], json!(1));
+    assert!(
+        engine.reconcile(&run).await.unwrap().is_empty(),
+        "a finished run needs nothing"
+    );
+}
