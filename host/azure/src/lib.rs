@@ -1,0 +1,4 @@
+//! Azure stores for flowcraft-host: the engine's job queue on Azure Queue
+//! Storage, run contexts and statuses on Cosmos DB, run progress on Redis.
+//! Wire-compatible with `@flowcraft/azure-adapter`: queue messages, document
+//! shapes and upstream Redis keys are upstream's; new mechanisms use new keys.
