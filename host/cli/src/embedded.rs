@@ -11,15 +11,14 @@ use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::memory::{self, JobReceiver, MemoryBackend, MemorySnapshot, TimerPolicy};
-use flowcraft_core::plan::{Plan, PlanRegistry};
+use flowcraft_core::plan::PlanRegistry;
 use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunState};
-use flowcraft_core::runner::NodeRunner;
-use flowcraft_core::validate::{Catalog, validate};
-use flowcraft_plugins::{PluginConfig, PluginHost};
+use flowcraft_plugins::PluginHost;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::PluginArgs;
+use crate::setup::{load_plugins, plan_all};
 use crate::inputs::{context_argument, json_argument, read_blueprint, read_blueprint_dir};
 
 /// The expression language, as a flag.
@@ -146,7 +145,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         Evaluator::Safe => EvaluatorMode::Safe,
         Evaluator::Property => EvaluatorMode::Property,
     };
-    let host = load_plugins(&args.execution.plugins).await?;
+    let host = load_plugins(&args.execution.plugins.plugins, args.execution.plugins.cache_dir.clone(), Default::default()).await?;
     let plans = plan_all(&blueprints, &host, evaluator)?;
     let (backend, mut receiver) = MemoryBackend::new();
     let engine = engine(backend, host, plans, evaluator, args.step_limit);
@@ -176,7 +175,7 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
         .map(|text| json_argument("--output", text))
         .transpose()?;
     let evaluator: EvaluatorMode = saved.evaluator.parse().unwrap_or_default();
-    let host = load_plugins(&args.execution.plugins).await?;
+    let host = load_plugins(&args.execution.plugins.plugins, args.execution.plugins.cache_dir.clone(), Default::default()).await?;
     let plans = plan_all(&saved.blueprints, &host, evaluator)?;
     let (backend, mut receiver) = MemoryBackend::from_snapshot(saved.store);
     let engine = engine(backend, host, plans, evaluator, saved.step_limit);
@@ -206,46 +205,6 @@ fn init_logging(quiet: bool) {
         .without_time()
         .compact()
         .init();
-}
-
-async fn load_plugins(args: &PluginArgs) -> Result<PluginHost> {
-    let mut config = PluginConfig::new(&args.plugins);
-    config.cache_dir = args.cache_dir.clone();
-    PluginHost::load(config)
-        .await
-        .with_context(|| format!("cannot load plugins from {}", args.plugins.display()))
-}
-
-/// Validates every blueprint and prepares it; all problems are reported at once.
-fn plan_all(
-    blueprints: &[Blueprint],
-    host: &PluginHost,
-    evaluator: EvaluatorMode,
-) -> Result<Arc<PlanRegistry>> {
-    let implements = |uses: &str| host.implements(uses);
-    let ids: Vec<&str> = blueprints.iter().map(|b| b.id.as_str()).collect();
-    let knows = |id: &str| ids.contains(&id);
-    let catalog = Catalog {
-        implements: &implements,
-        knows_blueprint: Some(&knows),
-        evaluator,
-    };
-    let mut report = Vec::new();
-    for blueprint in blueprints {
-        for problem in validate(blueprint, &catalog) {
-            report.push(format!("blueprint '{}': {problem}", blueprint.id));
-        }
-    }
-    if !report.is_empty() {
-        bail!("invalid blueprint:\n  {}", report.join("\n  "));
-    }
-    let registry = PlanRegistry::new();
-    for blueprint in blueprints {
-        let plan = Plan::new(blueprint.clone(), evaluator)
-            .with_context(|| format!("blueprint '{}'", blueprint.id))?;
-        registry.insert(plan);
-    }
-    Ok(Arc::new(registry))
 }
 
 fn engine(

@@ -8,6 +8,7 @@ mod embedded;
 mod graph;
 mod inputs;
 mod plugins_cmd;
+mod setup;
 mod validate_cmd;
 
 use std::path::PathBuf;
