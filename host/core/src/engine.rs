@@ -78,6 +78,14 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("Blueprint with ID '{0}' not found in the worker's runtime registry.")]
     UnknownBlueprint(String),
+    #[error(
+        "blueprint '{blueprint}' version {version} is not loaded in this worker (loaded: {loaded}); the job belongs to a worker that has it"
+    )]
+    UnknownBlueprintVersion {
+        blueprint: String,
+        version: Value,
+        loaded: String,
+    },
     #[error("run '{0}' already exists; choose another run id")]
     RunExists(String),
     #[error("run '{0}' not found")]
@@ -193,6 +201,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         context.insert("blueprintVersion".into(), plan.blueprint.version_value());
         context.extend(initial);
         let mut progress = RunProgress::new(&run_id, blueprint_id, pins, self.settings.step_limit);
+        progress.blueprint_version = plan.blueprint.version_value();
         progress.parent = parent;
         let advance = progress.start(&plan.analysis.start_nodes);
         if !self.backend.create_progress(&progress).await? {
@@ -212,15 +221,20 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
 
     /// Handles one job.
     pub async fn handle(&self, job: &Job) -> Result<(), EngineError> {
-        let plan = self.plan(&job.blueprint_id)?;
         let view = self
             .backend
             .read_progress(&job.run_id, |p| JobView::of(p, &job.node_id))
             .await?;
-        let Some(view) = view else {
-            warn!(run = %job.run_id, node = %job.node_id, "job for an unknown run dropped");
-            return Ok(());
+        let view = match view {
+            Some(view) => view,
+            None if self.adopt(job).await? => self
+                .backend
+                .read_progress(&job.run_id, |p| JobView::of(p, &job.node_id))
+                .await?
+                .ok_or_else(|| EngineError::UnknownRun(job.run_id.clone()))?,
+            None => return Err(EngineError::UnknownRun(job.run_id.clone())),
         };
+        let plan = self.plan_version(&job.blueprint_id, &view.version)?;
         if view.state.is_terminal() || job.signal.is_some() {
             let progress = self
                 .backend
@@ -284,6 +298,52 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
     }
 
+    /// Takes over a run that another client started the upstream way (a
+    /// context document and queued start jobs, but no progress record):
+    /// records it with its start nodes and the job's node scheduled and the
+    /// nodes that already have an output done. The jobs are already queued,
+    /// so nothing is enqueued. Returns false when the run has no context.
+    async fn adopt(&self, job: &Job) -> Result<bool, EngineError> {
+        let Some(context) = self.backend.load_context(&job.run_id).await? else {
+            return Ok(false);
+        };
+        // A context without `blueprintVersion` counts as unversioned (upstream
+        // would drop such a job; that is the bug FC-52 describes).
+        let version = context
+            .values
+            .get("blueprintVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let plan = self.plan_version(&job.blueprint_id, &version)?;
+        let pins = self.runner.pin(&plan.blueprint).unwrap_or_default();
+        let mut progress = RunProgress::new(
+            &job.run_id,
+            &plan.blueprint.id,
+            pins,
+            self.settings.step_limit,
+        );
+        progress.blueprint_version = version;
+        let done = |id: &str| context.values.contains_key(&output_key(id));
+        for node in plan.blueprint.nodes.iter().filter(|n| done(&n.id)) {
+            progress.nodes.entry(node.id.clone()).or_default().status = NodeStatus::Done;
+        }
+        let mut scheduled: Vec<String> = plan
+            .analysis
+            .start_nodes
+            .iter()
+            .filter(|id| !done(id))
+            .cloned()
+            .collect();
+        if !done(&job.node_id) && !scheduled.contains(&job.node_id) {
+            scheduled.push(job.node_id.clone());
+        }
+        progress.start(&scheduled);
+        if self.backend.create_progress(&progress).await? {
+            info!(run = %job.run_id, blueprint = %plan.blueprint.id, "adopted a run started by another client");
+        }
+        Ok(true)
+    }
+
     /// Resumes an awaiting node; `node` defaults to the first awaiting one.
     pub async fn resume(
         &self,
@@ -315,7 +375,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 Box::pin(self.resume(child_run_id, None, action, output)).await
             }
             Some(_) => {
-                let plan = self.plan(&progress.blueprint_id)?;
+                let plan =
+                    self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
                 self.resume_node(&plan, &progress, &node_id, action, output, Vec::new())
                     .await
             }
@@ -389,7 +450,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .load_progress(run_id)
             .await?
             .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
-        let plan = self.plan(&progress.blueprint_id)?;
+        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
         self.settle(&plan, run_id, |p| p.cancel()).await
     }
 
@@ -397,6 +458,26 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         self.plans
             .get(blueprint_id)
             .ok_or_else(|| EngineError::UnknownBlueprint(blueprint_id.to_owned()))
+    }
+
+    /// The plan a run executes: its blueprint at the version it started with.
+    fn plan_version(&self, blueprint_id: &str, version: &Value) -> Result<Arc<Plan>, EngineError> {
+        if let Some(plan) = self.plans.get_version(blueprint_id, version) {
+            return Ok(plan);
+        }
+        let loaded = self.plans.versions(blueprint_id);
+        if loaded.is_empty() {
+            return Err(EngineError::UnknownBlueprint(blueprint_id.to_owned()));
+        }
+        Err(EngineError::UnknownBlueprintVersion {
+            blueprint: blueprint_id.to_owned(),
+            version: version.clone(),
+            loaded: loaded
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
     }
 
     fn definition(&self, plan: &Plan, progress: &RunProgress, id: &str) -> Option<NodeDefinition> {
@@ -1040,6 +1121,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
 
 /// What handling a job needs from its run's progress record.
 struct JobView {
+    version: Value,
     state: RunState,
     status: NodeStatus,
     /// A subflow node whose child run exists already.
@@ -1054,6 +1136,7 @@ struct JobView {
 impl JobView {
     fn of(progress: &RunProgress, node: &str) -> Self {
         Self {
+            version: progress.blueprint_version.clone(),
             state: progress.state,
             status: progress.status(node),
             has_child: progress.children.contains_key(node),

@@ -77,10 +77,12 @@ fn parse_in(source: &str, mode: EvaluatorMode) -> Result<Expression, ExpressionE
     }
 }
 
-/// The blueprints this process can execute, by id.
+/// The blueprints this process can execute, by id and version. Several
+/// versions of one blueprint may be loaded at once: a run keeps executing the
+/// version it started with.
 #[derive(Debug, Default)]
 pub struct PlanRegistry {
-    plans: RwLock<HashMap<String, Arc<Plan>>>,
+    plans: RwLock<HashMap<String, Vec<Arc<Plan>>>>,
 }
 
 impl PlanRegistry {
@@ -88,22 +90,56 @@ impl PlanRegistry {
         Self::default()
     }
 
-    /// Adds or replaces a plan.
+    /// Adds a plan, replacing a loaded plan of the same id and version; the
+    /// last one added is the version new runs start with.
     pub fn insert(&self, plan: Plan) -> Arc<Plan> {
         let plan = Arc::new(plan);
-        self.plans
-            .write()
-            .expect("plan registry lock")
-            .insert(plan.blueprint.id.clone(), plan.clone());
+        let mut plans = self.plans.write().expect("plan registry lock");
+        let versions = plans.entry(plan.blueprint.id.clone()).or_default();
+        let version = plan.blueprint.version_value();
+        versions.retain(|loaded| loaded.blueprint.version_value() != version);
+        versions.push(plan.clone());
         plan
     }
 
+    /// The version new runs of `blueprint_id` start with.
     pub fn get(&self, blueprint_id: &str) -> Option<Arc<Plan>> {
         self.plans
             .read()
             .expect("plan registry lock")
             .get(blueprint_id)
+            .and_then(|versions| versions.last())
             .cloned()
+    }
+
+    /// The loaded plan of `blueprint_id` whose `blueprintVersion` is `version`.
+    pub fn get_version(
+        &self,
+        blueprint_id: &str,
+        version: &serde_json::Value,
+    ) -> Option<Arc<Plan>> {
+        self.plans
+            .read()
+            .expect("plan registry lock")
+            .get(blueprint_id)?
+            .iter()
+            .find(|plan| plan.blueprint.version_value() == *version)
+            .cloned()
+    }
+
+    /// The loaded versions of `blueprint_id`, oldest first.
+    pub fn versions(&self, blueprint_id: &str) -> Vec<serde_json::Value> {
+        self.plans
+            .read()
+            .expect("plan registry lock")
+            .get(blueprint_id)
+            .map(|versions| {
+                versions
+                    .iter()
+                    .map(|p| p.blueprint.version_value())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn ids(&self) -> Vec<String> {
@@ -116,5 +152,28 @@ impl PlanRegistry {
             .collect();
         ids.sort();
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(version: &str) -> Plan {
+        let text =
+            format!(r#"{{"id":"b","metadata":{{"version":"{version}"}},"nodes":[],"edges":[]}}"#);
+        Plan::new(Blueprint::from_json(&text).unwrap(), EvaluatorMode::Safe).unwrap()
+    }
+
+    #[test]
+    fn several_versions_stay_loaded_and_the_last_starts_runs() {
+        let registry = PlanRegistry::new();
+        registry.insert(plan("1"));
+        registry.insert(plan("2"));
+        registry.insert(plan("1"));
+        assert_eq!(registry.get("b").unwrap().blueprint.version(), Some("1"));
+        assert!(registry.get_version("b", &serde_json::json!("2")).is_some());
+        assert!(registry.get_version("b", &serde_json::json!("3")).is_none());
+        assert_eq!(registry.versions("b").len(), 2);
     }
 }

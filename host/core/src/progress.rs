@@ -141,6 +141,9 @@ pub struct DynamicGraph {
 pub struct RunProgress {
     pub run_id: String,
     pub blueprint_id: String,
+    /// The `blueprintVersion` the run started with (`null` for unversioned).
+    #[serde(default)]
+    pub blueprint_version: Value,
     pub state: RunState,
     pub nodes: BTreeMap<String, NodeProgress>,
     #[serde(default)]
@@ -260,6 +263,7 @@ impl RunProgress {
         Self {
             run_id: run_id.to_owned(),
             blueprint_id: blueprint_id.to_owned(),
+            blueprint_version: Value::Null,
             state: RunState::Running,
             nodes: BTreeMap::new(),
             dynamic: DynamicGraph::default(),

@@ -193,3 +193,37 @@ async fn reconcile_resends_lost_jobs_and_nothing_else() {
         "a finished run needs nothing"
     );
 }
+
+/// A run started the upstream way (context document + start job, no progress
+/// record) is adopted and runs to the end.
+#[tokio::test]
+async fn runs_started_by_an_upstream_client_are_adopted() {
+    use flowcraft_core::store::{ContextStore, Job};
+    let (engine, mut receiver, id) = engine(DIAMOND);
+    let mut context = ContextMap::new();
+    context.insert("blueprintId".into(), json!(id));
+    context.insert("blueprintVersion".into(), Value::Null);
+    engine
+        .backend()
+        .create_context("upstream-run", context)
+        .await
+        .unwrap();
+    engine
+        .handle(&Job::new("upstream-run", &id, "A"))
+        .await
+        .unwrap();
+    let report = memory::drive(&engine, &mut receiver, "upstream-run", 2, TimerPolicy::Wait)
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Completed);
+    assert_eq!(report.context["_outputs.B"], json!(11));
+}
+
+#[tokio::test]
+async fn a_job_for_an_unknown_run_is_an_error_not_a_silent_drop() {
+    use flowcraft_core::engine::EngineError;
+    use flowcraft_core::store::Job;
+    let (engine, _receiver, id) = engine(DIAMOND);
+    let outcome = engine.handle(&Job::new("nobody", &id, "A")).await;
+    assert!(matches!(outcome, Err(EngineError::UnknownRun(run)) if run == "nobody"));
+}
