@@ -5,6 +5,7 @@
 #
 #   plugins-example/dist/conformance.wasm, orders.wasm
 #   plugins-example/dist/testkit/hostile.wasm, greeter-v1.wasm, greeter-v2.wasm, trivial.wasm
+#   plugins-example/dist/testkit/twin/hostile-twin.wasm (a second HTTP-capable bundle)
 #
 # Usage: scripts/build-plugins.sh   (from any directory; safe to re-run)
 # Honours CARGO_TARGET_DIR and CARGO_BUILD_JOBS.
@@ -57,3 +58,9 @@ install_component greeter "$dist/testkit/greeter-v1.wasm"
 # v1 artifact in the target directory, which was copied above.
 build -p greeter --features greeter/v2
 install_component greeter "$dist/testkit/greeter-v2.wasm"
+
+# The hostile crate with feature twin is the bundle `hostile-twin` (one node,
+# `twin-fetch`), for tests showing that grants do not leak between bundles. It
+# goes to a directory of its own so that loading dist/testkit stays unchanged.
+build -p hostile --features hostile/twin
+install_component hostile "$dist/testkit/twin/hostile-twin.wasm"

@@ -13,13 +13,14 @@ use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::memory::{self, JobReceiver, MemoryBackend, MemorySnapshot, TimerPolicy};
 use flowcraft_core::plan::PlanRegistry;
 use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunState};
+use flowcraft_core::runner::NodeRunner;
 use flowcraft_plugins::PluginHost;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::PluginArgs;
-use crate::setup::{load_plugins, plan_all};
 use crate::inputs::{context_argument, json_argument, read_blueprint, read_blueprint_dir};
+use crate::setup::{init_logging, load_plugins, plan_all};
 
 /// The expression language, as a flag.
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,6 +47,14 @@ struct ExecutionArgs {
     no_wait_timers: bool,
 }
 
+impl ExecutionArgs {
+    /// Loads the bundles with the `[grants.BUNDLE]` sections of `config`.
+    async fn plugin_host(&self, config: Option<&Path>) -> Result<PluginHost> {
+        let grants = crate::config::ConfigFile::load(config)?.grants;
+        load_plugins(self.plugins.dir()?, self.plugins.cache_dir.clone(), grants).await
+    }
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// The blueprint file to run.
@@ -70,24 +79,50 @@ pub struct RunArgs {
     /// Node executions allowed per run (guards against endless loops).
     #[arg(long, default_value_t = DEFAULT_STEP_LIMIT)]
     step_limit: u64,
+    /// TOML configuration; `run` uses its `[grants.BUNDLE]` sections (capabilities per bundle).
+    #[arg(long, value_name = "FILE", env = "FLOWCRAFT_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
 pub struct ResumeArgs {
-    /// The state file written by `run --state`.
+    /// The run to resume on Azure (omit when resuming from --state).
+    #[arg(required_unless_present = "state", conflicts_with = "state")]
+    pub run_id: Option<String>,
+    /// The state file written by `run --state` (embedded mode).
     #[arg(long, value_name = "FILE")]
-    state: PathBuf,
+    state: Option<PathBuf>,
     /// The awaiting node to resume [default: the first awaiting node].
     #[arg(long, value_name = "ID")]
-    node: Option<String>,
+    pub node: Option<String>,
     /// Action to route by (edges with this `action` are taken).
     #[arg(long, value_name = "A")]
-    action: Option<String>,
+    pub action: Option<String>,
     /// The node's output: JSON, inline or as @FILE.
     #[arg(long, value_name = "JSON")]
-    output: Option<String>,
+    pub output: Option<String>,
     #[command(flatten)]
     execution: ExecutionArgs,
+    /// Directory of blueprints (*.json) (Azure mode).
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
+    pub blueprints: Option<PathBuf>,
+    #[command(flatten)]
+    pub azure: crate::config::AzureArgs,
+}
+
+impl ResumeArgs {
+    /// Whether this resumes a saved embedded run (`--state`).
+    pub fn is_embedded(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// `--output`, parsed.
+    pub fn output_value(&self) -> Result<Option<Value>> {
+        self.output
+            .as_deref()
+            .map(|text| json_argument("--output", text))
+            .transpose()
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -145,8 +180,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         Evaluator::Safe => EvaluatorMode::Safe,
         Evaluator::Property => EvaluatorMode::Property,
     };
-    let host = load_plugins(&args.execution.plugins.plugins, args.execution.plugins.cache_dir.clone(), Default::default()).await?;
-    let plans = plan_all(&blueprints, &host, evaluator)?;
+    let host = args.execution.plugin_host(args.config.as_deref()).await?;
+    let plans = plan_all(&blueprints, &|uses| host.implements(uses), evaluator)?;
     let (backend, mut receiver) = MemoryBackend::new();
     let engine = engine(backend, host, plans, evaluator, args.step_limit);
     let run_id = engine
@@ -168,15 +203,18 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
 
 pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
     init_logging(args.execution.quiet);
-    let saved = SavedRun::load(&args.state)?;
-    let output = args
-        .output
-        .as_deref()
-        .map(|text| json_argument("--output", text))
-        .transpose()?;
+    let state = args
+        .state
+        .clone()
+        .context("resume needs --state FILE or a run id")?;
+    let saved = SavedRun::load(&state)?;
+    let output = args.output_value()?;
     let evaluator: EvaluatorMode = saved.evaluator.parse().unwrap_or_default();
-    let host = load_plugins(&args.execution.plugins.plugins, args.execution.plugins.cache_dir.clone(), Default::default()).await?;
-    let plans = plan_all(&saved.blueprints, &host, evaluator)?;
+    let host = args
+        .execution
+        .plugin_host(args.azure.config.as_deref())
+        .await?;
+    let plans = plan_all(&saved.blueprints, &|uses| host.implements(uses), evaluator)?;
     let (backend, mut receiver) = MemoryBackend::from_snapshot(saved.store);
     let engine = engine(backend, host, plans, evaluator, saved.step_limit);
     engine
@@ -184,7 +222,7 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
         .await?;
     let report = drive(&engine, &mut receiver, &saved.run_id, &args.execution).await?;
     save_state(
-        &args.state,
+        &state,
         &engine,
         &saved.run_id,
         evaluator,
@@ -192,19 +230,6 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
         saved.blueprints,
     )?;
     Ok(finish(&report))
-}
-
-fn init_logging(quiet: bool) {
-    let level = if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWCRAFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .compact()
-        .init();
 }
 
 fn engine(

@@ -4,12 +4,15 @@
 //! This binary only parses flags, builds the stores and the plugin runtime,
 //! and starts the engine; all workflow logic lives in `flowcraft-core`.
 
+mod config;
+mod distributed;
 mod embedded;
 mod graph;
 mod inputs;
 mod plugins_cmd;
 mod setup;
 mod validate_cmd;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,17 +31,31 @@ const EXIT_INVALID: u8 = 2;
 components (wasm32-wasip2 bundles built with the flowcraft-sdk crate).\n\n\
 Quick start:\n  scripts/build-plugins.sh\n  flowcraft-host run plugins-example/orders/blueprints/order-approval.json \\\n    --plugins plugins-example/dist --context @plugins-example/orders/blueprints/order-approval.context.json"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a command: run a worker that takes jobs from the Azure queue.
+    #[command(flatten)]
+    worker: worker::WorkerArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run one workflow to its end in embedded mode and print {"runId","status","context","errors"}.
     Run(embedded::RunArgs),
-    /// Continue a run saved with `run --state FILE` that ended awaiting.
+    /// Resume an awaiting run: on Azure (RUN_ID) or saved by `run --state FILE`.
     Resume(embedded::ResumeArgs),
+    /// Start a run on Azure: write its documents the upstream way, enqueue its start nodes, print its id.
+    Start(distributed::StartArgs),
+    /// Print a run's status document (and progress) as JSON.
+    Status(distributed::RunArgs),
+    /// Block until a run is over (or awaiting) and print its status document.
+    Wait(distributed::WaitArgs),
+    /// Re-start stalled runs; prints {stalledRuns, reconciledRuns, failedRuns}.
+    Reconcile(distributed::ReconcileArgs),
+    /// Cancel a run: its queued jobs are dropped, its status becomes cancelled.
+    Cancel(distributed::RunArgs),
     /// Check blueprint files and print every problem found.
     Validate(validate_cmd::ValidateArgs),
     /// Print a blueprint as a Mermaid flowchart (with node states from --state).
@@ -53,10 +70,19 @@ enum Command {
 struct PluginArgs {
     /// Directory of node bundles (*.wasm).
     #[arg(long, value_name = "DIR", env = "FLOWCRAFT_PLUGINS")]
-    plugins: PathBuf,
+    plugins: Option<PathBuf>,
     /// Where compiled bundles are cached [default: DIR/.cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+}
+
+impl PluginArgs {
+    /// The bundle directory, which this command needs.
+    fn dir(&self) -> anyhow::Result<&std::path::Path> {
+        self.plugins
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--plugins DIR is required (or set FLOWCRAFT_PLUGINS)"))
+    }
 }
 
 fn main() -> ExitCode {
@@ -73,11 +99,18 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => embedded::run(args).await,
-            Command::Resume(args) => embedded::resume(args).await,
-            Command::Validate(args) => validate_cmd::validate(args).await,
-            Command::Graph(args) => graph::graph(args),
-            Command::Plugins(command) => plugins_cmd::plugins(command).await,
+            None => worker::serve(cli.worker).await,
+            Some(Command::Run(args)) => embedded::run(args).await,
+            Some(Command::Resume(args)) if args.is_embedded() => embedded::resume(args).await,
+            Some(Command::Resume(args)) => distributed::resume(args).await,
+            Some(Command::Start(args)) => distributed::start(args).await,
+            Some(Command::Status(args)) => distributed::status(args).await,
+            Some(Command::Wait(args)) => distributed::wait(args).await,
+            Some(Command::Reconcile(args)) => distributed::reconcile(args).await,
+            Some(Command::Cancel(args)) => distributed::cancel(args).await,
+            Some(Command::Validate(args)) => validate_cmd::validate(args).await,
+            Some(Command::Graph(args)) => graph::graph(args),
+            Some(Command::Plugins(command)) => plugins_cmd::plugins(command).await,
         }
     });
     match outcome {
@@ -86,5 +119,15 @@ fn main() -> ExitCode {
             eprintln!("flowcraft-host: {error:#}");
             ExitCode::from(EXIT_INVALID)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

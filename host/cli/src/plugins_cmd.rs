@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use flowcraft_plugins::{BundleInfo, PluginConfig, PluginHost, check_bundle};
+use flowcraft_plugins::{BundleInfo, check_bundle};
 
 use crate::PluginArgs;
 
@@ -30,11 +30,12 @@ pub enum PluginsCommand {
 pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
     match command {
         PluginsCommand::List { plugins, json } => {
-            let mut config = PluginConfig::new(&plugins.plugins);
-            config.cache_dir = plugins.cache_dir.clone();
-            let host = PluginHost::load(config).await.with_context(|| {
-                format!("cannot load plugins from {}", plugins.plugins.display())
-            })?;
+            let host = crate::setup::load_plugins(
+                plugins.dir()?,
+                plugins.cache_dir.clone(),
+                Default::default(),
+            )
+            .await?;
             let bundles = host.bundles();
             if json {
                 println!("{}", serde_json::to_string_pretty(&bundles)?);
@@ -67,9 +68,16 @@ fn print_bundle(bundle: &BundleInfo) {
     for node in &bundle.nodes {
         println!("    {:<20} {}", node.uses, node.description);
     }
-    if bundle.granted_config.is_empty() {
+    let mut grants = Vec::new();
+    if !bundle.granted_config.is_empty() {
+        grants.push(format!("config {}", bundle.granted_config.join(", ")));
+    }
+    if !bundle.granted_http.is_empty() {
+        grants.push(format!("http {}", bundle.granted_http.join(", ")));
+    }
+    if grants.is_empty() {
         println!("    grants: none");
     } else {
-        println!("    grants: config {}", bundle.granted_config.join(", "));
+        println!("    grants: {}", grants.join("; "));
     }
 }

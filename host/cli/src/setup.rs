@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::plan::{Plan, PlanRegistry};
-use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::validate::{Catalog, validate};
 use flowcraft_plugins::{Grants, PluginConfig, PluginHost};
 
@@ -28,16 +27,16 @@ pub async fn load_plugins(
 }
 
 /// Validates every blueprint and prepares it; all problems are reported at once.
+/// `implements` says whether a non-built-in node type is available.
 pub fn plan_all(
     blueprints: &[Blueprint],
-    host: &PluginHost,
+    implements: &dyn Fn(&str) -> bool,
     evaluator: EvaluatorMode,
 ) -> Result<Arc<PlanRegistry>> {
-    let implements = |uses: &str| host.implements(uses);
     let ids: Vec<&str> = blueprints.iter().map(|b| b.id.as_str()).collect();
     let knows = |id: &str| ids.contains(&id);
     let catalog = Catalog {
-        implements: &implements,
+        implements,
         knows_blueprint: Some(&knows),
         evaluator,
     };
@@ -57,4 +56,19 @@ pub fn plan_all(
         registry.insert(plan);
     }
     Ok(Arc::new(registry))
+}
+
+/// Logs to stderr: `info` (per-node progress) or, with `quiet`, warnings
+/// only; `FLOWCRAFT_LOG` overrides the filter.
+pub fn init_logging(quiet: bool) {
+    let level = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWCRAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .compact()
+        .init();
 }

@@ -42,7 +42,7 @@ fn main() {
     let (host, _dir, _cache) = single.block_on(host_with(&[&trivial, &conformance]));
 
     println!(
-        "{:<44} {:>9} {:>9} {:>9}",
+        "{:<48} {:>9} {:>9} {:>9}",
         "per call (new instance + call + JSON)", "p50", "p99", "calls"
     );
     let snapshot = Arc::new(Map::new());
@@ -74,18 +74,20 @@ fn main() {
     drop(host);
 
     println!();
+    let size_kib = std::fs::metadata(&conformance).unwrap().len() / 1024;
     println!(
-        "{:<44} {:>9}",
-        "bundle load (conformance.wasm, 213 KiB)", "time"
+        "{:<48} {:>9}",
+        format!("bundle load (conformance.wasm, {size_kib} KiB)"),
+        "time"
     );
     let (cold, cached) = single.block_on(load_times(&conformance));
     println!(
-        "{:<44} {:>9}",
+        "{:<48} {:>9}",
         "cold: read + sha256 + compile + describe",
         millis(cold)
     );
     println!(
-        "{:<44} {:>9}",
+        "{:<48} {:>9}",
         "cached: read + sha256 + deserialize + describe",
         millis(cached)
     );

@@ -22,6 +22,7 @@ use crate::call::{new_store, trap_failure};
 use crate::config::Grants;
 use crate::engine::Runtime;
 use crate::error::{PluginError, chain};
+use crate::http::HttpAllowList;
 use crate::sandbox::{CallLabels, CallState};
 
 /// What a bundle is: for `plugins list`, `plugins check` and pinning.
@@ -39,6 +40,8 @@ pub struct BundleInfo {
     pub nodes: Vec<NodeTypeInfo>,
     /// Names of the config values granted to it (the values are not shown).
     pub granted_config: Vec<String>,
+    /// The hosts it may send HTTP requests to (its `http` grant, as configured).
+    pub granted_http: Vec<String>,
 }
 
 /// One node type of a bundle.
@@ -59,6 +62,8 @@ pub(crate) struct Bundle {
     pub label: Arc<str>,
     pub pre: BundlePre<CallState>,
     pub grants: Arc<Grants>,
+    /// The parsed `http` grant; `None` when the bundle has no outbound HTTP.
+    pub http: Option<Arc<HttpAllowList>>,
     /// Whether the compiled code came from the on-disk cache.
     pub cache: CacheOutcome,
 }
@@ -122,8 +127,13 @@ pub(crate) async fn load(
     let info = validate(described, &path, digest)?;
     let version = semver::Version::parse(&info.version).expect("validated");
     let grants = grants(&info.name);
+    let http = HttpAllowList::parse(&grants.http).map_err(|e| PluginError::Grant {
+        bundle: info.name.clone(),
+        reason: e.to_string(),
+    })?;
     let info = BundleInfo {
         granted_config: grants.config.keys().cloned().collect(),
+        granted_http: grants.http.clone(),
         ..info
     };
     Ok(Bundle {
@@ -132,6 +142,7 @@ pub(crate) async fn load(
         version,
         pre,
         grants: Arc::new(grants),
+        http: (!http.is_empty()).then(|| Arc::new(http)),
         cache,
     })
 }
@@ -267,6 +278,15 @@ async fn describe(
     pre: &BundlePre<CallState>,
     path: &Path,
 ) -> Result<GuestBundleInfo, PluginError> {
+    // Declared first so that it is released after the store.
+    let _slot = runtime
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| PluginError::Describe {
+            path: path.to_owned(),
+            reason: "the plugin runtime is shutting down".into(),
+        })?;
     let labels = CallLabels {
         bundle: path.display().to_string().into(),
         uses: "describe".into(),
@@ -277,19 +297,12 @@ async fn describe(
     let state = CallState::new(
         NodeContext::with_quota(Default::default(), 0),
         Arc::new(Grants::default()),
+        None,
         labels,
         runtime.limits.memory_limit,
         time_limit,
     );
     let mut store = new_store(runtime, state);
-    let _slot = runtime
-        .slots
-        .acquire()
-        .await
-        .map_err(|_| PluginError::Describe {
-            path: path.to_owned(),
-            reason: "the plugin runtime is shutting down".into(),
-        })?;
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance
@@ -380,6 +393,7 @@ fn validate(
             })
             .collect(),
         granted_config: Vec::new(),
+        granted_http: Vec::new(),
     })
 }
 

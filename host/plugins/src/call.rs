@@ -42,6 +42,18 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
     // worker looping over calls still lets timers and I/O run.
     tokio::task::consume_budget().await;
 
+    // A slot of the instance pool, held until the store (and its instance)
+    // is gone; the semaphore is never closed.
+    let Ok(slot) = runtime.slots.acquire().await else {
+        return NodeOutcome {
+            result: Err(NodeFailure::retryable(format!(
+                "bundle {}, node type '{}': the plugin runtime is shutting down",
+                bundle.label, call.uses
+            ))),
+            context: call.context,
+        };
+    };
+
     let time_limit = call.timeout.unwrap_or(runtime.limits.default_timeout);
     let request = GuestRequest {
         uses: call.uses.clone(),
@@ -61,41 +73,33 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
     let state = CallState::new(
         call.context,
         bundle.grants.clone(),
+        bundle.http.clone(),
         labels,
         runtime.limits.memory_limit,
         time_limit,
     );
     let mut store = new_store(runtime, state);
-
-    let outcome = match runtime.slots.acquire().await {
-        Ok(_slot) => {
-            let call = async {
-                let instance = bundle.pre.instantiate_async(&mut store).await?;
-                instance
-                    .flowcraft_node_node()
-                    .call_execute(&mut store, &request)
-                    .await
-            };
-            Some(tokio::time::timeout(time_limit + CANCEL_GRACE, call).await)
-        }
-        Err(_closed) => None,
+    let call = async {
+        let instance = bundle.pre.instantiate_async(&mut store).await?;
+        instance
+            .flowcraft_node_node()
+            .call_execute(&mut store, &request)
+            .await
     };
-
+    let outcome = tokio::time::timeout(time_limit + CANCEL_GRACE, call).await;
     let state = store.into_data();
+    drop(slot);
+
     log_captured_output(&state);
     let result = match outcome {
-        None => Err(NodeFailure::retryable(format!(
-            "{}: the plugin runtime is shutting down",
-            prefix(&state)
-        ))),
-        Some(Err(_elapsed)) => Err(NodeFailure::retryable(format!(
+        Err(_elapsed) => Err(NodeFailure::retryable(format!(
             "{}: time limit of {} ms exceeded",
             prefix(&state),
             time_limit.as_millis()
         ))),
-        Some(Ok(Err(error))) => Err(trap_failure(&error, &state)),
-        Some(Ok(Ok(Err(guest_error)))) => Err(guest_failure(guest_error)),
-        Some(Ok(Ok(Ok(result)))) => success(result, runtime.limits.max_output_bytes, &state),
+        Ok(Err(error)) => Err(trap_failure(&error, &state)),
+        Ok(Ok(Err(guest_error))) => Err(guest_failure(guest_error)),
+        Ok(Ok(Ok(result))) => success(result, runtime.limits.max_output_bytes, &state),
     };
     NodeOutcome {
         context: state.context,

@@ -37,7 +37,10 @@ pub struct PluginConfig {
     /// Replaced or removed bundle versions kept loaded so that runs pinned to
     /// them keep working; the oldest are dropped first.
     pub retired_versions: usize,
-    /// Capabilities per bundle name; a bundle without an entry has none.
+    /// Capabilities per bundle name; a bundle without an entry has none
+    /// (no config values, no outbound HTTP). Checked by
+    /// [`PluginHost::load`](crate::PluginHost::load): an invalid `http` entry
+    /// is an error ([`crate::PluginError::Grant`]).
     pub grants: BTreeMap<String, Grants>,
 }
 
@@ -70,10 +73,41 @@ impl PluginConfig {
 }
 
 /// What one bundle may use beyond the sandbox defaults.
+///
+/// In a configuration file (deserialized with serde; unknown fields are
+/// rejected):
+///
+/// ```
+/// # let json = r#"
+/// {
+///   "config": { "currency": "EUR" },
+///   "http": ["api.example.com", "127.0.0.1:8080", "*.example.org", "https://secure.example.net"]
+/// }
+/// # "#;
+/// # let grants: flowcraft_plugins::Grants = serde_json::from_str(json).unwrap();
+/// # assert_eq!(grants.http.len(), 4);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Named values (settings, secrets) the bundle reads with `config-get`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Hosts the bundle may send HTTP requests to (`wasi:http`), as
+    /// `[scheme://]host[:port]` entries; empty means no outbound HTTP (a
+    /// request is denied with `HTTP-request-denied`). Matching:
+    ///
+    /// - `api.example.com`: that host, ASCII case-insensitive, exactly (no
+    ///   subdomains, no DNS: `localhost` does not match `127.0.0.1`);
+    /// - `*.example.org`: any subdomain of `example.org`, not `example.org`
+    ///   itself;
+    /// - `127.0.0.1:8080`, `[::1]:8080`: with a port, only that port;
+    ///   without one, only the scheme's default port (80 / 443);
+    /// - `https://…` or `http://…`: only that scheme; without a scheme both
+    ///   `http` and `https` (no other scheme is ever allowed).
+    ///
+    /// Entries with a path, query, user info or a `*` other than a leading
+    /// `*.` are rejected when the host loads.
+    #[serde(default)]
+    pub http: Vec<String>,
 }

@@ -5,8 +5,10 @@
 //! - the pooling allocator, tuned to keep linear memories, tables and fiber
 //!   stacks resident between calls (a fresh instance per call costs ~10 µs);
 //! - epoch interruption driven by a [`EpochTicker`] thread every [`EPOCH_TICK`];
-//! - the linker provides WASI p2 (with nothing granted, see [`crate::sandbox`])
-//!   and the `flowcraft:node/host` interface.
+//! - the linker provides WASI p2 (with nothing granted, see [`crate::sandbox`]),
+//!   `wasi:http` (outgoing-handler and types; requests pass only the calling
+//!   bundle's allow-list, see [`crate::http`]) and the `flowcraft:node/host`
+//!   interface. Imports a bundle does not use cost nothing per call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +114,7 @@ fn build_engine(config: &PluginConfig) -> Result<Engine, PluginError> {
 fn build_linker(engine: &Engine) -> Result<Linker<CallState>, PluginError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
         .and_then(|()| BundleWorld::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s))
         .map_err(|e| PluginError::Engine(chain(&e)))?;
     Ok(linker)

@@ -36,6 +36,9 @@ pub enum PluginError {
     #[error("bundle {}: {reason}", path.display())]
     InvalidBundle { path: PathBuf, reason: String },
 
+    #[error("invalid grant for bundle '{bundle}': {reason}")]
+    Grant { bundle: String, reason: String },
+
     #[error("cannot configure the WebAssembly engine: {0}")]
     Engine(String),
 

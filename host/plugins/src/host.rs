@@ -24,6 +24,7 @@ use crate::call;
 use crate::config::{Grants, PluginConfig};
 use crate::engine::Runtime;
 use crate::error::PluginError;
+use crate::http::HttpAllowList;
 use crate::registry::Registry;
 use crate::watch::{self, WatchGuard};
 
@@ -80,10 +81,12 @@ struct FileStamp {
 }
 
 impl PluginHost {
-    /// Loads every bundle in `config.plugins_dir`. Fails only when the
-    /// directory cannot be read or the engine cannot be set up; bundles that
-    /// fail to load are logged and listed by [`PluginHost::problems`].
+    /// Loads every bundle in `config.plugins_dir`. Fails only when a grant
+    /// is invalid, the directory cannot be read or the engine cannot be set
+    /// up; bundles that fail to load are logged and listed by
+    /// [`PluginHost::problems`].
     pub async fn load(config: PluginConfig) -> Result<Self, PluginError> {
+        check_grants(&config)?;
         let dir = config.plugins_dir.clone();
         let metadata =
             tokio::fs::metadata(&dir)
@@ -192,6 +195,18 @@ impl NodeRunner for PluginHost {
             },
         }
     }
+}
+
+/// Rejects grants that cannot be applied (an unusable `http` entry), before
+/// any bundle loads.
+fn check_grants(config: &PluginConfig) -> Result<(), PluginError> {
+    for (bundle, grants) in &config.grants {
+        HttpAllowList::parse(&grants.http).map_err(|e| PluginError::Grant {
+            bundle: bundle.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Validates one bundle file without a plugins directory (`plugins check`):

@@ -13,6 +13,14 @@
 //! - **deny by default**: no files, environment, arguments or sockets; a
 //!   bundle reads only the config values granted to it ([`Grants`]) and only
 //!   the context of the run it executes;
+//! - **outbound HTTP only to allow-listed hosts**: every bundle may import
+//!   `wasi:http` (so it always loads), but a request is sent only when its
+//!   host (and port, and scheme if the entry names one) matches the bundle's
+//!   [`Grants::http`] (`api.example.com`, `127.0.0.1:8080`, `*.example.org`,
+//!   `https://secure.example.net`); anything else, and every request of a
+//!   bundle without an `http` grant, fails with `HTTP-request-denied` and a
+//!   host warning naming the bundle and host. The exchange counts against
+//!   the call's time limit;
 //! - **limits**: memory per instance, a time limit per call (the node's
 //!   `config.timeout`, else [`PluginConfig::default_timeout`]) enforced by
 //!   epoch interruption (a computing guest yields to tokio every 10 ms) and a
@@ -28,16 +36,15 @@
 //!   blueprint's `metadata.plugins` bindings (bundle name → version, version
 //!   requirement or `sha256:` digest).
 //!
-//! Outbound HTTP (wasi:http) is not offered to bundles yet.
-//!
 //! ```no_run
 //! use flowcraft_core::runner::NodeRunner;
 //! use flowcraft_plugins::{PluginConfig, PluginHost};
 //!
 //! # async fn example() -> Result<(), flowcraft_plugins::PluginError> {
 //! let mut config = PluginConfig::new("./nodes");
-//! config.grants.entry("orders".into()).or_default()
-//!     .config.insert("currency".into(), "EUR".into());
+//! let orders = config.grants.entry("orders".into()).or_default();
+//! orders.config.insert("currency".into(), "EUR".into());
+//! orders.http.push("api.example.com".into());
 //! let host = PluginHost::load(config).await?;
 //! let _watching = host.watch()?;
 //! for bundle in host.bundles() {
@@ -57,6 +64,7 @@ mod engine;
 mod error;
 mod host;
 mod host_api;
+mod http;
 mod registry;
 mod sandbox;
 mod watch;

@@ -5,8 +5,11 @@
 //! variables, no arguments, no TCP/UDP and no name lookups (every socket
 //! address is refused), stdin closed; stdout and stderr go to bounded
 //! in-memory buffers. What a bundle may use beyond that comes from its
-//! [`Grants`] through the `flowcraft:node/host` interface (see
-//! [`crate::host_api`]). Memory growth beyond the configured limit traps.
+//! [`Grants`]: config values through the `flowcraft:node/host` interface (see
+//! [`crate::host_api`]) and outbound HTTP to allow-listed hosts through
+//! `wasi:http` (see [`crate::http`]; the [`HttpGate`] in the state denies
+//! every request when the bundle has no `http` grant). Memory growth beyond
+//! the configured limit traps.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +19,11 @@ use thiserror::Error;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capture::TailPipe;
 use crate::config::Grants;
+use crate::http::{HttpAllowList, HttpGate};
 
 /// Table elements one instance may grow its tables to.
 const TABLE_ELEMENT_LIMIT: usize = 100_000;
@@ -36,6 +41,9 @@ pub(crate) struct CallLabels {
 /// The data of one call's store.
 pub(crate) struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    /// Decides which outbound HTTP requests are sent (the bundle's grant).
+    http_gate: HttpGate,
     table: ResourceTable,
     pub memory: MemoryGuard,
     /// The run context the host functions read and write.
@@ -54,9 +62,11 @@ pub(crate) struct CallState {
 }
 
 impl CallState {
+    /// `http` is the bundle's parsed `http` grant (`None`: no outbound HTTP).
     pub fn new(
         context: NodeContext,
         grants: Arc<Grants>,
+        http: Option<Arc<HttpAllowList>>,
         labels: CallLabels,
         memory_limit: usize,
         time_limit: Duration,
@@ -65,6 +75,8 @@ impl CallState {
         let stderr = TailPipe::default();
         Self {
             wasi: deny_all_wasi(&stdout, &stderr),
+            http: WasiHttpCtx::new(),
+            http_gate: HttpGate::new(labels.bundle.clone(), http),
             table: ResourceTable::new(),
             memory: MemoryGuard {
                 limit: memory_limit,
@@ -88,6 +100,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_gate,
         }
     }
 }

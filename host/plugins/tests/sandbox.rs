@@ -66,7 +66,7 @@ async fn a_spinning_guest_yields_so_other_calls_keep_running() {
     let (host, _dir, _) = hostile().await;
     let spinner = tokio::spawn({
         let host = host.clone();
-        async move { host.run(with_timeout(call("spin"), 1_500)).await }
+        async move { host.run(with_timeout(call("spin"), 3_000)).await }
     });
     // On this single-threaded runtime the echo calls only run if the
     // spinning guest yields at its epoch ticks.
@@ -252,6 +252,21 @@ async fn a_node_sees_only_the_context_it_was_given() {
 async fn many_concurrent_calls_all_complete() {
     let (host, _dir, _) = hostile().await;
     let calls = (0..200).map(|n| {
+        let host = host.clone();
+        tokio::spawn(async move { output(&host, with_input("echo", json!(n))).await })
+    });
+    for (n, call) in calls.enumerate() {
+        assert_eq!(call.await.unwrap(), Some(json!(n)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_pool_size_wait_for_a_free_instance() {
+    let dir = plugins_dir(&["testkit/hostile.wasm"]);
+    let mut config = config(dir.path());
+    config.max_instances = 2;
+    let host = PluginHost::load(config).await.unwrap();
+    let calls = (0..100).map(|n| {
         let host = host.clone();
         tokio::spawn(async move { output(&host, with_input("echo", json!(n))).await })
     });

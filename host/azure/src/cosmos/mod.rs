@@ -1,0 +1,324 @@
+//! Run contexts and run statuses on Azure Cosmos DB (SQL API), in
+//! `@flowcraft/azure-adapter`'s document shapes so TypeScript and Rust workers
+//! can share the containers.
+//!
+//! - [`CosmosConnection`] parses `COSMOS_DB_CONNECTION_STRING`.
+//! - [`CosmosStores::connect`] checks (or creates) the database and the two
+//!   containers (partition key `/runId`) and hands out the two stores.
+//! - [`CosmosContextStore`] implements [`flowcraft_core::store::ContextStore`]:
+//!   one document per run, `{id: runId, runId, <flat context keys>}`; writes
+//!   are server-side PATCH operations in chunks of at most 10.
+//! - [`CosmosStatusStore`] implements [`flowcraft_core::store::StatusStore`]:
+//!   `{id, runId, status, lastUpdated: <unix seconds>, finalStatus?}`, written
+//!   with `If-Match` so that a terminal status is never overwritten; plus the
+//!   worker's liveness `touch` and the
+//!   reconciler's [`stalled_runs`](CosmosStatusStore::stalled_runs) query.
+//!
+//! The SDK is configured for both real accounts and the local stand-in:
+//! binary encoding off (text JSON, as upstream writes), server-side PATCH
+//! requested explicitly (the SDK's default runs `remove` patches client-side
+//! and leaves a tracking field in the document), and for emulator hosts
+//! HTTP/1.1 with relaxed certificate checks. ETags are treated as opaque.
+
+mod connection;
+mod context;
+mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use azure_data_cosmos::clients::{ContainerClient, DatabaseClient};
+use azure_data_cosmos::models::{ContainerProperties, PartitionKeyDefinition};
+use azure_data_cosmos::options::{
+    BinaryEncodingOptions, ConnectionPoolOptions, OperationOptions, PatchStrategy,
+    ServerCertificateValidation,
+};
+use azure_data_cosmos::{
+    AccountEndpoint, AccountReference, CosmosClient, CosmosError, CosmosRuntime, RoutingStrategy,
+};
+use thiserror::Error;
+
+pub use connection::{CONNECTION_STRING_VARIABLE, CosmosConnection};
+pub use context::CosmosContextStore;
+pub use status::CosmosStatusStore;
+
+/// The partition key path both containers must have (upstream's).
+pub const PARTITION_KEY_PATH: &str = "/runId";
+
+/// How long [`CosmosStores::connect`] waits for the account before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the Cosmos stores could not be set up. Each message is one line that
+/// says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CosmosSetupError {
+    #[error("COSMOS_DB_CONNECTION_STRING: {0}")]
+    ConnectionString(String),
+    #[error(
+        "Cosmos DB endpoint {endpoint} is unreachable ({detail}); check COSMOS_DB_CONNECTION_STRING and that the account or emulator is running"
+    )]
+    Unreachable { endpoint: String, detail: String },
+    #[error(
+        "Cosmos DB endpoint {endpoint} refused the AccountKey ({detail}); check COSMOS_DB_CONNECTION_STRING"
+    )]
+    Unauthorized { endpoint: String, detail: String },
+    #[error("Cosmos database '{database}' does not exist; create it or pass --create-resources")]
+    MissingDatabase { database: String },
+    #[error(
+        "Cosmos container '{container}' does not exist in database '{database}'; create it (partition key /runId) or pass --create-resources"
+    )]
+    MissingContainer { database: String, container: String },
+    #[error(
+        "Cosmos container '{container}' in database '{database}' has partition key {found}; flowcraft needs /runId (create a new container)"
+    )]
+    WrongPartitionKey {
+        database: String,
+        container: String,
+        found: String,
+    },
+    #[error("Cosmos DB {operation} failed: {detail}")]
+    Service { operation: String, detail: String },
+}
+
+/// The context and status stores of one Cosmos DB database.
+#[derive(Clone)]
+pub struct CosmosStores {
+    pub context: CosmosContextStore,
+    pub status: CosmosStatusStore,
+    client: CosmosClient,
+}
+
+impl CosmosStores {
+    /// Connects to the account, checks that `database` and both containers
+    /// exist with partition key `/runId` (creating what is missing when
+    /// `create_resources`), and returns the stores.
+    pub async fn connect(
+        connection: &CosmosConnection,
+        database: &str,
+        context_container: &str,
+        status_container: &str,
+        create_resources: bool,
+    ) -> Result<Self, CosmosSetupError> {
+        let endpoint = connection.endpoint().to_string();
+        let setup = async {
+            let client = build_client(connection).await?;
+            let db = client.database_client(database);
+            ensure_database(&client, &db, database, create_resources).await?;
+            let context =
+                open_container(&db, database, context_container, create_resources).await?;
+            let status = open_container(&db, database, status_container, create_resources).await?;
+            Ok::<_, SetupFailure>(Self {
+                context: CosmosContextStore::new(context),
+                status: CosmosStatusStore::new(status),
+                client,
+            })
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
+            Ok(Ok(stores)) => Ok(stores),
+            Ok(Err(SetupFailure::Setup(error))) => Err(error),
+            Ok(Err(SetupFailure::Sdk { operation, error })) => {
+                Err(classify_setup_error(&endpoint, &operation, &error))
+            }
+            Err(_) => Err(CosmosSetupError::Unreachable {
+                endpoint,
+                detail: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    /// The underlying SDK client (for tools and tests).
+    pub fn client(&self) -> &CosmosClient {
+        &self.client
+    }
+}
+
+/// A setup step's failure, before it is turned into a [`CosmosSetupError`].
+enum SetupFailure {
+    Setup(CosmosSetupError),
+    Sdk {
+        operation: String,
+        error: CosmosError,
+    },
+}
+
+impl From<CosmosSetupError> for SetupFailure {
+    fn from(error: CosmosSetupError) -> Self {
+        SetupFailure::Setup(error)
+    }
+}
+
+fn sdk(operation: impl Into<String>) -> impl FnOnce(CosmosError) -> SetupFailure {
+    let operation = operation.into();
+    move |error| SetupFailure::Sdk { operation, error }
+}
+
+async fn build_client(connection: &CosmosConnection) -> Result<CosmosClient, SetupFailure> {
+    let mut pool = ConnectionPoolOptions::builder()
+        .with_server_certificate_validation(ServerCertificateValidation::RequiredUnlessEmulator);
+    if connection.is_emulator() {
+        // The local stand-in speaks HTTP/1.1 only.
+        pool = pool.with_is_http2_allowed(false);
+    }
+    let pool = pool.build().map_err(sdk("client setup"))?;
+    let runtime = CosmosRuntime::builder()
+        .with_connection_pool(pool)
+        .build()
+        .await
+        .map_err(sdk("client setup"))?;
+    let mut operation = OperationOptions::default();
+    operation.patch_strategy = Some(PatchStrategy::ServerSide);
+    let endpoint = AccountEndpoint::from(connection.endpoint().clone());
+    let account = AccountReference::with_authentication_key(endpoint, connection.key().clone());
+    CosmosClient::builder()
+        .with_runtime(runtime)
+        .with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(false))
+        .with_default_operation_options(operation)
+        .build(account, RoutingStrategy::PreferredRegions(Vec::new()))
+        .await
+        .map_err(sdk("connect"))
+}
+
+async fn ensure_database(
+    client: &CosmosClient,
+    db: &DatabaseClient,
+    database: &str,
+    create: bool,
+) -> Result<(), SetupFailure> {
+    let read = retry_once(|| db.read(None)).await;
+    match read {
+        Ok(_) => Ok(()),
+        Err(error) if status_code(&error) == 404 && create => {
+            match client.create_database(database, None).await {
+                Ok(_) => Ok(()),
+                Err(error) if status_code(&error) == 409 => Ok(()),
+                Err(error) => Err(sdk(format!("creating database '{database}'"))(error)),
+            }
+        }
+        Err(error) if status_code(&error) == 404 => Err(CosmosSetupError::MissingDatabase {
+            database: database.to_owned(),
+        }
+        .into()),
+        Err(error) => Err(sdk(format!("reading database '{database}'"))(error)),
+    }
+}
+
+async fn open_container(
+    db: &DatabaseClient,
+    database: &str,
+    container: &str,
+    create: bool,
+) -> Result<ContainerClient, SetupFailure> {
+    let client = match retry_once(|| db.container_client(container, None)).await {
+        Ok(client) => client,
+        Err(error) if status_code(&error) == 404 && create => {
+            let properties = ContainerProperties::new(
+                container.to_owned(),
+                PartitionKeyDefinition::from(PARTITION_KEY_PATH),
+            );
+            match db.create_container(properties, None).await {
+                Ok(_) => {}
+                Err(error) if status_code(&error) == 409 => {}
+                Err(error) => {
+                    return Err(sdk(format!("creating container '{container}'"))(error));
+                }
+            }
+            retry_once(|| db.container_client(container, None))
+                .await
+                .map_err(sdk(format!("opening container '{container}'")))?
+        }
+        Err(error) if status_code(&error) == 404 => {
+            return Err(CosmosSetupError::MissingContainer {
+                database: database.to_owned(),
+                container: container.to_owned(),
+            }
+            .into());
+        }
+        Err(error) => return Err(sdk(format!("opening container '{container}'"))(error)),
+    };
+    let properties: ContainerProperties = retry_once(|| client.read(None))
+        .await
+        .and_then(|response| response.into_model())
+        .map_err(sdk(format!("reading container '{container}'")))?;
+    let paths = properties.partition_key.paths();
+    if paths.len() != 1 || paths[0] != PARTITION_KEY_PATH {
+        return Err(CosmosSetupError::WrongPartitionKey {
+            database: database.to_owned(),
+            container: container.to_owned(),
+            found: paths.join(","),
+        }
+        .into());
+    }
+    Ok(client)
+}
+
+fn classify_setup_error(endpoint: &str, operation: &str, error: &CosmosError) -> CosmosSetupError {
+    let detail = one_line(error);
+    match status_code(error) {
+        401 | 403 => CosmosSetupError::Unauthorized {
+            endpoint: endpoint.to_owned(),
+            detail,
+        },
+        _ if is_connection_failure(error) => CosmosSetupError::Unreachable {
+            endpoint: endpoint.to_owned(),
+            detail,
+        },
+        _ => CosmosSetupError::Service {
+            operation: operation.to_owned(),
+            detail,
+        },
+    }
+}
+
+/// The HTTP status of an SDK error (synthetic for transport failures).
+pub(crate) fn status_code(error: &CosmosError) -> u16 {
+    u16::from(error.status().status_code())
+}
+
+/// Whether no (usable) answer came back: connection refused or reset,
+/// timeouts, transient service unavailability.
+pub(crate) fn is_connection_failure(error: &CosmosError) -> bool {
+    error.status().is_transient() && status_code(error) != 429
+}
+
+/// The SDK error as one line.
+pub(crate) fn one_line(error: &CosmosError) -> String {
+    error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs an idempotent request, once more if the connection failed (the local
+/// stand-in closes idle keep-alive connections just as clients reuse them).
+pub(crate) async fn retry_once<T, F, Fut>(mut request: F) -> Result<T, CosmosError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CosmosError>>,
+{
+    match request().await {
+        Err(error) if is_connection_failure(&error) => {
+            tracing::debug!(error = %one_line(&error), "cosmos request failed; retrying once");
+            request().await
+        }
+        other => other,
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now_seconds() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Why a run id cannot be a Cosmos document id, if it cannot.
+pub(crate) fn invalid_run_id(run_id: &str) -> Option<String> {
+    if run_id.is_empty() {
+        return Some("run id is empty".to_owned());
+    }
+    if run_id.contains(['/', '\\', '?', '#']) {
+        return Some(format!(
+            "run id '{run_id}' cannot be a Cosmos document id (it contains '/', '\\', '?' or '#')"
+        ));
+    }
+    None
+}

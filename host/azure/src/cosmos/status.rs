@@ -1,0 +1,340 @@
+//! Run statuses in the status container, in upstream's document shape:
+//! `{"id": runId, "runId": runId, "status": "running", "lastUpdated": <unix
+//! seconds, integer>, "finalStatus": {...}?}`. Upstream writes `running`,
+//! `completed` and `failed`; this host also writes `awaiting` and `cancelled`.
+//!
+//! A terminal status (`completed`, `failed`, `cancelled`) is never
+//! overwritten: [`write_status`](StatusStore::write_status) reads the document
+//! with its ETag and replaces it with `If-Match` (or creates it), retrying on
+//! 412/409 — 2 requests per write. [`read_status`](StatusStore::read_status)
+//! is 1 point read, [`touch`](StatusStore::touch) 1 PATCH, and
+//! [`stalled_runs`](CosmosStatusStore::stalled_runs) runs upstream's
+//! reconciler query across partitions, page by page.
+
+use azure_core::http::Etag;
+use azure_data_cosmos::clients::ContainerClient;
+use azure_data_cosmos::feed::FeedScope;
+use azure_data_cosmos::models::{PatchInstructions, PatchOperation};
+use azure_data_cosmos::options::{ItemWriteOptions, PatchItemOptions, PatchStrategy, Precondition};
+use azure_data_cosmos::{CosmosError, Query};
+use flowcraft_core::context::ContextMap;
+use flowcraft_core::progress::RunState;
+use flowcraft_core::store::{RunStatusRecord, StatusStore, StoreError};
+use futures_util::TryStreamExt;
+use serde_json::{Map, Value};
+
+use super::context::strip_system;
+use super::{invalid_run_id, now_seconds, one_line, retry_once, status_code};
+
+const SERVICE: &str = "cosmos status";
+
+/// Upstream reconciler's query (`createAzureReconciler`), verbatim.
+pub const STALLED_RUNS_QUERY: &str =
+    "SELECT * FROM c WHERE c.status = @status AND c.lastUpdated < @threshold";
+
+/// How many times a status write re-reads after losing a race.
+const MAX_WRITE_ATTEMPTS: usize = 16;
+
+/// The run-status store on a Cosmos container (partition key `/runId`).
+#[derive(Clone)]
+pub struct CosmosStatusStore {
+    container: ContainerClient,
+}
+
+impl CosmosStatusStore {
+    pub(crate) fn new(container: ContainerClient) -> Self {
+        Self { container }
+    }
+
+    /// The underlying container client (for tools and tests).
+    pub fn container(&self) -> &ContainerClient {
+        &self.container
+    }
+
+    /// Run ids whose status is `running` and whose `lastUpdated` is more
+    /// than `threshold_seconds` ago — upstream's reconciler query
+    /// ([`STALLED_RUNS_QUERY`], `@threshold = floor(now) - threshold`), across
+    /// all partitions, every page. Items without a `runId` are skipped.
+    pub async fn stalled_runs(&self, threshold_seconds: u64) -> Result<Vec<String>, StoreError> {
+        let threshold = now_seconds().saturating_sub_unsigned(threshold_seconds);
+        retry_once(|| self.query_stalled(threshold))
+            .await
+            .map_err(|error| {
+                StoreError::new(
+                    SERVICE,
+                    format!("stalled-runs query failed: {}", one_line(&error)),
+                )
+            })
+    }
+
+    async fn query_stalled(&self, threshold: i64) -> Result<Vec<String>, CosmosError> {
+        let query = Query::from(STALLED_RUNS_QUERY)
+            .with_parameter("@status", RunState::Running.as_str())?
+            .with_parameter("@threshold", threshold)?;
+        let mut items = self
+            .container
+            .query_items::<Value>(query, FeedScope::full_container(), None)
+            .await?;
+        let mut runs = Vec::new();
+        while let Some(item) = items.try_next().await? {
+            match item.get("runId").and_then(Value::as_str) {
+                Some(run_id) if !run_id.is_empty() => runs.push(run_id.to_owned()),
+                _ => {}
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The stored document and its ETag, `None` if there is none.
+    async fn read_document(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(ContextMap, Option<Etag>)>, CosmosError> {
+        let read = retry_once(|| self.container.read_item(run_id.to_owned(), run_id, None)).await;
+        match read {
+            Ok(response) => {
+                let etag = response.headers().etag().cloned();
+                let document: ContextMap = response.into_model()?;
+                let etag = etag.or_else(|| {
+                    document
+                        .get("_etag")
+                        .and_then(Value::as_str)
+                        .map(|etag| Etag::from(etag.to_owned()))
+                });
+                Ok(Some((document, etag)))
+            }
+            Err(error) if status_code(&error) == 404 => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One attempt of a write; `None` when it lost a race and must re-read.
+    async fn try_write(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: &Option<Value>,
+    ) -> Result<Option<bool>, CosmosError> {
+        let Some((stored, etag)) = self.read_document(run_id).await? else {
+            let document = status_document(Map::new(), run_id, status, final_status);
+            let created = retry_once(|| {
+                self.container
+                    .create_item(run_id.to_owned(), run_id, &document, None)
+            })
+            .await;
+            return match created {
+                Ok(_) => Ok(Some(true)),
+                Err(error) if status_code(&error) == 409 => Ok(None),
+                Err(error) => Err(error),
+            };
+        };
+        if stored_state(&stored).is_some_and(RunState::is_terminal) {
+            return Ok(Some(false));
+        }
+        let document = status_document(stored, run_id, status, final_status);
+        let mut options = ItemWriteOptions::default();
+        if let Some(etag) = etag {
+            options = options.with_precondition(Precondition::if_match(etag));
+        }
+        let replaced = retry_once(|| {
+            self.container
+                .replace_item(run_id.to_owned(), run_id, &document, Some(options.clone()))
+        })
+        .await;
+        match replaced {
+            Ok(_) => Ok(Some(true)),
+            Err(error) if matches!(status_code(&error), 412 | 404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl StatusStore for CosmosStatusStore {
+    async fn write_status(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: Option<Value>,
+    ) -> Result<bool, StoreError> {
+        check_run_id(run_id)?;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let attempt = self.try_write(run_id, status, &final_status).await;
+            match attempt.map_err(|error| failure("write", run_id, &error))? {
+                Some(written) => return Ok(written),
+                None => tokio::task::yield_now().await,
+            }
+        }
+        Err(StoreError::new(
+            SERVICE,
+            format!(
+                "write of the status of run '{run_id}' lost {MAX_WRITE_ATTEMPTS} races with other writers; retry later"
+            ),
+        ))
+    }
+
+    async fn read_status(&self, run_id: &str) -> Result<Option<RunStatusRecord>, StoreError> {
+        check_run_id(run_id)?;
+        let Some((document, _)) = self
+            .read_document(run_id)
+            .await
+            .map_err(|error| failure("read", run_id, &error))?
+        else {
+            return Ok(None);
+        };
+        let status = stored_state(&document).ok_or_else(|| {
+            StoreError::new(
+                SERVICE,
+                format!(
+                    "the status document of run '{run_id}' has status {}, expected one of running, awaiting, completed, failed, cancelled",
+                    document.get("status").map_or("(none)".to_owned(), Value::to_string)
+                ),
+            )
+        })?;
+        Ok(Some(RunStatusRecord {
+            status,
+            last_updated: document.get("lastUpdated").map_or(0, unix_seconds),
+            final_status: document
+                .get("finalStatus")
+                .filter(|v| !v.is_null())
+                .cloned(),
+        }))
+    }
+
+    /// Liveness: sets the run's `lastUpdated` to now with one PATCH, so the
+    /// reconciler does not take a run with work in progress for stalled. A
+    /// run without a status document is left alone. The SDK cannot send a
+    /// conditional PATCH, so this does not look at `status` (neither does the
+    /// in-memory store); callers touch running runs.
+    async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
+        check_run_id(run_id)?;
+        let instructions = PatchInstructions::from(vec![PatchOperation::set(
+            "/lastUpdated",
+            Value::from(now_seconds()),
+        )]);
+        let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
+        let patched = retry_once(|| {
+            self.container.patch_item(
+                run_id.to_owned(),
+                run_id,
+                instructions.clone(),
+                Some(options.clone()),
+            )
+        })
+        .await;
+        match patched {
+            Ok(_) => Ok(()),
+            Err(error) if status_code(&error) == 404 => Ok(()),
+            Err(error) => Err(failure("touch", run_id, &error)),
+        }
+    }
+}
+
+/// `stored` (other fields kept, system properties dropped) with the given
+/// status, `lastUpdated` = now and `finalStatus`, in upstream's field order
+/// for new documents.
+fn status_document(
+    stored: ContextMap,
+    run_id: &str,
+    status: RunState,
+    final_status: &Option<Value>,
+) -> ContextMap {
+    let mut document = Map::new();
+    document.insert("id".into(), Value::from(run_id));
+    document.insert("runId".into(), Value::from(run_id));
+    document.insert("status".into(), Value::from(status.as_str()));
+    document.insert("lastUpdated".into(), Value::from(now_seconds()));
+    if let Some(final_status) = final_status {
+        document.insert("finalStatus".into(), final_status.clone());
+    }
+    for (key, value) in strip_system(stored) {
+        if !matches!(
+            key.as_str(),
+            "id" | "runId" | "status" | "lastUpdated" | "finalStatus"
+        ) {
+            document.insert(key, value);
+        }
+    }
+    document
+}
+
+fn stored_state(document: &ContextMap) -> Option<RunState> {
+    document
+        .get("status")
+        .and_then(|status| serde_json::from_value(status.clone()).ok())
+}
+
+/// `lastUpdated` as Unix seconds: upstream writes an integer; tolerate a
+/// float and the ISO-8601 string of the adapter guide's sample client.
+fn unix_seconds(value: &Value) -> i64 {
+    match value {
+        Value::Number(number) => number
+            .as_i64()
+            .or_else(|| number.as_f64().map(|seconds| seconds.floor() as i64))
+            .unwrap_or(0),
+        Value::String(text) => {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_or(0, time::OffsetDateTime::unix_timestamp)
+        }
+        _ => 0,
+    }
+}
+
+fn check_run_id(run_id: &str) -> Result<(), StoreError> {
+    match invalid_run_id(run_id) {
+        Some(reason) => Err(StoreError::new(SERVICE, reason)),
+        None => Ok(()),
+    }
+}
+
+fn failure(operation: &str, run_id: &str, error: &CosmosError) -> StoreError {
+    StoreError::new(
+        SERVICE,
+        format!(
+            "{operation} of the status of run '{run_id}' failed: {}",
+            one_line(error)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn new_documents_have_upstream_fields_only() {
+        let document = status_document(Map::new(), "r1", RunState::Running, &None);
+        let keys: Vec<&str> = document.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "runId", "status", "lastUpdated"]);
+        assert_eq!(document["status"], json!("running"));
+        assert!(document["lastUpdated"].is_i64());
+    }
+
+    #[test]
+    fn rewrites_keep_foreign_fields_and_drop_system_ones() {
+        let Value::Object(stored) = json!({
+            "id": "r1", "runId": "r1", "status": "running", "lastUpdated": 1,
+            "finalStatus": {"old": true}, "owner": "ts-worker", "_etag": "e", "_ts": 5
+        }) else {
+            unreachable!()
+        };
+        let document = status_document(
+            stored,
+            "r1",
+            RunState::Completed,
+            &Some(json!({"status": "completed"})),
+        );
+        assert_eq!(document["status"], json!("completed"));
+        assert_eq!(document["finalStatus"], json!({"status": "completed"}));
+        assert_eq!(document["owner"], json!("ts-worker"));
+        assert!(!document.contains_key("_etag") && !document.contains_key("_ts"));
+    }
+
+    #[test]
+    fn last_updated_is_read_leniently() {
+        assert_eq!(unix_seconds(&json!(1700000000)), 1700000000);
+        assert_eq!(unix_seconds(&json!(1700000000.9)), 1700000000);
+        assert_eq!(unix_seconds(&json!("2023-11-14T22:13:20Z")), 1700000000);
+        assert_eq!(unix_seconds(&json!(null)), 0);
+    }
+}

@@ -1,0 +1,200 @@
+//! Queue message text: upstream's job payload, base64-encoded.
+//!
+//! `@flowcraft/azure-adapter` sends standard base64 (with padding) of the
+//! UTF-8 JSON `{"runId":…,"blueprintId":…,"nodeId":…}` — that key order, no
+//! whitespace. [`encode`] produces exactly that, plus our optional `attempt`
+//! and `signal` fields only when they are set (upstream workers ignore
+//! unknown fields). [`decode`] accepts base64 JSON and plain JSON (the Azure
+//! guide's own snippet sends plain JSON), ignores unknown fields such as
+//! `isLastAttempt`, and says which step failed.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use flowcraft_core::store::{Job, JobSignal};
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why a message text is not a job.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("message text is empty")]
+    Empty,
+    #[error("message text is neither JSON nor base64: {0}")]
+    Base64(String),
+    #[error("base64-decoded message is not UTF-8: {0}")]
+    Utf8(String),
+    #[error("message JSON is invalid: {0}")]
+    Json(String),
+    #[error("message JSON is not a job: {0}")]
+    NotAJob(String),
+}
+
+/// Standard alphabet; padding optional on input (some producers strip it).
+const LENIENT_STANDARD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The message text for `job`.
+pub fn encode(job: &Job) -> String {
+    base64::engine::general_purpose::STANDARD.encode(to_json(job))
+}
+
+/// The job's JSON in upstream's key order (`runId`, `blueprintId`, `nodeId`,
+/// then our optional fields).
+pub fn to_json(job: &Job) -> String {
+    // `Job`'s field order is the wire order; the serializer cannot fail on it.
+    serde_json::to_string(job).expect("a Job always serializes")
+}
+
+/// The job in a message text (base64 JSON or plain JSON).
+pub fn decode(text: &str) -> Result<Job, DecodeError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if text.starts_with('{') {
+        return parse_job(text);
+    }
+    let bytes = LENIENT_STANDARD
+        .decode(text)
+        .map_err(|e| DecodeError::Base64(e.to_string()))?;
+    let json = String::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.to_string()))?;
+    parse_job(json.trim())
+}
+
+/// What we read from a payload: upstream's fields strictly, ours leniently
+/// where upstream uses the same name for something else (`attempt` is
+/// "logging only" upstream and may not be a small integer).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    run_id: String,
+    blueprint_id: String,
+    node_id: String,
+    #[serde(default)]
+    attempt: Option<serde_json::Value>,
+    #[serde(default)]
+    signal: Option<JobSignal>,
+}
+
+fn parse_job(json: &str) -> Result<Job, DecodeError> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| DecodeError::Json(e.to_string()))?;
+    if !value.is_object() {
+        return Err(DecodeError::NotAJob(format!(
+            "expected an object, found {}",
+            kind_of(&value)
+        )));
+    }
+    let payload: Payload =
+        serde_json::from_value(value).map_err(|e| DecodeError::NotAJob(e.to_string()))?;
+    for (name, field) in [
+        ("runId", &payload.run_id),
+        ("blueprintId", &payload.blueprint_id),
+        ("nodeId", &payload.node_id),
+    ] {
+        if field.is_empty() {
+            return Err(DecodeError::NotAJob(format!("{name} is empty")));
+        }
+    }
+    let attempt = payload
+        .attempt
+        .and_then(|a| a.as_u64())
+        .and_then(|a| u32::try_from(a).ok())
+        .filter(|a| *a >= 1);
+    Ok(Job {
+        run_id: payload.run_id,
+        blueprint_id: payload.blueprint_id,
+        node_id: payload.node_id,
+        attempt,
+        signal: payload.signal,
+    })
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FC-51's exact message text.
+    const FC51: &str = "eyJydW5JZCI6InJ1bi1henVyZS00NTYiLCJibHVlcHJpbnRJZCI6ImJwLWF6dXJlIiwibm9kZUlkIjoibm9kZS1henVyZS1zdGFydCJ9";
+
+    #[test]
+    fn fc51_round_trips_byte_for_byte() {
+        let job = Job::new("run-azure-456", "bp-azure", "node-azure-start");
+        assert_eq!(encode(&job), FC51);
+        assert_eq!(decode(FC51).unwrap(), job);
+        assert_eq!(encode(&decode(FC51).unwrap()), FC51);
+    }
+
+    #[test]
+    fn optional_fields_follow_upstreams_and_only_when_set() {
+        let mut job = Job::new("r", "b", "n");
+        job.attempt = Some(2);
+        job.signal = Some(JobSignal::Wake);
+        assert_eq!(
+            to_json(&job),
+            r#"{"runId":"r","blueprintId":"b","nodeId":"n","attempt":2,"signal":"wake"}"#
+        );
+        assert_eq!(decode(&encode(&job)).unwrap(), job);
+    }
+
+    #[test]
+    fn plain_json_and_unknown_fields_are_accepted() {
+        let job = decode(
+            r#" {"runId":"r","blueprintId":"b","nodeId":"n","isLastAttempt":false,"extra":{"x":1}} "#,
+        )
+        .unwrap();
+        assert_eq!(job, Job::new("r", "b", "n"));
+        // Unpadded base64 too.
+        let unpadded = FC51.trim_end_matches('=');
+        assert_eq!(decode(unpadded).unwrap().run_id, "run-azure-456");
+    }
+
+    #[test]
+    fn upstream_attempt_values_that_are_not_ours_are_ignored() {
+        for attempt in ["1.5", "-1", "0", "\"3\"", "null", "99999999999"] {
+            let text =
+                format!(r#"{{"runId":"r","blueprintId":"b","nodeId":"n","attempt":{attempt}}}"#);
+            assert_eq!(decode(&text).unwrap().attempt, None, "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn errors_say_which_step_failed() {
+        assert_eq!(decode("  "), Err(DecodeError::Empty));
+        assert!(matches!(decode("not base64!"), Err(DecodeError::Base64(_))));
+        let latin1 = base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe, b'{']);
+        assert!(matches!(decode(&latin1), Err(DecodeError::Utf8(_))));
+        let not_json = base64::engine::general_purpose::STANDARD.encode("hello");
+        assert!(matches!(decode(&not_json), Err(DecodeError::Json(_))));
+        let array = base64::engine::general_purpose::STANDARD.encode("[1,2]");
+        assert_eq!(
+            decode(&array).unwrap_err().to_string(),
+            "message JSON is not a job: expected an object, found an array"
+        );
+        let missing = decode(r#"{"runId":"r","blueprintId":"b"}"#).unwrap_err();
+        assert!(
+            missing.to_string().contains("missing field `nodeId`"),
+            "{missing}"
+        );
+        let empty = decode(r#"{"runId":"","blueprintId":"b","nodeId":"n"}"#).unwrap_err();
+        assert_eq!(
+            empty.to_string(),
+            "message JSON is not a job: runId is empty"
+        );
+        let bad_signal = decode(r#"{"runId":"r","blueprintId":"b","nodeId":"n","signal":"bogus"}"#);
+        assert!(matches!(bad_signal, Err(DecodeError::NotAJob(_))));
+    }
+}

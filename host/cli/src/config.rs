@@ -1,0 +1,231 @@
+//! Configuration of the worker and the client commands: flags, environment
+//! variables and an optional TOML file (`--config`). A flag wins over its
+//! environment variable, which wins over the file, which wins over the
+//! default. The environment names are the TypeScript adapter's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use flowcraft_azure::backend::AzureConfig;
+use flowcraft_plugins::Grants;
+use serde::Deserialize;
+
+pub const DEFAULT_QUEUE: &str = "flowcraft-jobs";
+pub const DEFAULT_DATABASE: &str = "flowcraft";
+pub const DEFAULT_CONTEXT_CONTAINER: &str = "workflow-contexts";
+pub const DEFAULT_STATUS_CONTAINER: &str = "workflow-statuses";
+
+/// Where the Azure services are (flags and environment).
+#[derive(Args, Clone, Default)]
+pub struct AzureArgs {
+    /// TOML configuration file (see README "Configuration"); flags and environment override it.
+    #[arg(long, value_name = "FILE", env = "FLOWCRAFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Azure Storage connection string (queue).
+    #[arg(
+        long,
+        value_name = "STRING",
+        env = "AZURE_STORAGE_CONNECTION_STRING",
+        hide_env_values = true
+    )]
+    pub storage_connection_string: Option<String>,
+    /// Cosmos DB connection string `AccountEndpoint=…;AccountKey=…;`.
+    #[arg(
+        long,
+        value_name = "STRING",
+        env = "COSMOS_DB_CONNECTION_STRING",
+        hide_env_values = true
+    )]
+    pub cosmos_connection_string: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379 (REDIS_CONNECTION_STRING is read too).
+    #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Queue name [default: flowcraft-jobs].
+    #[arg(long, env = "FLOWCRAFT_QUEUE")]
+    pub queue: Option<String>,
+    /// Cosmos database [default: flowcraft].
+    #[arg(long, env = "FLOWCRAFT_DATABASE")]
+    pub database: Option<String>,
+    /// Cosmos container of run contexts [default: workflow-contexts].
+    #[arg(long, env = "FLOWCRAFT_CONTEXT_CONTAINER")]
+    pub context_container: Option<String>,
+    /// Cosmos container of run statuses [default: workflow-statuses].
+    #[arg(long, env = "FLOWCRAFT_STATUS_CONTAINER")]
+    pub status_container: Option<String>,
+    /// Create the queue, database and containers when they are missing.
+    #[arg(long)]
+    pub create_resources: bool,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub azure: AzureFile,
+    #[serde(default)]
+    pub worker: WorkerFile,
+    /// Capabilities per bundle name: `[grants.orders] config = {…}`.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grants>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureFile {
+    pub storage_connection_string: Option<String>,
+    pub cosmos_connection_string: Option<String>,
+    pub redis_url: Option<String>,
+    pub queue: Option<String>,
+    pub database: Option<String>,
+    pub context_container: Option<String>,
+    pub status_container: Option<String>,
+    pub create_resources: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFile {
+    pub plugins: Option<PathBuf>,
+    pub blueprints: Option<PathBuf>,
+    pub concurrency: Option<usize>,
+    pub visibility_timeout_seconds: Option<u64>,
+    pub max_dequeue_count: Option<u32>,
+    pub reconcile_interval_seconds: Option<u64>,
+    pub stalled_after_seconds: Option<u64>,
+    pub reconciler: Option<bool>,
+}
+
+impl ConfigFile {
+    /// Reads `path`, or an empty configuration without one.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("configuration file {} is invalid", path.display()))
+    }
+}
+
+impl AzureArgs {
+    /// The Azure settings, `None` when none of the three services is
+    /// configured (embedded mode); an error when only some are.
+    pub fn resolve(&self, file: &AzureFile) -> Result<Option<AzureConfig>> {
+        let redis_fallback = std::env::var("REDIS_CONNECTION_STRING").ok();
+        let storage = self
+            .storage_connection_string
+            .clone()
+            .or(file.storage_connection_string.clone());
+        let cosmos = self
+            .cosmos_connection_string
+            .clone()
+            .or(file.cosmos_connection_string.clone());
+        let redis = self
+            .redis_url
+            .clone()
+            .or(redis_fallback)
+            .or(file.redis_url.clone());
+        let (storage, cosmos, redis) = match (storage, cosmos, redis) {
+            (None, None, None) => return Ok(None),
+            (Some(storage), Some(cosmos), Some(redis)) => (storage, cosmos, redis),
+            (storage, cosmos, redis) => {
+                // Name exactly what is missing.
+                let missing: Vec<&str> = [
+                    (storage.is_none(), "AZURE_STORAGE_CONNECTION_STRING"),
+                    (cosmos.is_none(), "COSMOS_DB_CONNECTION_STRING"),
+                    (redis.is_none(), "REDIS_URL"),
+                ]
+                .into_iter()
+                .filter_map(|(absent, name)| absent.then_some(name))
+                .collect();
+                bail!(
+                    "Azure mode needs the queue, Cosmos DB and Redis settings; missing {} (set the variables, the flags or the [azure] section of --config)",
+                    missing.join(", ")
+                );
+            }
+        };
+        let pick = |flag: &Option<String>, file: &Option<String>, default: &str| {
+            flag.clone()
+                .or(file.clone())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        Ok(Some(AzureConfig {
+            storage_connection_string: storage,
+            cosmos_connection_string: cosmos,
+            redis_url: redis,
+            queue: pick(&self.queue, &file.queue, DEFAULT_QUEUE),
+            database: pick(&self.database, &file.database, DEFAULT_DATABASE),
+            context_container: pick(
+                &self.context_container,
+                &file.context_container,
+                DEFAULT_CONTEXT_CONTAINER,
+            ),
+            status_container: pick(
+                &self.status_container,
+                &file.status_container,
+                DEFAULT_STATUS_CONTAINER,
+            ),
+            create_resources: self.create_resources || file.create_resources.unwrap_or(false),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> AzureArgs {
+        AzureArgs::default()
+    }
+
+    #[test]
+    fn no_settings_means_embedded_mode() {
+        assert!(args().resolve(&AzureFile::default()).unwrap().is_none());
+    }
+
+    #[test]
+    fn partial_settings_name_what_is_missing() {
+        let mut partial = args();
+        partial.storage_connection_string = Some("UseDevelopmentStorage=true".into());
+        let error = partial
+            .resolve(&AzureFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("missing COSMOS_DB_CONNECTION_STRING, REDIS_URL"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file: ConfigFile = toml::from_str(
+            r#"[azure]
+               storage_connection_string = "file-storage"
+               cosmos_connection_string = "file-cosmos"
+               redis_url = "redis://file"
+               queue = "file-queue"
+               [grants.orders]
+               config = { "notify-channel" = "email" }"#,
+        )
+        .unwrap();
+        let mut flags = args();
+        flags.queue = Some("flag-queue".into());
+        flags.redis_url = Some("redis://flag".into());
+        let settings = flags.resolve(&file.azure).unwrap().unwrap();
+        assert_eq!(settings.queue, "flag-queue");
+        assert_eq!(settings.redis_url, "redis://flag");
+        assert_eq!(settings.storage_connection_string, "file-storage");
+        assert_eq!(settings.database, DEFAULT_DATABASE);
+        assert_eq!(file.grants["orders"].config["notify-channel"], "email");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        assert!(toml::from_str::<ConfigFile>("[azure]\nqueu = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! Client commands against the Azure services (`start`, `status`, `wait`,
+//! `resume RUN_ID`, `reconcile`, `cancel`) and the engine the worker runs.
+//! They talk to the same queue, containers and Redis as the workers, through
+//! the same engine, so a run started here is executed by any worker.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use flowcraft_azure::backend::{AzureBackend, AzureConfig};
+use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::engine::{Engine, EngineSettings};
+use flowcraft_core::expression::EvaluatorMode;
+use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
+use flowcraft_core::store::{CoordinationStore, StatusStore};
+use flowcraft_plugins::{Grants, PluginHost, WatchGuard};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::PluginArgs;
+use crate::config::{AzureArgs, ConfigFile};
+use crate::embedded::ResumeArgs;
+use crate::inputs::{context_argument, read_blueprint_dir};
+use crate::setup::{load_plugins, plan_all};
+
+/// A command that names one run.
+#[derive(Args)]
+pub struct RunArgs {
+    run_id: String,
+    /// Directory of blueprints (*.json) (needed by `cancel`).
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
+    blueprints: Option<PathBuf>,
+    #[command(flatten)]
+    azure: AzureArgs,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// The id of a blueprint in --blueprints DIR.
+    blueprint_id: String,
+    /// Initial context: a JSON object, inline or as @FILE.
+    #[arg(long, value_name = "JSON")]
+    context: Option<String>,
+    /// Run id to use [default: a new UUID].
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Directory of blueprints (*.json).
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
+    blueprints: Option<PathBuf>,
+    /// Bundles to pin the run's node types to (workers then run exactly these versions).
+    #[command(flatten)]
+    plugins: PluginArgs,
+    #[command(flatten)]
+    azure: AzureArgs,
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    run_id: String,
+    /// Give up after this many seconds (exit status 1).
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    #[command(flatten)]
+    azure: AzureArgs,
+}
+
+#[derive(Args)]
+pub struct ReconcileArgs {
+    /// Runs whose status did not change for this many seconds count as stalled.
+    #[arg(long, default_value_t = 300)]
+    stalled_after: u64,
+    /// Directory of blueprints (*.json).
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
+    blueprints: Option<PathBuf>,
+    #[command(flatten)]
+    azure: AzureArgs,
+}
+
+/// The node runner of processes that only coordinate: it runs no nodes,
+/// and pins node types only when it was given bundles.
+pub struct ClientRunner {
+    plugins: Option<PluginHost>,
+}
+
+impl NodeRunner for ClientRunner {
+    fn implements(&self, uses: &str) -> bool {
+        self.plugins
+            .as_ref()
+            .is_none_or(|host| host.implements(uses))
+    }
+
+    fn pin(&self, blueprint: &Blueprint) -> Result<Pins, PinError> {
+        match &self.plugins {
+            Some(host) => host.pin(blueprint),
+            None => Ok(Pins::new()),
+        }
+    }
+
+    async fn run(&self, call: NodeCall) -> NodeOutcome {
+        NodeOutcome {
+            context: call.context,
+            result: Err(NodeFailure::fatal(
+                "this process runs no nodes; a worker does",
+            )),
+        }
+    }
+}
+
+type ClientEngine = Engine<AzureBackend, ClientRunner>;
+
+/// The worker's engine: Azure backend, the plugin runtime (watched for hot
+/// swap) and the blueprints of `blueprints`.
+pub async fn worker_engine(
+    config: &AzureConfig,
+    plugins: &Path,
+    blueprints: &Path,
+    grants: BTreeMap<String, Grants>,
+) -> Result<(Engine<AzureBackend, PluginHost>, WatchGuard)> {
+    let host = load_plugins(plugins, None, grants).await?;
+    let watch = host
+        .watch()
+        .with_context(|| format!("cannot watch {} for bundle changes", plugins.display()))?;
+    let blueprints = read_blueprint_dir(blueprints)?;
+    let plans = plan_all(
+        &blueprints,
+        &|uses| host.implements(uses),
+        EvaluatorMode::Safe,
+    )?;
+    let backend = connect(config).await?;
+    let engine = Engine::new(
+        Arc::new(backend),
+        Arc::new(host),
+        plans,
+        EngineSettings::default(),
+    );
+    Ok((engine, watch))
+}
+
+async fn connect(config: &AzureConfig) -> Result<AzureBackend> {
+    Ok(AzureBackend::connect(config).await?)
+}
+
+/// The Azure backend from flags, environment and `--config`.
+async fn backend(args: &AzureArgs) -> Result<AzureBackend> {
+    let file = ConfigFile::load(args.config.as_deref())?;
+    let Some(config) = args.resolve(&file.azure)? else {
+        bail!(
+            "no Azure settings: set AZURE_STORAGE_CONNECTION_STRING, COSMOS_DB_CONNECTION_STRING and REDIS_URL (or --config)"
+        );
+    };
+    connect(&config).await
+}
+
+async fn client_engine(
+    args: &AzureArgs,
+    blueprints: Option<&Path>,
+    plugins: Option<PluginHost>,
+) -> Result<ClientEngine> {
+    let dir = blueprints.context("--blueprints DIR is required (or set FLOWCRAFT_BLUEPRINTS)")?;
+    let blueprints = read_blueprint_dir(dir)?;
+    let runner = ClientRunner { plugins };
+    let plans = plan_all(
+        &blueprints,
+        &|uses| runner.implements(uses),
+        EvaluatorMode::Safe,
+    )?;
+    let backend = backend(args).await?;
+    Ok(Engine::new(
+        Arc::new(backend),
+        Arc::new(runner),
+        plans,
+        EngineSettings::default(),
+    ))
+}
+
+pub async fn start(args: StartArgs) -> Result<ExitCode> {
+    let initial = context_argument(args.context.as_deref())?;
+    let plugins = match &args.plugins.plugins {
+        Some(dir) => {
+            Some(load_plugins(dir, args.plugins.cache_dir.clone(), Default::default()).await?)
+        }
+        None => None,
+    };
+    let engine = client_engine(&args.azure, args.blueprints.as_deref(), plugins).await?;
+    let run_id = engine
+        .start_run(&args.blueprint_id, args.run_id.clone(), initial)
+        .await?;
+    println!("{run_id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(args: RunArgs) -> Result<ExitCode> {
+    let backend = backend(&args.azure).await?;
+    println!("{}", run_status(&backend, &args.run_id).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status document plus what the progress record says.
+async fn run_status(backend: &AzureBackend, run_id: &str) -> Result<serde_json::Value> {
+    let status = backend.read_status(run_id).await?;
+    let progress = backend
+        .read_progress(run_id, |p| {
+            json!({
+                "state": p.state.as_str(),
+                "pending": p.pending,
+                "awaiting": p.awaiting.keys().collect::<Vec<_>>(),
+                "errors": p.errors,
+                "steps": p.steps,
+            })
+        })
+        .await?;
+    if status.is_none() && progress.is_none() {
+        bail!("run '{run_id}' not found (no status document and no progress record)");
+    }
+    Ok(json!({"runId": run_id, "status": status, "progress": progress}))
+}
+
+pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
+    let backend = backend(&args.azure).await?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if let Some(status) = backend.read_status(&args.run_id).await?
+            && (status.status.is_terminal()
+                || status.status == flowcraft_core::progress::RunState::Awaiting)
+        {
+            println!("{}", serde_json::to_string(&status)?);
+            return Ok(match status.status {
+                flowcraft_core::progress::RunState::Completed
+                | flowcraft_core::progress::RunState::Awaiting => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            });
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "flowcraft-host: run '{}' is still running after {} s",
+                args.run_id, args.timeout
+            );
+            return Ok(ExitCode::from(1));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
+    let run_id = args
+        .run_id
+        .clone()
+        .context("resume needs a run id (or --state FILE)")?;
+    let output = args.output_value()?;
+    let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
+    engine
+        .resume(&run_id, args.node.as_deref(), args.action.clone(), output)
+        .await?;
+    println!("{}", run_status(engine.backend(), &run_id).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cancel(args: RunArgs) -> Result<ExitCode> {
+    let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
+    engine.cancel(&args.run_id).await?;
+    println!("{}", run_status(engine.backend(), &args.run_id).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a reconciler pass did (upstream's shape).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileSummary {
+    pub stalled_runs: usize,
+    pub reconciled_runs: usize,
+    pub failed_runs: usize,
+}
+
+/// Reconciles every run whose status has not changed for `stalled_after`.
+pub async fn reconcile_stalled<R: NodeRunner>(
+    engine: &Engine<AzureBackend, R>,
+    stalled_after: Duration,
+) -> Result<ReconcileSummary> {
+    let mut summary = ReconcileSummary::default();
+    for run_id in engine.backend().stalled_runs(stalled_after).await? {
+        summary.stalled_runs += 1;
+        match engine.reconcile(&run_id).await {
+            Ok(enqueued) if !enqueued.is_empty() => summary.reconciled_runs += 1,
+            Ok(_) => {}
+            Err(problem) => {
+                tracing::warn!(run = %run_id, error = %problem, "reconciling failed");
+                summary.failed_runs += 1;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
+    let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
+    let summary = reconcile_stalled(&engine, Duration::from_secs(args.stalled_after)).await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,334 @@
+//! The distributed worker: receives jobs from Azure Queue Storage and runs
+//! them through the engine with bounded concurrency.
+//!
+//! - receives in batches of up to 32, only as many as there are free slots,
+//!   so a slow job never holds back the next receive;
+//! - backs off exponentially while the queue is empty;
+//! - renews a running job's visibility (and the run's liveness) so that a long
+//!   node is not handed to a second worker;
+//! - deletes a message once its job is handled; leaves it to reappear after a
+//!   backend outage; moves a message that cannot be decoded, names an unknown
+//!   run or blueprint too often, or keeps failing past the dequeue limit, to
+//!   the poison queue with the reason;
+//! - runs the reconciler periodically;
+//! - on SIGINT/SIGTERM stops receiving, lets running jobs finish (their
+//!   messages reappear if they cannot) and exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use flowcraft_azure::backend::AzureBackend;
+use flowcraft_azure::queue::ReceivedMessage;
+use flowcraft_azure::wire;
+use flowcraft_core::engine::{Engine, EngineError};
+use flowcraft_core::store::StatusStore;
+use flowcraft_plugins::PluginHost;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::{AzureArgs, ConfigFile};
+use crate::distributed;
+
+/// Flags of the worker (the default command).
+#[derive(Args, Clone, Default)]
+pub struct WorkerArgs {
+    /// Directory of node bundles (*.wasm); watched and hot-swapped.
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_PLUGINS")]
+    pub plugins: Option<PathBuf>,
+    /// Directory of blueprints (*.json) this worker runs.
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
+    pub blueprints: Option<PathBuf>,
+    /// Jobs run at the same time [default: 8 per core].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Seconds a received job stays invisible to other workers (renewed while it runs) [default: 30].
+    #[arg(long)]
+    pub visibility_timeout: Option<u64>,
+    /// Deliveries after which a message goes to the poison queue [default: 5].
+    #[arg(long)]
+    pub max_dequeue_count: Option<u32>,
+    /// Seconds between reconciler passes [default: 60].
+    #[arg(long)]
+    pub reconcile_interval: Option<u64>,
+    /// Seconds without progress after which a running run counts as stalled [default: 300].
+    #[arg(long)]
+    pub stalled_after: Option<u64>,
+    /// Do not run the reconciler in this worker.
+    #[arg(long)]
+    pub no_reconciler: bool,
+    #[command(flatten)]
+    pub azure: AzureArgs,
+}
+
+/// The worker's resolved tunables.
+struct Tunables {
+    concurrency: usize,
+    visibility: Duration,
+    max_dequeue: u32,
+    reconcile_every: Option<Duration>,
+    stalled_after: Duration,
+}
+
+type Worker = Engine<AzureBackend, PluginHost>;
+
+pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
+    crate::setup::init_logging(false);
+    let file = ConfigFile::load(args.azure.config.as_deref())?;
+    let Some(settings) = args.azure.resolve(&file.azure)? else {
+        bail!(
+            "no Azure settings: set AZURE_STORAGE_CONNECTION_STRING, COSMOS_DB_CONNECTION_STRING and REDIS_URL (or --config) to run a worker; to run one workflow locally use `flowcraft-host run`"
+        );
+    };
+    let plugins = args
+        .plugins
+        .clone()
+        .or(file.worker.plugins.clone())
+        .context("--plugins DIR is required (or worker.plugins in --config)")?;
+    let blueprints = args
+        .blueprints
+        .clone()
+        .or(file.worker.blueprints.clone())
+        .context("--blueprints DIR is required (or worker.blueprints in --config)")?;
+    let tunables = Tunables {
+        concurrency: args
+            .concurrency
+            .or(file.worker.concurrency)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(8, |n| n.get() * 8)),
+        visibility: Duration::from_secs(
+            args.visibility_timeout
+                .or(file.worker.visibility_timeout_seconds)
+                .unwrap_or(30)
+                .max(2),
+        ),
+        max_dequeue: args
+            .max_dequeue_count
+            .or(file.worker.max_dequeue_count)
+            .unwrap_or(5)
+            .max(1),
+        reconcile_every: (!args.no_reconciler && file.worker.reconciler.unwrap_or(true)).then(
+            || {
+                Duration::from_secs(
+                    args.reconcile_interval
+                        .or(file.worker.reconcile_interval_seconds)
+                        .unwrap_or(60)
+                        .max(1),
+                )
+            },
+        ),
+        stalled_after: Duration::from_secs(
+            args.stalled_after
+                .or(file.worker.stalled_after_seconds)
+                .unwrap_or(300),
+        ),
+    };
+    let (engine, _watch) =
+        distributed::worker_engine(&settings, &plugins, &blueprints, file.grants).await?;
+    info!(queue = %settings.queue, concurrency = tunables.concurrency, "worker started");
+    run_loop(Arc::new(engine), tunables).await?;
+    info!("worker stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_loop(engine: Arc<Worker>, tunables: Tunables) -> Result<()> {
+    let slots = Arc::new(Semaphore::new(tunables.concurrency));
+    let mut jobs: JoinSet<()> = JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let reconciler = tunables.reconcile_every.map(|every| {
+        tokio::spawn(reconcile_loop(
+            engine.clone(),
+            every,
+            tunables.stalled_after,
+        ))
+    });
+    let mut idle = Duration::ZERO;
+    loop {
+        while jobs.try_join_next().is_some() {}
+        let free = slots.available_permits().min(32);
+        if free == 0 {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = jobs.join_next() => continue,
+            }
+        }
+        let received = tokio::select! {
+            _ = &mut shutdown => break,
+            received = engine.backend().queue().receive(free as u32, tunables.visibility) => received,
+        };
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(problem) => {
+                warn!(error = %problem, "receiving jobs failed; retrying");
+                idle = next_backoff(idle);
+                Vec::new()
+            }
+        };
+        if messages.is_empty() {
+            idle = next_backoff(idle);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(idle) => continue,
+            }
+        }
+        idle = Duration::ZERO;
+        for message in messages {
+            let permit = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let engine = engine.clone();
+            let visibility = tunables.visibility;
+            let max_dequeue = tunables.max_dequeue;
+            jobs.spawn(async move {
+                process(&engine, message, visibility, max_dequeue).await;
+                drop(permit);
+            });
+        }
+        tokio::task::yield_now().await;
+    }
+    info!(
+        in_flight = jobs.len(),
+        "shutting down: no more receives; waiting for running jobs"
+    );
+    if let Some(reconciler) = reconciler {
+        reconciler.abort();
+    }
+    let drain = async { while jobs.join_next().await.is_some() {} };
+    if tokio::time::timeout(tunables.visibility, drain)
+        .await
+        .is_err()
+    {
+        warn!("jobs still running at shutdown; their messages reappear for another worker");
+    }
+    Ok(())
+}
+
+/// 50 ms, doubling, at most 2 s.
+fn next_backoff(current: Duration) -> Duration {
+    (current * 2).clamp(Duration::from_millis(50), Duration::from_secs(2))
+}
+
+/// Handles one message to the end: delete, leave or poison.
+async fn process(
+    engine: &Worker,
+    message: ReceivedMessage,
+    visibility: Duration,
+    max_dequeue: u32,
+) {
+    let queue = engine.backend().queue();
+    if message.dequeue_count > max_dequeue {
+        let reason = format!(
+            "delivered {} times without completing (limit {max_dequeue})",
+            message.dequeue_count
+        );
+        return poison(engine, &message, &reason).await;
+    }
+    let job = match wire::decode(&message.text) {
+        Ok(job) => job,
+        Err(problem) => {
+            return poison(engine, &message, &format!("undecodable message: {problem}")).await;
+        }
+    };
+    let renewal = renew_while_running(engine, &message, &job.run_id, visibility);
+    let outcome = tokio::select! {
+        outcome = engine.handle(&job) => outcome,
+        () = renewal => return,
+    };
+    match outcome {
+        Ok(()) => {
+            if let Err(problem) = queue.delete(&message).await {
+                warn!(run = %job.run_id, node = %job.node_id, error = %problem, "job done but its message could not be deleted; a redelivery will be ignored");
+            }
+        }
+        Err(problem) if problem.is_transient() => {
+            warn!(run = %job.run_id, node = %job.node_id, error = %problem, "backend error; the job will be delivered again");
+        }
+        Err(EngineError::UnknownBlueprint(blueprint)) => {
+            // Another worker (another blueprint version) may have it: give the
+            // message back with a delay; the dequeue limit bounds the hand-offs.
+            warn!(run = %job.run_id, blueprint = %blueprint, "blueprint not loaded here; returning the job to the queue");
+            let delay = visibility.min(Duration::from_secs(30));
+            if let Err(problem) = queue.update_visibility(&message, delay).await {
+                warn!(error = %problem, "could not return the job to the queue; it reappears after the visibility timeout");
+            }
+        }
+        Err(problem) => poison(engine, &message, &problem.to_string()).await,
+    }
+}
+
+/// Keeps `message` invisible while its job runs and marks the run alive.
+/// Ends only if renewing fails (the job then belongs to whoever gets it next).
+async fn renew_while_running(
+    engine: &Worker,
+    message: &ReceivedMessage,
+    run_id: &str,
+    visibility: Duration,
+) {
+    let queue = engine.backend().queue();
+    let mut message = message.clone();
+    loop {
+        tokio::time::sleep(visibility / 2).await;
+        match queue.update_visibility(&message, visibility).await {
+            Ok(renewed) => message.pop_receipt = renewed.pop_receipt,
+            Err(problem) => {
+                error!(run = %run_id, error = %problem, "could not renew a running job's visibility; abandoning it");
+                return;
+            }
+        }
+        if let Err(problem) = engine.backend().touch(run_id).await {
+            warn!(run = %run_id, error = %problem, "could not mark the run alive");
+        }
+    }
+}
+
+async fn poison(engine: &Worker, message: &ReceivedMessage, reason: &str) {
+    let queue = engine.backend().queue();
+    error!(message = %message.id, reason, "moving message to the poison queue");
+    match queue.send_poison(&message.text, reason).await {
+        Ok(()) => {
+            if let Err(problem) = queue.delete(message).await {
+                warn!(error = %problem, "poisoned message could not be deleted from the job queue");
+            }
+        }
+        Err(problem) => {
+            error!(error = %problem, "could not write to the poison queue; the message stays in the job queue")
+        }
+    }
+}
+
+/// Periodically re-starts runs that made no progress for `stalled_after`.
+async fn reconcile_loop(engine: Arc<Worker>, every: Duration, stalled_after: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        match distributed::reconcile_stalled(&engine, stalled_after).await {
+            Ok(summary) if summary.stalled_runs > 0 => info!(?summary, "reconciler pass"),
+            Ok(_) => {}
+            Err(problem) => warn!(error = %problem, "reconciler pass failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
