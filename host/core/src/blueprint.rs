@@ -156,6 +156,12 @@ impl Blueprint {
         }
     }
 
+    /// `metadata.stepLimit`: node executions allowed per run of this
+    /// blueprint, overriding the engine's default.
+    pub fn step_limit(&self) -> Option<u64> {
+        self.metadata.as_ref()?.get("stepLimit")?.as_u64()
+    }
+
     /// `metadata.cycleEntryPoints`, the preferred entries of start-less cycles.
     pub fn cycle_entry_points(&self) -> Vec<&str> {
         self.metadata

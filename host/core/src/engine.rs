@@ -200,7 +200,11 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         context.insert("blueprintId".into(), Value::String(blueprint_id.to_owned()));
         context.insert("blueprintVersion".into(), plan.blueprint.version_value());
         context.extend(initial);
-        let mut progress = RunProgress::new(&run_id, blueprint_id, pins, self.settings.step_limit);
+        let step_limit = plan
+            .blueprint
+            .step_limit()
+            .unwrap_or(self.settings.step_limit);
+        let mut progress = RunProgress::new(&run_id, blueprint_id, pins, step_limit);
         progress.blueprint_version = plan.blueprint.version_value();
         progress.parent = parent;
         let advance = progress.start(&plan.analysis.start_nodes);
