@@ -6,11 +6,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowcraft_azure::backend::{AzureBackend, AzureConfig};
+use flowcraft_azure::backend::AzureBackend;
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
 use flowcraft_core::plan::{Plan, PlanRegistry};
@@ -20,67 +19,8 @@ use flowcraft_core::store::CoordinationStore;
 use flowcraft_plugins::{PluginConfig, PluginHost};
 use serde_json::Value;
 
+use support::azure::{Workers, azure_config};
 use support::{Case, Driver};
-
-/// The local services' settings, with a queue and database of this test's own.
-fn azure_config(tag: &str) -> AzureConfig {
-    let variable = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: start the local services: scripts/azure-local.sh start; eval \"$(scripts/azure-local.sh env)\"")
-        })
-    };
-    AzureConfig {
-        storage_connection_string: variable("AZURE_STORAGE_CONNECTION_STRING"),
-        cosmos_connection_string: variable("COSMOS_DB_CONNECTION_STRING"),
-        redis_url: variable("REDIS_URL"),
-        queue: format!("{tag}-{}", std::process::id()),
-        database: format!("flowcraft-{tag}-{}", std::process::id()),
-        context_container: "workflow-contexts".into(),
-        status_container: "workflow-statuses".into(),
-        create_resources: true,
-    }
-}
-
-/// Worker processes, killed when dropped.
-struct Workers(std::sync::Mutex<Vec<Child>>);
-
-impl Workers {
-    /// Panics if a worker has exited (its stderr is in the test output).
-    fn assert_running(&self) {
-        for child in self.0.lock().unwrap().iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("a worker exited with {status}");
-            }
-        }
-    }
-
-    fn spawn(count: usize, config: &AzureConfig, blueprints: &std::path::Path) -> Self {
-        let children = (0..count)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
-                    .args(["--plugins", support::dist().to_str().unwrap()])
-                    .args(["--blueprints", blueprints.to_str().unwrap()])
-                    .args(["--create-resources", "--concurrency", "8"])
-                    .env("FLOWCRAFT_QUEUE", &config.queue)
-                    .env("FLOWCRAFT_DATABASE", &config.database)
-                    .env("FLOWCRAFT_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("a worker starts")
-            })
-            .collect();
-        Self(std::sync::Mutex::new(children))
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in self.0.get_mut().unwrap().iter_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 struct Distributed {
     engine: Engine<AzureBackend, PluginHost>,

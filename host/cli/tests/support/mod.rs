@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses the part it needs
 
+pub mod azure;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
