@@ -303,3 +303,67 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// Inspecting and re-enqueueing dead-lettered messages.
+#[derive(clap::Subcommand)]
+pub enum PoisonCommand {
+    /// Print the messages of `<queue>-poison` with their reasons (without taking them).
+    List {
+        /// At most this many (the queue service peeks 32 at most).
+        #[arg(long, default_value_t = 32)]
+        max: u32,
+        #[command(flatten)]
+        azure: AzureArgs,
+    },
+    /// Move poisoned messages back to the job queue, as they were.
+    Replay {
+        /// Only these message ids [default: all].
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        azure: AzureArgs,
+    },
+}
+
+pub async fn poison(command: PoisonCommand) -> Result<ExitCode> {
+    match command {
+        PoisonCommand::List { max, azure } => {
+            let backend = backend(&azure).await?;
+            for poisoned in backend.queue().peek_poison(max).await? {
+                println!(
+                    "{}",
+                    json!({
+                        "id": poisoned.message.id,
+                        "dequeueCount": poisoned.message.dequeue_count,
+                        "reason": poisoned.entry.reason,
+                        "failedAt": poisoned.entry.failed_at,
+                        "message": poisoned.entry.original,
+                    })
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PoisonCommand::Replay { ids, azure } => {
+            let backend = backend(&azure).await?;
+            let queue = backend.queue();
+            let mut replayed = 0;
+            loop {
+                let batch = queue.receive_poison(32, Duration::from_secs(60)).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for poisoned in &batch {
+                    if ids.is_empty() || ids.contains(&poisoned.message.id) {
+                        queue.replay_poison(poisoned).await?;
+                        replayed += 1;
+                    }
+                }
+                if !ids.is_empty() && replayed == ids.len() {
+                    break;
+                }
+            }
+            println!("{}", json!({ "replayed": replayed }));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

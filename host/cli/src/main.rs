@@ -56,6 +56,9 @@ enum Command {
     Reconcile(distributed::ReconcileArgs),
     /// Cancel a run: its queued jobs are dropped, its status becomes cancelled.
     Cancel(distributed::RunArgs),
+    /// Inspect or replay the poison queue (`<queue>-poison`).
+    #[command(subcommand)]
+    Poison(distributed::PoisonCommand),
     /// Check blueprint files and print every problem found.
     Validate(validate_cmd::ValidateArgs),
     /// Print a blueprint as a Mermaid flowchart (with node states from --state).
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             Some(Command::Wait(args)) => distributed::wait(args).await,
             Some(Command::Reconcile(args)) => distributed::reconcile(args).await,
             Some(Command::Cancel(args)) => distributed::cancel(args).await,
+            Some(Command::Poison(command)) => distributed::poison(command).await,
             Some(Command::Validate(args)) => validate_cmd::validate(args).await,
             Some(Command::Graph(args)) => graph::graph(args),
             Some(Command::Plugins(command)) => plugins_cmd::plugins(command).await,
