@@ -21,6 +21,7 @@
 // the document-operation helpers and the Items store's `_data` map).
 
 import { randomUUID } from "node:crypto";
+import { Counters } from "./counters.mjs";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -107,37 +108,6 @@ function requestKind(req, pathname) {
   return `${type}.${op}`;
 }
 
-class Counters {
-  constructor() { this.reset(); }
-
-  reset() {
-    this.since = new Date().toISOString();
-    this.total = 0;
-    this.byKind = {};
-    this.byStatus = {};
-    this.byKindStatus = {};
-  }
-
-  record(kind, status) {
-    this.total += 1;
-    this.byKind[kind] = (this.byKind[kind] ?? 0) + 1;
-    this.byStatus[status] = (this.byStatus[status] ?? 0) + 1;
-    const key = `${kind} ${status}`;
-    this.byKindStatus[key] = (this.byKindStatus[key] ?? 0) + 1;
-  }
-
-  snapshot(service) {
-    return {
-      service,
-      since: this.since,
-      now: new Date().toISOString(),
-      total: this.total,
-      byKind: { ...this.byKind },
-      byStatus: { ...this.byStatus },
-      byKindStatus: { ...this.byKindStatus },
-    };
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Helpers

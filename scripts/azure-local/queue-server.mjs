@@ -15,6 +15,7 @@
 //        [--gc-interval-ms 60000]
 
 import { randomUUID } from "node:crypto";
+import { Counters } from "./counters.mjs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -83,37 +84,6 @@ function requestKind(method, url) {
   }
 }
 
-class Counters {
-  constructor() { this.reset(); }
-
-  reset() {
-    this.since = new Date().toISOString();
-    this.total = 0;
-    this.byKind = {};
-    this.byStatus = {};
-    this.byKindStatus = {};
-  }
-
-  record(kind, status) {
-    this.total += 1;
-    this.byKind[kind] = (this.byKind[kind] ?? 0) + 1;
-    this.byStatus[status] = (this.byStatus[status] ?? 0) + 1;
-    const key = `${kind} ${status}`;
-    this.byKindStatus[key] = (this.byKindStatus[key] ?? 0) + 1;
-  }
-
-  snapshot(service) {
-    return {
-      service,
-      since: this.since,
-      now: new Date().toISOString(),
-      total: this.total,
-      byKind: { ...this.byKind },
-      byStatus: { ...this.byStatus },
-      byKindStatus: { ...this.byKindStatus },
-    };
-  }
-}
 
 function sendJson(res, status, body) {
   res.statusCode = status;

@@ -22,7 +22,7 @@ use flowcraft_core::context::{ContextChange, ContextMap, RESERVED_KEYS};
 use flowcraft_core::store::{ContextStore, StoreError, StoredContext};
 use serde_json::Value;
 
-use super::{invalid_run_id, one_line, retry_once, status_code};
+use super::{retry_once, status_code};
 
 const SERVICE: &str = "cosmos context";
 
@@ -292,20 +292,11 @@ pub(crate) fn strip_system(mut document: ContextMap) -> ContextMap {
 }
 
 fn check_run_id(run_id: &str) -> Result<(), StoreError> {
-    match invalid_run_id(run_id) {
-        Some(reason) => Err(StoreError::new(SERVICE, reason)),
-        None => Ok(()),
-    }
+    super::check_run_id(SERVICE, run_id)
 }
 
 fn failure(operation: &str, run_id: &str, error: &CosmosError) -> StoreError {
-    StoreError::new(
-        SERVICE,
-        format!(
-            "{operation} of the context of run '{run_id}' failed: {}",
-            one_line(error)
-        ),
-    )
+    super::failure(SERVICE, "context", operation, run_id, error)
 }
 
 #[cfg(test)]

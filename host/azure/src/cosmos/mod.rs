@@ -36,6 +36,7 @@ use azure_data_cosmos::options::{
 use azure_data_cosmos::{
     AccountEndpoint, AccountReference, CosmosClient, CosmosError, CosmosRuntime, RoutingStrategy,
 };
+use flowcraft_core::store::StoreError;
 use thiserror::Error;
 
 pub use connection::{CONNECTION_STRING_VARIABLE, CosmosConnection};
@@ -310,15 +311,36 @@ pub(crate) fn now_seconds() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Why a run id cannot be a Cosmos document id, if it cannot.
-pub(crate) fn invalid_run_id(run_id: &str) -> Option<String> {
+/// Refuses a run id that cannot be a Cosmos document id; `service` names the
+/// store in the error.
+pub(crate) fn check_run_id(service: &str, run_id: &str) -> Result<(), StoreError> {
     if run_id.is_empty() {
-        return Some("run id is empty".to_owned());
+        return Err(StoreError::new(service, "run id is empty"));
     }
     if run_id.contains(['/', '\\', '?', '#']) {
-        return Some(format!(
-            "run id '{run_id}' cannot be a Cosmos document id (it contains '/', '\\', '?' or '#')"
+        return Err(StoreError::new(
+            service,
+            format!(
+                "run id '{run_id}' cannot be a Cosmos document id (it contains '/', '\\', '?' or '#')"
+            ),
         ));
     }
-    None
+    Ok(())
+}
+
+/// A failed request on `document` ("context" or "status") of a run.
+pub(crate) fn failure(
+    service: &str,
+    document: &str,
+    operation: &str,
+    run_id: &str,
+    error: &CosmosError,
+) -> StoreError {
+    StoreError::new(
+        service,
+        format!(
+            "{operation} of the {document} of run '{run_id}' failed: {}",
+            one_line(error)
+        ),
+    )
 }

@@ -24,7 +24,7 @@ use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
 
 use super::context::strip_system;
-use super::{invalid_run_id, now_seconds, one_line, retry_once, status_code};
+use super::{now_seconds, one_line, retry_once, status_code};
 
 const SERVICE: &str = "cosmos status";
 
@@ -280,20 +280,11 @@ fn unix_seconds(value: &Value) -> i64 {
 }
 
 fn check_run_id(run_id: &str) -> Result<(), StoreError> {
-    match invalid_run_id(run_id) {
-        Some(reason) => Err(StoreError::new(SERVICE, reason)),
-        None => Ok(()),
-    }
+    super::check_run_id(SERVICE, run_id)
 }
 
 fn failure(operation: &str, run_id: &str, error: &CosmosError) -> StoreError {
-    StoreError::new(
-        SERVICE,
-        format!(
-            "{operation} of the status of run '{run_id}' failed: {}",
-            one_line(error)
-        ),
-    )
+    super::failure(SERVICE, "status", operation, run_id, error)
 }
 
 #[cfg(test)]
