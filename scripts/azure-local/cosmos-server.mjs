@@ -11,8 +11,11 @@
 //   5. a query carrying `x-ms-documentdb-partitionkey` only sees documents of that partition;
 //   6. PATCH accepts top-level paths starting with `_` (Flowcraft's `_outputs.*` / `_inputs.*` keys) and
 //      refuses only the system properties _rid, _self, _etag, _ts, _attachments;
-// and one more the SDK needs: a query addressed to partition key range "0" (how the SDK fans out a
-// cross-partition query) runs over every document instead of failing with "missing partition keys".
+// and more the SDK needs: a query addressed to partition key range "0" (how the SDK fans out a
+// cross-partition query) runs over every document instead of failing with "missing partition keys";
+// resource ids (`_rid`) are spelled as Cosmos spells them, base64 with `-` for `/` (the stock server
+// writes a `/`, e.g. in the 127th database's ids, and the SDK then refuses to open its containers:
+// "failed to extract database RID from container RID").
 // It also counts requests by kind; see GET /_flowcraft/stats and POST /_flowcraft/stats/reset.
 //
 // Usage: node cosmos-server.mjs [--host 127.0.0.1] [--port 8081] [--https] [--keep-alive-timeout 120]
@@ -38,6 +41,12 @@ const Account = lib("account").default;
 const readItems = lib("handler/_read-items").default;
 const { patchOperation } = lib("handler/_patch-operations");
 const { parsePartitionKey } = lib("utils/get-partition-from-header");
+const ResourceId = lib("account/resource-id").default;
+
+// Resource ids as Cosmos writes them: standard base64 with `-` for `/` (read back in either spelling;
+// the stock reader also replaced only the first `-`).
+ResourceId.toBase64String = (buffer) => buffer.toString("base64").replaceAll("/", "-");
+ResourceId.fromBase64String = (text) => Buffer.from(text.replaceAll("-", "/"), "base64");
 
 // ---------------------------------------------------------------------------------------------------
 // Options

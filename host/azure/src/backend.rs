@@ -36,7 +36,9 @@ pub struct AzureConfig {
 /// Why the backend could not start; each names the setting to fix.
 #[derive(Debug, Error)]
 pub enum AzureSetupError {
-    #[error(transparent)]
+    /// Names the setting: "AccountKey is not valid base64" alone does not
+    /// say which of the two connection strings is wrong.
+    #[error("AZURE_STORAGE_CONNECTION_STRING: {0}")]
     StorageConnectionString(#[from] ConnectionStringError),
     #[error(transparent)]
     Queue(#[from] QueueError),

@@ -128,16 +128,22 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
     };
     let (engine, _watch) =
         distributed::worker_engine(&settings, &plugins, &blueprints, file.grants).await?;
+    // Handlers first: a SIGTERM from the moment "worker started" is logged
+    // shuts down gracefully instead of killing the process.
+    let shutdown = shutdown_signal()?;
     info!(queue = %settings.queue, concurrency = tunables.concurrency, "worker started");
-    run_loop(Arc::new(engine), tunables).await?;
+    run_loop(Arc::new(engine), tunables, shutdown).await?;
     info!("worker stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_loop(engine: Arc<Worker>, tunables: Tunables) -> Result<()> {
+async fn run_loop(
+    engine: Arc<Worker>,
+    tunables: Tunables,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let slots = Arc::new(Semaphore::new(tunables.concurrency));
     let mut jobs: JoinSet<()> = JoinSet::new();
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let reconciler = tunables.reconcile_every.map(|every| {
         tokio::spawn(reconcile_loop(
@@ -249,10 +255,26 @@ async fn process(
         Err(problem) if problem.is_transient() => {
             warn!(run = %job.run_id, node = %job.node_id, error = %problem, "backend error; the job will be delivered again");
         }
-        Err(EngineError::UnknownBlueprint(blueprint)) => {
+        Err(
+            problem @ (EngineError::UnknownBlueprint(_)
+            | EngineError::UnknownBlueprintVersion { .. }),
+        ) if message.dequeue_count >= max_dequeue => {
+            // Its last allowed delivery: no worker took it, so dead-letter it
+            // now with the reason (naming the blueprint) rather than after one
+            // more round trip with only a delivery count as the reason.
+            let reason = format!(
+                "{problem} (delivered {} times; limit {max_dequeue})",
+                message.dequeue_count
+            );
+            poison(engine, &message, &reason).await
+        }
+        Err(
+            problem @ (EngineError::UnknownBlueprint(_)
+            | EngineError::UnknownBlueprintVersion { .. }),
+        ) => {
             // Another worker (another blueprint version) may have it: give the
             // message back with a delay; the dequeue limit bounds the hand-offs.
-            warn!(run = %job.run_id, blueprint = %blueprint, "blueprint not loaded here; returning the job to the queue");
+            warn!(run = %job.run_id, blueprint = %job.blueprint_id, error = %problem, "blueprint (version) not loaded here; returning the job to the queue");
             let delay = visibility.min(Duration::from_secs(30));
             if let Err(problem) = queue.update_visibility(&message, delay).await {
                 warn!(error = %problem, "could not return the job to the queue; it reappears after the visibility timeout");
@@ -315,20 +337,25 @@ async fn reconcile_loop(engine: Arc<Worker>, every: Duration, stalled_after: Dur
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called (not when the future is first polled).
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
         let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

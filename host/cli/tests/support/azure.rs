@@ -39,22 +39,42 @@ impl Workers {
     }
 
     pub fn spawn(count: usize, config: &AzureConfig, blueprints: &std::path::Path) -> Self {
+        Self::spawn_with(count, config, blueprints, &["--concurrency", "8"])
+    }
+
+    /// Like [`spawn`](Self::spawn), with worker flags of the caller's own
+    /// (`--concurrency` included: it is not set otherwise).
+    pub fn spawn_with(
+        count: usize,
+        config: &AzureConfig,
+        blueprints: &std::path::Path,
+        flags: &[&str],
+    ) -> Self {
         let children = (0..count)
             .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
-                    .args(["--plugins", super::dist().to_str().unwrap()])
-                    .args(["--blueprints", blueprints.to_str().unwrap()])
-                    .args(["--create-resources", "--concurrency", "8"])
-                    .env("FLOWCRAFT_QUEUE", &config.queue)
-                    .env("FLOWCRAFT_DATABASE", &config.database)
-                    .env("FLOWCRAFT_LOG", "warn")
-                    .stdout(Stdio::null())
+                worker_command(config, blueprints)
+                    .args(flags)
                     .spawn()
                     .expect("a worker starts")
             })
             .collect();
         Self(std::sync::Mutex::new(children))
     }
+}
+
+/// The command line of one worker on `config`'s queue and database (stdout
+/// discarded, stderr inherited, log level warn).
+pub fn worker_command(config: &AzureConfig, blueprints: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"));
+    command
+        .args(["--plugins", super::dist().to_str().unwrap()])
+        .args(["--blueprints", blueprints.to_str().unwrap()])
+        .arg("--create-resources")
+        .env("FLOWCRAFT_QUEUE", &config.queue)
+        .env("FLOWCRAFT_DATABASE", &config.database)
+        .env("FLOWCRAFT_LOG", "warn")
+        .stdout(Stdio::null());
+    command
 }
 
 impl Drop for Workers {
