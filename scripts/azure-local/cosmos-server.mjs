@@ -24,7 +24,8 @@
 // the document-operation helpers and the Items store's `_data` map).
 
 import { randomUUID } from "node:crypto";
-import { Counters } from "./counters.mjs";
+import { Counters, portNumber } from "./counters.mjs";
+import { parseArgs as parseArgv } from "node:util";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
@@ -52,27 +53,21 @@ ResourceId.fromBase64String = (text) => Buffer.from(text.replaceAll("-", "/"), "
 // Options
 
 function parseArgs(argv) {
-  const opts = { host: "127.0.0.1", port: 8081, https: false, keepAliveTimeout: 120 };
-  for (let i = 0; i < argv.length; i += 1) {
-    const arg = argv[i];
-    const value = () => {
-      i += 1;
-      if (i >= argv.length) throw new Error(`${arg} needs a value`);
-      return argv[i];
-    };
-    switch (arg) {
-      case "--host": opts.host = value(); break;
-      case "--port": opts.port = Number.parseInt(value(), 10); break;
-      case "--https": opts.https = true; break;
-      case "--http": opts.https = false; break;
-      case "--keep-alive-timeout": opts.keepAliveTimeout = Number.parseFloat(value()); break;
-      default: throw new Error(`unknown argument ${arg}`);
-    }
-  }
-  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
-    throw new Error(`invalid port ${opts.port}`);
-  }
-  return opts;
+  const { values } = parseArgv({
+    args: argv,
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "8081" },
+      https: { type: "boolean", default: false },
+      "keep-alive-timeout": { type: "string", default: "120" },
+    },
+  });
+  return {
+    host: values.host,
+    port: portNumber(values.port),
+    https: values.https,
+    keepAliveTimeout: Number.parseFloat(values["keep-alive-timeout"]),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
-// Request counters of the local stand-ins, served at GET /_flowcraft/stats
+// Shared by the local stand-in wrappers (cosmos-server.mjs, queue-server.mjs):
+// port parsing, and request counters served at GET /_flowcraft/stats
 // (and zeroed by POST /_flowcraft/stats/reset) so that benchmarks can count
-// backend requests at the services. Shared by cosmos-server.mjs and
-// queue-server.mjs.
+// backend requests at the services.
+
+/** A TCP port from a command-line value, or an error naming it. */
+export function portNumber(text) {
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${text}`);
+  return port;
+}
 
 export class Counters {
   constructor() { this.reset(); }

@@ -15,7 +15,8 @@
 //        [--gc-interval-ms 60000]
 
 import { randomUUID } from "node:crypto";
-import { Counters } from "./counters.mjs";
+import { Counters, portNumber } from "./counters.mjs";
+import { parseArgs as parseArgv } from "node:util";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,26 +29,21 @@ const QueueConfiguration = azurite("queue/QueueConfiguration").default;
 const { configLogger } = azurite("common/Logger");
 
 function parseArgs(argv) {
-  const opts = { host: "127.0.0.1", port: 10001, keepAliveTimeout: 120, gcIntervalMs: 60_000 };
-  for (let i = 0; i < argv.length; i += 1) {
-    const arg = argv[i];
-    const value = () => {
-      i += 1;
-      if (i >= argv.length) throw new Error(`${arg} needs a value`);
-      return argv[i];
-    };
-    switch (arg) {
-      case "--host": opts.host = value(); break;
-      case "--port": opts.port = Number.parseInt(value(), 10); break;
-      case "--keep-alive-timeout": opts.keepAliveTimeout = Number.parseFloat(value()); break;
-      case "--gc-interval-ms": opts.gcIntervalMs = Number.parseInt(value(), 10); break;
-      default: throw new Error(`unknown argument ${arg}`);
-    }
-  }
-  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
-    throw new Error(`invalid port ${opts.port}`);
-  }
-  return opts;
+  const { values } = parseArgv({
+    args: argv,
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "10001" },
+      "keep-alive-timeout": { type: "string", default: "120" },
+      "gc-interval-ms": { type: "string", default: "60000" },
+    },
+  });
+  return {
+    host: values.host,
+    port: portNumber(values.port),
+    keepAliveTimeout: Number.parseFloat(values["keep-alive-timeout"]),
+    gcIntervalMs: Number.parseInt(values["gc-interval-ms"], 10),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
