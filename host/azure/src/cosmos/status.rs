@@ -115,6 +115,22 @@ impl CosmosStatusStore {
         status: RunState,
         final_status: &Option<Value>,
     ) -> Result<Option<bool>, CosmosError> {
+        // A run's first status write (it starts running) usually finds no
+        // document: create first and read only if one exists (1 request
+        // instead of a read that answers 404 plus a create).
+        if status == RunState::Running && final_status.is_none() {
+            let document = status_document(Map::new(), run_id, status, final_status);
+            let created = retry_once(|| {
+                self.container
+                    .create_item(run_id.to_owned(), run_id, &document, None)
+            })
+            .await;
+            match created {
+                Ok(_) => return Ok(Some(true)),
+                Err(error) if status_code(&error) == 409 => {}
+                Err(error) => return Err(error),
+            }
+        }
         let Some((stored, etag)) = self.read_document(run_id).await? else {
             let document = status_document(Map::new(), run_id, status, final_status);
             let created = retry_once(|| {
