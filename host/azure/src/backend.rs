@@ -3,6 +3,7 @@
 //! traits. Connecting checks every service once, so a wrong setting fails at
 //! start-up with one line instead of at the first job.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowcraft_core::context::{ContextChange, ContextMap};
@@ -111,6 +112,17 @@ impl ContextStore for AzureBackend {
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
         self.cosmos.context.apply_changes(run_id, changes).await
+    }
+
+    async fn apply_changes_returning(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+    ) -> Result<Arc<ContextMap>, StoreError> {
+        self.cosmos
+            .context
+            .apply_changes_returning(run_id, changes)
+            .await
     }
 }
 

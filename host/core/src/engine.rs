@@ -218,7 +218,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         info!(run = %run_id, blueprint = %blueprint_id, "run started");
         self.enqueue_scheduled(&plan, &run_id, &advance).await?;
         if let Some(state) = advance.new_state {
-            self.publish(&progress, state).await?;
+            self.publish(&progress, state, None).await?;
         }
         Ok(run_id)
     }
@@ -281,6 +281,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     snapshot,
                     changes,
                     success,
+                    view.alone.then_some(view.settled),
                 )
                 .await
             }
@@ -604,6 +605,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         snapshot: Arc<ContextMap>,
         mut changes: Vec<ContextChange>,
         success: NodeSuccess,
+        solo_since: Option<u64>,
     ) -> Result<(), EngineError> {
         let continues = node.uses == crate::analysis::LOOP_CONTROLLER
             && success.action.as_deref() == Some("continue");
@@ -679,7 +681,20 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .into_iter()
                 .map(|(key, value)| ContextChange::Set { key, value }),
         );
-        self.backend.apply_changes(run_id, &changes).await?;
+        // The run's only pending node may be its last: keep the context as
+        // it stands after this write, to publish it without another read.
+        let known = match solo_since {
+            Some(seen) => Some((
+                seen,
+                self.backend
+                    .apply_changes_returning(run_id, &changes)
+                    .await?,
+            )),
+            None => {
+                self.backend.apply_changes(run_id, &changes).await?;
+                None
+            }
+        };
         info!(run = %run_id, node = %node.id, "node finished");
         let mut sources = vec![node.id.clone()];
         sources.extend(stands_in_for.map(str::to_owned));
@@ -699,9 +714,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         let blueprint = &plan.blueprint;
         let analysis = &plan.analysis;
         let node_id = node.id.clone();
-        self.settle(plan, run_id, move |p| {
-            p.complete(blueprint, analysis, &node_id, &completion)
-        })
+        self.settle_knowing(
+            plan,
+            run_id,
+            move |p| p.complete(blueprint, analysis, &node_id, &completion),
+            known,
+        )
         .await
     }
 
@@ -852,6 +870,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                         output: Some(output),
                         ..NodeSuccess::default()
                     },
+                    None,
                 )
                 .await
             }
@@ -955,6 +974,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 action,
                 dynamic_nodes: vec![],
             },
+            None,
         )
         .await
     }
@@ -1038,24 +1058,46 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     where
         F: FnMut(&mut RunProgress) -> Advance + Send,
     {
+        self.settle_knowing(plan, run_id, transition, None).await
+    }
+
+    /// [`Self::settle`] for a job that holds the context as it stood after
+    /// its own write (`known`: the settlement count it saw before reading,
+    /// and that context). If the run completes and no other job settled
+    /// since, that context is the final one and is published without reading
+    /// it again.
+    async fn settle_knowing<F>(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        transition: F,
+        known: Option<(u64, Arc<ContextMap>)>,
+    ) -> Result<(), EngineError>
+    where
+        F: FnMut(&mut RunProgress) -> Advance + Send,
+    {
         let mut transition = transition;
         let outcome = self
             .backend
             .update_progress(run_id, move |p| {
+                let settled_before = p.settled;
                 let advance = transition(p);
                 // Only a state change needs the record (to publish it).
                 let record = advance.new_state.map(|_| p.clone());
-                (advance, record)
+                (advance, record, settled_before)
             })
             .await?;
-        let Some((advance, record)) = outcome else {
+        let Some((advance, record, settled_before)) = outcome else {
             return Err(EngineError::UnknownRun(run_id.to_owned()));
         };
         self.enqueue_scheduled(plan, run_id, &advance).await?;
-        match (advance.new_state, record) {
-            (Some(state), Some(progress)) => self.publish(&progress, state).await,
-            _ => Ok(()),
-        }
+        let (Some(state), Some(progress)) = (advance.new_state, record) else {
+            return Ok(());
+        };
+        let final_context = known
+            .filter(|(seen, _)| *seen == settled_before)
+            .map(|(_, context)| context);
+        self.publish(&progress, state, final_context).await
     }
 
     async fn enqueue_scheduled(
@@ -1081,15 +1123,26 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .await?
             .is_some_and(|status| status.status.is_terminal());
         if !published {
-            self.publish(progress, progress.state).await?;
+            self.publish(progress, progress.state, None).await?;
         }
         Ok(())
     }
 
-    async fn publish(&self, progress: &RunProgress, state: RunState) -> Result<(), EngineError> {
+    /// Writes the run's status; `final_context`, when known, spares reading
+    /// the context for a completed run's payload.
+    async fn publish(
+        &self,
+        progress: &RunProgress,
+        state: RunState,
+        final_context: Option<Arc<ContextMap>>,
+    ) -> Result<(), EngineError> {
         let final_status = match state {
             RunState::Completed => {
-                let mut context = (*self.load_snapshot(&progress.run_id).await?).clone();
+                let context = match final_context {
+                    Some(context) => context,
+                    None => self.load_snapshot(&progress.run_id).await?,
+                };
+                let mut context = (*context).clone();
                 context.shift_remove("id");
                 context.shift_remove("runId");
                 let serialized = serde_json::to_string(&context).unwrap_or_default();
@@ -1126,6 +1179,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
 /// What handling a job needs from its run's progress record.
 struct JobView {
     version: Value,
+    /// Settlements so far (see [`RunProgress::settled`]).
+    settled: u64,
+    /// Whether this node is the run's only scheduled node.
+    alone: bool,
     state: RunState,
     status: NodeStatus,
     /// A subflow node whose child run exists already.
@@ -1141,6 +1198,8 @@ impl JobView {
     fn of(progress: &RunProgress, node: &str) -> Self {
         Self {
             version: progress.blueprint_version.clone(),
+            settled: progress.settled,
+            alone: progress.pending.len() == 1 && progress.pending.contains(node),
             state: progress.state,
             status: progress.status(node),
             has_child: progress.children.contains_key(node),

@@ -155,6 +155,11 @@ pub struct RunProgress {
     pub errors: Vec<RunError>,
     /// Node executions scheduled so far, against `step_limit`.
     pub steps: u64,
+    /// Settlements applied so far (a node finished, paused or failed). A job
+    /// that saw this count before reading the context, and finds it one lower
+    /// than after its own settlement, knows no other job wrote in between.
+    #[serde(default)]
+    pub settled: u64,
     pub step_limit: u64,
     /// Implementation pins chosen at start (see [`crate::runner::Pins`]).
     #[serde(default)]
@@ -271,6 +276,7 @@ impl RunProgress {
             awaiting: BTreeMap::new(),
             errors: Vec::new(),
             steps: 0,
+            settled: 0,
             step_limit,
             pins,
             parent: None,
@@ -468,6 +474,7 @@ impl RunProgress {
     }
 
     fn leave(&mut self, node: &str, status: NodeStatus) {
+        self.settled += 1;
         self.pending.remove(node);
         self.nodes.entry(node.to_owned()).or_default().status = status;
     }

@@ -95,7 +95,13 @@ impl CosmosContextStore {
         }
     }
 
-    async fn patch(&self, run_id: &str, changes: &[ContextChange]) -> Result<(), CosmosError> {
+    /// One server-side PATCH; returns the document after it when the
+    /// response carries it (Cosmos answers a PATCH with the whole item).
+    async fn patch(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+    ) -> Result<Option<ContextMap>, CosmosError> {
         let operations: Vec<PatchOperation> = changes.iter().map(patch_operation).collect();
         let instructions = PatchInstructions::from(operations);
         let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
@@ -108,7 +114,7 @@ impl CosmosContextStore {
             )
         })
         .await
-        .map(|_| ())
+        .map(|response| response.into_model::<ContextMap>().ok())
     }
 }
 
@@ -157,6 +163,34 @@ impl ContextStore for CosmosContextStore {
         run_id: &str,
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
+        self.write(run_id, changes).await.map(|_| ())
+    }
+
+    async fn apply_changes_returning(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+    ) -> Result<Arc<ContextMap>, StoreError> {
+        let document = match self.write(run_id, changes).await? {
+            Some(document) => document,
+            None => self
+                .read_document(run_id)
+                .await
+                .map_err(|error| failure("read", run_id, &error))?
+                .unwrap_or_default(),
+        };
+        Ok(Arc::new(strip_system(document)))
+    }
+}
+
+impl CosmosContextStore {
+    /// Applies `changes` in ≤ 10-operation patches; returns the document
+    /// after the last request when that request returned it.
+    async fn write(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+    ) -> Result<Option<ContextMap>, StoreError> {
         check_run_id(run_id)?;
         if let Some(change) = changes.iter().find(|change| is_reserved(change.key())) {
             return Err(StoreError::new(
@@ -170,6 +204,7 @@ impl ContextStore for CosmosContextStore {
         // Keys known to be present, once the document had to be read.
         let mut present: Option<HashSet<String>> = None;
         let mut created = false;
+        let mut latest: Option<ContextMap> = None;
         let mut start = 0;
         while start < changes.len() {
             let end = (start + MAX_PATCH_OPERATIONS).min(changes.len());
@@ -179,11 +214,13 @@ impl ContextStore for CosmosContextStore {
                 None => chunk.to_vec(),
             };
             if send.is_empty() {
+                latest = None;
                 start = end;
                 continue;
             }
             let error = match self.patch(run_id, &send).await {
-                Ok(()) => {
+                Ok(document) => {
+                    latest = document;
                     start = end;
                     continue;
                 }
@@ -193,7 +230,7 @@ impl ContextStore for CosmosContextStore {
                 404 if !created => {
                     created = true;
                     match self.create_with(run_id, &changes[start..]).await {
-                        Ok(()) => return Ok(()),
+                        Ok(document) => return Ok(Some(document)),
                         // Created concurrently: patch it after all.
                         Err(error) if status_code(&error) == 409 => continue,
                         Err(error) => return Err(failure("create", run_id, &error)),
@@ -212,8 +249,10 @@ impl ContextStore for CosmosContextStore {
                     if retry.len() == send.len() {
                         return Err(failure("patch", run_id, &error));
                     }
+                    latest = None;
                     if !retry.is_empty() {
-                        self.patch(run_id, &retry)
+                        latest = self
+                            .patch(run_id, &retry)
                             .await
                             .map_err(|error| failure("patch", run_id, &error))?;
                     }
@@ -223,24 +262,24 @@ impl ContextStore for CosmosContextStore {
                 _ => return Err(failure("patch", run_id, &error)),
             }
         }
-        Ok(())
+        Ok(latest)
     }
-}
 
-impl CosmosContextStore {
-    /// Creates the run's document holding `changes` applied to nothing.
+    /// Creates the run's document holding `changes` applied to nothing;
+    /// returns it.
     async fn create_with(
         &self,
         run_id: &str,
         changes: &[ContextChange],
-    ) -> Result<(), CosmosError> {
+    ) -> Result<ContextMap, CosmosError> {
         let mut document = ContextMap::new();
         document.insert("id".into(), Value::String(run_id.to_owned()));
         document.insert("runId".into(), Value::String(run_id.to_owned()));
         for change in changes {
             change.apply_to(&mut document);
         }
-        self.create_document(run_id, &document).await
+        self.create_document(run_id, &document).await?;
+        Ok(document)
     }
 }
 
