@@ -153,6 +153,21 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
     if let Err(message) = blueprint.plugin_bindings() {
         report("metadata".into(), message);
     }
+    let strict = blueprint
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("strict"))
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
+    if strict && !crate::analysis::Analysis::of(blueprint).is_dag() {
+        report(
+            "metadata".into(),
+            format!(
+                "Workflow '{}' failed strictness check: Cycles are not allowed. (metadata.strict is true)",
+                blueprint.id
+            ),
+        );
+    }
     problems
 }
 
