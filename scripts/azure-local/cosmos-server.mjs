@@ -3,7 +3,7 @@
 //
 // Serves the routes, handlers and in-memory data model of @vercel/cosmosdb-server 1.0.1 (pinned in
 // package.json) from our own HTTP layer, which fixes what keeps the Rust SDK (azure_data_cosmos 1.0)
-// from working against the stock server (see /work/shared/reference/azure-local.md):
+// from working against the stock server (see the shared reference azure-local.md):
 //   1. /pkranges answers the range `id` (and `parents`) as strings, not numbers;
 //   2. the account metadata (GET /) advertises the scheme actually served (http:// in plain-HTTP mode);
 //   3. keep-alive stays on (no `connection: close`), idle connections are kept 120 s, not Node's 5 s;
