@@ -143,6 +143,18 @@ impl StatusStore for AzureBackend {
         self.cosmos.status.read_status(run_id).await
     }
 
+    async fn publish_terminal(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: Value,
+    ) -> Result<(), StoreError> {
+        self.cosmos
+            .status
+            .publish_terminal(run_id, status, final_status)
+            .await
+    }
+
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
         self.cosmos.status.touch(run_id).await
     }

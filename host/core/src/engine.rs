@@ -1161,9 +1161,20 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             RunState::Cancelled => Some(json!({"status": "cancelled"})),
             RunState::Running | RunState::Awaiting => None,
         };
-        self.backend
-            .write_status(&progress.run_id, state, final_status)
-            .await?;
+        // A terminal state is reached by exactly one transition of the
+        // progress record (this one), so it is written without the guard.
+        match final_status {
+            Some(final_status) => {
+                self.backend
+                    .publish_terminal(&progress.run_id, state, final_status)
+                    .await?
+            }
+            None => {
+                self.backend
+                    .write_status(&progress.run_id, state, None)
+                    .await?;
+            }
+        }
         info!(run = %progress.run_id, status = state.as_str(), "run status changed");
         if let Some(parent) = &progress.parent
             && state != RunState::Running

@@ -166,6 +166,22 @@ pub trait StatusStore: Send + Sync + 'static {
         &self,
         run_id: &str,
     ) -> impl Future<Output = Result<Option<RunStatusRecord>, StoreError>> + Send;
+    /// Writes a run's terminal status for a caller that holds the run's only
+    /// transition into it (the engine's progress record guarantees one), so
+    /// the store may skip the read that guards [`Self::write_status`]. The
+    /// default is `write_status`.
+    fn publish_terminal(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: Value,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            self.write_status(run_id, status, Some(final_status))
+                .await?;
+            Ok(())
+        }
+    }
     /// Marks a running run as alive (`lastUpdated` = now) so that the
     /// reconciler does not take it for stalled.
     fn touch(&self, run_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -221,6 +221,41 @@ impl StatusStore for CosmosStatusStore {
     /// run without a status document is left alone. The SDK cannot send a
     /// conditional PATCH, so this does not look at `status` (neither does the
     /// in-memory store); callers touch running runs.
+    async fn publish_terminal(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: Value,
+    ) -> Result<(), StoreError> {
+        check_run_id(run_id)?;
+        // One PATCH: the caller owns the run's only terminal transition, so
+        // no read is needed to guard it. No document yet (a run started
+        // without one): fall back to the guarded write, which creates it.
+        let instructions = PatchInstructions::from(vec![
+            PatchOperation::set("/status", Value::from(status.as_str())),
+            PatchOperation::set("/lastUpdated", Value::from(now_seconds())),
+            PatchOperation::set("/finalStatus", final_status.clone()),
+        ]);
+        let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
+        let patched = retry_once(|| {
+            self.container.patch_item(
+                run_id.to_owned(),
+                run_id,
+                instructions.clone(),
+                Some(options.clone()),
+            )
+        })
+        .await;
+        match patched {
+            Ok(_) => Ok(()),
+            Err(error) if status_code(&error) == 404 => self
+                .write_status(run_id, status, Some(final_status))
+                .await
+                .map(|_| ()),
+            Err(error) => Err(failure("publish", run_id, &error)),
+        }
+    }
+
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
         check_run_id(run_id)?;
         let instructions = PatchInstructions::from(vec![PatchOperation::set(
