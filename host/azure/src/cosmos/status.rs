@@ -42,6 +42,25 @@ pub struct CosmosStatusStore {
 }
 
 impl CosmosStatusStore {
+    /// One server-side PATCH of the run's status document.
+    async fn patch(
+        &self,
+        run_id: &str,
+        instructions: PatchInstructions,
+    ) -> Result<(), CosmosError> {
+        let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
+        retry_once(|| {
+            self.container.patch_item(
+                run_id.to_owned(),
+                run_id,
+                instructions.clone(),
+                Some(options.clone()),
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
     pub(crate) fn new(container: ContainerClient) -> Self {
         Self { container }
     }
@@ -236,18 +255,8 @@ impl StatusStore for CosmosStatusStore {
             PatchOperation::set("/lastUpdated", Value::from(now_seconds())),
             PatchOperation::set("/finalStatus", final_status.clone()),
         ]);
-        let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
-        let patched = retry_once(|| {
-            self.container.patch_item(
-                run_id.to_owned(),
-                run_id,
-                instructions.clone(),
-                Some(options.clone()),
-            )
-        })
-        .await;
-        match patched {
-            Ok(_) => Ok(()),
+        match self.patch(run_id, instructions).await {
+            Ok(()) => Ok(()),
             Err(error) if status_code(&error) == 404 => self
                 .write_status(run_id, status, Some(final_status))
                 .await
@@ -262,18 +271,8 @@ impl StatusStore for CosmosStatusStore {
             "/lastUpdated",
             Value::from(now_seconds()),
         )]);
-        let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
-        let patched = retry_once(|| {
-            self.container.patch_item(
-                run_id.to_owned(),
-                run_id,
-                instructions.clone(),
-                Some(options.clone()),
-            )
-        })
-        .await;
-        match patched {
-            Ok(_) => Ok(()),
+        match self.patch(run_id, instructions).await {
+            Ok(()) => Ok(()),
             Err(error) if status_code(&error) == 404 => Ok(()),
             Err(error) => Err(failure("touch", run_id, &error)),
         }
