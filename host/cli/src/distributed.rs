@@ -112,6 +112,9 @@ impl NodeRunner for ClientRunner {
 
 type ClientEngine = Engine<AzureBackend, ClientRunner>;
 
+/// Runs whose latest context a worker remembers.
+const WORKER_CONTEXT_CACHE: usize = 1_024;
+
 /// The worker's engine: Azure backend, the plugin runtime (watched for hot
 /// swap) and the blueprints of `blueprints`.
 pub async fn worker_engine(
@@ -119,6 +122,7 @@ pub async fn worker_engine(
     plugins: &Path,
     blueprints: &Path,
     grants: BTreeMap<String, Grants>,
+    context_cache: bool,
 ) -> Result<(Engine<AzureBackend, PluginHost>, WatchGuard)> {
     let host = load_plugins(plugins, None, grants).await?;
     let watch = host
@@ -131,12 +135,15 @@ pub async fn worker_engine(
         EvaluatorMode::Safe,
     )?;
     let backend = connect(config).await?;
-    let engine = Engine::new(
-        Arc::new(backend),
-        Arc::new(host),
-        plans,
-        EngineSettings::default(),
-    );
+    let settings = EngineSettings {
+        context_cache: if context_cache {
+            WORKER_CONTEXT_CACHE
+        } else {
+            0
+        },
+        ..EngineSettings::default()
+    };
+    let engine = Engine::new(Arc::new(backend), Arc::new(host), plans, settings);
     Ok((engine, watch))
 }
 

@@ -61,6 +61,10 @@ pub struct WorkerArgs {
     /// Do not run the reconciler in this worker.
     #[arg(long)]
     pub no_reconciler: bool,
+    /// Read every job's context from Cosmos DB instead of reusing the one this
+    /// worker wrote last; required when TypeScript workers share the runs.
+    #[arg(long)]
+    pub no_context_cache: bool,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -126,8 +130,10 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
                 .unwrap_or(300),
         ),
     };
+    let context_cache = !args.no_context_cache && file.worker.context_cache.unwrap_or(true);
     let (engine, _watch) =
-        distributed::worker_engine(&settings, &plugins, &blueprints, file.grants).await?;
+        distributed::worker_engine(&settings, &plugins, &blueprints, file.grants, context_cache)
+            .await?;
     // Handlers first: a SIGTERM from the moment "worker started" is logged
     // shuts down gracefully instead of killing the process.
     let shutdown = shutdown_signal()?;

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::blueprint::NodeDefinition;
 use crate::builtin::{self, BuiltinOutcome};
 use crate::context::{ContextChange, ContextMap, DEFAULT_WRITE_QUOTA, NodeContext};
+use crate::context_cache::ContextCache;
 use crate::expression::EvaluatorMode;
 use crate::plan::{Plan, PlanRegistry};
 use crate::progress::{
@@ -58,6 +59,9 @@ pub struct EngineSettings {
     pub max_retry_delay: Duration,
     /// Context writes allowed per node call.
     pub write_quota: usize,
+    /// Runs whose latest context this process remembers (0: none); see
+    /// [`crate::context_cache`]. Off for fleets with writers outside the engine.
+    pub context_cache: usize,
 }
 
 impl Default for EngineSettings {
@@ -67,6 +71,7 @@ impl Default for EngineSettings {
             step_limit: DEFAULT_STEP_LIMIT,
             max_retry_delay: Duration::from_secs(3_600),
             write_quota: DEFAULT_WRITE_QUOTA,
+            context_cache: 0,
         }
     }
 }
@@ -120,6 +125,7 @@ pub struct Engine<B, R> {
     runner: Arc<R>,
     plans: Arc<PlanRegistry>,
     settings: EngineSettings,
+    cache: Arc<ContextCache>,
 }
 
 impl<B, R> Clone for Engine<B, R> {
@@ -129,6 +135,7 @@ impl<B, R> Clone for Engine<B, R> {
             runner: self.runner.clone(),
             plans: self.plans.clone(),
             settings: self.settings.clone(),
+            cache: self.cache.clone(),
         }
     }
 }
@@ -153,6 +160,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             backend,
             runner,
             plans,
+            cache: Arc::new(ContextCache::new(settings.context_cache)),
             settings,
         }
     }
@@ -263,7 +271,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .settle(&plan, &job.run_id, |p| p.fail_run(&job.node_id, &message))
                 .await;
         };
-        let snapshot = self.load_snapshot(&job.run_id).await?;
+        let snapshot = match self.cache.get(&job.run_id, view.settled) {
+            Some(remembered) => remembered,
+            None => self.load_snapshot(&job.run_id).await?,
+        };
         let (attempt, changes) = match self.recorded_result(&node, &snapshot) {
             Some(success) => (Attempt::Success(success), Vec::new()),
             None => {
@@ -281,7 +292,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     snapshot,
                     changes,
                     success,
-                    view.alone.then_some(view.settled),
+                    (view.alone || self.cache.is_enabled()).then_some(view.settled),
                 )
                 .await
             }
@@ -1084,20 +1095,27 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 let advance = transition(p);
                 // Only a state change needs the record (to publish it).
                 let record = advance.new_state.map(|_| p.clone());
-                (advance, record, settled_before)
+                (advance, record, settled_before, p.settled)
             })
             .await?;
-        let Some((advance, record, settled_before)) = outcome else {
+        let Some((advance, record, settled_before, settled_after)) = outcome else {
             return Err(EngineError::UnknownRun(run_id.to_owned()));
         };
+        // The context this job holds is the run's context after its own
+        // settlement only if nobody settled between its view and its write.
+        let current = known
+            .filter(|(seen, _)| *seen == settled_before && settled_after == settled_before + 1)
+            .map(|(_, context)| context);
+        match (&current, advance.new_state) {
+            (_, Some(state)) if state.is_terminal() => self.cache.forget(run_id),
+            (Some(context), _) => self.cache.put(run_id, settled_after, context.clone()),
+            _ => {}
+        }
         self.enqueue_scheduled(plan, run_id, &advance).await?;
         let (Some(state), Some(progress)) = (advance.new_state, record) else {
             return Ok(());
         };
-        let final_context = known
-            .filter(|(seen, _)| *seen == settled_before)
-            .map(|(_, context)| context);
-        self.publish(&progress, state, final_context).await
+        self.publish(&progress, state, current).await
     }
 
     async fn enqueue_scheduled(

@@ -11,6 +11,7 @@ pub mod analysis;
 pub mod blueprint;
 pub mod builtin;
 pub mod context;
+pub mod context_cache;
 pub mod engine;
 pub mod expression;
 pub mod memory;

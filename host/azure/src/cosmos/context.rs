@@ -149,12 +149,8 @@ impl ContextStore for CosmosContextStore {
             .read_document(run_id)
             .await
             .map_err(|error| failure("read", run_id, &error))?;
-        Ok(document.map(|mut values| {
-            values.shift_remove("id");
-            values.shift_remove("runId");
-            StoredContext {
-                values: Arc::new(strip_system(values)),
-            }
+        Ok(document.map(|values| StoredContext {
+            values: Arc::new(context_of(values)),
         }))
     }
 
@@ -179,7 +175,7 @@ impl ContextStore for CosmosContextStore {
                 .map_err(|error| failure("read", run_id, &error))?
                 .unwrap_or_default(),
         };
-        Ok(Arc::new(strip_system(document)))
+        Ok(Arc::new(context_of(document)))
     }
 }
 
@@ -322,6 +318,14 @@ pub(crate) fn pointer(key: &str) -> String {
 
 fn is_reserved(key: &str) -> bool {
     RESERVED_KEYS.contains(&key) || SYSTEM_PROPERTIES.contains(&key)
+}
+
+/// The run context a stored document holds: without the document identity
+/// (`id`, `runId`) and the system properties.
+fn context_of(mut document: ContextMap) -> ContextMap {
+    document.shift_remove("id");
+    document.shift_remove("runId");
+    strip_system(document)
 }
 
 /// `document` without the properties Cosmos or the SDK add.
