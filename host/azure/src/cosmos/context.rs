@@ -17,7 +17,6 @@ use std::sync::Arc;
 use azure_data_cosmos::CosmosError;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::models::{PATCH_TRACKING_PROPERTY, PatchInstructions, PatchOperation};
-use azure_data_cosmos::options::{PatchItemOptions, PatchStrategy};
 use flowcraft_core::context::{ContextChange, ContextMap, RESERVED_KEYS};
 use flowcraft_core::store::{ContextStore, StoreError, StoredContext};
 use serde_json::Value;
@@ -104,17 +103,9 @@ impl CosmosContextStore {
     ) -> Result<Option<ContextMap>, CosmosError> {
         let operations: Vec<PatchOperation> = changes.iter().map(patch_operation).collect();
         let instructions = PatchInstructions::from(operations);
-        let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
-        retry_once(|| {
-            self.container.patch_item(
-                run_id.to_owned(),
-                run_id,
-                instructions.clone(),
-                Some(options.clone()),
-            )
-        })
-        .await
-        .map(|response| response.into_model::<ContextMap>().ok())
+        super::patch_document(&self.container, run_id, instructions)
+            .await
+            .map(|response| response.into_model::<ContextMap>().ok())
     }
 }
 

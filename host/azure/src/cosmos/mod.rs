@@ -292,6 +292,27 @@ pub(crate) fn one_line(error: &CosmosError) -> String {
 
 /// Runs an idempotent request, once more if the connection failed (the local
 /// stand-in closes idle keep-alive connections just as clients reuse them).
+/// One server-side PATCH of the document of run `run_id` (retried once on a
+/// broken connection). Server-side is requested explicitly: the SDK would run
+/// patches with `remove` client-side and leave tracking fields behind.
+pub(crate) async fn patch_document(
+    container: &ContainerClient,
+    run_id: &str,
+    instructions: azure_data_cosmos::models::PatchInstructions,
+) -> Result<azure_data_cosmos::models::ItemResponse, CosmosError> {
+    let options = azure_data_cosmos::options::PatchItemOptions::default()
+        .with_strategy(azure_data_cosmos::options::PatchStrategy::ServerSide);
+    retry_once(|| {
+        container.patch_item(
+            run_id.to_owned(),
+            run_id,
+            instructions.clone(),
+            Some(options.clone()),
+        )
+    })
+    .await
+}
+
 pub(crate) async fn retry_once<T, F, Fut>(mut request: F) -> Result<T, CosmosError>
 where
     F: FnMut() -> Fut,

@@ -15,7 +15,7 @@ use azure_core::http::Etag;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::feed::FeedScope;
 use azure_data_cosmos::models::{PatchInstructions, PatchOperation};
-use azure_data_cosmos::options::{ItemWriteOptions, PatchItemOptions, PatchStrategy, Precondition};
+use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
 use azure_data_cosmos::{CosmosError, Query};
 use flowcraft_core::context::ContextMap;
 use flowcraft_core::progress::RunState;
@@ -48,17 +48,9 @@ impl CosmosStatusStore {
         run_id: &str,
         instructions: PatchInstructions,
     ) -> Result<(), CosmosError> {
-        let options = PatchItemOptions::default().with_strategy(PatchStrategy::ServerSide);
-        retry_once(|| {
-            self.container.patch_item(
-                run_id.to_owned(),
-                run_id,
-                instructions.clone(),
-                Some(options.clone()),
-            )
-        })
-        .await
-        .map(|_| ())
+        super::patch_document(&self.container, run_id, instructions)
+            .await
+            .map(|_| ())
     }
 
     pub(crate) fn new(container: ContainerClient) -> Self {
