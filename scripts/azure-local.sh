@@ -10,11 +10,14 @@
 #   status   one line per service; exit 1 unless all are up
 #   env      `export` lines for clients:  eval "$(scripts/azure-local.sh env)"
 #   smoke    end-to-end checks of the running services (scripts/azure-local/smoke.mjs, redis-cli ping)
-#   restart  stop and start one service (its in-memory data is lost), for fault-injection tests
+#   restart  stop and start one service (its in-memory data is lost, except Redis's with
+#            FLOWCRAFT_REDIS_PERSIST=1), for fault-injection tests
 #
 # Environment: FLOWCRAFT_LOCAL_DIR (state dir: logs, pid files; default <repo>/target/azure-local),
 # FLOWCRAFT_QUEUE_PORT, FLOWCRAFT_COSMOS_PORT, FLOWCRAFT_REDIS_PORT, FLOWCRAFT_COSMOS_SCHEME (http|https,
-# default http), FLOWCRAFT_START_TIMEOUT (seconds per service, default 30).
+# default http), FLOWCRAFT_START_TIMEOUT (seconds per service, default 30), FLOWCRAFT_REDIS_PERSIST=1 (Redis
+# keeps every acknowledged write in an append-only file in the state dir, fsynced per write, as a
+# production Redis with AOF persistence does, so a restart or a kill -9 loses nothing).
 # See scripts/azure-local/README.md.
 set -euo pipefail
 
@@ -200,7 +203,9 @@ launch() {
             ;;
         redis)
             rm -f "$(pid_file redis)"
-            redis-server --bind "$host" --port "$port" --save '' --appendonly no --daemonize yes \
+            local persistence=(--appendonly no)
+            [ "${FLOWCRAFT_REDIS_PERSIST:-0}" = 1 ] && persistence=(--appendonly yes --appendfsync always)
+            redis-server --bind "$host" --port "$port" --save '' "${persistence[@]}" --daemonize yes \
                 --pidfile "$(pid_file redis)" --logfile "$log" --dir "$state_dir" >>"$log" 2>&1 ||
                 die "redis: redis-server failed to start; log: $log"
             ;;

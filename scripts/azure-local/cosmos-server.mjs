@@ -16,7 +16,12 @@
 // resource ids (`_rid`) are spelled as Cosmos spells them, base64 with `-` for `/` (the stock server
 // writes a `/`, e.g. in the 127th database's ids, and the SDK then refuses to open its containers:
 // "failed to extract database RID from container RID").
-// It also counts requests by kind; see GET /_flowcraft/stats and POST /_flowcraft/stats/reset.
+// It also counts requests by kind (GET /_flowcraft/stats, POST /_flowcraft/stats/reset), refuses documents
+// larger than Cosmos DB's 2 MB item limit (413, as the real service does; the package has no limit),
+// injects faults on demand (faults.mjs: error statuses such as 429 with x-ms-retry-after-ms, connection
+// resets) at /_flowcraft/faults, and keeps a journal of the changes of one field of the documents of
+// chosen containers: POST /_flowcraft/journal {"container": "<id>", "field": "status"} starts it (and
+// empties it), GET answers {"entries": [{"db", "id", "from", "to"}...]} in the order of the writes.
 //
 // Usage: node cosmos-server.mjs [--host 127.0.0.1] [--port 8081] [--https] [--keep-alive-timeout 120]
 //
@@ -25,6 +30,7 @@
 
 import { randomUUID } from "node:crypto";
 import { Counters, portNumber } from "./counters.mjs";
+import { Faults, injectFailure } from "./faults.mjs";
 import { parseArgs as parseArgv } from "node:util";
 import { readFileSync } from "node:fs";
 import http from "node:http";
@@ -237,9 +243,58 @@ function patchView(collection) {
     },
     documents: {
       query: (params, options) => collection.documents.query(params, options),
-      replace: (data) => collection.documents.replace(unmarkKeys(data), original),
+      replace: (data) => collection.documents.replace(withinItemLimit(unmarkKeys(data)), original),
     },
   };
+}
+
+/** Cosmos DB's largest item (2 MB), as JSON text. */
+const MAX_ITEM_BYTES = 2 * 1024 * 1024;
+
+function tooLarge() {
+  return new HttpError(413, { code: "RequestEntityTooLarge", message: "Request size is too large" });
+}
+
+/** `doc`, or a 413 error if it is larger than an item may be. */
+function withinItemLimit(doc) {
+  if (Buffer.byteLength(JSON.stringify(doc)) > MAX_ITEM_BYTES) throw tooLarge();
+  return doc;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Field journal
+
+/** Changes of one field of the documents of one container, observed after every document write. */
+class Journal {
+  constructor() {
+    this.container = undefined;
+    this.field = undefined;
+    this.entries = [];
+    this.seen = new Map();
+  }
+
+  start({ container, field }) {
+    if (typeof container !== "string" || typeof field !== "string") {
+      throw new HttpError(400, { message: 'expected {"container": "<id>", "field": "<name>"}' });
+    }
+    Object.assign(this, { container, field, entries: [], seen: new Map() });
+  }
+
+  /** After a successful write to container `collId` of database `dbId`: record what changed. */
+  observe(account, dbId, collId) {
+    if (collId !== this.container) return;
+    const documents = account.database(dbId).collection(collId).documents;
+    for (const item of documents._data.values()) {
+      const doc = item.read();
+      const key = `${dbId}/${doc.id}`;
+      const value = doc[this.field] ?? null;
+      const before = this.seen.has(key) ? this.seen.get(key) : null;
+      if (value !== before) {
+        this.entries.push({ db: dbId, id: doc.id, from: before, to: value });
+        this.seen.set(key, value);
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -377,9 +432,13 @@ function sendJson(res, status, body) {
   res.end(JSON.stringify(body));
 }
 
+const WRITE_KINDS = new Set(["doc.create", "doc.upsert", "doc.replace", "doc.patch", "doc.delete"]);
+
 function createServer(opts) {
   const scheme = opts.https ? "https" : "http";
   const counters = new Counters();
+  const faults = new Faults();
+  const journal = new Journal();
   let account;
 
   async function dispatch(req, res, pathname) {
@@ -403,12 +462,33 @@ function createServer(opts) {
       counters.reset();
       return sendJson(res, 200, before);
     }
+    if (await faults.control(req, res, pathname, readJson, sendJson)) return;
+    if (pathname === "/_flowcraft/journal") {
+      if (req.method === "POST") journal.start(await readJson(req));
+      return sendJson(res, 200, { entries: journal.entries });
+    }
     const kind = requestKind(req, pathname.replace(/^\/\//, "/"));
     res.on("finish", () => counters.record(kind, res.statusCode));
+    const rule = faults.pick(kind, pathname);
+    if (rule) {
+      return injectFailure(rule, req, res, (status, code) => ({
+        contentType: "application/json",
+        body: JSON.stringify({ code, message: `injected by the flowcraft fault suite (HTTP ${status})` }),
+      }));
+    }
+    const isWrite = WRITE_KINDS.has(kind);
+    if (isWrite && Number(req.headers["content-length"] ?? 0) > MAX_ITEM_BYTES) {
+      res.statusCode = 413;
+      return res.end(JSON.stringify(tooLarge().body));
+    }
 
     let body;
     try {
       body = await dispatch(req, res, pathname.replace(/^\/\//, "/"));
+      if (isWrite && res.statusCode < 300 && journal.container) {
+        const matched = route(req);
+        if (matched) journal.observe(account, matched[0].dbId, matched[0].collId);
+      }
     } catch (err) {
       if (err instanceof HttpError) {
         res.statusCode = err.statusCode;

@@ -7,7 +7,12 @@
 //     extent collection per extent in a loop that never yields (a 75 s freeze after ~8,000 messages),
 //     with one bulk removal;
 //   - count requests by kind; see GET /_flowcraft/stats and POST /_flowcraft/stats/reset on the same
-//     port (`_flowcraft` can never be a storage account name, so it cannot shadow an Azurite route).
+//     port (`_flowcraft` can never be a storage account name, so it cannot shadow an Azurite route);
+//   - inject faults on demand (faults.mjs: error statuses, connection resets, duplicated messages) at
+//     /_flowcraft/faults, and keep a journal of the messages sent to chosen queues:
+//     POST /_flowcraft/journal {"path": "<queue name>"} starts it (and empties it), GET answers
+//     {"entries": [{"queue", "text"}...], "pendingDuplicates": n} (each message text as sent, in arrival
+//     order, and how many injected duplicates are still to be stored).
 // Equivalent CLI flags: --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent
 // (telemetry is never initialised here; the access log and debug log are off).
 //
@@ -16,6 +21,8 @@
 
 import { randomUUID } from "node:crypto";
 import { Counters, portNumber } from "./counters.mjs";
+import { Faults, injectFailure } from "./faults.mjs";
+import http from "node:http";
 import { parseArgs as parseArgv } from "node:util";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -80,6 +87,68 @@ function requestKind(method, url) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------------
+// Fault injection and the send journal
+
+/** Marks a request the wrapper sends to Azurite itself (a consumed body sent on, or a duplicate). */
+const REPLAY_HEADER = "x-flowcraft-replay";
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+async function readJson(req) {
+  const text = (await readBody(req)).toString("utf8");
+  return text.trim() === "" ? {} : JSON.parse(text);
+}
+
+/** The text of a `<QueueMessage><MessageText>…</MessageText></QueueMessage>` body (XML-unescaped). */
+function messageText(body) {
+  const match = /<MessageText>([\s\S]*)<\/MessageText>/.exec(body.toString("utf8"));
+  const text = match ? match[1] : "";
+  return text
+    .replaceAll("&lt;", "<")
+    .replaceAll("&gt;", ">")
+    .replaceAll("&quot;", '"')
+    .replaceAll("&apos;", "'")
+    .replaceAll("&amp;", "&");
+}
+
+/**
+ * Sends `req` (whose body was consumed: `body`) to Azurite again through this port, unchanged except for
+ * the replay mark (not a signed header, so its Shared Key signature stays valid); the answer goes to
+ * `res`, or nowhere for an injected duplicate (then `done` is called once it is stored or failed).
+ */
+function replay(port, req, body, res, done) {
+  const copy = http.request(
+    { host: "127.0.0.1", port, method: req.method, path: req.url, headers: { ...req.headers, [REPLAY_HEADER]: "1" } },
+    (answer) => {
+      if (!res) {
+        answer.on("end", () => done?.());
+        return answer.resume();
+      }
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    },
+  );
+  copy.on("error", (err) => {
+    if (res && !res.headersSent) sendJson(res, 502, { message: `replay failed: ${err.message}` });
+    else console.error(`duplicate send failed: ${err.message}`);
+    done?.();
+  });
+  copy.end(body);
+}
+
+/** The queue service's error answer (XML). */
+function queueError(status, code) {
+  return {
+    contentType: "application/xml",
+    body: `<?xml version="1.0" encoding="utf-8"?><Error><Code>${code}</Code><Message>injected by the flowcraft fault suite (HTTP ${status})</Message></Error>`,
+  };
+}
 
 function sendJson(res, status, body) {
   res.statusCode = status;
@@ -154,9 +223,13 @@ async function main() {
   if (azuriteListeners.length !== 1) throw new Error("unexpected Azurite internals: request listeners");
   const [azuriteListener] = azuriteListeners;
   const counters = new Counters();
+  const faults = new Faults();
+  const journal = { path: undefined, entries: [], pendingDuplicates: 0 };
+  const port = () => httpServer.address().port;
   httpServer.removeAllListeners("request");
-  httpServer.on("request", (req, res) => {
+  httpServer.on("request", async (req, res) => {
     const url = new URL(req.url, "http://localhost");
+    if (req.headers[REPLAY_HEADER]) return azuriteListener(req, res);
     if (url.pathname === "/_flowcraft/stats" && req.method === "GET") {
       return sendJson(res, 200, counters.snapshot("queue"));
     }
@@ -165,9 +238,29 @@ async function main() {
       counters.reset();
       return sendJson(res, 200, before);
     }
+    if (await faults.control(req, res, url.pathname, readJson, sendJson)) return;
+    if (url.pathname === "/_flowcraft/journal") {
+      if (req.method === "POST") {
+        journal.path = (await readJson(req)).path;
+        journal.entries = [];
+      }
+      return sendJson(res, 200, journal);
+    }
     const kind = requestKind(req.method, url);
     res.on("finish", () => counters.record(kind, res.statusCode));
-    return azuriteListener(req, res);
+    const rule = faults.pick(kind, url.pathname);
+    if (rule && rule.effect !== "duplicate") return injectFailure(rule, req, res, queueError);
+    const journaled = kind === "message.send" && journal.path && url.pathname.includes(journal.path);
+    if (!journaled && !(rule && kind === "message.send")) return azuriteListener(req, res);
+    const body = await readBody(req);
+    if (journaled) journal.entries.push({ queue: url.pathname.split("/")[2], text: messageText(body) });
+    replay(port(), req, body, res);
+    if (rule) {
+      const low = rule.minDelayMs ?? 0;
+      const delay = low + Math.random() * Math.max(0, (rule.maxDelayMs ?? low) - low);
+      journal.pendingDuplicates += 1;
+      setTimeout(() => replay(port(), req, body, undefined, () => (journal.pendingDuplicates -= 1)), delay);
+    }
   });
   httpServer.headersTimeout = opts.keepAliveTimeout * 1000 + 5000;
 

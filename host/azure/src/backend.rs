@@ -2,6 +2,12 @@
 //! statuses on Cosmos DB, progress records on Redis, behind core's four store
 //! traits. Connecting checks every service once, so a wrong setting fails at
 //! start-up with one line instead of at the first job.
+//!
+//! The queue and Cosmos DB each authenticate with a key (connection string)
+//! or, given as an endpoint alone, with an Entra ID token credential
+//! ([`crate::credential`]). A service without a key and no credential, or a
+//! credential that no service uses, is a configuration error; a credential
+//! that cannot get a token fails here, before any service is contacted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +22,55 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::cosmos::{CosmosConnection, CosmosSetupError, CosmosStores};
+use crate::credential::{
+    AzureCredential, COSMOS_SCOPE, CREDENTIAL_VARIABLE, CredentialError, CredentialKind,
+    STORAGE_SCOPE,
+};
 use crate::queue::{AzureQueue, QueueError};
 use crate::redis_store::RedisCoordination;
 use crate::storage_account::{ConnectionStringError, StorageAccount};
 
+/// How a service's account is given.
+#[derive(Clone)]
+pub enum AccountSetting {
+    /// A connection string: `AZURE_STORAGE_CONNECTION_STRING` (a key, a SAS,
+    /// or only `QueueEndpoint=` for Entra ID) or `COSMOS_DB_CONNECTION_STRING`
+    /// (`AccountEndpoint=…;AccountKey=…;`).
+    ConnectionString(String),
+    /// An endpoint URL without a key, for Entra ID:
+    /// `AZURE_STORAGE_QUEUE_ENDPOINT` or `COSMOS_DB_ENDPOINT`.
+    Endpoint(String),
+}
+
+impl AccountSetting {
+    /// The text as given (a connection string may hold a key).
+    pub fn text(&self) -> &str {
+        match self {
+            Self::ConnectionString(text) | Self::Endpoint(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Debug for AccountSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // May hold a key.
+            Self::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
+            Self::Endpoint(url) => f.debug_tuple("Endpoint").field(url).finish(),
+        }
+    }
+}
+
 /// Where the three services are and what the resources are called.
 #[derive(Debug, Clone)]
 pub struct AzureConfig {
-    pub storage_connection_string: String,
-    pub cosmos_connection_string: String,
+    /// The storage account of the queue.
+    pub storage: AccountSetting,
+    /// The Cosmos DB account.
+    pub cosmos: AccountSetting,
+    /// The Entra ID credential for the services given without a key; `None`
+    /// when both have keys.
+    pub credential: Option<CredentialKind>,
     pub redis_url: String,
     pub queue: String,
     pub database: String,
@@ -41,6 +87,23 @@ pub enum AzureSetupError {
     /// say which of the two connection strings is wrong.
     #[error("AZURE_STORAGE_CONNECTION_STRING: {0}")]
     StorageConnectionString(#[from] ConnectionStringError),
+    #[error("AZURE_STORAGE_QUEUE_ENDPOINT: {0}")]
+    StorageQueueEndpoint(ConnectionStringError),
+    /// Services given without a key, and no credential to use instead.
+    #[error(
+        "{settings} {verb} no key; choose an Entra ID credential with --azure-credential ({CREDENTIAL_VARIABLE}): default, managed-identity, workload-identity, client-secret, azure-cli or azure-developer-cli",
+        settings = settings.join(" and "),
+        verb = if settings.len() == 1 { "gives" } else { "give" }
+    )]
+    NoCredential { settings: Vec<&'static str> },
+    /// A credential chosen while both services use keys: almost surely a
+    /// half-done switch to Entra ID.
+    #[error(
+        "{CREDENTIAL_VARIABLE}={kind} (--azure-credential) is set, but the queue and Cosmos DB are both configured with keys; remove the credential setting, or replace the connection strings by AZURE_STORAGE_QUEUE_ENDPOINT / COSMOS_DB_ENDPOINT"
+    )]
+    UnusedCredential { kind: CredentialKind },
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -60,10 +123,10 @@ pub struct AzureBackend {
 impl AzureBackend {
     /// Connects to (and with `create_resources` creates) everything.
     pub async fn connect(config: &AzureConfig) -> Result<Self, AzureSetupError> {
-        let account = StorageAccount::parse(&config.storage_connection_string)?;
+        let (account, connection) = accounts(config, AzureCredential::from_env).await?;
         let queue = AzureQueue::connect(&account, &config.queue, config.create_resources).await?;
         let cosmos = CosmosStores::connect(
-            &CosmosConnection::parse(&config.cosmos_connection_string)?,
+            &connection,
             &config.database,
             &config.context_container,
             &config.status_container,
@@ -89,6 +152,47 @@ impl AzureBackend {
     pub async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
         self.cosmos.status.stalled_runs(threshold.as_secs()).await
     }
+}
+
+/// The queue's account and the Cosmos connection of `config`, with the
+/// credential (made by `credential`) attached where there is no key and
+/// checked to give a token for each service that uses it.
+pub async fn accounts(
+    config: &AzureConfig,
+    credential: impl FnOnce(CredentialKind) -> Result<AzureCredential, CredentialError>,
+) -> Result<(StorageAccount, CosmosConnection), AzureSetupError> {
+    let mut account = match &config.storage {
+        AccountSetting::ConnectionString(text) => StorageAccount::parse(text)?,
+        AccountSetting::Endpoint(url) => StorageAccount::from_queue_endpoint(url)
+            .map_err(AzureSetupError::StorageQueueEndpoint)?,
+    };
+    let mut connection = match &config.cosmos {
+        AccountSetting::ConnectionString(text) => CosmosConnection::parse(text)?,
+        AccountSetting::Endpoint(url) => CosmosConnection::from_endpoint(url)?,
+    };
+    let keyless: Vec<&'static str> = [
+        (account.needs_credential(), account.setting()),
+        (connection.needs_credential(), connection.setting()),
+    ]
+    .into_iter()
+    .filter_map(|(keyless, setting)| keyless.then_some(setting))
+    .collect();
+    let kind = match (config.credential, keyless.is_empty()) {
+        (None, true) => return Ok((account, connection)),
+        (Some(kind), true) => return Err(AzureSetupError::UnusedCredential { kind }),
+        (None, false) => return Err(AzureSetupError::NoCredential { settings: keyless }),
+        (Some(kind), false) => kind,
+    };
+    let credential = credential(kind)?;
+    if account.needs_credential() {
+        credential.check("the queue", STORAGE_SCOPE).await?;
+        account = account.with_credential(credential.clone());
+    }
+    if connection.needs_credential() {
+        credential.check("Cosmos DB", COSMOS_SCOPE).await?;
+        connection = connection.with_credential(credential);
+    }
+    Ok((account, connection))
 }
 
 impl JobQueue for AzureBackend {
@@ -158,6 +262,10 @@ impl StatusStore for AzureBackend {
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
         self.cosmos.status.touch(run_id).await
     }
+
+    async fn reopen_failed(&self, run_id: &str) -> Result<bool, StoreError> {
+        self.cosmos.status.reopen_failed(run_id).await
+    }
 }
 
 impl CoordinationStore for AzureBackend {
@@ -183,5 +291,198 @@ impl CoordinationStore for AzureBackend {
         F: FnMut(&mut RunProgress) -> T + Send,
     {
         self.redis.update_progress(run_id, change).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+    use azure_core::time::OffsetDateTime;
+
+    use super::*;
+
+    const COSMOS_KEY: &str =
+        "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
+
+    /// Records the scopes asked for; refuses them all when `refuse`.
+    #[derive(Debug, Default)]
+    struct Recording {
+        scopes: Mutex<Vec<String>>,
+        refuse: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Recording {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            self.scopes.lock().unwrap().push(scopes.join(" "));
+            if self.refuse {
+                return Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    "AzureCliCredential authentication failed. Please run 'az login'",
+                ));
+            }
+            Ok(AccessToken::new(
+                "t",
+                OffsetDateTime::now_utc() + time::Duration::hours(1),
+            ))
+        }
+    }
+
+    fn config(
+        storage: AccountSetting,
+        cosmos: AccountSetting,
+        credential: Option<CredentialKind>,
+    ) -> AzureConfig {
+        AzureConfig {
+            storage,
+            cosmos,
+            credential,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            queue: "flowcraft-jobs".into(),
+            database: "flowcraft".into(),
+            context_container: "workflow-contexts".into(),
+            status_container: "workflow-statuses".into(),
+            create_resources: false,
+        }
+    }
+
+    fn storage_key() -> AccountSetting {
+        AccountSetting::ConnectionString("UseDevelopmentStorage=true".into())
+    }
+
+    fn cosmos_key() -> AccountSetting {
+        AccountSetting::ConnectionString(format!(
+            "AccountEndpoint=https://acct.documents.azure.com:443/;AccountKey={COSMOS_KEY};"
+        ))
+    }
+
+    fn storage_endpoint() -> AccountSetting {
+        AccountSetting::Endpoint("https://acct.queue.core.windows.net".into())
+    }
+
+    fn cosmos_endpoint() -> AccountSetting {
+        AccountSetting::Endpoint("https://acct.documents.azure.com:443/".into())
+    }
+
+    async fn resolve(
+        config: &AzureConfig,
+        source: &Arc<Recording>,
+    ) -> Result<(StorageAccount, CosmosConnection), AzureSetupError> {
+        let source = source.clone();
+        accounts(config, move |kind| {
+            Ok(AzureCredential::from_token_credential(kind, source))
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn keys_alone_need_no_credential() {
+        let source = Arc::new(Recording::default());
+        let (account, connection) = resolve(&config(storage_key(), cosmos_key(), None), &source)
+            .await
+            .unwrap();
+        assert!(!account.needs_credential() && !connection.needs_credential());
+        assert!(source.scopes.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn each_service_without_a_key_gets_the_credential_checked_for_its_scope() {
+        let source = Arc::new(Recording::default());
+        let kind = Some(CredentialKind::ManagedIdentity);
+        let (account, _) = resolve(&config(storage_endpoint(), cosmos_key(), kind), &source)
+            .await
+            .unwrap();
+        assert!(account.token_credential().is_some());
+        assert_eq!(*source.scopes.lock().unwrap(), [STORAGE_SCOPE]);
+
+        let source = Arc::new(Recording::default());
+        let (account, connection) = resolve(
+            &config(storage_endpoint(), cosmos_endpoint(), kind),
+            &source,
+        )
+        .await
+        .unwrap();
+        assert!(account.token_credential().is_some());
+        assert!(connection.needs_credential());
+        assert_eq!(
+            *source.scopes.lock().unwrap(),
+            [STORAGE_SCOPE, COSMOS_SCOPE]
+        );
+    }
+
+    #[tokio::test]
+    async fn conflicting_or_incomplete_settings_are_one_line_each() {
+        let source = Arc::new(Recording::default());
+        let message = |result: Result<_, AzureSetupError>| result.err().unwrap().to_string();
+
+        let unused = config(storage_key(), cosmos_key(), Some(CredentialKind::AzureCli));
+        assert_eq!(
+            message(resolve(&unused, &source).await),
+            "FLOWCRAFT_AZURE_CREDENTIAL=azure-cli (--azure-credential) is set, but the queue and Cosmos DB are both configured with keys; remove the credential setting, or replace the connection strings by AZURE_STORAGE_QUEUE_ENDPOINT / COSMOS_DB_ENDPOINT"
+        );
+
+        let missing = config(storage_endpoint(), cosmos_endpoint(), None);
+        assert!(
+            message(resolve(&missing, &source).await).starts_with(
+                "AZURE_STORAGE_QUEUE_ENDPOINT and COSMOS_DB_ENDPOINT give no key; choose an Entra ID credential with --azure-credential (FLOWCRAFT_AZURE_CREDENTIAL): default,"
+            )
+        );
+        let missing = config(
+            AccountSetting::ConnectionString(
+                "QueueEndpoint=https://acct.queue.core.windows.net".into(),
+            ),
+            cosmos_key(),
+            None,
+        );
+        assert!(message(resolve(&missing, &source).await).starts_with(
+            "AZURE_STORAGE_CONNECTION_STRING gives no key; choose an Entra ID credential"
+        ));
+
+        let plain = config(
+            AccountSetting::Endpoint("http://127.0.0.1:10001/devstoreaccount1".into()),
+            cosmos_key(),
+            Some(CredentialKind::Default),
+        );
+        assert!(
+            message(resolve(&plain, &source).await).starts_with(
+                "AZURE_STORAGE_QUEUE_ENDPOINT: the endpoint 'http://127.0.0.1:10001/devstoreaccount1' must be https:// for Entra ID auth"
+            )
+        );
+        assert!(
+            source.scopes.lock().unwrap().is_empty(),
+            "no token was asked for"
+        );
+
+        let refusing = Arc::new(Recording {
+            refuse: true,
+            ..Default::default()
+        });
+        let error = message(
+            resolve(
+                &config(
+                    storage_key(),
+                    cosmos_endpoint(),
+                    Some(CredentialKind::AzureCli),
+                ),
+                &refusing,
+            )
+            .await,
+        );
+        assert_eq!(
+            error,
+            "FLOWCRAFT_AZURE_CREDENTIAL=azure-cli: no Entra ID token for Cosmos DB (https://cosmos.azure.com/.default): AzureCliCredential authentication failed. Please run 'az login'; run `az login` (and `az account set` for the right tenant)"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_connection_strings() {
+        let debug = format!("{:?}", config(storage_key(), cosmos_key(), None));
+        assert!(!debug.contains(COSMOS_KEY) && !debug.contains("UseDevelopmentStorage"));
     }
 }

@@ -2,9 +2,13 @@
 //! Storage, run contexts and statuses on Cosmos DB, run progress on Redis.
 //! Wire-compatible with `@flowcraft/azure-adapter`: queue messages, document
 //! shapes and upstream Redis keys are upstream's; new mechanisms use new keys.
+//! The queue and Cosmos DB authenticate with keys or with Entra ID token
+//! credentials ([`credential`]).
 pub mod backend;
 pub mod cosmos;
+pub mod credential;
 pub mod queue;
 pub mod redis_store;
+pub mod retry;
 pub mod storage_account;
 pub mod wire;

@@ -1,7 +1,8 @@
 //! The job queue on Azure Queue Storage, with a poison queue beside it.
 //!
 //! [`AzureQueue`] wraps one queue (default [`DEFAULT_QUEUE_NAME`]) of a
-//! [`StorageAccount`]: `send` (with an initial invisibility), `receive` (up to
+//! [`StorageAccount`] (signed with its key, its SAS, or an Entra ID token from
+//! its credential): `send` (with an initial invisibility), `receive` (up to
 //! 32 messages with a visibility timeout), `delete`, `update_visibility`
 //! (lease renewal; returns the new pop receipt, which the service sends only in
 //! the `x-ms-popreceipt` header) and `peek`. Every operation is exactly one
@@ -14,15 +15,20 @@
 //! of its delay plus 7 days, so that a 7-day delay does not outlive the
 //! service's default 7-day expiry.
 //!
-//! Retries: the SDK's retry policy is off (it would retry for a minute,
-//! including non-idempotent sends). Instead an operation is retried once,
-//! immediately, when the connection fails: receive, peek, delete, update and
-//! the existence checks on any transport error (a connection reset included;
-//! a delete whose retry finds the message gone counts as done); send only
-//! when the connection could not be established (so the message was surely
-//! not stored). For plain-`http` endpoints (the local emulator) idle pooled
-//! connections are dropped after 4 s, before Node's 5 s keep-alive timeout
-//! closes them under us.
+//! Retries: the SDK's retry policy is off (it retries for a minute without
+//! saying so). Instead every operation rides out throttling and short
+//! outages in place with [`crate::retry`]: a `429` or `503` (`ServerBusy`)
+//! is repeated after the wait the service advises (`Retry-After`, or
+//! `x-ms-retry-after-ms`), and a transport error (connection refused or
+//! reset, timeout) after a short back-off, within a bounded number of
+//! attempts and total wait; then the error surfaces. A delete whose retry
+//! finds the message gone counts as done. Sends are repeated too, although a
+//! reset connection may have stored the message already: a duplicate job is
+//! harmless (the engine handles redeliveries), whereas failing the send
+//! fails the whole job, which then sends its successors again after the
+//! visibility timeout. For plain-`http` endpoints (the local emulator) idle
+//! pooled connections are dropped after 4 s, before Node's 5 s keep-alive
+//! timeout closes them under us.
 //!
 //! **Poison queue.** `<name>-poison`, created on first use. [`AzureQueue::send_poison`]
 //! stores a record a human can read and a tool can replay: the message text
@@ -60,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
+use crate::retry::{self, RetryPolicy, Transient};
 use crate::storage_account::StorageAccount;
 use crate::wire;
 
@@ -187,15 +194,6 @@ impl std::fmt::Debug for AzureQueue {
     }
 }
 
-/// Which operation, for messages and retry rules.
-#[derive(Clone, Copy)]
-enum Retry {
-    /// Safe to repeat on any transport error.
-    Idempotent,
-    /// Repeat only if no connection was made (the request was not sent).
-    ConnectOnly,
-}
-
 impl AzureQueue {
     /// Opens queue `name`: checks it exists (one request), or creates it if
     /// `create` (one request; an existing queue is fine).
@@ -235,8 +233,19 @@ impl AzureQueue {
             .as_str()
             .trim_end_matches('/')
             .to_owned();
+        let credential = account.token_credential();
+        if account.needs_credential() && credential.is_none() {
+            return Err(QueueError::new(
+                QueueErrorKind::Auth,
+                format!(
+                    "queue '{name}' at {endpoint}: {} gives no key; choose an Entra ID credential with --azure-credential ({})",
+                    account.setting(),
+                    crate::credential::CREDENTIAL_VARIABLE
+                ),
+            ));
+        }
         let client =
-            QueueClient::new(account.queue_url(name), None, Some(options)).map_err(|e| {
+            QueueClient::new(account.queue_url(name), credential, Some(options)).map_err(|e| {
                 QueueError::new(
                     QueueErrorKind::InvalidRequest,
                     format!("queue '{name}' at {endpoint}: {e}"),
@@ -263,10 +272,12 @@ impl AzureQueue {
         &self.inner.endpoint
     }
 
+    /// Creates the queue (at start-up, or the poison queue on first use):
+    /// one quick retry only ([`RetryPolicy::SETUP`]).
     async fn create(&self) -> Result<(), QueueError> {
         let client = &self.inner.client;
         match self
-            .attempt(Retry::Idempotent, || client.create(None))
+            .attempt_with(RetryPolicy::SETUP, "create", || client.create(None))
             .await
         {
             Ok(_) => Ok(()),
@@ -278,17 +289,19 @@ impl AzureQueue {
 
     async fn check_exists(&self) -> Result<(), QueueError> {
         let client = &self.inner.client;
-        self.attempt(Retry::Idempotent, || client.get_properties(None))
-            .await
-            .map(drop)
-            .map_err(|(e, _)| self.error(EXISTS_CHECK, e))
+        self.attempt_with(RetryPolicy::SETUP, EXISTS_CHECK, || {
+            client.get_properties(None)
+        })
+        .await
+        .map(drop)
+        .map_err(|(e, _)| self.error(EXISTS_CHECK, e))
     }
 
     /// The service's approximate message count (one request).
     pub async fn approximate_count(&self) -> Result<u64, QueueError> {
         let client = &self.inner.client;
         let response = self
-            .attempt(Retry::Idempotent, || client.get_properties(None))
+            .attempt("count messages", || client.get_properties(None))
             .await
             .map_err(|(e, _)| self.error("count messages", e))?;
         Ok(response
@@ -348,7 +361,7 @@ impl AzureQueue {
         };
         let client = &self.inner.client;
         let response = self
-            .attempt(Retry::ConnectOnly, || {
+            .attempt(op, || {
                 client.send_message(content.clone(), Some(options.clone()))
             })
             .await
@@ -376,9 +389,7 @@ impl AzureQueue {
         let op = "receive";
         let client = &self.inner.client;
         let response = self
-            .attempt(Retry::Idempotent, || {
-                client.receive_messages(Some(options.clone()))
-            })
+            .attempt(op, || client.receive_messages(Some(options.clone())))
             .await
             .map_err(|(e, _)| self.error(op, e))?;
         let list = response.into_model().map_err(|e| self.error(op, e))?;
@@ -412,9 +423,7 @@ impl AzureQueue {
         let op = "peek";
         let client = &self.inner.client;
         let response = self
-            .attempt(Retry::Idempotent, || {
-                client.peek_messages(Some(options.clone()))
-            })
+            .attempt(op, || client.peek_messages(Some(options.clone())))
             .await
             .map_err(|(e, _)| self.error(op, e))?;
         let list = response.into_model().map_err(|e| self.error(op, e))?;
@@ -439,7 +448,7 @@ impl AzureQueue {
     pub async fn delete(&self, message: &ReceivedMessage) -> Result<(), QueueError> {
         let client = &self.inner.client;
         match self
-            .attempt(Retry::Idempotent, || {
+            .attempt("delete message", || {
                 client.delete_message(&message.id, &message.pop_receipt, None)
             })
             .await
@@ -463,7 +472,7 @@ impl AzureQueue {
         let seconds = ceil_secs(timeout.min(MAX_VISIBILITY));
         let client = &self.inner.client;
         let response = self
-            .attempt(Retry::Idempotent, || {
+            .attempt(&op, || {
                 client.update_message(&message.id, &message.pop_receipt, seconds, None)
             })
             .await
@@ -568,24 +577,39 @@ impl AzureQueue {
         self.poison_queue().await?.delete(message).await
     }
 
-    /// Runs `request`, repeating it once on a connection failure as `retry`
-    /// allows. The flag says whether it was repeated.
-    async fn attempt<T, F, Fut>(
+    /// Runs `request` (operation `op`), repeating it when throttled or on
+    /// a transport error ([`crate::retry`]). The flag says whether it was
+    /// repeated.
+    async fn attempt<T, F, Fut>(&self, op: &str, request: F) -> Result<T, (azure_core::Error, bool)>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = azure_core::Result<T>>,
+    {
+        self.attempt_with(RetryPolicy::DEFAULT, op, request).await
+    }
+
+    /// [`attempt`](Self::attempt) within `policy`.
+    async fn attempt_with<T, F, Fut>(
         &self,
-        retry: Retry,
+        policy: RetryPolicy,
+        op: &str,
         request: F,
     ) -> Result<T, (azure_core::Error, bool)>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = azure_core::Result<T>>,
     {
-        match request().await {
-            Err(e) if retryable(&e, retry) => {
-                tracing::debug!(queue = %self.inner.name, error = %root_cause(&e), "queue request failed on the connection; retrying once");
-                request().await.map_err(|e| (e, true))
-            }
-            other => other.map_err(|e| (e, false)),
-        }
+        let operation = format!("{op} (queue '{}')", self.inner.name);
+        let (result, attempts) = retry::retrying(
+            "queue service",
+            &operation,
+            policy,
+            transient,
+            root_cause,
+            request,
+        )
+        .await;
+        result.map_err(|e| (e, attempts > 1))
     }
 
     fn invalid(&self, op: &str, detail: String) -> QueueError {
@@ -615,7 +639,7 @@ impl AzureQueue {
                     "cannot reach the queue service at {endpoint} (queue '{name}', {op}): {}; \
                      check the endpoint in {} or start the local services",
                     root_cause(&error),
-                    crate::storage_account::CONNECTION_STRING_VAR
+                    self.inner.account.setting()
                 ),
             ),
             ErrorKind::HttpResponse { status, .. } => {
@@ -637,6 +661,14 @@ impl AzureQueue {
                         QueueErrorKind::PopReceiptMismatch,
                         " (the message was received again or its visibility renewed; only the latest pop receipt works)",
                     ),
+                    (StatusCode::Unauthorized | StatusCode::Forbidden, _)
+                        if self.inner.account.needs_credential() =>
+                    {
+                        (
+                            QueueErrorKind::Auth,
+                            "; the Entra ID token was refused: give the identity a data role on the queue (e.g. Storage Queue Data Contributor)",
+                        )
+                    }
                     (StatusCode::Unauthorized | StatusCode::Forbidden, _) => (
                         QueueErrorKind::Auth,
                         "; check AccountName/AccountKey or SharedAccessSignature in AZURE_STORAGE_CONNECTION_STRING",
@@ -770,11 +802,26 @@ impl PoisonRecord {
     }
 }
 
-fn retryable(error: &azure_core::Error, retry: Retry) -> bool {
-    matches!(
-        (error.kind(), retry),
-        (ErrorKind::Connection, _) | (ErrorKind::Io, Retry::Idempotent)
-    )
+/// Whether a failed request may be repeated, and after what: throttling
+/// (`429`, or `503 ServerBusy`: the service did not perform the request)
+/// with the wait it advises, or a transport error.
+fn transient(error: &azure_core::Error) -> Option<Transient> {
+    match error.kind() {
+        ErrorKind::Connection | ErrorKind::Io => Some(Transient::Unreachable),
+        ErrorKind::HttpResponse {
+            status: StatusCode::TooManyRequests | StatusCode::ServiceUnavailable,
+            raw_response,
+            ..
+        } => Some(Transient::Throttled(raw_response.as_ref().and_then(
+            |raw| {
+                retry::advised_wait(|name| {
+                    raw.headers()
+                        .get_optional_str(&HeaderName::from(name.to_owned()))
+                })
+            },
+        ))),
+        _ => None,
+    }
 }
 
 /// The service's error code (`x-ms-error-code`, or the XML `<Code>`).
@@ -895,11 +942,34 @@ fn now_rfc3339() -> String {
 mod tests {
     use super::*;
 
-    /// A loopback HTTP server whose first connection is closed after the
-    /// request arrives (as Node does to an idle keep-alive connection); later
-    /// connections get a `200` with seven messages counted. Returns the
+    /// What the scripted server does with one connection's request.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// Close the connection without answering (as Node does to an idle
+        /// keep-alive connection, or a service that went away).
+        Drop,
+        /// Answer with these bytes.
+        Send(&'static [u8]),
+        /// Succeed: `200` with seven messages counted to a `GET`, [`SENT`]
+        /// to a `POST`.
+        Ok,
+    }
+
+    const OK: Answer = Answer::Ok;
+    const COUNTED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\
+        x-ms-approximate-messages-count: 7\r\n\r\n";
+    /// The answer to a send: message `m-1` stored.
+    const SENT: &[u8] =
+        b"HTTP/1.1 201 Created\r\nconnection: close\r\ncontent-type: application/xml\r\n\
+          x-ms-approximate-messages-count: 7\r\ncontent-length: 224\r\n\r\n\
+          <?xml version=\"1.0\" encoding=\"utf-8\"?><QueueMessagesList><QueueMessage><MessageId>m-1</MessageId>\
+          <PopReceipt>r-1</PopReceipt><TimeNextVisible>Mon, 01 Jan 2024 00:00:00 GMT</TimeNextVisible>\
+          </QueueMessage></QueueMessagesList>";
+
+    /// A loopback HTTP server answering its n-th connection's one request
+    /// with `script[n]` (the last entry for all later ones). Returns the
     /// endpoint and the number of connections accepted.
-    fn flaky_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    fn scripted_server(script: Vec<Answer>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -918,12 +988,13 @@ mod tests {
                         Ok(k) => request.extend_from_slice(&buf[..k]),
                     }
                 }
-                if n > 0 {
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\
-                          x-ms-approximate-messages-count: 7\r\n\r\n",
-                    );
-                }
+                let bytes = match script[n.min(script.len() - 1)] {
+                    Answer::Drop => continue,
+                    Answer::Send(bytes) => bytes,
+                    Answer::Ok if request.starts_with(b"POST") => SENT,
+                    Answer::Ok => COUNTED,
+                };
+                let _ = stream.write_all(bytes);
             }
         });
         (endpoint, accepted)
@@ -938,17 +1009,45 @@ mod tests {
         AzureQueue::open(&account, "jobs", http_transport(&account).unwrap()).unwrap()
     }
 
-    #[tokio::test]
-    async fn idempotent_requests_are_retried_once_on_a_dropped_connection() {
-        let (endpoint, accepted) = flaky_server();
-        let queue = queue_at(&endpoint);
-        assert_eq!(queue.approximate_count().await.unwrap(), 7);
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    fn connections(accepted: &std::sync::atomic::AtomicUsize) -> usize {
+        accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     #[tokio::test]
-    async fn sends_are_not_retried_once_the_request_went_out() {
-        let (endpoint, accepted) = flaky_server();
+    async fn requests_are_repeated_on_a_dropped_connection() {
+        let (endpoint, accepted) = scripted_server(vec![Answer::Drop, OK]);
+        let queue = queue_at(&endpoint);
+        assert_eq!(queue.approximate_count().await.unwrap(), 7);
+        assert_eq!(connections(&accepted), 2);
+        // Sends too: a duplicate job is harmless, a failed job costs a
+        // visibility timeout.
+        let (endpoint, accepted) = scripted_server(vec![Answer::Drop, Answer::Drop, OK]);
+        let queue = queue_at(&endpoint);
+        assert_eq!(queue.send("x", Duration::ZERO).await.unwrap(), "m-1");
+        assert_eq!(connections(&accepted), 3);
+    }
+
+    #[tokio::test]
+    async fn throttled_requests_wait_the_advised_time_then_repeat() {
+        let busy = Answer::Send(
+            b"HTTP/1.1 503 Server Busy\r\nconnection: close\r\nx-ms-error-code: ServerBusy\r\n\
+              retry-after: 1\r\ncontent-length: 0\r\n\r\n",
+        );
+        let (endpoint, accepted) = scripted_server(vec![busy, OK]);
+        let queue = queue_at(&endpoint);
+        let started = std::time::Instant::now();
+        assert_eq!(queue.approximate_count().await.unwrap(), 7);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(connections(&accepted), 2);
+    }
+
+    #[tokio::test]
+    async fn a_service_that_stays_away_is_reported_after_the_retry_budget() {
+        let (endpoint, accepted) = scripted_server(vec![Answer::Drop]);
         let queue = queue_at(&endpoint);
         let err = queue.send("x", Duration::ZERO).await.unwrap_err();
         assert_eq!(err.kind, QueueErrorKind::Unreachable, "{err}");
@@ -958,7 +1057,10 @@ mod tests {
             )),
             "{err}"
         );
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            connections(&accepted),
+            RetryPolicy::DEFAULT.max_attempts as usize
+        );
     }
 
     #[test]

@@ -36,18 +36,22 @@
 //! `EXPIRE` of [`RedisOptions::terminal_ttl`] (default 7 days) if the key has
 //! none yet, so the record disappears that long after the run ended; later
 //! writes to the finished run do not push the expiry back. Afterwards the run
-//! reads as unknown (`None`).
+//! reads as unknown (`None`). A write that stores a live record again (an
+//! operator retried a failed run) removes the expiry.
 //!
 //! # Connection
 //!
 //! One multiplexed connection is shared by all callers. When it breaks (a
-//! Redis restart, a network fault, a timeout), the operation that noticed
-//! fails with a [`StoreError`] and the next operation connects afresh, so the
-//! store works again as soon as Redis is back. Reads, and writes whose
-//! outcome can be checked with their write token, are retried once on a
-//! fresh connection first, so the first operation after a restart already
-//! succeeds. Every error is a `StoreError { service: "redis", .. }` naming
-//! the operation, the run and the server (the URL without its password).
+//! Redis restart, a network fault, a timeout), it is dropped and the next
+//! attempt connects afresh. Reads, and writes whose outcome can be checked
+//! with their write token, are repeated in place on a fresh connection,
+//! after a short back-off while Redis cannot be reached or is still loading
+//! its data after a restart (`LOADING`), within the bounds of
+//! [`crate::retry`]: a Redis restart of a few seconds delays operations
+//! instead of failing them; a longer outage fails them with a
+//! [`StoreError`] as before. Every error is a
+//! `StoreError { service: "redis", .. }` naming the operation, the run and
+//! the server (the URL without its password).
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +61,9 @@ use std::time::Duration;
 use flowcraft_core::progress::RunProgress;
 use flowcraft_core::store::{CoordinationStore, StoreError};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use redis::{AsyncConnectionConfig, Client, RedisError, Script, ServerErrorKind};
+
+use crate::retry::{self, Backoff, RetryPolicy, Transient};
 
 const SERVICE: &str = "redis";
 
@@ -95,8 +101,10 @@ if v ~= ARGV[1] then
 end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'r', ARGV[2], 'w', ARGV[3])
-if tonumber(ARGV[4]) > 0 and redis.call('TTL', KEYS[1]) < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
+if tonumber(ARGV[4]) > 0 then
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+else
+  redis.call('PERSIST', KEYS[1])
 end
 return 1
 "#;
@@ -247,7 +255,7 @@ impl RedisCoordination {
 
     async fn pong(&self) -> Result<(), RedisError> {
         let reply: String = self
-            .retrying(|mut conn| async move {
+            .retrying(RetryPolicy::SETUP, "ping", |mut conn| async move {
                 let reply = redis::cmd("PING").query_async(&mut conn.connection).await;
                 (conn, reply)
             })
@@ -350,36 +358,58 @@ impl RedisCoordination {
         true
     }
 
-    /// Runs `op`, and once more on a fresh connection if the connection
-    /// broke. Only for operations that may safely run twice.
-    async fn retrying<T, F, Fut>(&self, op: F) -> Result<T, RedisError>
+    /// Runs `op` (named `operation` in log lines), again on a fresh
+    /// connection after a short back-off while the connection breaks or
+    /// cannot be made, or the server is still loading its data (within
+    /// `policy`). Only for operations that may safely run twice.
+    async fn retrying<T, F, Fut>(
+        &self,
+        policy: RetryPolicy,
+        operation: &str,
+        op: F,
+    ) -> Result<T, RedisError>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = (Conn, Result<T, RedisError>)>,
     {
-        let mut tries = 0;
-        loop {
-            tries += 1;
+        let attempt = || async {
             let (conn, result) = op(self.conn().await?).await;
-            match result {
-                Err(err) if self.settle(&conn, &err) && tries < 2 => continue,
-                other => return other,
+            if let Err(err) = &result {
+                self.settle(&conn, err);
             }
-        }
+            result
+        };
+        let classify = |err: &RedisError| {
+            (is_connection_error(err) || is_busy(err)).then_some(Transient::Unreachable)
+        };
+        retry::retrying(
+            "Redis",
+            operation,
+            policy,
+            classify,
+            RedisError::to_string,
+            attempt,
+        )
+        .await
+        .0
     }
 
     /// Reads `v` and `r` of the run's hash.
     async fn fetch(&self, key: &str) -> Result<Option<Stored>, RedisError> {
         let (version, record): (Option<i64>, Option<String>) = self
-            .retrying(|mut conn| async move {
-                let reply = redis::cmd("HMGET")
-                    .arg(key)
-                    .arg("v")
-                    .arg("r")
-                    .query_async(&mut conn.connection)
-                    .await;
-                (conn, reply)
-            })
+            .retrying(
+                RetryPolicy::DEFAULT,
+                "read progress",
+                |mut conn| async move {
+                    let reply = redis::cmd("HMGET")
+                        .arg(key)
+                        .arg("v")
+                        .arg("r")
+                        .query_async(&mut conn.connection)
+                        .await;
+                    (conn, reply)
+                },
+            )
             .await?;
         Ok(match (version, record) {
             (Some(version), Some(record)) => Some(Stored { version, record }),
@@ -391,7 +421,7 @@ impl RedisCoordination {
     async fn record(&self, run_id: &str) -> Result<Option<RunProgress>, StoreError> {
         let key = progress_key(run_id);
         let raw: Option<String> = self
-            .retrying(|mut conn| {
+            .retrying(RetryPolicy::DEFAULT, "read progress", |mut conn| {
                 let key = &key;
                 async move {
                     let reply = redis::cmd("HGET")
@@ -407,10 +437,12 @@ impl RedisCoordination {
         raw.map(|raw| self.decode(run_id, &raw)).transpose()
     }
 
-    /// Runs a write script; on a broken connection, runs it once more on a
-    /// fresh one. The write token makes the second run report success (1)
-    /// if the first one was applied and nothing was written since; any other
-    /// answer to a second run leaves the outcome unknown, so it is an error.
+    /// Runs a write script; while the connection breaks or cannot be made,
+    /// runs it again on a fresh one after a short back-off (within
+    /// [`RetryPolicy::DEFAULT`]). The write token makes a repeated run
+    /// report success (1) if an earlier one was applied and nothing was
+    /// written since; any other answer after a broken write leaves the
+    /// outcome unknown, so it is an error.
     async fn write(
         &self,
         operation: &str,
@@ -418,11 +450,16 @@ impl RedisCoordination {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<i64, StoreError> {
         let mut lost: Option<RedisError> = None;
+        let mut backoff = Backoff::new(RetryPolicy::DEFAULT);
         loop {
-            let mut conn = self
-                .conn()
-                .await
-                .map_err(|err| self.error(operation, Some(run_id), &err))?;
+            let mut conn = match self.conn().await {
+                Ok(conn) => conn,
+                Err(err) if is_connection_error(&err) || is_busy(&err) => {
+                    self.back_off(&mut backoff, operation, run_id, err).await?;
+                    continue;
+                }
+                Err(err) => return Err(self.error(operation, Some(run_id), &err)),
+            };
             match invocation.invoke_async(&mut conn.connection).await {
                 Ok(reply) => match lost {
                     Some(err) if reply != 1 => {
@@ -436,10 +473,38 @@ impl RedisCoordination {
                     }
                     _ => return Ok(reply),
                 },
-                Err(err) if lost.is_none() && self.settle(&conn, &err) => lost = Some(err),
+                Err(err) if self.settle(&conn, &err) => {
+                    lost = Some(err.clone());
+                    self.back_off(&mut backoff, operation, run_id, err).await?;
+                }
+                // Refused without running the script.
+                Err(err) if is_busy(&err) => {
+                    self.back_off(&mut backoff, operation, run_id, err).await?;
+                }
                 Err(err) => return Err(self.error(operation, Some(run_id), &err)),
             }
         }
+    }
+
+    /// Waits before the next attempt of a write that failed on the
+    /// connection with `err`, or fails with it when the budget is spent.
+    async fn back_off(
+        &self,
+        backoff: &mut Backoff,
+        operation: &str,
+        run_id: &str,
+        err: RedisError,
+    ) -> Result<(), StoreError> {
+        let Some(wait) = backoff.next(Transient::Unreachable) else {
+            return Err(self.error(operation, Some(run_id), &err));
+        };
+        if backoff.attempts() == 2 {
+            tracing::warn!(server = %self.inner.target, operation, run = run_id, error = %err, "Redis unreachable; retrying with back-off");
+        } else {
+            tracing::debug!(server = %self.inner.target, operation, run = run_id, error = %err, "Redis still unreachable; retrying");
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     /// A token no other write uses.
@@ -587,6 +652,17 @@ impl CoordinationStore for RedisCoordination {
 
 /// Whether `err` means the connection is unusable (rather than the command
 /// being refused).
+/// Whether the server refused a command for now: still loading its data
+/// after a restart (`LOADING`), or `TRYAGAIN` / `MASTERDOWN`.
+fn is_busy(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        redis::ErrorKind::Server(
+            ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+        )
+    )
+}
+
 fn is_connection_error(err: &RedisError) -> bool {
     err.is_io_error()
         || err.is_timeout()

@@ -19,6 +19,12 @@
 //! error messages). The cost is one HMAC-SHA256 per request (about a
 //! microsecond). A SAS from the connection string is appended to the queue URL
 //! as is.
+//!
+//! Without a key or SAS (a connection string holding only `QueueEndpoint=`, or
+//! [`StorageAccount::from_queue_endpoint`] for `AZURE_STORAGE_QUEUE_ENDPOINT`)
+//! the account authenticates with an Entra ID token credential
+//! ([`StorageAuth::EntraId`], given with [`StorageAccount::with_credential`]);
+//! the endpoint must then be `https://`, since tokens travel only over TLS.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,8 +36,12 @@ use azure_core::time::{OffsetDateTime, to_rfc7231};
 use base64::Engine as _;
 use thiserror::Error;
 
+use crate::credential::AzureCredential;
+
 /// The environment variable the worker (and upstream) read the account from.
 pub const CONNECTION_STRING_VAR: &str = "AZURE_STORAGE_CONNECTION_STRING";
+/// The environment variable giving the queue endpoint for Entra ID auth.
+pub const QUEUE_ENDPOINT_VAR: &str = "AZURE_STORAGE_QUEUE_ENDPOINT";
 
 /// Azurite's account name (public, documented by Microsoft).
 pub const DEV_ACCOUNT_NAME: &str = "devstoreaccount1";
@@ -63,6 +73,9 @@ pub enum StorageAuth {
     SharedKey { account_name: String, key: Secret },
     /// A shared access signature appended to every URL (without the `?`).
     Sas(Secret),
+    /// An Entra ID bearer token on every request; the credential is given
+    /// with [`StorageAccount::with_credential`].
+    EntraId,
 }
 
 impl fmt::Debug for StorageAuth {
@@ -74,6 +87,7 @@ impl fmt::Debug for StorageAuth {
                 .field("key", &"<redacted>")
                 .finish(),
             Self::Sas(_) => f.write_str("Sas(<redacted>)"),
+            Self::EntraId => f.write_str("EntraId"),
         }
     }
 }
@@ -84,6 +98,10 @@ pub struct StorageAccount {
     account_name: Option<String>,
     queue_endpoint: Url,
     auth: StorageAuth,
+    /// For [`StorageAuth::EntraId`].
+    credential: Option<AzureCredential>,
+    /// The setting the account came from, for error messages.
+    setting: &'static str,
 }
 
 impl StorageAccount {
@@ -111,7 +129,54 @@ impl StorageAccount {
                 account_name: DEV_ACCOUNT_NAME.to_owned(),
                 key: Secret::new(DEV_ACCOUNT_KEY),
             },
+            credential: None,
+            setting: CONNECTION_STRING_VAR,
         }
+    }
+
+    /// The account of a queue service endpoint given without a key
+    /// (`AZURE_STORAGE_QUEUE_ENDPOINT`), for Entra ID auth: an `https://` URL
+    /// such as `https://myaccount.queue.core.windows.net`.
+    pub fn from_queue_endpoint(text: &str) -> Result<Self, ConnectionStringError> {
+        let queue_endpoint = parse_endpoint("the endpoint", text.trim())?;
+        require_https(&queue_endpoint, "the endpoint")?;
+        Ok(Self {
+            account_name: None,
+            queue_endpoint,
+            auth: StorageAuth::EntraId,
+            credential: None,
+            setting: QUEUE_ENDPOINT_VAR,
+        })
+    }
+
+    /// Uses `credential` for Entra ID auth (ignored by key or SAS accounts).
+    pub fn with_credential(mut self, credential: AzureCredential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Whether requests need an Entra ID credential (no key, no SAS).
+    pub fn needs_credential(&self) -> bool {
+        matches!(self.auth, StorageAuth::EntraId)
+    }
+
+    /// The token credential for the SDK client, when the account uses one.
+    pub fn token_credential(
+        &self,
+    ) -> Option<std::sync::Arc<dyn azure_core::credentials::TokenCredential>> {
+        match self.auth {
+            StorageAuth::EntraId => self
+                .credential
+                .as_ref()
+                .map(AzureCredential::token_credential),
+            _ => None,
+        }
+    }
+
+    /// The setting this account was configured with
+    /// ([`CONNECTION_STRING_VAR`] or [`QUEUE_ENDPOINT_VAR`]).
+    pub fn setting(&self) -> &'static str {
+        self.setting
     }
 
     /// Parses a connection string (`Key=Value;Key=Value`, keys
@@ -136,7 +201,7 @@ impl StorageAccount {
             )));
         }
         let queue_endpoint = match fields.get("QueueEndpoint") {
-            Some(endpoint) => parse_endpoint(endpoint)?,
+            Some(endpoint) => parse_endpoint("QueueEndpoint", endpoint)?,
             None => default_endpoint(&fields, account_name.as_deref())?,
         };
         let auth = match (
@@ -171,9 +236,14 @@ impl StorageAccount {
                 }
                 StorageAuth::Sas(Secret::new(sas.to_owned()))
             }
+            // Only an endpoint: Entra ID, as the Azure SDKs do.
+            (None, None) if fields.get("QueueEndpoint").is_some() => {
+                require_https(&queue_endpoint, "QueueEndpoint")?;
+                StorageAuth::EntraId
+            }
             (None, None) => {
                 return Err(ConnectionStringError::new(
-                    "no credentials: set AccountName and AccountKey, or SharedAccessSignature, or UseDevelopmentStorage=true",
+                    "no credentials: set AccountName and AccountKey, or SharedAccessSignature, or UseDevelopmentStorage=true; for Entra ID give only QueueEndpoint= and choose a credential with --azure-credential",
                 ));
             }
         };
@@ -181,6 +251,8 @@ impl StorageAccount {
             account_name,
             queue_endpoint,
             auth,
+            credential: None,
+            setting: CONNECTION_STRING_VAR,
         })
     }
 
@@ -216,7 +288,7 @@ impl StorageAccount {
                 account_name: account_name.clone(),
                 key: key.clone(),
             })),
-            StorageAuth::Sas(_) => None,
+            StorageAuth::Sas(_) | StorageAuth::EntraId => None,
         }
     }
 }
@@ -274,21 +346,33 @@ fn valid_account_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
-fn parse_endpoint(text: &str) -> Result<Url, ConnectionStringError> {
-    let url = Url::parse(text).map_err(|e| {
-        ConnectionStringError::new(format!("QueueEndpoint '{text}' is not a URL: {e}"))
-    })?;
+/// `label` names the value in errors ("QueueEndpoint", "the endpoint").
+fn parse_endpoint(label: &str, text: &str) -> Result<Url, ConnectionStringError> {
+    let url = Url::parse(text)
+        .map_err(|e| ConnectionStringError::new(format!("{label} '{text}' is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
         return Err(ConnectionStringError::new(format!(
-            "QueueEndpoint '{text}' must be an http:// or https:// URL"
+            "{label} '{text}' must be an http:// or https:// URL"
         )));
     }
     if url.query().is_some() {
-        return Err(ConnectionStringError::new(
-            "QueueEndpoint must not carry a query; put a SAS in SharedAccessSignature",
-        ));
+        // Never echo it: the query may be a SAS.
+        return Err(ConnectionStringError::new(format!(
+            "{label} must not carry a query; put a SAS in SharedAccessSignature of {CONNECTION_STRING_VAR}"
+        )));
     }
     Ok(normalize_endpoint(url))
+}
+
+/// Entra ID tokens are sent only over TLS (`azure_storage_queue` refuses
+/// them on `http://`).
+fn require_https(url: &Url, label: &str) -> Result<(), ConnectionStringError> {
+    if url.scheme() == "https" {
+        return Ok(());
+    }
+    Err(ConnectionStringError::new(format!(
+        "{label} '{url}' must be https:// for Entra ID auth (tokens are sent only over TLS); for a key, use {CONNECTION_STRING_VAR} with AccountName and AccountKey"
+    )))
 }
 
 /// Drops the trailing slash (Azurite rejects `//` in queue URLs).
@@ -533,6 +617,62 @@ mod tests {
         assert!(err("QueueEndpoint=https://a.example;SharedAccessSignature=sv=1").contains("sig="));
         let account = StorageAccount::development();
         assert!(!format!("{account:?}").contains(DEV_ACCOUNT_KEY));
+    }
+
+    #[test]
+    fn an_endpoint_without_a_key_means_entra_id_over_https() {
+        let account =
+            StorageAccount::parse("QueueEndpoint=https://acct.queue.core.windows.net/;").unwrap();
+        assert!(matches!(account.auth(), StorageAuth::EntraId));
+        assert!(account.needs_credential());
+        assert!(account.signing_policy().is_none());
+        assert!(
+            account.token_credential().is_none(),
+            "no credential given yet"
+        );
+        assert_eq!(account.setting(), CONNECTION_STRING_VAR);
+        assert_eq!(
+            account.queue_url("jobs").as_str(),
+            "https://acct.queue.core.windows.net/jobs"
+        );
+
+        let account =
+            StorageAccount::from_queue_endpoint(" https://acct.queue.core.windows.net ").unwrap();
+        assert!(account.needs_credential());
+        assert_eq!(account.setting(), QUEUE_ENDPOINT_VAR);
+        assert_eq!(
+            account.queue_url("jobs").as_str(),
+            "https://acct.queue.core.windows.net/jobs"
+        );
+
+        assert!(
+            err("QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1")
+                .starts_with("QueueEndpoint 'http://127.0.0.1:10001/devstoreaccount1' must be https:// for Entra ID")
+        );
+        let plain = StorageAccount::from_queue_endpoint("http://acct.example").unwrap_err();
+        assert!(
+            plain
+                .message
+                .starts_with("the endpoint 'http://acct.example/' must be https://")
+        );
+        let query =
+            StorageAccount::from_queue_endpoint("https://a.example?sig=s3cr3t").unwrap_err();
+        assert!(
+            query.message.contains("must not carry a query") && !query.message.contains("s3cr3t"),
+            "{query}"
+        );
+        assert!(
+            StorageAccount::from_queue_endpoint("acct")
+                .unwrap_err()
+                .message
+                .starts_with("the endpoint 'acct' is not a URL")
+        );
+        // A key still wins: keys and SAS work as before.
+        let keyed = StorageAccount::parse(
+            "QueueEndpoint=https://acct.queue.core.windows.net;AccountName=acct;AccountKey=a2V5",
+        )
+        .unwrap();
+        assert!(!keyed.needs_credential());
     }
 
     #[test]

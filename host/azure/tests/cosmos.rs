@@ -458,7 +458,10 @@ async fn setup_errors_are_one_clear_line() {
         .err()
         .unwrap()
         .to_string();
-    assert_eq!(error, "COSMOS_DB_CONNECTION_STRING: missing AccountKey");
+    assert_eq!(
+        error,
+        "COSMOS_DB_CONNECTION_STRING: missing AccountKey (for Entra ID auth set COSMOS_DB_ENDPOINT instead)"
+    );
 }
 
 #[tokio::test]

@@ -246,6 +246,21 @@ async fn terminal_records_expire() {
         .query(&mut raw)
         .unwrap();
     assert!(left > 0 && left <= 120, "TTL {left}");
+
+    // A failed run that an operator retries is live again: no expiry.
+    let state = short
+        .update_progress("run-f", |p| {
+            p.pending.insert("A".into());
+            p.retry().map(|_| p.state)
+        })
+        .await
+        .unwrap();
+    assert_eq!(state, Some(Ok(RunState::Running)));
+    let left: i64 = redis::cmd("TTL")
+        .arg(progress_key("run-f"))
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(left, -1, "a retried run's record must not expire");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flowcraft_azure::backend::{AzureBackend, AzureConfig};
+use flowcraft_azure::backend::{AccountSetting, AzureBackend, AzureConfig};
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::context::ContextMap;
 use flowcraft_core::engine::{Engine, EngineSettings};
@@ -118,8 +118,9 @@ fn config() -> AzureConfig {
     };
     let tag = format!("bench-azure-{}", std::process::id());
     AzureConfig {
-        storage_connection_string: variable("AZURE_STORAGE_CONNECTION_STRING"),
-        cosmos_connection_string: variable("COSMOS_DB_CONNECTION_STRING"),
+        storage: AccountSetting::ConnectionString(variable("AZURE_STORAGE_CONNECTION_STRING")),
+        cosmos: AccountSetting::ConnectionString(variable("COSMOS_DB_CONNECTION_STRING")),
+        credential: None,
         redis_url: variable("REDIS_URL"),
         queue: tag.clone(),
         database: format!("flowcraft-{tag}"),
@@ -195,10 +196,10 @@ impl Requests {
 
 impl Counters {
     fn new(config: &AzureConfig) -> Self {
-        let cosmos = setting(&config.cosmos_connection_string, "AccountEndpoint")
+        let cosmos = setting(config.cosmos.text(), "AccountEndpoint")
             .map(http_authority)
             .expect("COSMOS_DB_CONNECTION_STRING has an AccountEndpoint");
-        let queue = setting(&config.storage_connection_string, "QueueEndpoint")
+        let queue = setting(config.storage.text(), "QueueEndpoint")
             .map(http_authority)
             .expect("AZURE_STORAGE_CONNECTION_STRING has a QueueEndpoint");
         Self {

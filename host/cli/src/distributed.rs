@@ -1,5 +1,6 @@
 //! Client commands against the Azure services (`start`, `status`, `wait`,
-//! `resume RUN_ID`, `reconcile`, `cancel`) and the engine the worker runs.
+//! `resume RUN_ID`, `reconcile`, `cancel`, `retry RUN_ID`) and the engine the
+//! worker runs.
 //! They talk to the same queue, containers and Redis as the workers, through
 //! the same engine, so a run started here is executed by any worker.
 
@@ -23,7 +24,7 @@ use serde_json::json;
 
 use crate::PluginArgs;
 use crate::config::{AzureArgs, ConfigFile};
-use crate::embedded::ResumeArgs;
+use crate::embedded::{ResumeArgs, RetryArgs};
 use crate::inputs::{context_argument, read_blueprint_dir};
 use crate::setup::{load_plugins, plan_all};
 
@@ -31,7 +32,7 @@ use crate::setup::{load_plugins, plan_all};
 #[derive(Args)]
 pub struct RunArgs {
     run_id: String,
-    /// Directory of blueprints (*.json) (needed by `cancel`).
+    /// Directory of blueprints (*.json) (needed by `cancel` and `retry`).
     #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
     blueprints: Option<PathBuf>,
     #[command(flatten)]
@@ -217,6 +218,8 @@ async fn run_status(backend: &AzureBackend, run_id: &str) -> Result<serde_json::
                 "awaiting": p.awaiting.keys().collect::<Vec<_>>(),
                 "errors": p.errors,
                 "steps": p.steps,
+                "retries": p.retries,
+                "retriedErrors": p.retried_errors,
             })
         })
         .await?;
@@ -272,6 +275,18 @@ pub async fn cancel(args: RunArgs) -> Result<ExitCode> {
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
     engine.cancel(&args.run_id).await?;
     println!("{}", run_status(engine.backend(), &args.run_id).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
+    let run_id = args
+        .run_id
+        .clone()
+        .context("retry needs a run id (or --state FILE)")?;
+    let patch = context_argument(args.context.as_deref())?;
+    let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
+    engine.retry(&run_id, patch).await?;
+    println!("{}", run_status(engine.backend(), &run_id).await?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,5 @@
-//! `flowcraft-host run` and `flowcraft-host resume`: one workflow, embedded
-//! mode (in-memory stores, in-process queue), real WebAssembly plugins.
+//! `flowcraft-host run`, `resume` and `retry`: one workflow, embedded mode
+//! (in-memory stores, in-process queue), real WebAssembly plugins.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -108,6 +108,34 @@ pub struct ResumeArgs {
     pub blueprints: Option<PathBuf>,
     #[command(flatten)]
     pub azure: crate::config::AzureArgs,
+}
+
+#[derive(Args)]
+pub struct RetryArgs {
+    /// The failed run to retry on Azure (omit when retrying from --state).
+    #[arg(required_unless_present = "state", conflicts_with = "state")]
+    pub run_id: Option<String>,
+    /// The state file written by `run --state` (embedded mode).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Context keys to set before the failed nodes run again (a JSON object,
+    /// inline or as @FILE), e.g. the corrected input a node failed on.
+    #[arg(long, value_name = "JSON")]
+    pub context: Option<String>,
+    #[command(flatten)]
+    execution: ExecutionArgs,
+    /// Directory of blueprints (*.json) (Azure mode).
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
+    pub blueprints: Option<PathBuf>,
+    #[command(flatten)]
+    pub azure: crate::config::AzureArgs,
+}
+
+impl RetryArgs {
+    /// Whether this retries a saved embedded run (`--state`).
+    pub fn is_embedded(&self) -> bool {
+        self.state.is_some()
+    }
 }
 
 impl ResumeArgs {
@@ -220,6 +248,35 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
     engine
         .resume(&saved.run_id, args.node.as_deref(), args.action, output)
         .await?;
+    let report = drive(&engine, &mut receiver, &saved.run_id, &args.execution).await?;
+    save_state(
+        &state,
+        &engine,
+        &saved.run_id,
+        evaluator,
+        saved.step_limit,
+        saved.blueprints,
+    )?;
+    Ok(finish(&report))
+}
+
+pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
+    init_logging(args.execution.quiet);
+    let state = args
+        .state
+        .clone()
+        .context("retry needs --state FILE or a run id")?;
+    let saved = SavedRun::load(&state)?;
+    let patch = context_argument(args.context.as_deref())?;
+    let evaluator: EvaluatorMode = saved.evaluator.parse().unwrap_or_default();
+    let host = args
+        .execution
+        .plugin_host(args.azure.config.as_deref())
+        .await?;
+    let plans = plan_all(&saved.blueprints, &|uses| host.implements(uses), evaluator)?;
+    let (backend, mut receiver) = MemoryBackend::from_snapshot(saved.store);
+    let engine = engine(backend, host, plans, evaluator, saved.step_limit);
+    engine.retry(&saved.run_id, patch).await?;
     let report = drive(&engine, &mut receiver, &saved.run_id, &args.execution).await?;
     save_state(
         &state,

@@ -54,8 +54,18 @@ enum Command {
     Wait(distributed::WaitArgs),
     /// Re-start stalled runs; prints {stalledRuns, reconciledRuns, failedRuns}.
     Reconcile(distributed::ReconcileArgs),
-    /// Cancel a run: its queued jobs are dropped, its status becomes cancelled.
+    /// Cancel a run: its queued jobs are dropped, workers interrupt its running nodes (their
+    /// results are dropped), its status becomes cancelled.
     Cancel(distributed::RunArgs),
+    /// Re-run a failed run from its failed nodes (completed nodes keep their outputs): on Azure
+    /// (RUN_ID) or saved by `run --state FILE`.
+    ///
+    /// The failed nodes, and those that were scheduled when the run failed, run again with
+    /// attempts counting from 1; the run's errors move to `retriedErrors`; its status goes back
+    /// to running and is published again when it ends. `--context` sets keys before the nodes
+    /// run (e.g. the corrected input a node failed on). Only a failed run can be retried; of two
+    /// retries at once, one wins. Prints the status like `status` (Azure) or `run` (--state).
+    Retry(embedded::RetryArgs),
     /// Inspect or replay the poison queue (`<queue>-poison`).
     #[command(subcommand)]
     Poison(distributed::PoisonCommand),
@@ -111,6 +121,8 @@ fn main() -> ExitCode {
             Some(Command::Wait(args)) => distributed::wait(args).await,
             Some(Command::Reconcile(args)) => distributed::reconcile(args).await,
             Some(Command::Cancel(args)) => distributed::cancel(args).await,
+            Some(Command::Retry(args)) if args.is_embedded() => embedded::retry(args).await,
+            Some(Command::Retry(args)) => distributed::retry(args).await,
             Some(Command::Poison(command)) => distributed::poison(command).await,
             Some(Command::Validate(args)) => validate_cmd::validate(args).await,
             Some(Command::Graph(args)) => graph::graph(args),

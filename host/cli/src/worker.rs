@@ -6,6 +6,10 @@
 //! - backs off exponentially while the queue is empty;
 //! - renews a running job's visibility (and the run's liveness) so that a long
 //!   node is not handed to a second worker;
+//! - interrupts a running node whose run was cancelled: every second it reads
+//!   the state of each run with a job running for a second or more (one Redis
+//!   read per run, not per job); a cancelled run's node is stopped, its result
+//!   dropped (no context write, no successors) and its message deleted;
 //! - deletes a message once its job is handled; leaves it to reappear after a
 //!   backend outage; moves a message that cannot be decoded, names an unknown
 //!   run or blueprint too often, or keeps failing past the dequeue limit, to
@@ -14,10 +18,11 @@
 //! - on SIGINT/SIGTERM stops receiving, lets running jobs finish (their
 //!   messages reappear if they cannot) and exits 0.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -25,9 +30,10 @@ use flowcraft_azure::backend::AzureBackend;
 use flowcraft_azure::queue::ReceivedMessage;
 use flowcraft_azure::wire;
 use flowcraft_core::engine::{Engine, EngineError};
-use flowcraft_core::store::StatusStore;
+use flowcraft_core::progress::RunState;
+use flowcraft_core::store::{CoordinationStore, StatusStore};
 use flowcraft_plugins::PluginHost;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -158,6 +164,8 @@ async fn run_loop(
             tunables.stalled_after,
         ))
     });
+    let cancellations = Arc::new(Cancellations::default());
+    let watcher = tokio::spawn(watch_cancellations(engine.clone(), cancellations.clone()));
     let mut idle = Duration::ZERO;
     loop {
         while jobs.try_join_next().is_some() {}
@@ -195,10 +203,11 @@ async fn run_loop(
                 .await
                 .expect("the semaphore is never closed");
             let engine = engine.clone();
+            let cancellations = cancellations.clone();
             let visibility = tunables.visibility;
             let max_dequeue = tunables.max_dequeue;
             jobs.spawn(async move {
-                process(&engine, message, visibility, max_dequeue).await;
+                process(&engine, &cancellations, message, visibility, max_dequeue).await;
                 drop(permit);
             });
         }
@@ -218,6 +227,7 @@ async fn run_loop(
     {
         warn!("jobs still running at shutdown; their messages reappear for another worker");
     }
+    watcher.abort();
     Ok(())
 }
 
@@ -229,6 +239,7 @@ fn next_backoff(current: Duration) -> Duration {
 /// Handles one message to the end: delete, leave or poison.
 async fn process(
     engine: &Worker,
+    cancellations: &Cancellations,
     message: ReceivedMessage,
     visibility: Duration,
     max_dequeue: u32,
@@ -248,9 +259,19 @@ async fn process(
         }
     };
     let renewal = renew_while_running(engine, &message, &job.run_id, visibility);
+    let mut cancelled = cancellations.watch(&job.run_id);
     let outcome = tokio::select! {
         outcome = engine.handle(&job) => outcome,
         () = renewal => return,
+        () = cancelled.wait() => {
+            // Dropping the job's future stops the node (a WebAssembly call
+            // ends at its next await point) before it writes anything.
+            info!(run = %job.run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
+            if let Err(problem) = queue.delete(&message).await {
+                warn!(run = %job.run_id, node = %job.node_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
+            }
+            return;
+        }
     };
     match outcome {
         Ok(()) => {
@@ -287,6 +308,115 @@ async fn process(
             }
         }
         Err(problem) => poison(engine, &message, &problem.to_string()).await,
+    }
+}
+
+/// How often running jobs' runs are checked for cancellation, and how long a
+/// run must have had a job running before it is checked at all.
+const CANCEL_CHECK: Duration = Duration::from_secs(1);
+
+/// The runs this worker has jobs running for, each with a flag the
+/// watcher raises when the run is cancelled.
+#[derive(Default)]
+struct Cancellations {
+    runs: Mutex<HashMap<String, WatchedRun>>,
+}
+
+struct WatchedRun {
+    /// When the first of the run's current jobs started.
+    since: Instant,
+    jobs: usize,
+    cancelled: watch::Sender<bool>,
+}
+
+/// One job's registration; unregisters when dropped.
+struct CancelWatch<'a> {
+    cancellations: &'a Cancellations,
+    run_id: String,
+    cancelled: watch::Receiver<bool>,
+}
+
+impl Cancellations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, WatchedRun>> {
+        self.runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a job of `run_id` for the time it runs.
+    fn watch(&self, run_id: &str) -> CancelWatch<'_> {
+        let mut runs = self.lock();
+        let run = runs.entry(run_id.to_owned()).or_insert_with(|| WatchedRun {
+            since: Instant::now(),
+            jobs: 0,
+            cancelled: watch::channel(false).0,
+        });
+        run.jobs += 1;
+        CancelWatch {
+            cancellations: self,
+            run_id: run_id.to_owned(),
+            cancelled: run.cancelled.subscribe(),
+        }
+    }
+
+    /// Runs whose jobs have been running for at least [`CANCEL_CHECK`].
+    fn due(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, run)| run.since.elapsed() >= CANCEL_CHECK && !*run.cancelled.borrow())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn cancel(&self, run_id: &str) {
+        if let Some(run) = self.lock().get(run_id) {
+            run.cancelled.send_replace(true);
+        }
+    }
+}
+
+impl CancelWatch<'_> {
+    /// Resolves once the run is found cancelled (never otherwise).
+    async fn wait(&mut self) {
+        if self
+            .cancelled
+            .wait_for(|cancelled| *cancelled)
+            .await
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for CancelWatch<'_> {
+    fn drop(&mut self) {
+        let mut runs = self.cancellations.lock();
+        if let Some(run) = runs.get_mut(&self.run_id) {
+            run.jobs -= 1;
+            if run.jobs == 0 {
+                runs.remove(&self.run_id);
+            }
+        }
+    }
+}
+
+/// Every [`CANCEL_CHECK`], reads the state of each run with a long-running
+/// job and raises the flag of those that were cancelled.
+async fn watch_cancellations(engine: Arc<Worker>, cancellations: Arc<Cancellations>) {
+    let mut ticker = tokio::time::interval(CANCEL_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        for run_id in cancellations.due() {
+            match engine.backend().read_progress(&run_id, |p| p.state).await {
+                Ok(Some(RunState::Cancelled)) => cancellations.cancel(&run_id),
+                Ok(_) => {}
+                Err(problem) => {
+                    warn!(run = %run_id, error = %problem, "could not check whether the run was cancelled");
+                }
+            }
+        }
     }
 }
 

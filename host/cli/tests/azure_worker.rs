@@ -25,11 +25,10 @@ use flowcraft_core::context::ContextMap;
 use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::progress::{NodeStatus, RunState};
-use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
 use flowcraft_core::store::{ContextStore, CoordinationStore, Job, RunStatusRecord, StatusStore};
 use serde_json::{Map, Value, json};
 
-use support::azure::{Workers, azure_config, worker_command};
+use support::azure::{NoRunner, Workers, azure_config, worker_command};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -55,27 +54,6 @@ fn now_seconds() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// Starts runs without running nodes (like `flowcraft-host start` without
-/// `--plugins`): node types stay unpinned, workers use what they loaded.
-struct NoRunner;
-
-impl NodeRunner for NoRunner {
-    fn implements(&self, _: &str) -> bool {
-        true
-    }
-
-    fn pin(&self, _: &Blueprint) -> Result<Pins, PinError> {
-        Ok(Pins::new())
-    }
-
-    async fn run(&self, call: NodeCall) -> NodeOutcome {
-        NodeOutcome {
-            context: call.context,
-            result: Err(NodeFailure::fatal("the test process runs no nodes")),
-        }
-    }
 }
 
 /// Reads a document by id = partition key = `run` and drops Cosmos' own
@@ -110,7 +88,7 @@ impl Harness {
             .await
             .expect("local services reachable (scripts/azure-local.sh start)");
         let stores = CosmosStores::connect(
-            &CosmosConnection::parse(&config.cosmos_connection_string).unwrap(),
+            &CosmosConnection::parse(config.cosmos.text()).unwrap(),
             &config.database,
             &config.context_container,
             &config.status_container,

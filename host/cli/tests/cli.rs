@@ -132,6 +132,63 @@ fn awaiting_runs_are_saved_and_resumed_with_an_action() {
     assert!(chart.contains("class n3 skipped"));
 }
 
+/// A failed embedded run saved with `--state` is retried from its failed
+/// node with a context fix; the node that completed is not run again.
+#[test]
+fn a_failed_saved_run_is_retried_from_its_failed_node() {
+    let dist = dist();
+    let dist = dist.to_str().unwrap();
+    let blueprint = write_temp(
+        "gated.json",
+        r#"{"id":"gated","nodes":[{"id":"A","uses":"inc","params":{"limit":10}},
+            {"id":"G","uses":"double","inputs":"amount"},{"id":"B","uses":"inc","params":{"limit":10}}],
+            "edges":[{"source":"A","target":"G"},{"source":"G","target":"B"}]}"#,
+    );
+    let state = blueprint.with_file_name("gated.state.json");
+    let state = state.to_str().unwrap();
+    let output = flowcraft(&[
+        "run",
+        blueprint.to_str().unwrap(),
+        "--plugins",
+        dist,
+        "--context",
+        r#"{"amount":"oops"}"#,
+        "--state",
+        state,
+    ]);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["errors"][0]["nodeId"], "G");
+
+    let retry = |context: &str| {
+        flowcraft(&[
+            "retry",
+            "--state",
+            state,
+            "--context",
+            context,
+            "--plugins",
+            dist,
+        ])
+    };
+    let output = retry(r#"{"amount":21}"#);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["status"], "completed");
+    assert_eq!(result["errors"], Value::Array(vec![]));
+    assert_eq!(result["context"]["_outputs.G"], 42);
+    assert_eq!(result["context"]["count"], 2, "A ran once, B once");
+
+    let output = retry("{}");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("it is completed; only a failed run can be retried"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// Each bad input: exit status 2, a message naming the problem, no panic.
 #[test]
 fn bad_input_gets_one_clear_error_and_exit_status_2() {

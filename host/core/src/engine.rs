@@ -19,6 +19,14 @@
 //! without a job; the reconciler re-enqueues the scheduled nodes of runs that
 //! made no progress for a while. A job returns `Err` only for backend failures, so the caller can
 //! leave it to be delivered again.
+//!
+//! Bad data ends where it can be seen, never in endless redelivery: a
+//! node's context write that the store refuses for good (the context would
+//! exceed the item limit) fails the node fatally, without retry or fallback;
+//! a run whose context document is gone fails naming it; a job naming a node
+//! its run's blueprint lacks is an error ([`EngineError::UnknownNode`], not
+//! transient) for the caller to dead-letter; a completed run whose final
+//! context is too large for its status is published without that copy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +46,7 @@ use crate::progress::{
     RunState, stored_output,
 };
 use crate::routing::{self, RoutedResult, action_key, output_key};
-use crate::runner::{NodeCall, NodeFailure, NodeRunner, NodeSuccess};
+use crate::runner::{FailureKind, NodeCall, NodeFailure, NodeRunner, NodeSuccess};
 use crate::store::{Backend, Job, JobSignal, MAX_JOB_DELAY, StoreError};
 
 /// Context key listing paused nodes (upstream-compatible).
@@ -95,18 +103,36 @@ pub enum EngineError {
     RunExists(String),
     #[error("run '{0}' not found")]
     UnknownRun(String),
+    #[error(
+        "job for node '{node}' of run '{run}', but blueprint '{blueprint}' (the run's version) has no node '{node}' and the run added none by that name; the message does not belong to this run"
+    )]
+    UnknownNode {
+        run: String,
+        blueprint: String,
+        node: String,
+    },
     #[error("cannot start blueprint '{blueprint}': {message}")]
     Pin { blueprint: String, message: String },
     #[error("Cannot resume: The provided context is not in an awaiting state.")]
     NotAwaiting,
     #[error("Cannot resume: Node '{0}' is not in an awaiting state.")]
     NodeNotAwaiting(String),
+    #[error(
+        "cannot retry run '{run}': it is {}; only a failed run can be retried",
+        state.as_str()
+    )]
+    NotRetryable { run: String, state: RunState },
+    #[error(
+        "cannot retry run '{run}' with context key '{key}': the document's identity cannot be changed"
+    )]
+    ReservedKey { run: String, key: String },
 }
 
 impl EngineError {
-    /// Whether the job should be delivered again (a backend problem).
+    /// Whether the job should be delivered again (a backend problem that
+    /// may pass; not a store's permanent refusal).
     pub fn is_transient(&self) -> bool {
-        matches!(self, EngineError::Store(_))
+        matches!(self, EngineError::Store(error) if !error.is_permanent())
     }
 }
 
@@ -247,6 +273,15 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             None => return Err(EngineError::UnknownRun(job.run_id.clone())),
         };
         let plan = self.plan_version(&job.blueprint_id, &view.version)?;
+        let known = plan.blueprint.node(&job.node_id).is_some() || view.dynamic.is_some();
+        if !known && view.status != NodeStatus::Scheduled {
+            // Not a duplicate of one of the run's jobs: a stray message.
+            return Err(EngineError::UnknownNode {
+                run: job.run_id.clone(),
+                blueprint: plan.blueprint.id.clone(),
+                node: job.node_id.clone(),
+            });
+        }
         if view.state.is_terminal() || job.signal.is_some() {
             let progress = self
                 .backend
@@ -259,7 +294,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 _ => self.collect_child(&plan, &progress, &job.node_id).await,
             };
         }
-        if view.status != NodeStatus::Scheduled || view.has_child {
+        if view.status != NodeStatus::Scheduled || view.has_child || job.attempt() < view.attempt {
+            // A duplicate, or a late delivery of an attempt already retried.
             return Ok(());
         }
         let Some(node) = plan.blueprint.node(&job.node_id).cloned().or(view.dynamic) else {
@@ -273,7 +309,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         };
         let snapshot = match self.cache.get(&job.run_id, view.settled) {
             Some(remembered) => remembered,
-            None => self.load_snapshot(&job.run_id).await?,
+            None => match self.backend.load_context(&job.run_id).await? {
+                Some(context) => context.values,
+                None => return self.context_missing(&plan, &job.run_id, &node.id).await,
+            },
         };
         let (attempt, changes) = match self.recorded_result(&node, &snapshot) {
             Some(success) => (Attempt::Success(success), Vec::new()),
@@ -303,7 +342,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .await
             }
             Attempt::Subflow(child_blueprint, initial) => {
-                self.start_child(&plan, job, &node, child_blueprint, initial)
+                self.start_child(&plan, job, &node, view.retries, child_blueprint, initial)
                     .await
             }
             Attempt::Reopen(dynamic_nodes) => {
@@ -350,7 +389,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .filter(|id| !done(id))
             .cloned()
             .collect();
-        if !done(&job.node_id) && !scheduled.contains(&job.node_id) {
+        // A node the blueprint lacks is not scheduled: its job is refused
+        // (`UnknownNode`) while the run goes on.
+        if !done(&job.node_id)
+            && !scheduled.contains(&job.node_id)
+            && plan.blueprint.node(&job.node_id).is_some()
+        {
             scheduled.push(job.node_id.clone());
         }
         progress.start(&scheduled);
@@ -442,6 +486,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             if progress.children.contains_key(node) {
                 job.signal = Some(JobSignal::Child);
             }
+            let attempt = progress.attempt(node);
+            job.attempt = (attempt > 1).then_some(attempt);
             self.backend.enqueue(job, Duration::ZERO).await?;
             enqueued.push(node.clone());
         }
@@ -459,7 +505,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         Ok(enqueued)
     }
 
-    /// Cancels a run: queued jobs of it are dropped when they arrive.
+    /// Cancels a run: queued jobs of it are dropped when they arrive, and a
+    /// worker running one of its nodes may interrupt it (the Azure worker
+    /// does) and drop its result. The `cancelled` status is published once.
     pub async fn cancel(&self, run_id: &str) -> Result<(), EngineError> {
         let progress = self
             .backend
@@ -468,6 +516,77 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
         let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
         self.settle(&plan, run_id, |p| p.cancel()).await
+    }
+
+    /// Re-runs a failed run from its unfinished nodes (see
+    /// [`RunProgress::retry`]) after setting the context keys of `patch`
+    /// (an operator's fix of the data the failed nodes read). Returns the
+    /// nodes scheduled again. Refused for a run that is not failed; of two
+    /// retries at the same time exactly one wins, the other is refused
+    /// because it finds the run running, and only the winner's patch is
+    /// written.
+    ///
+    /// Order, for a crash at any point: the status document goes from
+    /// `failed` back to `running` first (a crash here leaves a `running`
+    /// status over a failed record, which the reconciler publishes as failed
+    /// again), then the progress record changes (the one decision), then the
+    /// patch is written, the status reopened once more (in case a late job
+    /// of the failed run re-published `failed` meanwhile) and the jobs
+    /// enqueued (a crash before that leaves scheduled nodes without jobs,
+    /// which the reconciler re-sends).
+    pub async fn retry(&self, run_id: &str, patch: ContextMap) -> Result<Vec<String>, EngineError> {
+        if let Some(key) = patch.keys().find(|k| matches!(k.as_str(), "id" | "runId")) {
+            return Err(EngineError::ReservedKey {
+                run: run_id.to_owned(),
+                key: key.clone(),
+            });
+        }
+        let progress = self
+            .backend
+            .load_progress(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        if progress.state != RunState::Failed {
+            return Err(EngineError::NotRetryable {
+                run: run_id.to_owned(),
+                state: progress.state,
+            });
+        }
+        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
+        self.backend.reopen_failed(run_id).await?;
+        let outcome = self
+            .backend
+            .update_progress(run_id, |p| p.retry().map(|advance| (advance, p.clone())))
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        let (advance, record) = outcome.map_err(|state| EngineError::NotRetryable {
+            run: run_id.to_owned(),
+            state,
+        })?;
+        self.cache.forget(run_id);
+        if !patch.is_empty() {
+            let changes: Vec<ContextChange> = patch
+                .into_iter()
+                .map(|(key, value)| ContextChange::Set { key, value })
+                .collect();
+            self.backend.apply_changes(run_id, &changes).await?;
+        }
+        self.backend.reopen_failed(run_id).await?;
+        info!(run = %run_id, retry = record.retries, nodes = ?advance.schedule, "run retried");
+        self.enqueue_scheduled(&plan, run_id, &advance).await?;
+        for (node, reason) in &record.awaiting {
+            if let AwaitReason::Timer { wake_up_at } = reason {
+                let mut job = Job::new(run_id, &record.blueprint_id, node);
+                job.signal = Some(JobSignal::Wake);
+                let delay = time_until(wake_up_at).min(MAX_JOB_DELAY);
+                self.backend.enqueue(job, delay).await?;
+            }
+        }
+        match advance.new_state {
+            Some(RunState::Running) | None => {}
+            Some(state) => self.publish(&record, state, None).await?,
+        }
+        Ok(advance.schedule)
     }
 
     fn plan(&self, blueprint_id: &str) -> Result<Arc<Plan>, EngineError> {
@@ -510,6 +629,15 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             return None;
         }
         let output = snapshot.get(&output_key(&node.id))?.clone();
+        // A node that failed for good wrote a null output beside
+        // `_catch_error` before handing over to its fallback: not a result.
+        let handing_over = snapshot
+            .get("_catch_error")
+            .and_then(|error| error.get("nodeId"))
+            .is_some_and(|failed| failed.as_str() == Some(&node.id));
+        if output.is_null() && handing_over {
+            return None;
+        }
         let dynamic_nodes = snapshot
             .get(&format!("{DYNAMIC_KEY_PREFIX}{}", node.id))
             .and_then(|v| serde_json::from_value(v.clone()).ok())
@@ -694,17 +822,21 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         );
         // The run's only pending node may be its last: keep the context as
         // it stands after this write, to publish it without another read.
-        let known = match solo_since {
-            Some(seen) => Some((
-                seen,
-                self.backend
-                    .apply_changes_returning(run_id, &changes)
-                    .await?,
-            )),
-            None => {
-                self.backend.apply_changes(run_id, &changes).await?;
-                None
-            }
+        let written = match solo_since {
+            Some(seen) => self
+                .backend
+                .apply_changes_returning(run_id, &changes)
+                .await
+                .map(|context| Some((seen, context))),
+            None => self
+                .backend
+                .apply_changes(run_id, &changes)
+                .await
+                .map(|()| None),
+        };
+        let known = match written {
+            Ok(known) => known,
+            Err(error) => return self.write_failed(plan, run_id, node, &changes, error).await,
         };
         info!(run = %run_id, node = %node.id, "node finished");
         let mut sources = vec![node.id.clone()];
@@ -743,7 +875,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         changes: Vec<ContextChange>,
         dynamic_nodes: Vec<NodeDefinition>,
     ) -> Result<(), EngineError> {
-        self.backend.apply_changes(run_id, &changes).await?;
+        if let Err(error) = self.backend.apply_changes(run_id, &changes).await {
+            return self.write_failed(plan, run_id, node, &changes, error).await;
+        }
         let completion = Completion {
             sources: vec![node.id.clone()],
             taken: Default::default(),
@@ -779,7 +913,11 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             });
         }
         changes.extend(awaiting_marks(snapshot, &node.id, Some(&reason)));
-        self.backend.apply_changes(&job.run_id, &changes).await?;
+        if let Err(error) = self.backend.apply_changes(&job.run_id, &changes).await {
+            return self
+                .write_failed(plan, &job.run_id, node, &changes, error)
+                .await;
+        }
         info!(run = %job.run_id, node = %node.id, "node awaiting");
         let node_id = node.id.clone();
         self.settle(plan, &job.run_id, move |p| {
@@ -799,10 +937,15 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         plan: &Plan,
         job: &Job,
         node: &NodeDefinition,
+        retries: u32,
         child_blueprint: String,
         initial: ContextMap,
     ) -> Result<(), EngineError> {
-        let child_run_id = format!("{}.{}.{}", job.run_id, node.id, job.attempt());
+        // A retried run starts new children (the failed one keeps its id).
+        let child_run_id = match retries {
+            0 => format!("{}.{}.{}", job.run_id, node.id, job.attempt()),
+            n => format!("{}.{}.r{n}.{}", job.run_id, node.id, job.attempt()),
+        };
         let parent = ParentLink {
             run_id: job.run_id.clone(),
             blueprint_id: plan.blueprint.id.clone(),
@@ -1015,6 +1158,16 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .unwrap_or(0.0);
             let delay = Duration::from_secs_f64(base * 2f64.powi(attempt as i32 - 1) / 1000.0)
                 .min(self.settings.max_retry_delay);
+            let node_id = node.id.clone();
+            let first = self
+                .backend
+                .update_progress(&job.run_id, move |p| p.next_attempt(&node_id, attempt))
+                .await?;
+            if first != Some(true) {
+                // A late delivery of this attempt failed again: the retry
+                // was scheduled by the first delivery.
+                return Ok(());
+            }
             info!(run = %job.run_id, node = %node.id, attempt, error = %failure.message, "node failed; retrying");
             let mut retry = job.clone();
             retry.attempt = Some(attempt + 1);
@@ -1024,12 +1177,21 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .await?;
             return Ok(());
         }
-        let message =
+        let mut message =
             if failure.is_fatal() || failure.message.starts_with(&format!("Node '{}'", node.id)) {
                 failure.message.clone()
             } else {
                 format!("Node '{}' execution failed: {}", node.id, failure.message)
             };
+        if failure.kind == FailureKind::InvalidInput {
+            // Where to look: the data may have been written (or edited)
+            // anywhere upstream of the node.
+            message.push_str(&format!(
+                " (node '{}' reads its input from {})",
+                node.id,
+                routing::input_source(plan, node)
+            ));
+        }
         warn!(run = %job.run_id, node = %node.id, error = %message, "node failed");
         if let (Some(fallback), false) = (node.fallback(), failure.is_fatal())
             && plan.blueprint.node(fallback).is_some()
@@ -1052,6 +1214,61 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
         let node_id = node.id.clone();
         self.settle(plan, &job.run_id, move |p| p.fail(&node_id, &message))
+            .await
+    }
+
+    /// A node's context write failed. A transient failure is returned (the
+    /// job is delivered again). A permanent refusal (the run's context
+    /// would exceed the store's item limit, say) would repeat on every
+    /// attempt, and a fallback's output would be stored in the same
+    /// document, so the node fails fatally: no retry, no fallback; the
+    /// run fails with the store's reason and the size of the node's writes.
+    async fn write_failed(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        node: &NodeDefinition,
+        changes: &[ContextChange],
+        error: StoreError,
+    ) -> Result<(), EngineError> {
+        if !error.is_permanent() {
+            return Err(error.into());
+        }
+        let bytes: usize = changes
+            .iter()
+            .map(|change| match change {
+                ContextChange::Set { key, value } => {
+                    key.len() + serde_json::to_string(value).map_or(0, |text| text.len())
+                }
+                ContextChange::Delete { .. } => 0,
+            })
+            .sum();
+        let message = format!(
+            "Node '{}' ran, but the store refused its {bytes} bytes of context writes: {error}",
+            node.id
+        );
+        let job = Job::new(run_id, &plan.blueprint.id, &node.id);
+        self.failed(plan, &job, node, NodeFailure::fatal(message))
+            .await
+    }
+
+    /// The run's progress record exists but its context document does not
+    /// (deleted, or its identity edited): the node cannot run. The run
+    /// fails naming the document and the way back, instead of the job being
+    /// taken for one of an unknown run (which the reconciler would send
+    /// again forever).
+    async fn context_missing(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        node_id: &str,
+    ) -> Result<(), EngineError> {
+        let message = format!(
+            "the context document of run '{run_id}' is missing (deleted, or its id/runId changed), so node '{node_id}' cannot run; restore the document, then retry the run (`flowcraft-host retry {run_id}`)"
+        );
+        warn!(run = %run_id, node = %node_id, "{message}");
+        let node_id = node_id.to_owned();
+        self.settle(plan, run_id, move |p| p.fail(&node_id, &message))
             .await
     }
 
@@ -1183,9 +1400,27 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         // progress record (this one), so it is written without the guard.
         match final_status {
             Some(final_status) => {
-                self.backend
+                let published = self
+                    .backend
                     .publish_terminal(&progress.run_id, state, final_status)
-                    .await?
+                    .await;
+                match published {
+                    // Upstream's payload holds the final context twice; a
+                    // context near the store's item limit cannot be copied
+                    // into the status. The status still has to say
+                    // `completed`: publish it without the copy.
+                    Err(error) if error.is_permanent() && state == RunState::Completed => {
+                        warn!(run = %progress.run_id, error = %error, "final context too large for the status document; publishing the status without it");
+                        let note = format!(
+                            "the final context is too large to be copied into the status document ({error}); read it from the run's context document"
+                        );
+                        let trimmed = json!({"status": "completed", "payload": {"status": "completed", "contextOmitted": note}});
+                        self.backend
+                            .publish_terminal(&progress.run_id, state, trimmed)
+                            .await?
+                    }
+                    other => other?,
+                }
             }
             None => {
                 self.backend
@@ -1214,6 +1449,8 @@ struct JobView {
     alone: bool,
     state: RunState,
     status: NodeStatus,
+    /// The attempt the node is at.
+    attempt: u32,
     /// A subflow node whose child run exists already.
     has_child: bool,
     /// The failed node this node stands in for as its fallback.
@@ -1221,6 +1458,8 @@ struct JobView {
     /// The node's definition when it was added at runtime.
     dynamic: Option<NodeDefinition>,
     pins: crate::runner::Pins,
+    /// How often the run was retried (names new child runs).
+    retries: u32,
 }
 
 impl JobView {
@@ -1231,10 +1470,12 @@ impl JobView {
             alone: progress.pending.len() == 1 && progress.pending.contains(node),
             state: progress.state,
             status: progress.status(node),
+            attempt: progress.attempt(node),
             has_child: progress.children.contains_key(node),
             stand_in: progress.stand_ins.get(node).cloned(),
             dynamic: progress.dynamic_node(node).cloned(),
             pins: progress.pins.clone(),
+            retries: progress.retries,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct MemoryBackend {
     state: Mutex<MemorySnapshot>,
     sender: mpsc::UnboundedSender<Job>,
     timers: Arc<AtomicUsize>,
+    /// Largest document (JSON bytes) a write may leave; see
+    /// [`MemoryBackend::with_item_limit`].
+    item_limit: Option<usize>,
 }
 
 /// The receiving end of the in-process queue.
@@ -60,9 +63,36 @@ impl MemoryBackend {
             state: Mutex::new(snapshot),
             sender,
             timers: Arc::new(AtomicUsize::new(0)),
+            item_limit: None,
         };
         backend.rearm_timers();
         (backend, JobReceiver { receiver })
+    }
+
+    /// Refuses (permanently, as Cosmos DB does with HTTP 413 past its 2 MB
+    /// item limit) a write that would leave a run's context, or its status
+    /// with the final status, larger than `bytes` of JSON. No limit by
+    /// default.
+    pub fn with_item_limit(mut self, bytes: usize) -> Self {
+        self.item_limit = Some(bytes);
+        self
+    }
+
+    /// A permanent refusal if `document` is larger than the item limit.
+    fn check_size(&self, what: &str, document: &impl Serialize) -> Result<(), StoreError> {
+        let Some(limit) = self.item_limit else {
+            return Ok(());
+        };
+        let size = serde_json::to_vec(document).map_or(0, |json| json.len());
+        if size <= limit {
+            return Ok(());
+        }
+        Err(StoreError::refused(
+            "memory store",
+            format!(
+                "the {what} would be {size} bytes, more than the limit of {limit} bytes; keep large data outside the run context"
+            ),
+        ))
     }
 
     /// A copy of everything stored.
@@ -151,6 +181,7 @@ impl ContextStore for MemoryBackend {
                 format!("context of run '{run_id}' exists"),
             ));
         }
+        self.check_size(&format!("context of run '{run_id}'"), &initial)?;
         state.contexts.insert(run_id.to_owned(), Arc::new(initial));
         Ok(())
     }
@@ -171,6 +202,19 @@ impl ContextStore for MemoryBackend {
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
+        if self.item_limit.is_some() {
+            let mut after = state
+                .contexts
+                .get(run_id)
+                .map(|context| (**context).clone())
+                .unwrap_or_default();
+            for change in changes {
+                change.apply_to(&mut after);
+            }
+            self.check_size(&format!("context of run '{run_id}'"), &after)?;
+            state.contexts.insert(run_id.to_owned(), Arc::new(after));
+            return Ok(());
+        }
         // Copy-on-write: copies only while a job still holds an older snapshot.
         let context = Arc::make_mut(state.contexts.entry(run_id.to_owned()).or_default());
         for change in changes {
@@ -209,14 +253,13 @@ impl StatusStore for MemoryBackend {
         {
             return Ok(false);
         }
-        state.statuses.insert(
-            run_id.to_owned(),
-            RunStatusRecord {
-                status,
-                last_updated: now_seconds(),
-                final_status,
-            },
-        );
+        let record = RunStatusRecord {
+            status,
+            last_updated: now_seconds(),
+            final_status,
+        };
+        self.check_size(&format!("status of run '{run_id}'"), &record)?;
+        state.statuses.insert(run_id.to_owned(), record);
         Ok(true)
     }
 
@@ -229,6 +272,21 @@ impl StatusStore for MemoryBackend {
             status.last_updated = now_seconds();
         }
         Ok(())
+    }
+
+    async fn reopen_failed(&self, run_id: &str) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.statuses.get_mut(run_id) {
+            Some(status) if status.status == RunState::Failed => {
+                *status = RunStatusRecord {
+                    status: RunState::Running,
+                    last_updated: now_seconds(),
+                    final_status: None,
+                };
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

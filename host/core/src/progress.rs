@@ -19,6 +19,14 @@
 //!
 //! Loops: when a loop controller continues, its body and the controller itself
 //! are re-armed (a new generation, no arrivals), so they can run again.
+//!
+//! Retry: failure is sticky for everything but one transition, [`RunProgress::retry`],
+//! which an operator asks for (`flowcraft-host retry`). So that a retry can
+//! pick up every unfinished node, a failed run is frozen rather than wound
+//! down: a node that finishes after its run failed stays scheduled (its
+//! result is already in the context, so the retry routes it without running
+//! it again), and a node that fails over to its fallback after the run failed
+//! hands over to it with the fallback left scheduled.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,6 +100,11 @@ pub struct NodeProgress {
     /// Predecessor id → whether its edge to this node was taken.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub arrivals: BTreeMap<String, bool>,
+    /// The attempt the node is at (0 or absent: the first), raised when a
+    /// retry is scheduled so that a late delivery of an earlier attempt is
+    /// recognised and dropped.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -153,7 +166,8 @@ pub struct RunProgress {
     pub awaiting: BTreeMap<String, AwaitReason>,
     #[serde(default)]
     pub errors: Vec<RunError>,
-    /// Node executions scheduled so far, against `step_limit`.
+    /// Node executions scheduled since the run started or was last
+    /// retried, against `step_limit`.
     pub steps: u64,
     /// Settlements applied so far (a node finished, paused or failed). A job
     /// that saw this count before reading the context, and finds it one lower
@@ -172,6 +186,13 @@ pub struct RunProgress {
     /// Subflow node → its child run.
     #[serde(default)]
     pub children: BTreeMap<String, String>,
+    /// How many times the run was retried after failing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// The errors of the failures that were retried, oldest first
+    /// (`errors` holds only those since the last retry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried_errors: Vec<RunError>,
 }
 
 /// What a transition asks the caller to do next.
@@ -282,12 +303,32 @@ impl RunProgress {
             parent: None,
             stand_ins: BTreeMap::new(),
             children: BTreeMap::new(),
+            retries: 0,
+            retried_errors: Vec::new(),
         }
     }
 
     /// The status of `node` (Waiting if never touched).
     pub fn status(&self, node: &str) -> NodeStatus {
         self.nodes.get(node).map(|n| n.status).unwrap_or_default()
+    }
+
+    /// The attempt `node` is at: 1 until a retry is scheduled.
+    pub fn attempt(&self, node: &str) -> u32 {
+        self.nodes.get(node).map_or(1, |n| n.attempt.max(1))
+    }
+
+    /// Moves a scheduled `node` from `attempt` to the next one, before that
+    /// retry is enqueued. False when the node is not scheduled or already
+    /// past `attempt`: this failure is a late delivery's, its retry exists.
+    pub fn next_attempt(&mut self, node: &str, attempt: u32) -> bool {
+        if self.status(node) != NodeStatus::Scheduled || self.attempt(node) != attempt {
+            return false;
+        }
+        if let Some(entry) = self.nodes.get_mut(node) {
+            entry.attempt = attempt + 1;
+        }
+        true
     }
 
     /// The definition of a dynamic node of this run.
@@ -333,6 +374,11 @@ impl RunProgress {
                 };
             }
         }
+        if self.state == RunState::Failed {
+            // Frozen: the node stays scheduled for a retry, which finds its
+            // result in the context and routes it then.
+            return advance;
+        }
         self.leave(node, NodeStatus::Done);
         if completion.reopen && !self.state.is_terminal() {
             self.nodes.entry(node.to_owned()).or_default().status = NodeStatus::Waiting;
@@ -352,6 +398,7 @@ impl RunProgress {
             entry.generation += 1;
             entry.status = NodeStatus::Waiting;
             entry.arrivals.clear();
+            entry.attempt = 0;
         }
         if !completion.dynamic_nodes.is_empty() && !self.state.is_terminal() {
             self.add_dynamic(blueprint, node, completion);
@@ -440,7 +487,13 @@ impl RunProgress {
             };
         }
         self.leave(node, NodeStatus::Done);
-        if !self.state.is_terminal() {
+        if self.state == RunState::Failed {
+            // Frozen: the handover is recorded and the fallback waits,
+            // scheduled but not enqueued, for a retry.
+            self.stand_ins.insert(fallback.to_owned(), node.to_owned());
+            self.nodes.entry(fallback.to_owned()).or_default().status = NodeStatus::Scheduled;
+            self.pending.insert(fallback.to_owned());
+        } else if !self.state.is_terminal() {
             self.stand_ins.insert(fallback.to_owned(), node.to_owned());
             self.schedule(fallback, &mut advance);
         }
@@ -463,6 +516,58 @@ impl RunProgress {
             advance.new_state = Some(RunState::Cancelled);
         }
         advance
+    }
+
+    /// Re-runs a failed run from where it failed: the run is running again
+    /// and every node it left unfinished is scheduled afresh (attempts start
+    /// at 1 again, since a job's attempt lives in its message): the nodes
+    /// that failed, the nodes that were scheduled when it failed (their jobs
+    /// were dropped, or they finished late; see the module docs), and a node
+    /// whose scheduling hit the step limit. Completed and skipped nodes keep
+    /// their results; awaiting nodes keep waiting. The errors move to
+    /// `retried_errors`, the step budget starts again, and `settled` moves on
+    /// (the context may have been changed by the operator, so no worker may
+    /// trust a context it remembers). A failed subflow node forgets its child
+    /// run and starts a new one.
+    ///
+    /// Refused with the run's state when it is not failed: a retry that
+    /// loses a race with another one finds the run running.
+    pub fn retry(&mut self) -> Result<Advance, RunState> {
+        if self.state != RunState::Failed {
+            return Err(self.state);
+        }
+        let mut again: BTreeSet<String> = std::mem::take(&mut self.pending);
+        again.extend(
+            self.nodes
+                .iter()
+                .filter(|(_, n)| n.status == NodeStatus::Failed)
+                .map(|(id, _)| id.clone()),
+        );
+        // The step limit fails a run before scheduling a node that was due.
+        again.extend(
+            self.errors
+                .iter()
+                .filter(|e| self.status(&e.node_id) == NodeStatus::Waiting)
+                .map(|e| e.node_id.clone()),
+        );
+        self.retried_errors.append(&mut self.errors);
+        self.retries += 1;
+        self.settled += 1;
+        self.steps = 0;
+        self.state = RunState::Running;
+        let mut advance = Advance {
+            new_state: Some(RunState::Running),
+            ..Advance::default()
+        };
+        for node in &again {
+            self.children.remove(node);
+            let entry = self.nodes.entry(node.clone()).or_default();
+            entry.status = NodeStatus::Waiting;
+            entry.attempt = 0;
+            self.schedule(node, &mut advance);
+        }
+        self.conclude(&mut advance);
+        Ok(advance)
     }
 
     fn graph<'a>(&'a self, blueprint: &'a Blueprint, analysis: &'a Analysis) -> Graph<'a> {
@@ -717,6 +822,161 @@ mod tests {
         let advance = p.complete(&bp, &an, "A", &done("A", &[("A", "B")]));
         assert_eq!(advance.new_state, Some(RunState::Failed));
         assert!(p.errors[0].message.contains("maximum iterations"));
+    }
+
+    /// S → {A, B}; A → C; B → C; S → P. A fails while B and P are scheduled.
+    const RETRY_GRAPH: &str = r#"{"id":"r","nodes":[{"id":"S","uses":"x"},{"id":"A","uses":"x"},
+        {"id":"B","uses":"x"},{"id":"C","uses":"x"},{"id":"P","uses":"x"}],
+        "edges":[{"source":"S","target":"A"},{"source":"S","target":"B"},{"source":"S","target":"P"},
+                 {"source":"A","target":"C"},{"source":"B","target":"C"}]}"#;
+
+    fn failed_retry_graph() -> (Blueprint, Analysis, RunProgress) {
+        let (bp, an, mut p) = setup(RETRY_GRAPH);
+        p.start(&an.start_nodes);
+        let after_s = p.complete(
+            &bp,
+            &an,
+            "S",
+            &done("S", &[("S", "A"), ("S", "B"), ("S", "P")]),
+        );
+        assert_eq!(after_s.schedule, vec!["A", "B", "P"]);
+        assert_eq!(p.fail("A", "boom").new_state, Some(RunState::Failed));
+        // B was running and finishes after the failure: frozen, not routed.
+        let late = p.complete(&bp, &an, "B", &done("B", &[("B", "C")]));
+        assert!(late.schedule.is_empty() && late.new_state.is_none());
+        assert_eq!(p.status("B"), NodeStatus::Scheduled);
+        // P's job arrives after the failure and is dropped: P stays scheduled.
+        (bp, an, p)
+    }
+
+    #[test]
+    fn retry_reschedules_exactly_the_unfinished_nodes() {
+        let (bp, an, mut p) = failed_retry_graph();
+        let steps_before = p.steps;
+        let settled_before = p.settled;
+        let advance = p.retry().expect("a failed run can be retried");
+        assert_eq!(advance.schedule, vec!["A", "B", "P"]);
+        assert_eq!(advance.new_state, Some(RunState::Running));
+        assert_eq!(p.state, RunState::Running);
+        assert_eq!(p.status("S"), NodeStatus::Done, "S is not run again");
+        assert_eq!(p.status("C"), NodeStatus::Waiting);
+        assert!(p.errors.is_empty());
+        assert_eq!(p.retried_errors.len(), 1);
+        assert_eq!(p.retried_errors[0].node_id, "A");
+        assert_eq!(p.retries, 1);
+        assert_eq!(p.steps, 3, "a fresh step budget ({steps_before} before)");
+        assert!(p.settled > settled_before, "remembered contexts are stale");
+
+        assert!(
+            p.complete(&bp, &an, "B", &done("B", &[("B", "C")]))
+                .schedule
+                .is_empty()
+        );
+        assert!(
+            p.complete(&bp, &an, "P", &done("P", &[]))
+                .schedule
+                .is_empty()
+        );
+        assert_eq!(
+            p.complete(&bp, &an, "A", &done("A", &[("A", "C")]))
+                .schedule,
+            vec!["C"]
+        );
+        let end = p.complete(&bp, &an, "C", &done("C", &[]));
+        assert_eq!(end.new_state, Some(RunState::Completed));
+        assert!(p.errors.is_empty());
+    }
+
+    #[test]
+    fn a_run_that_fails_again_can_be_retried_again() {
+        let (_, _, mut p) = failed_retry_graph();
+        p.retry().unwrap();
+        assert_eq!(p.fail("A", "boom again").new_state, Some(RunState::Failed));
+        assert_eq!(p.errors.len(), 1, "errors are those of the current attempt");
+        assert_eq!(p.errors[0].message, "boom again");
+        // B and P had not settled yet either.
+        assert_eq!(p.retry().unwrap().schedule, vec!["A", "B", "P"]);
+        assert_eq!(p.retries, 2);
+        assert_eq!(p.retried_errors.len(), 2);
+    }
+
+    #[test]
+    fn only_a_failed_run_can_be_retried() {
+        let (bp, an, mut p) = setup(RETRY_GRAPH);
+        p.start(&an.start_nodes);
+        let unchanged = p.clone();
+        assert_eq!(p.retry(), Err(RunState::Running));
+        assert_eq!(p, unchanged);
+
+        let (_, _, mut cancelled) = setup(RETRY_GRAPH);
+        cancelled.start(&an.start_nodes);
+        cancelled.cancel();
+        assert_eq!(cancelled.retry(), Err(RunState::Cancelled));
+
+        let (wbp, wan, mut waiting) =
+            setup(r#"{"id":"w","nodes":[{"id":"W","uses":"wait"}],"edges":[]}"#);
+        waiting.start(&wan.start_nodes);
+        waiting.pause("W", AwaitReason::ExternalEvent);
+        assert_eq!(waiting.retry(), Err(RunState::Awaiting));
+        waiting.unpause("W");
+        waiting.complete(&wbp, &wan, "W", &done("W", &[]));
+        assert_eq!(waiting.state, RunState::Completed);
+        assert_eq!(waiting.retry(), Err(RunState::Completed));
+
+        let _ = bp;
+    }
+
+    #[test]
+    fn of_two_retries_of_one_failed_record_the_second_loses() {
+        // The coordination store applies transitions one at a time on the
+        // current record (compare-and-set): the second retry sees the first.
+        let (_, _, mut p) = failed_retry_graph();
+        assert!(p.retry().is_ok());
+        let after_first = p.clone();
+        assert_eq!(p.retry(), Err(RunState::Running));
+        assert_eq!(p, after_first, "the losing retry changes nothing");
+    }
+
+    #[test]
+    fn a_fallback_after_the_failure_waits_for_the_retry() {
+        let (bp, an, mut p) = setup(
+            r#"{"id":"f","nodes":[{"id":"A","uses":"x"},{"id":"N","uses":"x","config":{"fallback":"F"}},
+               {"id":"F","uses":"x"},{"id":"M","uses":"x"}],
+               "edges":[{"source":"N","target":"M"}]}"#,
+        );
+        assert_eq!(p.start(&an.start_nodes).schedule, vec!["A", "N"]);
+        p.fail("A", "boom");
+        let handover = p.fall_back("N", "F");
+        assert!(handover.schedule.is_empty(), "nothing runs in a failed run");
+        assert_eq!(p.status("N"), NodeStatus::Done);
+        assert_eq!(p.status("F"), NodeStatus::Scheduled);
+        assert_eq!(p.retry().unwrap().schedule, vec!["A", "F"]);
+        // F stands in for N: its completion routes N's edge to M.
+        let routed = p.complete(
+            &bp,
+            &an,
+            "F",
+            &Completion {
+                sources: vec!["F".into(), "N".into()],
+                ..done("F", &[("N", "M")])
+            },
+        );
+        assert_eq!(routed.schedule, vec!["M"]);
+    }
+
+    #[test]
+    fn a_step_limit_failure_is_retried_with_a_fresh_budget() {
+        let (bp, an, mut p) = setup(
+            r#"{"id":"b","nodes":[{"id":"A","uses":"x"},{"id":"B","uses":"x"}],"edges":[{"source":"A","target":"B"}]}"#,
+        );
+        p.step_limit = 1;
+        p.start(&an.start_nodes);
+        p.complete(&bp, &an, "A", &done("A", &[("A", "B")]));
+        assert_eq!(p.state, RunState::Failed);
+        assert_eq!(p.retry().unwrap().schedule, vec!["B"]);
+        assert_eq!(p.status("A"), NodeStatus::Done);
+        let end = p.complete(&bp, &an, "B", &done("B", &[]));
+        assert_eq!(end.new_state, Some(RunState::Completed));
     }
 
     #[test]

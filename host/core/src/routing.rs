@@ -31,13 +31,7 @@ pub fn action_key(node: &str) -> String {
 
 /// Resolves `node`'s input from `context`; `None` is "no input".
 pub fn resolve_input(plan: &Plan, node: &NodeDefinition, context: &ContextMap) -> Option<Value> {
-    let reads_edge_input = node.inputs.is_none()
-        || plan
-            .blueprint
-            .edges
-            .iter()
-            .zip(&plan.transforms)
-            .any(|(edge, transform)| edge.target == node.id && transform.is_some());
+    let reads_edge_input = reads_edge_input(plan, node);
     match &node.inputs {
         _ if reads_edge_input => context.get(&input_key(&node.id)).cloned(),
         Some(NodeInputs::Single(reference)) => resolve_reference(reference, context),
@@ -51,6 +45,44 @@ pub fn resolve_input(plan: &Plan, node: &NodeDefinition, context: &ContextMap) -
             Some(Value::Object(object))
         }
         None => None,
+    }
+}
+
+/// Whether `node` gets its input from its incoming edges (`_inputs.<id>`):
+/// it names no `inputs`, or an edge into it has a transform.
+fn reads_edge_input(plan: &Plan, node: &NodeDefinition) -> bool {
+    node.inputs.is_none()
+        || plan
+            .blueprint
+            .edges
+            .iter()
+            .zip(&plan.transforms)
+            .any(|(edge, transform)| edge.target == node.id && transform.is_some())
+}
+
+/// Where [`resolve_input`] reads `node`'s input, in words (for error
+/// messages that should lead to the data to fix).
+pub fn input_source(plan: &Plan, node: &NodeDefinition) -> String {
+    let describe = |reference: &str| {
+        if reference.starts_with('_') {
+            format!("context key '{reference}'")
+        } else if let Some((base, path)) = reference.split_once('.') {
+            format!("'{path}' of context key '{}'", output_key(base))
+        } else {
+            format!(
+                "context key '{}', else '{reference}'",
+                output_key(reference)
+            )
+        }
+    };
+    match &node.inputs {
+        Some(NodeInputs::Single(reference)) if !reads_edge_input(plan, node) => describe(reference),
+        Some(NodeInputs::Map(references)) if !reads_edge_input(plan, node) => references
+            .iter()
+            .map(|(name, reference)| format!("{name}: {}", describe(reference)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => format!("context key '{}'", input_key(&node.id)),
     }
 }
 

@@ -4,8 +4,12 @@
 //! run-status store and the coordination store (which holds each run's
 //! [`RunProgress`] record). The embedded mode implements them in memory
 //! ([`crate::memory`]); the Azure mode with Queue Storage, Cosmos DB and Redis.
-//! Every operation may fail with a [`StoreError`]: the engine then leaves the
-//! job unacknowledged so that it is delivered again.
+//! Every operation may fail with a [`StoreError`]. Most failures are
+//! transient (an outage, throttling): the engine then leaves the job
+//! unacknowledged so that it is delivered again. A *permanent* one (the
+//! service refused the request itself, e.g. a document over Cosmos DB's 2 MB
+//! item limit) would fail the same way on every delivery: where it is a
+//! node's context write, the engine fails that node with the store's reason.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,21 +22,41 @@ use thiserror::Error;
 use crate::context::{ContextChange, ContextMap};
 use crate::progress::{RunProgress, RunState};
 
-/// A backend outage or refusal. The job that hit it is retried later.
+/// A backend outage or refusal. A transient one is retried later (the job
+/// is delivered again); a [permanent](Self::is_permanent) one is not.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{service}: {message}")]
 pub struct StoreError {
     /// Which service failed (e.g. "queue", "cosmos context", "redis").
     pub service: String,
     pub message: String,
+    /// The service refused this request as such (too large, malformed):
+    /// sending it again cannot succeed.
+    pub permanent: bool,
 }
 
 impl StoreError {
+    /// A failure that may pass (an outage, throttling, a conflict).
     pub fn new(service: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             service: service.into(),
             message: message.into(),
+            permanent: false,
         }
+    }
+
+    /// A refusal that repeats on every attempt (e.g. HTTP 413 or 400 from
+    /// Cosmos DB); `message` should say what to change.
+    pub fn refused(service: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            ..Self::new(service, message)
+        }
+    }
+
+    /// Whether retrying the same request is pointless.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
     }
 }
 
@@ -185,6 +209,11 @@ pub trait StatusStore: Send + Sync + 'static {
     /// Marks a running run as alive (`lastUpdated` = now) so that the
     /// reconciler does not take it for stalled.
     fn touch(&self, run_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The one way out of a terminal status, for an operator's retry: if
+    /// the stored status is `failed`, it becomes `running` (now, without
+    /// `finalStatus`), atomically with respect to other writers. Any other
+    /// status, or none, is left alone. Returns whether it was `failed`.
+    fn reopen_failed(&self, run_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Where run progress records live; every change is atomic.

@@ -18,7 +18,9 @@ use flowcraft_core::runner::{
 use flowcraft_core::store::CoordinationStore;
 use serde_json::{Value, json};
 
-/// `const` (params.value), `add` (input + params.n) and `count` (counts calls).
+/// `const` (params.value), `add` (input + params.n), `count` (counts calls in
+/// context key `seen`), `gate` (fails unless context key `fixed` is true) and
+/// `boom` (always fails).
 #[derive(Default)]
 struct NativeNodes {
     calls: AtomicUsize,
@@ -26,7 +28,7 @@ struct NativeNodes {
 
 impl NodeRunner for NativeNodes {
     fn implements(&self, uses: &str) -> bool {
-        matches!(uses, "const" | "add" | "count" | "boom")
+        matches!(uses, "const" | "add" | "count" | "boom" | "gate")
     }
 
     fn pin(&self, _blueprint: &Blueprint) -> Result<Pins, PinError> {
@@ -51,6 +53,11 @@ impl NodeRunner for NativeNodes {
                 call.context.set("seen", json!(seen + 1)).expect("writable");
                 Ok(Some(json!(seen + 1)))
             }
+            // Fails until an operator fixes the data it reads.
+            "gate" if call.context.get("fixed") != Some(&json!(true)) => {
+                Err(NodeFailure::retryable("not fixed yet"))
+            }
+            "gate" => Ok(Some(json!("passed"))),
             _ => Err(NodeFailure::retryable("boom")),
         };
         NodeOutcome {
@@ -226,4 +233,230 @@ async fn a_job_for_an_unknown_run_is_an_error_not_a_silent_drop() {
     let (engine, _receiver, id) = engine(DIAMOND);
     let outcome = engine.handle(&Job::new("nobody", &id, "A")).await;
     assert!(matches!(outcome, Err(EngineError::UnknownRun(run)) if run == "nobody"));
+}
+
+/// count → gate → count, and count → boom-or-not: the gate fails the run
+/// until the context says `fixed`.
+const GATED: &str = r#"{"id":"g","nodes":[{"id":"A","uses":"count"},
+    {"id":"G","uses":"gate","config":{"maxRetries":2,"retryDelay":1}},{"id":"B","uses":"count"}],
+    "edges":[{"source":"A","target":"G"},{"source":"G","target":"B"}]}"#;
+
+async fn failed_gated_run(
+    engine: &Engine<MemoryBackend, NativeNodes>,
+    receiver: &mut memory::JobReceiver,
+    id: &str,
+) -> String {
+    let run = engine.start_run(id, None, ContextMap::new()).await.unwrap();
+    let report = memory::drive(engine, receiver, &run, 2, TimerPolicy::Wait)
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Failed);
+    run
+}
+
+#[tokio::test]
+async fn a_retried_run_runs_its_failed_node_again_and_completes() {
+    use flowcraft_core::store::StatusStore;
+    let (engine, mut receiver, id) = engine(GATED);
+    let run = failed_gated_run(&engine, &mut receiver, &id).await;
+    let failed = engine.backend().read_status(&run).await.unwrap().unwrap();
+    assert_eq!(failed.status, RunState::Failed);
+
+    let mut patch = ContextMap::new();
+    patch.insert("fixed".into(), json!(true));
+    let again = engine.retry(&run, patch).await.unwrap();
+    assert_eq!(again, vec!["G"]);
+    let reopened = engine.backend().read_status(&run).await.unwrap().unwrap();
+    assert_eq!(reopened.status, RunState::Running);
+    assert_eq!(reopened.final_status, None);
+
+    let report = memory::drive(&engine, &mut receiver, &run, 2, TimerPolicy::Wait)
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Completed, "{:?}", report.errors);
+    assert_eq!(report.context["_outputs.G"], json!("passed"));
+    assert_eq!(report.context["seen"], json!(2), "A ran once, B once");
+    assert!(report.errors.is_empty());
+    let progress = engine.backend().load_progress(&run).await.unwrap().unwrap();
+    assert_eq!(progress.retries, 1);
+    assert_eq!(progress.retried_errors.len(), 1);
+    assert_eq!(progress.retried_errors[0].node_id, "G");
+    let status = engine.backend().read_status(&run).await.unwrap().unwrap();
+    assert_eq!(status.status, RunState::Completed);
+}
+
+#[tokio::test]
+async fn retry_refuses_runs_that_are_not_failed() {
+    use flowcraft_core::engine::EngineError;
+    let (engine, mut receiver, id) = engine(DIAMOND);
+    let unknown = engine.retry("nobody", ContextMap::new()).await;
+    assert!(
+        matches!(unknown, Err(EngineError::UnknownRun(_))),
+        "{unknown:?}"
+    );
+
+    let run = engine
+        .start_run(&id, None, ContextMap::new())
+        .await
+        .unwrap();
+    let running = engine.retry(&run, ContextMap::new()).await;
+    assert!(
+        matches!(
+            running,
+            Err(EngineError::NotRetryable {
+                state: RunState::Running,
+                ..
+            })
+        ),
+        "{running:?}"
+    );
+    memory::drive(&engine, &mut receiver, &run, 2, TimerPolicy::Wait)
+        .await
+        .unwrap();
+    let completed = engine.retry(&run, ContextMap::new()).await;
+    let Err(refusal) = completed else {
+        panic!("a completed run was retried")
+    };
+    assert_eq!(
+        refusal.to_string(),
+        format!("cannot retry run '{run}': it is completed; only a failed run can be retried")
+    );
+
+    let cancelled = engine
+        .start_run(&id, None, ContextMap::new())
+        .await
+        .unwrap();
+    engine.cancel(&cancelled).await.unwrap();
+    let outcome = engine.retry(&cancelled, ContextMap::new()).await;
+    assert!(
+        matches!(
+            outcome,
+            Err(EngineError::NotRetryable {
+                state: RunState::Cancelled,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn of_two_retries_at_once_exactly_one_wins() {
+    use flowcraft_core::engine::EngineError;
+    let (engine, mut receiver, id) = engine(GATED);
+    let run = failed_gated_run(&engine, &mut receiver, &id).await;
+    let mut first_patch = ContextMap::new();
+    first_patch.insert("fixed".into(), json!(true));
+    let mut second_patch = ContextMap::new();
+    second_patch.insert("loser".into(), json!(true));
+    let (first, second) = tokio::join!(
+        engine.retry(&run, first_patch),
+        engine.retry(&run, second_patch)
+    );
+    let outcomes = [&first, &second];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let loser = outcomes.iter().find(|o| o.is_err()).unwrap();
+    assert!(
+        matches!(
+            loser,
+            Err(EngineError::NotRetryable {
+                state: RunState::Running,
+                ..
+            })
+        ),
+        "{loser:?}"
+    );
+    let progress = engine.backend().load_progress(&run).await.unwrap().unwrap();
+    assert_eq!(progress.retries, 1);
+    assert_eq!(progress.pending.len(), 1, "G scheduled once");
+    let report = engine.report(&run).await.unwrap();
+    let winner_patched = report.context.contains_key("fixed");
+    assert!(
+        winner_patched != report.context.contains_key("loser"),
+        "only the winner's patch is written: {:?}",
+        report.context
+    );
+}
+
+#[tokio::test]
+async fn retry_refuses_to_change_the_documents_identity() {
+    use flowcraft_core::engine::EngineError;
+    let (engine, mut receiver, id) = engine(GATED);
+    let run = failed_gated_run(&engine, &mut receiver, &id).await;
+    let mut patch = ContextMap::new();
+    patch.insert("runId".into(), json!("other"));
+    let outcome = engine.retry(&run, patch).await;
+    assert!(
+        matches!(outcome, Err(EngineError::ReservedKey { .. })),
+        "{outcome:?}"
+    );
+    let progress = engine.backend().load_progress(&run).await.unwrap().unwrap();
+    assert_eq!(progress.state, RunState::Failed, "nothing changed");
+}
+
+/// A retry is recorded in the progress record before it is enqueued, so a
+/// late second delivery of the failed attempt neither runs the node again
+/// nor enqueues a second retry.
+#[tokio::test]
+async fn a_late_delivery_of_a_retried_attempt_is_dropped() {
+    let (engine, mut receiver, id) = engine(
+        r#"{"id":"r","nodes":[{"id":"A","uses":"boom","config":{"maxRetries":3}}],"edges":[]}"#,
+    );
+    engine
+        .start_run(&id, Some("r".into()), ContextMap::new())
+        .await
+        .unwrap();
+    let first = receiver.try_recv().expect("attempt 1");
+    engine.handle(&first).await.unwrap();
+    let retry = receiver.try_recv().expect("attempt 2 enqueued");
+    assert_eq!(retry.attempt, Some(2));
+    engine.handle(&first).await.unwrap();
+    assert!(
+        receiver.try_recv().is_err(),
+        "the late delivery enqueued another retry"
+    );
+    let progress = engine.backend().load_progress("r").await.unwrap().unwrap();
+    assert_eq!(progress.attempt("A"), 2);
+}
+
+/// A node that failed for good writes `_catch_error` and a null output, then
+/// hands over to its fallback. A crash between the two must not turn that
+/// null into the node's result on redelivery: the fallback still runs.
+#[tokio::test]
+async fn a_crash_before_the_fallback_handover_still_runs_the_fallback() {
+    use flowcraft_core::context::ContextChange;
+    use flowcraft_core::store::ContextStore;
+    let (engine, mut receiver, id) = engine(
+        r#"{"id":"fb","nodes":[{"id":"A","uses":"boom","config":{"fallback":"F"}},
+            {"id":"F","uses":"const","params":{"value":"rescued"}}],"edges":[]}"#,
+    );
+    let run = engine
+        .start_run(&id, Some("fb".into()), ContextMap::new())
+        .await
+        .unwrap();
+    // What the crashed delivery of A's job had written.
+    let written = [
+        ContextChange::Set {
+            key: "_catch_error".into(),
+            value: json!({"message": "boom", "nodeId": "A", "blueprintId": "fb"}),
+        },
+        ContextChange::Set {
+            key: "_outputs.A".into(),
+            value: Value::Null,
+        },
+    ];
+    engine
+        .backend()
+        .apply_changes(&run, &written)
+        .await
+        .unwrap();
+    let report = memory::drive(&engine, &mut receiver, &run, 1, TimerPolicy::Wait)
+        .await
+        .unwrap();
+    assert_eq!(report.state, RunState::Completed);
+    assert_eq!(report.context["_outputs.F"], json!("rescued"));
 }

@@ -6,6 +6,10 @@
 //! trailing `;`, and strict about what the SDK needs: an `http(s)` endpoint
 //! (plain `http://` only for the local emulator) and a base64 key. Errors are
 //! one line and never contain the key.
+//!
+//! For Entra ID auth the account is given as an endpoint alone
+//! (`COSMOS_DB_ENDPOINT`, [`CosmosConnection::from_endpoint`]) plus a token
+//! credential ([`CosmosConnection::with_credential`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,9 +19,12 @@ use base64::Engine as _;
 use url::Url;
 
 use super::CosmosSetupError;
+use crate::credential::AzureCredential;
 
 /// The environment variable the worker reads the connection string from.
 pub const CONNECTION_STRING_VARIABLE: &str = "COSMOS_DB_CONNECTION_STRING";
+/// The environment variable giving the account endpoint for Entra ID auth.
+pub const ENDPOINT_VARIABLE: &str = "COSMOS_DB_ENDPOINT";
 
 const FORMAT_HINT: &str =
     "expected AccountEndpoint=https://<account>.documents.azure.com:443/;AccountKey=<key>;";
@@ -26,7 +33,9 @@ const FORMAT_HINT: &str =
 #[derive(Clone)]
 pub struct CosmosConnection {
     endpoint: Url,
-    key: Secret,
+    /// `None`: Entra ID, with `credential`.
+    key: Option<Secret>,
+    credential: Option<AzureCredential>,
 }
 
 impl CosmosConnection {
@@ -57,8 +66,12 @@ impl CosmosConnection {
             }
         }
         let endpoint = endpoint.ok_or_else(|| invalid("missing AccountEndpoint".into()))?;
-        let key = key.ok_or_else(|| invalid("missing AccountKey".into()))?;
-        let endpoint = parse_endpoint(&endpoint)?;
+        let key = key.ok_or_else(|| {
+            invalid(format!(
+                "missing AccountKey (for Entra ID auth set {ENDPOINT_VARIABLE} instead)"
+            ))
+        })?;
+        let endpoint = parse_endpoint(&endpoint, "AccountEndpoint", invalid)?;
         if key.is_empty() {
             return Err(invalid("AccountKey is empty".into()));
         }
@@ -72,8 +85,46 @@ impl CosmosConnection {
         }
         Ok(Self {
             endpoint,
-            key: Secret::new(key),
+            key: Some(Secret::new(key)),
+            credential: None,
         })
+    }
+
+    /// The account endpoint alone (`COSMOS_DB_ENDPOINT`), for Entra ID auth:
+    /// e.g. `https://myaccount.documents.azure.com:443/`.
+    pub fn from_endpoint(text: &str) -> Result<Self, CosmosSetupError> {
+        let invalid = |message: String| CosmosSetupError::Endpoint(message);
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(invalid(
+                "is empty; expected https://<account>.documents.azure.com:443/".into(),
+            ));
+        }
+        Ok(Self {
+            endpoint: parse_endpoint(text, "the endpoint", invalid)?,
+            key: None,
+            credential: None,
+        })
+    }
+
+    /// Uses `credential` for Entra ID auth (ignored when there is a key).
+    pub fn with_credential(mut self, credential: AzureCredential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Whether requests need an Entra ID credential (no key).
+    pub fn needs_credential(&self) -> bool {
+        self.key.is_none()
+    }
+
+    /// The setting the connection came from, for messages.
+    pub fn setting(&self) -> &'static str {
+        if self.needs_credential() {
+            ENDPOINT_VARIABLE
+        } else {
+            CONNECTION_STRING_VARIABLE
+        }
     }
 
     /// Reads and parses `COSMOS_DB_CONNECTION_STRING`.
@@ -96,8 +147,12 @@ impl CosmosConnection {
         is_emulator_host(&self.endpoint)
     }
 
-    pub(crate) fn key(&self) -> &Secret {
-        &self.key
+    pub(crate) fn key(&self) -> Option<&Secret> {
+        self.key.as_ref()
+    }
+
+    pub(crate) fn credential(&self) -> Option<&AzureCredential> {
+        self.credential.as_ref()
     }
 }
 
@@ -111,9 +166,15 @@ impl FromStr for CosmosConnection {
 
 impl fmt::Debug for CosmosConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = if self.key.is_some() {
+            "<redacted>"
+        } else {
+            "none"
+        };
         f.debug_struct("CosmosConnection")
             .field("endpoint", &self.endpoint.as_str())
-            .field("key", &"<redacted>")
+            .field("key", &key)
+            .field("credential", &self.credential)
             .finish()
     }
 }
@@ -122,10 +183,16 @@ fn invalid(message: String) -> CosmosSetupError {
     CosmosSetupError::ConnectionString(message)
 }
 
-fn parse_endpoint(text: &str) -> Result<Url, CosmosSetupError> {
+/// `label` names the value in messages; `invalid` makes the error of the
+/// setting it came from.
+fn parse_endpoint(
+    text: &str,
+    label: &str,
+    invalid: impl Fn(String) -> CosmosSetupError,
+) -> Result<Url, CosmosSetupError> {
     let url = Url::parse(text).map_err(|error| {
         invalid(format!(
-            "AccountEndpoint '{text}' is not a URL ({error}); {FORMAT_HINT}"
+            "{label} '{text}' is not a URL ({error}); {FORMAT_HINT}"
         ))
     })?;
     match url.scheme() {
@@ -133,18 +200,21 @@ fn parse_endpoint(text: &str) -> Result<Url, CosmosSetupError> {
         "http" if is_emulator_host(&url) => {}
         "http" => {
             return Err(invalid(format!(
-                "AccountEndpoint '{text}' uses http://, which is allowed only for the local emulator \
+                "{label} '{text}' uses http://, which is allowed only for the local emulator \
                  (localhost, 127.0.0.1, [::1] or AZURE_COSMOS_EMULATOR_HOST); use https://"
             )));
         }
         other => {
             return Err(invalid(format!(
-                "AccountEndpoint '{text}' has scheme '{other}'; use https://"
+                "{label} '{text}' has scheme '{other}'; use https://"
             )));
         }
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(format!("AccountEndpoint '{text}' has no host")));
+        return Err(invalid(format!("{label} '{text}' has no host")));
+    }
+    if url.query().is_some() {
+        return Err(invalid(format!("{label} must not carry a query")));
     }
     Ok(url)
 }
@@ -184,7 +254,8 @@ mod tests {
             connection.endpoint().as_str(),
             "https://acct.documents.azure.com/"
         );
-        assert_eq!(connection.key().secret(), KEY);
+        assert_eq!(connection.key().unwrap().secret(), KEY);
+        assert!(!connection.needs_credential());
         assert!(!connection.is_emulator());
 
         let relaxed = format!(" accountkey = {KEY} ;\n AccountEndpoint=http://127.0.0.1:8081/ ");
@@ -229,6 +300,50 @@ mod tests {
             assert!(!message.contains('\n'), "{message:?} spans lines");
             assert!(!message.contains(KEY), "{message:?} shows the key");
         }
+    }
+
+    #[test]
+    fn an_endpoint_alone_is_for_entra_id() {
+        let connection =
+            CosmosConnection::from_endpoint(" https://acct.documents.azure.com:443/ ").unwrap();
+        assert!(connection.needs_credential());
+        assert!(connection.key().is_none() && connection.credential().is_none());
+        assert_eq!(connection.setting(), "COSMOS_DB_ENDPOINT");
+        assert_eq!(
+            connection.endpoint().as_str(),
+            "https://acct.documents.azure.com/"
+        );
+        assert!(CosmosConnection::from_endpoint("http://127.0.0.1:8081/").is_ok());
+        for (text, expected) in [
+            ("", "COSMOS_DB_ENDPOINT: is empty"),
+            (
+                "http://acct.documents.azure.com/",
+                "COSMOS_DB_ENDPOINT: the endpoint 'http://acct.documents.azure.com/' uses http://",
+            ),
+            (
+                "acct.documents.azure.com",
+                "COSMOS_DB_ENDPOINT: the endpoint 'acct.documents.azure.com' is not a URL",
+            ),
+            (
+                "https://a.documents.azure.com/?key=1",
+                "COSMOS_DB_ENDPOINT: the endpoint must not carry a query",
+            ),
+        ] {
+            let message = CosmosConnection::from_endpoint(text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(expected),
+                "{message:?} lacks {expected:?}"
+            );
+        }
+        // The connection string still needs its key, and says where Entra ID goes.
+        let message = error("AccountEndpoint=https://a.documents.azure.com:443/");
+        assert!(
+            message
+                .ends_with("missing AccountKey (for Entra ID auth set COSMOS_DB_ENDPOINT instead)"),
+            "{message}"
+        );
     }
 
     #[test]

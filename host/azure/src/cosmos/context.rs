@@ -21,7 +21,8 @@ use flowcraft_core::context::{ContextChange, ContextMap, RESERVED_KEYS};
 use flowcraft_core::store::{ContextStore, StoreError, StoredContext};
 use serde_json::Value;
 
-use super::{retry_once, status_code};
+use super::{retry_transient, status_code};
+use crate::retry::{Backoff, RetryPolicy};
 
 const SERVICE: &str = "cosmos context";
 
@@ -56,7 +57,10 @@ impl CosmosContextStore {
     }
 
     async fn read_document(&self, run_id: &str) -> Result<Option<ContextMap>, CosmosError> {
-        let read = retry_once(|| self.container.read_item(run_id.to_owned(), run_id, None)).await;
+        let read = retry_transient("read context", || {
+            self.container.read_item(run_id.to_owned(), run_id, None)
+        })
+        .await;
         match read {
             Ok(response) => response.into_model::<ContextMap>().map(Some),
             Err(error) if status_code(&error) == 404 => Ok(None),
@@ -69,16 +73,22 @@ impl CosmosContextStore {
         run_id: &str,
         document: &ContextMap,
     ) -> Result<(), CosmosError> {
-        let mut attempts = 0;
+        let mut backoff = Backoff::new(RetryPolicy::DEFAULT);
         loop {
-            attempts += 1;
             let created = self
                 .container
                 .create_item(run_id.to_owned(), run_id, document, None)
                 .await;
             match created {
-                Err(error) if attempts == 1 && super::is_connection_failure(&error) => continue,
-                Err(error) if attempts > 1 && status_code(&error) == 409 => {
+                Err(error) if super::transient(&error).is_some() => {
+                    let why = super::transient(&error);
+                    let Some(wait) = why.and_then(|why| backoff.next(why)) else {
+                        return Err(error);
+                    };
+                    tracing::debug!(run = run_id, error = %super::one_line(&error), "creating a context document failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) if backoff.attempts() > 1 && status_code(&error) == 409 => {
                     // The first attempt may have landed before the connection
                     // broke: that is success if the stored document is ours.
                     let stored = self.read_document(run_id).await?.map(strip_system);

@@ -2,7 +2,8 @@
 //! `@flowcraft/azure-adapter`'s document shapes so TypeScript and Rust workers
 //! can share the containers.
 //!
-//! - [`CosmosConnection`] parses `COSMOS_DB_CONNECTION_STRING`.
+//! - [`CosmosConnection`] parses `COSMOS_DB_CONNECTION_STRING` (key auth) or
+//!   `COSMOS_DB_ENDPOINT` (Entra ID auth with a token credential).
 //! - [`CosmosStores::connect`] checks (or creates) the database and the two
 //!   containers (partition key `/runId`) and hands out the two stores.
 //! - [`CosmosContextStore`] implements [`flowcraft_core::store::ContextStore`]:
@@ -19,6 +20,10 @@
 //! requested explicitly (the SDK's default runs `remove` patches client-side
 //! and leaves a tracking field in the document), and for emulator hosts
 //! HTTP/1.1 with relaxed certificate checks. ETags are treated as opaque.
+//!
+//! A request Cosmos refuses as such (413: the item would exceed the 2 MB item
+//! limit; 400: a malformed request or id) fails with a permanent
+//! [`StoreError`] saying what to change: sending it again cannot succeed.
 
 mod connection;
 mod context;
@@ -39,7 +44,9 @@ use azure_data_cosmos::{
 use flowcraft_core::store::StoreError;
 use thiserror::Error;
 
-pub use connection::{CONNECTION_STRING_VARIABLE, CosmosConnection};
+use crate::retry::{RetryPolicy, Transient, retrying};
+
+pub use connection::{CONNECTION_STRING_VARIABLE, CosmosConnection, ENDPOINT_VARIABLE};
 pub use context::CosmosContextStore;
 pub use status::CosmosStatusStore;
 
@@ -55,14 +62,29 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum CosmosSetupError {
     #[error("COSMOS_DB_CONNECTION_STRING: {0}")]
     ConnectionString(String),
+    #[error("COSMOS_DB_ENDPOINT: {0}")]
+    Endpoint(String),
+    /// The account is given without a key and no credential was supplied.
     #[error(
-        "Cosmos DB endpoint {endpoint} is unreachable ({detail}); check COSMOS_DB_CONNECTION_STRING and that the account or emulator is running"
+        "COSMOS_DB_ENDPOINT gives no key; choose an Entra ID credential with --azure-credential (FLOWCRAFT_AZURE_CREDENTIAL)"
     )]
-    Unreachable { endpoint: String, detail: String },
+    NoCredential,
+    #[error(
+        "Cosmos DB endpoint {endpoint} is unreachable ({detail}); check {setting} and that the account or emulator is running"
+    )]
+    Unreachable {
+        endpoint: String,
+        detail: String,
+        setting: &'static str,
+    },
     #[error(
         "Cosmos DB endpoint {endpoint} refused the AccountKey ({detail}); check COSMOS_DB_CONNECTION_STRING"
     )]
     Unauthorized { endpoint: String, detail: String },
+    #[error(
+        "Cosmos DB endpoint {endpoint} refused the Entra ID token ({detail}); give the identity a Cosmos DB data-plane role on the account (e.g. Cosmos DB Built-in Data Contributor)"
+    )]
+    TokenRefused { endpoint: String, detail: String },
     #[error("Cosmos database '{database}' does not exist; create it or pass --create-resources")]
     MissingDatabase { database: String },
     #[error(
@@ -101,6 +123,9 @@ impl CosmosStores {
         create_resources: bool,
     ) -> Result<Self, CosmosSetupError> {
         let endpoint = connection.endpoint().to_string();
+        if connection.needs_credential() && connection.credential().is_none() {
+            return Err(CosmosSetupError::NoCredential);
+        }
         let setup = async {
             let client = build_client(connection).await?;
             let db = client.database_client(database);
@@ -117,12 +142,13 @@ impl CosmosStores {
         match tokio::time::timeout(CONNECT_TIMEOUT, setup).await {
             Ok(Ok(stores)) => Ok(stores),
             Ok(Err(SetupFailure::Setup(error))) => Err(error),
-            Ok(Err(SetupFailure::Sdk { operation, error })) => {
-                Err(classify_setup_error(&endpoint, &operation, &error))
-            }
+            Ok(Err(SetupFailure::Sdk { operation, error })) => Err(classify_setup_error(
+                connection, &endpoint, &operation, &error,
+            )),
             Err(_) => Err(CosmosSetupError::Unreachable {
                 endpoint,
                 detail: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                setting: connection.setting(),
             }),
         }
     }
@@ -169,7 +195,13 @@ async fn build_client(connection: &CosmosConnection) -> Result<CosmosClient, Set
     let mut operation = OperationOptions::default();
     operation.patch_strategy = Some(PatchStrategy::ServerSide);
     let endpoint = AccountEndpoint::from(connection.endpoint().clone());
-    let account = AccountReference::with_authentication_key(endpoint, connection.key().clone());
+    let account = match (connection.key(), connection.credential()) {
+        (Some(key), _) => AccountReference::with_authentication_key(endpoint, key.clone()),
+        (None, Some(credential)) => {
+            AccountReference::with_credential(endpoint, credential.token_credential())
+        }
+        (None, None) => return Err(CosmosSetupError::NoCredential.into()),
+    };
     CosmosClient::builder()
         .with_runtime(runtime)
         .with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(false))
@@ -185,7 +217,7 @@ async fn ensure_database(
     database: &str,
     create: bool,
 ) -> Result<(), SetupFailure> {
-    let read = retry_once(|| db.read(None)).await;
+    let read = retry_transient("read database", || db.read(None)).await;
     match read {
         Ok(_) => Ok(()),
         Err(error) if status_code(&error) == 404 && create => {
@@ -209,34 +241,35 @@ async fn open_container(
     container: &str,
     create: bool,
 ) -> Result<ContainerClient, SetupFailure> {
-    let client = match retry_once(|| db.container_client(container, None)).await {
-        Ok(client) => client,
-        Err(error) if status_code(&error) == 404 && create => {
-            let properties = ContainerProperties::new(
-                container.to_owned(),
-                PartitionKeyDefinition::from(PARTITION_KEY_PATH),
-            );
-            match db.create_container(properties, None).await {
-                Ok(_) => {}
-                Err(error) if status_code(&error) == 409 => {}
-                Err(error) => {
-                    return Err(sdk(format!("creating container '{container}'"))(error));
+    let client =
+        match retry_transient("open container", || db.container_client(container, None)).await {
+            Ok(client) => client,
+            Err(error) if status_code(&error) == 404 && create => {
+                let properties = ContainerProperties::new(
+                    container.to_owned(),
+                    PartitionKeyDefinition::from(PARTITION_KEY_PATH),
+                );
+                match db.create_container(properties, None).await {
+                    Ok(_) => {}
+                    Err(error) if status_code(&error) == 409 => {}
+                    Err(error) => {
+                        return Err(sdk(format!("creating container '{container}'"))(error));
+                    }
                 }
+                retry_transient("open container", || db.container_client(container, None))
+                    .await
+                    .map_err(sdk(format!("opening container '{container}'")))?
             }
-            retry_once(|| db.container_client(container, None))
-                .await
-                .map_err(sdk(format!("opening container '{container}'")))?
-        }
-        Err(error) if status_code(&error) == 404 => {
-            return Err(CosmosSetupError::MissingContainer {
-                database: database.to_owned(),
-                container: container.to_owned(),
+            Err(error) if status_code(&error) == 404 => {
+                return Err(CosmosSetupError::MissingContainer {
+                    database: database.to_owned(),
+                    container: container.to_owned(),
+                }
+                .into());
             }
-            .into());
-        }
-        Err(error) => return Err(sdk(format!("opening container '{container}'"))(error)),
-    };
-    let properties: ContainerProperties = retry_once(|| client.read(None))
+            Err(error) => return Err(sdk(format!("opening container '{container}'"))(error)),
+        };
+    let properties: ContainerProperties = retry_transient("read container", || client.read(None))
         .await
         .and_then(|response| response.into_model())
         .map_err(sdk(format!("reading container '{container}'")))?;
@@ -252,9 +285,18 @@ async fn open_container(
     Ok(client)
 }
 
-fn classify_setup_error(endpoint: &str, operation: &str, error: &CosmosError) -> CosmosSetupError {
+fn classify_setup_error(
+    connection: &CosmosConnection,
+    endpoint: &str,
+    operation: &str,
+    error: &CosmosError,
+) -> CosmosSetupError {
     let detail = one_line(error);
     match status_code(error) {
+        401 | 403 if connection.needs_credential() => CosmosSetupError::TokenRefused {
+            endpoint: endpoint.to_owned(),
+            detail,
+        },
         401 | 403 => CosmosSetupError::Unauthorized {
             endpoint: endpoint.to_owned(),
             detail,
@@ -262,6 +304,7 @@ fn classify_setup_error(endpoint: &str, operation: &str, error: &CosmosError) ->
         _ if is_connection_failure(error) => CosmosSetupError::Unreachable {
             endpoint: endpoint.to_owned(),
             detail,
+            setting: connection.setting(),
         },
         _ => CosmosSetupError::Service {
             operation: operation.to_owned(),
@@ -290,11 +333,10 @@ pub(crate) fn one_line(error: &CosmosError) -> String {
         .join(" ")
 }
 
-/// Runs an idempotent request, once more if the connection failed (the local
-/// stand-in closes idle keep-alive connections just as clients reuse them).
-/// One server-side PATCH of the document of run `run_id` (retried once on a
-/// broken connection). Server-side is requested explicitly: the SDK would run
-/// patches with `remove` client-side and leave tracking fields behind.
+/// One server-side PATCH of the document of run `run_id` (repeated when
+/// throttled or on a broken connection, see [`retry_transient`]).
+/// Server-side is requested explicitly: the SDK would run patches with
+/// `remove` client-side and leave tracking fields behind.
 pub(crate) async fn patch_document(
     container: &ContainerClient,
     run_id: &str,
@@ -302,7 +344,7 @@ pub(crate) async fn patch_document(
 ) -> Result<azure_data_cosmos::models::ItemResponse, CosmosError> {
     let options = azure_data_cosmos::options::PatchItemOptions::default()
         .with_strategy(azure_data_cosmos::options::PatchStrategy::ServerSide);
-    retry_once(|| {
+    retry_transient("patch", || {
         container.patch_item(
             run_id.to_owned(),
             run_id,
@@ -313,17 +355,44 @@ pub(crate) async fn patch_document(
     .await
 }
 
-pub(crate) async fn retry_once<T, F, Fut>(mut request: F) -> Result<T, CosmosError>
+/// Runs a request that may safely run again, repeating it in place while it
+/// is throttled (429 after the SDK's own retries, with the advised
+/// `x-ms-retry-after-ms`) or finds no usable connection (the service is
+/// restarting or unreachable, or the local stand-in closed an idle keep-alive
+/// connection just as it was reused), within [`RetryPolicy::DEFAULT`]
+/// (see [`crate::retry`]). `operation` names it in log lines.
+pub(crate) async fn retry_transient<T, F, Fut>(
+    operation: &str,
+    request: F,
+) -> Result<T, CosmosError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CosmosError>>,
 {
-    match request().await {
-        Err(error) if is_connection_failure(&error) => {
-            tracing::debug!(error = %one_line(&error), "cosmos request failed; retrying once");
-            request().await
-        }
-        other => other,
+    retrying(
+        "Cosmos DB",
+        operation,
+        RetryPolicy::DEFAULT,
+        transient,
+        one_line,
+        request,
+    )
+    .await
+    .0
+}
+
+/// Whether a failed request may be repeated, and after what.
+pub(crate) fn transient(error: &CosmosError) -> Option<Transient> {
+    if status_code(error) == 429 {
+        let advised = error
+            .response()
+            .and_then(|response| response.headers().retry_after_ms)
+            .map(Duration::from_millis);
+        Some(Transient::Throttled(advised))
+    } else if is_connection_failure(error) {
+        Some(Transient::Unreachable)
+    } else {
+        None
     }
 }
 
@@ -336,10 +405,10 @@ pub(crate) fn now_seconds() -> i64 {
 /// store in the error.
 pub(crate) fn check_run_id(service: &str, run_id: &str) -> Result<(), StoreError> {
     if run_id.is_empty() {
-        return Err(StoreError::new(service, "run id is empty"));
+        return Err(StoreError::refused(service, "run id is empty"));
     }
     if run_id.contains(['/', '\\', '?', '#']) {
-        return Err(StoreError::new(
+        return Err(StoreError::refused(
             service,
             format!(
                 "run id '{run_id}' cannot be a Cosmos document id (it contains '/', '\\', '?' or '#')"
@@ -349,7 +418,8 @@ pub(crate) fn check_run_id(service: &str, run_id: &str) -> Result<(), StoreError
     Ok(())
 }
 
-/// A failed request on `document` ("context" or "status") of a run.
+/// A failed request on `document` ("context" or "status") of a run;
+/// permanent for the answers a retry cannot change (413, 400).
 pub(crate) fn failure(
     service: &str,
     document: &str,
@@ -357,11 +427,57 @@ pub(crate) fn failure(
     run_id: &str,
     error: &CosmosError,
 ) -> StoreError {
-    StoreError::new(
+    let detail = one_line(error);
+    let what = format!("{operation} of the {document} of run '{run_id}'");
+    refusal(service, &what, document, status_code(error), &detail)
+        .unwrap_or_else(|| StoreError::new(service, format!("{what} failed: {detail}")))
+}
+
+/// The permanent error for `what` (a request on a run's `document`)
+/// refused with HTTP `status`, if that status is a refusal.
+fn refusal(
+    service: &str,
+    what: &str,
+    document: &str,
+    status: u16,
+    detail: &str,
+) -> Option<StoreError> {
+    let reason = match (status, document) {
+        (413, "context") => "the run's context would exceed Cosmos DB's 2 MB item limit (HTTP 413 RequestEntityTooLarge); keep large data outside the context (store it elsewhere and pass a reference)".to_owned(),
+        (413, _) => "the document would exceed Cosmos DB's 2 MB item limit (HTTP 413 RequestEntityTooLarge)".to_owned(),
+        (400, _) => format!("Cosmos DB rejected the request as malformed; sending it again cannot succeed: {detail}"),
+        _ => return None,
+    };
+    Some(StoreError::refused(
         service,
-        format!(
-            "{operation} of the {document} of run '{run_id}' failed: {}",
-            one_line(error)
-        ),
-    )
+        format!("{what} was refused: {reason}"),
+    ))
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::refusal;
+
+    #[test]
+    fn refused_requests_are_permanent_and_say_what_to_change() {
+        let what = "patch of the context of run 'r1'";
+        let too_large = refusal("cosmos context", what, "context", 413, "").unwrap();
+        assert!(too_large.is_permanent());
+        assert!(
+            too_large
+                .message
+                .starts_with("patch of the context of run 'r1' was refused")
+                && too_large.message.contains("2 MB item limit")
+                && too_large
+                    .message
+                    .contains("keep large data outside the context"),
+            "{}",
+            too_large.message
+        );
+        let malformed = refusal("cosmos status", what, "status", 400, "bad path").unwrap();
+        assert!(malformed.is_permanent() && malformed.message.ends_with("bad path"));
+        for passing in [404, 409, 412, 429, 449, 500, 503] {
+            assert!(refusal("cosmos context", what, "context", passing, "").is_none());
+        }
+    }
 }

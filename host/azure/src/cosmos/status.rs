@@ -6,7 +6,9 @@
 //! A terminal status (`completed`, `failed`, `cancelled`) is never
 //! overwritten: [`write_status`](StatusStore::write_status) reads the document
 //! with its ETag and replaces it with `If-Match` (or creates it), retrying on
-//! 412/409 — 2 requests per write. [`read_status`](StatusStore::read_status)
+//! 412/409 — 2 requests per write. The one exception is an operator's retry:
+//! [`reopen_failed`](StatusStore::reopen_failed) turns `failed` back into
+//! `running` the same way (read, check, replace with `If-Match`). [`read_status`](StatusStore::read_status)
 //! is 1 point read, [`touch`](StatusStore::touch) 1 PATCH, and
 //! [`stalled_runs`](CosmosStatusStore::stalled_runs) runs upstream's
 //! reconciler query across partitions, page by page.
@@ -24,7 +26,7 @@ use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
 
 use super::context::strip_system;
-use super::{now_seconds, one_line, retry_once, status_code};
+use super::{now_seconds, one_line, retry_transient, status_code};
 
 const SERVICE: &str = "cosmos status";
 
@@ -68,7 +70,7 @@ impl CosmosStatusStore {
     /// all partitions, every page. Items without a `runId` are skipped.
     pub async fn stalled_runs(&self, threshold_seconds: u64) -> Result<Vec<String>, StoreError> {
         let threshold = now_seconds().saturating_sub_unsigned(threshold_seconds);
-        retry_once(|| self.query_stalled(threshold))
+        retry_transient("stalled-runs query", || self.query_stalled(threshold))
             .await
             .map_err(|error| {
                 StoreError::new(
@@ -101,7 +103,10 @@ impl CosmosStatusStore {
         &self,
         run_id: &str,
     ) -> Result<Option<(ContextMap, Option<Etag>)>, CosmosError> {
-        let read = retry_once(|| self.container.read_item(run_id.to_owned(), run_id, None)).await;
+        let read = retry_transient("read status", || {
+            self.container.read_item(run_id.to_owned(), run_id, None)
+        })
+        .await;
         match read {
             Ok(response) => {
                 let etag = response.headers().etag().cloned();
@@ -131,7 +136,7 @@ impl CosmosStatusStore {
         // instead of a read that answers 404 plus a create).
         if status == RunState::Running && final_status.is_none() {
             let document = status_document(Map::new(), run_id, status, final_status);
-            let created = retry_once(|| {
+            let created = retry_transient("create status", || {
                 self.container
                     .create_item(run_id.to_owned(), run_id, &document, None)
             })
@@ -144,7 +149,7 @@ impl CosmosStatusStore {
         }
         let Some((stored, etag)) = self.read_document(run_id).await? else {
             let document = status_document(Map::new(), run_id, status, final_status);
-            let created = retry_once(|| {
+            let created = retry_transient("create status", || {
                 self.container
                     .create_item(run_id.to_owned(), run_id, &document, None)
             })
@@ -163,7 +168,35 @@ impl CosmosStatusStore {
         if let Some(etag) = etag {
             options = options.with_precondition(Precondition::if_match(etag));
         }
-        let replaced = retry_once(|| {
+        let replaced = retry_transient("replace status", || {
+            self.container
+                .replace_item(run_id.to_owned(), run_id, &document, Some(options.clone()))
+        })
+        .await;
+        match replaced {
+            Ok(_) => Ok(Some(true)),
+            Err(error) if matches!(status_code(&error), 412 | 404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl CosmosStatusStore {
+    /// One attempt of [`StatusStore::reopen_failed`]; `None` when it lost a
+    /// race and must re-read.
+    async fn try_reopen(&self, run_id: &str) -> Result<Option<bool>, CosmosError> {
+        let Some((stored, etag)) = self.read_document(run_id).await? else {
+            return Ok(Some(false));
+        };
+        if stored_state(&stored) != Some(RunState::Failed) {
+            return Ok(Some(false));
+        }
+        let document = status_document(stored, run_id, RunState::Running, &None);
+        let mut options = ItemWriteOptions::default();
+        if let Some(etag) = etag {
+            options = options.with_precondition(Precondition::if_match(etag));
+        }
+        let replaced = retry_transient("replace status", || {
             self.container
                 .replace_item(run_id.to_owned(), run_id, &document, Some(options.clone()))
         })
@@ -268,6 +301,25 @@ impl StatusStore for CosmosStatusStore {
             Err(error) if status_code(&error) == 404 => Ok(()),
             Err(error) => Err(failure("touch", run_id, &error)),
         }
+    }
+
+    /// Read with ETag; if `failed`, replace with `running` (no
+    /// `finalStatus`) under `If-Match`, re-reading after a lost race.
+    async fn reopen_failed(&self, run_id: &str) -> Result<bool, StoreError> {
+        check_run_id(run_id)?;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let attempt = self.try_reopen(run_id).await;
+            match attempt.map_err(|error| failure("reopen", run_id, &error))? {
+                Some(reopened) => return Ok(reopened),
+                None => tokio::task::yield_now().await,
+            }
+        }
+        Err(StoreError::new(
+            SERVICE,
+            format!(
+                "reopening the status of run '{run_id}' lost {MAX_WRITE_ATTEMPTS} races with other writers; retry later"
+            ),
+        ))
     }
 }
 

@@ -4,7 +4,9 @@
 
 use std::process::{Child, Command, Stdio};
 
-use flowcraft_azure::backend::AzureConfig;
+use flowcraft_azure::backend::{AccountSetting, AzureConfig};
+use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
 
 /// The local services' settings, with a queue and database of this test's own.
 pub fn azure_config(tag: &str) -> AzureConfig {
@@ -14,8 +16,9 @@ pub fn azure_config(tag: &str) -> AzureConfig {
         })
     };
     AzureConfig {
-        storage_connection_string: variable("AZURE_STORAGE_CONNECTION_STRING"),
-        cosmos_connection_string: variable("COSMOS_DB_CONNECTION_STRING"),
+        storage: AccountSetting::ConnectionString(variable("AZURE_STORAGE_CONNECTION_STRING")),
+        cosmos: AccountSetting::ConnectionString(variable("COSMOS_DB_CONNECTION_STRING")),
+        credential: None,
         redis_url: variable("REDIS_URL"),
         queue: format!("{tag}-{}", std::process::id()),
         database: format!("flowcraft-{tag}-{}", std::process::id()),
@@ -62,12 +65,21 @@ impl Workers {
     }
 }
 
-/// The command line of one worker on `config`'s queue and database (stdout
-/// discarded, stderr inherited, log level warn).
+/// The command line of one worker on `config`'s queue and database with the
+/// example bundles (stdout discarded, stderr inherited, log level warn).
 pub fn worker_command(config: &AzureConfig, blueprints: &std::path::Path) -> Command {
+    worker_command_with(config, blueprints, &super::dist())
+}
+
+/// Like [`worker_command`], with the bundles of `plugins`.
+pub fn worker_command_with(
+    config: &AzureConfig,
+    blueprints: &std::path::Path,
+    plugins: &std::path::Path,
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"));
     command
-        .args(["--plugins", super::dist().to_str().unwrap()])
+        .args(["--plugins", plugins.to_str().unwrap()])
         .args(["--blueprints", blueprints.to_str().unwrap()])
         .arg("--create-resources")
         .env("FLOWCRAFT_QUEUE", &config.queue)
@@ -82,6 +94,28 @@ impl Drop for Workers {
         for child in self.0.get_mut().unwrap().iter_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// The node runner of a test's client engine, which starts, resumes and
+/// inspects runs but never runs nodes (like `flowcraft-host start` without
+/// `--plugins`): node types stay unpinned, workers use what they loaded.
+pub struct NoRunner;
+
+impl NodeRunner for NoRunner {
+    fn implements(&self, _: &str) -> bool {
+        true
+    }
+
+    fn pin(&self, _: &Blueprint) -> Result<Pins, PinError> {
+        Ok(Pins::new())
+    }
+
+    async fn run(&self, call: NodeCall) -> NodeOutcome {
+        NodeOutcome {
+            context: call.context,
+            result: Err(NodeFailure::fatal("the test process runs no nodes")),
         }
     }
 }

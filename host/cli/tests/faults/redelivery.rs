@@ -1,0 +1,123 @@
+//! Scenario 1, redelivery: the queue stand-in stores every message twice,
+//! the copy 0.3–1.5 s later than the original, so every job (start jobs,
+//! successors, retries) is delivered twice and out of order. The runs must
+//! end exactly as their single-delivery references, every node attempt must
+//! run once, every job must have been enqueued once, and every run's final
+//! status must be published once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{
+    Fleet, Reference, Row, Service, Stand, differences, terminal_publications, unique,
+};
+use crate::{SERIAL, mixed_blueprint, seed};
+
+const RUNS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_delivered_twice_and_out_of_order_changes_nothing() {
+    let _turn = SERIAL.lock().await;
+    let blueprint = mixed_blueprint();
+    let stand = Stand::new("redeliver", std::slice::from_ref(&blueprint)).await;
+    let reference = Reference::load().await;
+    let queue = stand.config.queue.clone();
+    stand.control.journal_sends(&queue).await;
+    stand
+        .control
+        .journal_statuses(&stand.config.status_container)
+        .await;
+    stand
+        .control
+        .inject(
+            Service::Queue,
+            json!([{"effect": "duplicate", "match": "message.send", "path": format!("/{queue}/"),
+                    "minDelayMs": 300, "maxDelayMs": 1500}]),
+        )
+        .await;
+    let fleet = Fleet::spawn(
+        &stand,
+        2,
+        &["--concurrency", "8", "--visibility-timeout", "10"],
+    );
+
+    let tag = unique();
+    let runs: Vec<String> = (0..RUNS).map(|i| format!("redeliver-{i}-{tag}")).collect();
+    for (i, run) in runs.iter().enumerate() {
+        stand.start("mixed", run, &seed(i)).await;
+    }
+    let reports = stand
+        .wait_all(&runs, Duration::from_secs(120), Some(&fleet))
+        .await;
+    // Let every duplicate arrive and be handled before counting.
+    stand.drained(Duration::from_secs(60), &fleet).await;
+    let injected = stand.control.clear(Service::Queue).await;
+
+    let expected = reference
+        .run_each(&blueprint, (0..RUNS).map(seed).collect())
+        .await;
+    let mut problems = Vec::new();
+    let mut completed = 0;
+    for (run, expected) in runs.iter().zip(&expected) {
+        let Some(report) = reports.get(run) else {
+            continue;
+        };
+        let diff = differences(report, expected, &blueprint);
+        if diff.is_empty() {
+            completed += 1;
+        } else {
+            problems.push(format!("run {run}: {}", diff.join("; ")));
+        }
+    }
+    let (repeated, executions) = {
+        let ledger = fleet.ledger.lock().unwrap();
+        let executions: usize = runs.iter().map(|r| ledger.of_run(r)).sum();
+        (ledger.repeated(&runs), executions)
+    };
+    let mut sends: BTreeMap<(String, String, Option<u32>, String), usize> = BTreeMap::new();
+    for job in stand.control.sent_jobs().await {
+        let signal = job.signal.map(|s| format!("{s:?}")).unwrap_or_default();
+        *sends
+            .entry((job.run_id, job.node_id, job.attempt, signal))
+            .or_default() += 1;
+    }
+    let sent_twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
+    let changes = stand.control.status_changes(&stand.config.database).await;
+    let publications = terminal_publications(&changes);
+    let republished: Vec<_> = publications.iter().filter(|(_, n)| **n != 1).collect();
+
+    Row {
+        scenario: "1 redelivery".into(),
+        runs: RUNS,
+        faults_injected: injected,
+        runs_completed: completed,
+        runs_failed_as_designed: 0,
+        runs_lost: RUNS - reports.len(),
+        duplicate_effects: repeated.len() + sent_twice.len() + republished.len(),
+        notes: format!(
+            "{injected} duplicate deliveries; node executions {}; jobs enqueued {}; final statuses {}",
+            executions,
+            sends.len(),
+            publications.values().sum::<usize>(),
+        ),
+    }
+    .record();
+    assert!(
+        injected >= (RUNS * 15) as u64,
+        "only {injected} duplicates injected"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_eq!(completed, RUNS);
+    assert!(
+        repeated.is_empty(),
+        "node attempts run more than once: {repeated:?}"
+    );
+    assert!(
+        sent_twice.is_empty(),
+        "jobs enqueued more than once: {sent_twice:?}"
+    );
+    assert_eq!(publications.len(), RUNS, "final statuses: {publications:?}");
+    assert!(republished.is_empty(), "{republished:?}");
+}
