@@ -29,17 +29,35 @@ struct Distributed {
 }
 
 impl Distributed {
-    async fn timers_pending(&self, run_id: &str) -> bool {
-        self.engine
+    /// Whether an awaiting run still has work under way: a pending timer,
+    /// or a subflow child that is no longer awaiting (a resumed child runs
+    /// and ends, then its parent collects it).
+    async fn busy(&self, run_id: &str) -> bool {
+        let awaiting = self
+            .engine
             .backend()
-            .read_progress(run_id, |p| {
-                p.awaiting
-                    .values()
-                    .any(|reason| matches!(reason, AwaitReason::Timer { .. }))
-            })
+            .read_progress(run_id, |p| p.awaiting.values().cloned().collect::<Vec<_>>())
             .await
             .expect("redis answers")
-            .unwrap_or(false)
+            .unwrap_or_default();
+        for reason in awaiting {
+            match reason {
+                AwaitReason::Timer { .. } => return true,
+                AwaitReason::Subflow { child_run_id } => {
+                    let child = self
+                        .engine
+                        .report(&child_run_id)
+                        .await
+                        .expect("stores answer");
+                    if child.state != RunState::Awaiting || Box::pin(self.busy(&child_run_id)).await
+                    {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
     }
 }
 
@@ -59,7 +77,7 @@ impl Driver for Distributed {
             let report = self.engine.report(run_id).await.expect("stores answer");
             let settled = report.state.is_terminal()
                 || (report.state == RunState::Awaiting
-                    && (stop_at_timers || !self.timers_pending(run_id).await));
+                    && (stop_at_timers || !self.busy(run_id).await));
             if settled || Instant::now() > deadline {
                 return report;
             }

@@ -460,3 +460,34 @@ async fn a_crash_before_the_fallback_handover_still_runs_the_fallback() {
     assert_eq!(report.state, RunState::Completed);
     assert_eq!(report.context["_outputs.F"], json!("rescued"));
 }
+
+/// Queue Storage delays a message by at most 7 days, so a longer sleep is a
+/// chain of wake-ups: one that arrives before `wakeUpAt` waits again instead
+/// of resuming the node.
+#[tokio::test]
+async fn a_sleep_longer_than_the_longest_queue_delay_is_chained() {
+    use flowcraft_core::store::{Job, JobSignal};
+    let eight_days_ms = 8 * 24 * 3_600 * 1_000_u64;
+    let (engine, mut receiver, id) = engine(&format!(
+        r#"{{"id":"nap","nodes":[{{"id":"S","uses":"sleep","params":{{"duration":{eight_days_ms}}}}},
+            {{"id":"B","uses":"const","params":{{"value":1}}}}],"edges":[{{"source":"S","target":"B"}}]}}"#
+    ));
+    let run = engine
+        .start_run(&id, Some("nap".into()), ContextMap::new())
+        .await
+        .unwrap();
+    let start = receiver.try_recv().expect("the sleep job");
+    engine.handle(&start).await.unwrap();
+    assert_eq!(engine.backend().pending_timers(), 1, "the first wake-up");
+    let mut early = Job::new(&run, &id, "S");
+    early.signal = Some(JobSignal::Wake);
+    engine.handle(&early).await.unwrap();
+    assert_eq!(
+        engine.backend().pending_timers(),
+        2,
+        "an early wake-up schedules the next one"
+    );
+    let report = engine.report(&run).await.unwrap();
+    assert_eq!(report.state, RunState::Awaiting);
+    assert!(receiver.try_recv().is_err(), "B must not be scheduled yet");
+}
