@@ -14,8 +14,9 @@
 //   {"effect": "reset"}
 //        destroy the connection without an answer (an unreachable service, as seen by a client);
 //   {"effect": "duplicate", "minDelayMs": 0, "maxDelayMs": 300}
-//        (queue message sends only) store the message, then store the same message once more after a
-//        random delay in [minDelayMs, maxDelayMs]: every job is delivered twice, in an arbitrary order.
+//        (queue only, requests that enqueue work: message sends, and updates that replace a message's
+//        text) serve the request, then store a message with the same text once more after a random
+//        delay in [minDelayMs, maxDelayMs]: every job is delivered twice, in an arbitrary order.
 // and, optionally, for at most `count` requests, during `forMs` milliseconds from now, to every
 // `every`-th matching request (default 1), or with probability `probability` (0..1).
 
@@ -53,11 +54,15 @@ export class Faults {
     return this.configure([]);
   }
 
-  /** The rule to apply to a request of `kind` at `path`, if any (and counts it as injected). */
-  pick(kind, path) {
+  /**
+   * The rule to apply to a request of `kind` at `path`, if any (and counts it as injected); `enqueues`
+   * says whether the request stores a job (only those can be duplicated).
+   */
+  pick(kind, path, enqueues = false) {
     const now = Date.now();
     for (const rule of this.rules) {
       if (!kind.startsWith(rule.match) || (rule.path && !path.includes(rule.path))) continue;
+      if (rule.effect === "duplicate" && !enqueues) continue;
       if (rule.remaining <= 0 || now > rule.until) continue;
       rule.seen += 1;
       if (rule.every && rule.seen % rule.every !== 0) continue;

@@ -11,15 +11,16 @@
 //   - inject faults on demand (faults.mjs: error statuses, connection resets, duplicated messages) at
 //     /_flowcraft/faults, and keep a journal of the messages sent to chosen queues:
 //     POST /_flowcraft/journal {"path": "<queue name>"} starts it (and empties it), GET answers
-//     {"entries": [{"queue", "text"}...], "pendingDuplicates": n} (each message text as sent, in arrival
-//     order, and how many injected duplicates are still to be stored).
+//     {"entries": [{"queue", "text"}...], "pendingDuplicates", "duplicatesStored", "duplicatesFailed"}
+//     (each message text as sent, in arrival order, and how many injected duplicates are still to be
+//     stored, were stored, or were refused).
 // Equivalent CLI flags: --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent
 // (telemetry is never initialised here; the access log and debug log are off).
 //
 // Usage: node queue-server.mjs [--host 127.0.0.1] [--port 10001] [--keep-alive-timeout 120]
 //        [--gc-interval-ms 60000]
 
-import { randomUUID } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import { Counters, portNumber } from "./counters.mjs";
 import { Faults, injectFailure } from "./faults.mjs";
 import http from "node:http";
@@ -120,14 +121,15 @@ function messageText(body) {
 /**
  * Sends `req` (whose body was consumed: `body`) to Azurite again through this port, unchanged except for
  * the replay mark (not a signed header, so its Shared Key signature stays valid); the answer goes to
- * `res`, or nowhere for an injected duplicate (then `done` is called once it is stored or failed).
+ * `res`, or nowhere for an injected duplicate (then `done` is called with the answer's status, 0 if
+ * there was none).
  */
 function replay(port, req, body, res, done) {
   const copy = http.request(
     { host: "127.0.0.1", port, method: req.method, path: req.url, headers: { ...req.headers, [REPLAY_HEADER]: "1" } },
     (answer) => {
       if (!res) {
-        answer.on("end", () => done?.());
+        answer.on("end", () => done?.(answer.statusCode));
         return answer.resume();
       }
       res.writeHead(answer.statusCode, answer.headers);
@@ -137,9 +139,41 @@ function replay(port, req, body, res, done) {
   copy.on("error", (err) => {
     if (res && !res.headersSent) sendJson(res, 502, { message: `replay failed: ${err.message}` });
     else console.error(`duplicate send failed: ${err.message}`);
-    done?.();
+    done?.(0);
   });
   copy.end(body);
+}
+
+/**
+ * The emulator's well-known account key (public, documented by Microsoft for Azurite and the storage
+ * emulator): the wrapper signs the duplicates it makes of rewritten messages with it.
+ */
+const EMULATOR_ACCOUNT_KEY =
+  "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/**
+ * A Put Message request (Shared Key signed, path-style as Azurite serves it) that stores a message with
+ * the text of the update request body `body` in `queue`: the request and its body, for `replay`.
+ */
+function signedSend(account, queue, body) {
+  const path = `/${account}/${queue}/messages`;
+  const headers = {
+    "content-type": "application/xml",
+    "content-length": String(body.length),
+    "x-ms-date": new Date().toUTCString(),
+    "x-ms-version": "2021-12-02",
+  };
+  const canonicalHeaders = Object.keys(headers)
+    .filter((name) => name.startsWith("x-ms-"))
+    .sort()
+    .map((name) => `${name}:${headers[name]}\n`)
+    .join("");
+  const stringToSign =
+    ["POST", "", "", headers["content-length"], "", headers["content-type"], "", "", "", "", "", ""].join("\n") +
+    "\n" + canonicalHeaders + `/${account}${path}`;
+  const signature = createHmac("sha256", Buffer.from(EMULATOR_ACCOUNT_KEY, "base64")).update(stringToSign, "utf8").digest("base64");
+  headers.authorization = `SharedKey ${account}:${signature}`;
+  return { req: { method: "POST", url: path, headers }, body };
 }
 
 /** The queue service's error answer (XML). */
@@ -224,7 +258,7 @@ async function main() {
   const [azuriteListener] = azuriteListeners;
   const counters = new Counters();
   const faults = new Faults();
-  const journal = { path: undefined, entries: [], pendingDuplicates: 0 };
+  const journal = { path: undefined, entries: [], pendingDuplicates: 0, duplicatesStored: 0, duplicatesFailed: 0 };
   const port = () => httpServer.address().port;
   httpServer.removeAllListeners("request");
   httpServer.on("request", async (req, res) => {
@@ -248,18 +282,30 @@ async function main() {
     }
     const kind = requestKind(req.method, url);
     res.on("finish", () => counters.record(kind, res.statusCode));
-    const rule = faults.pick(kind, url.pathname);
+    // A send, or an update that replaces a message's text (a worker handing its message on to the
+    // next job), enqueues work.
+    const enqueues =
+      kind === "message.send" || (kind === "message.update" && Number(req.headers["content-length"] ?? 0) > 0);
+    const rule = faults.pick(kind, url.pathname, enqueues);
     if (rule && rule.effect !== "duplicate") return injectFailure(rule, req, res, queueError);
-    const journaled = kind === "message.send" && journal.path && url.pathname.includes(journal.path);
-    if (!journaled && !(rule && kind === "message.send")) return azuriteListener(req, res);
+    const journaled = enqueues && journal.path && url.pathname.includes(journal.path);
+    if (!journaled && !rule) return azuriteListener(req, res);
     const body = await readBody(req);
-    if (journaled) journal.entries.push({ queue: url.pathname.split("/")[2], text: messageText(body) });
+    const queue = url.pathname.split("/")[2];
+    if (journaled) journal.entries.push({ queue, text: messageText(body) });
     replay(port(), req, body, res);
     if (rule) {
       const low = rule.minDelayMs ?? 0;
       const delay = low + Math.random() * Math.max(0, (rule.maxDelayMs ?? low) - low);
+      const account = url.pathname.split("/")[1];
+      const copy = kind === "message.send" ? { req, body } : signedSend(account, queue, body);
       journal.pendingDuplicates += 1;
-      setTimeout(() => replay(port(), req, body, undefined, () => (journal.pendingDuplicates -= 1)), delay);
+      const stored = (status) => {
+        journal.pendingDuplicates -= 1;
+        if (status === 201) journal.duplicatesStored += 1;
+        else journal.duplicatesFailed += 1;
+      };
+      setTimeout(() => replay(port(), copy.req, copy.body, undefined, stored), delay);
     }
   });
   httpServer.headersTimeout = opts.keepAliveTimeout * 1000 + 5000;

@@ -57,7 +57,7 @@ use azure_core::http::{
 use azure_core::time::OffsetDateTime;
 use azure_storage_queue::models::{
     QueueClientPeekMessagesOptions, QueueClientReceiveMessagesOptions,
-    QueueClientSendMessageOptions, QueueMessage,
+    QueueClientSendMessageOptions, QueueClientUpdateMessageOptions, QueueMessage,
 };
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::Engine as _;
@@ -340,20 +340,7 @@ impl AzureQueue {
         visibility: i32,
         ttl: Option<i32>,
     ) -> Result<String, QueueError> {
-        if text.len() > MAX_MESSAGE_BYTES {
-            return Err(self.invalid(
-                op,
-                format!(
-                    "message text is {} bytes; the service accepts at most {MAX_MESSAGE_BYTES} (64 KiB)",
-                    text.len()
-                ),
-            ));
-        }
-        let content: RequestContent<QueueMessage, XmlFormat> = QueueMessage {
-            message_text: Some(text.to_owned()),
-        }
-        .try_into()
-        .map_err(|e| self.invalid(op, format!("message text cannot be sent as XML: {e}")))?;
+        let content = self.message_content(op, text)?;
         let options = QueueClientSendMessageOptions {
             visibility_timeout: (visibility > 0).then_some(visibility),
             message_time_to_live: ttl,
@@ -469,18 +456,74 @@ impl AzureQueue {
         timeout: Duration,
     ) -> Result<Renewed, QueueError> {
         let op = format!("update visibility of message {}", message.id);
+        self.update(&op, message, None, timeout).await
+    }
+
+    /// Replaces the text of a received `message` with `text` and makes it
+    /// invisible for `timeout` from now, in one request: the message now
+    /// stands for other work (it reappears with the new text if its holder
+    /// dies). Returns its new pop receipt; the old one stops working.
+    pub async fn replace_text(
+        &self,
+        message: &ReceivedMessage,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<Renewed, QueueError> {
+        let op = format!("replace the text of message {}", message.id);
+        let content = self.message_content(&op, text)?;
+        self.update(&op, message, Some(content), timeout).await
+    }
+
+    /// A message body for `text`, or an error if the service would refuse it.
+    fn message_content(
+        &self,
+        op: &str,
+        text: &str,
+    ) -> Result<RequestContent<QueueMessage, XmlFormat>, QueueError> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(self.invalid(
+                op,
+                format!(
+                    "message text is {} bytes; the service accepts at most {MAX_MESSAGE_BYTES} (64 KiB)",
+                    text.len()
+                ),
+            ));
+        }
+        QueueMessage {
+            message_text: Some(text.to_owned()),
+        }
+        .try_into()
+        .map_err(|e| self.invalid(op, format!("message text cannot be sent as XML: {e}")))
+    }
+
+    async fn update(
+        &self,
+        op: &str,
+        message: &ReceivedMessage,
+        content: Option<RequestContent<QueueMessage, XmlFormat>>,
+        timeout: Duration,
+    ) -> Result<Renewed, QueueError> {
         let seconds = ceil_secs(timeout.min(MAX_VISIBILITY));
+        let options = QueueClientUpdateMessageOptions {
+            queue_message: content,
+            ..Default::default()
+        };
         let client = &self.inner.client;
         let response = self
-            .attempt(&op, || {
-                client.update_message(&message.id, &message.pop_receipt, seconds, None)
+            .attempt(op, || {
+                client.update_message(
+                    &message.id,
+                    &message.pop_receipt,
+                    seconds,
+                    Some(options.clone()),
+                )
             })
             .await
-            .map_err(|(e, _)| self.error(&op, e))?;
+            .map_err(|(e, _)| self.error(op, e))?;
         let headers = response.headers();
         let pop_receipt = headers
             .get_optional_str(&POP_RECEIPT)
-            .ok_or_else(|| self.malformed(&op, "the response has no x-ms-popreceipt header"))?
+            .ok_or_else(|| self.malformed(op, "the response has no x-ms-popreceipt header"))?
             .to_owned();
         let next_visible_on = headers
             .get_optional_str(&TIME_NEXT_VISIBLE)

@@ -16,18 +16,39 @@
 //! |---|---|
 //! | `v` | version, an integer: 1 at creation, +1 on every change |
 //! | `r` | the record, `RunProgress` as JSON |
-//! | `w` | token of the last write (lets a write retried after a lost reply recognise itself) |
+//! | `w` | token of the last write, unique to it (lets a write retried after a lost reply recognise itself; with `v`, names the record's state) |
 //!
 //! * create: one Lua script that writes the hash only if the key is absent;
-//! * read: `HMGET v r`, then the record is deserialized;
-//! * update: read, apply the change to the deserialized copy, then a Lua
-//!   compare-and-set that writes `r` and `v + 1` only if `v` is still the
-//!   version that was read. On a conflict the whole step (read, change, write)
-//!   is repeated after a short jittered back-off, at most
-//!   [`RedisOptions::max_attempts`] times; after that the update fails with
+//! * read: `HMGET v r w`, then the record is deserialized;
+//! * update: the change is applied to a copy of the record, which is written
+//!   by a Lua compare-and-set: it writes `r`, `w` and `v + 1` only if `v`
+//!   and `w` are still the ones the copy came from. On a conflict the script
+//!   answers the hash's current `v`, `r` and `w` instead, and the change is
+//!   applied again to that record, at most [`RedisOptions::max_attempts`]
+//!   times after a short jittered back-off; after that the update fails with
 //!   "progress of run R is contended". A change that leaves the record as it
 //!   was writes nothing. Scripts go out as `EVALSHA`, falling back to
 //!   `SCRIPT LOAD` when the server does not know them (after a restart).
+//!
+//! # Remembered records
+//!
+//! An update does not read the hash first when the store remembers the run:
+//! each store keeps the last `v`, `w` and record it read or wrote for up to
+//! [`RedisOptions::remembered_runs`] live runs (within
+//! [`RedisOptions::remembered_bytes`] of record JSON; the oldest are dropped
+//! first, finished runs are not kept). A job that read the run's progress
+//! and then settles costs one read and one compare-and-set. The remembered
+//! state is only ever a guess: the compare-and-set decides. If it is out of
+//! date (another worker or task changed the run, the record expired, or it
+//! was deleted and created anew), the script refuses the write and answers
+//! the current record in the same round trip, so the change is applied to
+//! that one; a run whose record is gone answers "unknown". Comparing `w` as
+//! well as `v` matters for the last case: `v` starts at 1 again for a record
+//! created anew, while `w` is a token unique to each write. A change that
+//! leaves a remembered record as it was still asks Redis whether that record
+//! is current (a compare-and-set that writes nothing), since its outcome
+//! must come from the record as it stands. Without a remembered run, an
+//! update reads the hash first (`HMGET v r w`), as it always did.
 //!
 //! # Expiry
 //!
@@ -53,6 +74,7 @@
 //! `StoreError { service: "redis", .. }` naming the operation, the run and
 //! the server (the URL without its password).
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,25 +110,31 @@ if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return 1
 "#;
 
-/// Compare-and-set on the version.
-/// KEYS[1] = progress key; ARGV = expected version, record JSON, write token, TTL seconds (0 = none).
-/// Returns 1 when written (or already written by this very token), 0 on a
-/// version conflict, -1 when the record does not exist.
+/// Compare-and-set on the version and the write token.
+/// KEYS[1] = progress key; ARGV = expected version, expected write token
+/// (empty when the hash has none), record JSON (empty: write nothing, only
+/// compare), this write's token, TTL seconds (0 = none).
+/// Returns the version now stored when written, or when it matched and
+/// nothing was to be written, or when this very token wrote it already; -1
+/// when the record does not exist; on a conflict, the current
+/// `[v, r, w]` (`w` empty when absent).
 const UPDATE_SCRIPT: &str = r#"
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-if v ~= ARGV[1] then
-  if redis.call('HGET', KEYS[1], 'w') == ARGV[3] then return 1 end
-  return 0
+local seen = redis.call('HMGET', KEYS[1], 'v', 'w')
+if not seen[1] then return -1 end
+local w = seen[2] or ''
+if seen[1] ~= ARGV[1] or w ~= ARGV[2] then
+  if w == ARGV[4] then return tonumber(seen[1]) end
+  return {seen[1], redis.call('HGET', KEYS[1], 'r'), w}
 end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 'w', ARGV[3])
-if tonumber(ARGV[4]) > 0 then
-  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+if ARGV[3] == '' then return tonumber(seen[1]) end
+local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'r', ARGV[3], 'w', ARGV[4])
+if tonumber(ARGV[5]) > 0 then
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
 else
   redis.call('PERSIST', KEYS[1])
 end
-return 1
+return v
 "#;
 
 /// Tuning of [`RedisCoordination`].
@@ -126,6 +154,14 @@ pub struct RedisOptions {
     pub connect_timeout: Duration,
     /// Limit for one command's reply. Default: 5 s.
     pub response_timeout: Duration,
+    /// How many live runs' records the store remembers, so that an update
+    /// needs no read first (see the module docs); 0 turns this off.
+    /// Default: 4096.
+    pub remembered_runs: usize,
+    /// Bound on the JSON size of the remembered records together (a record
+    /// takes a few times its JSON size in memory); a record over an eighth
+    /// of it is not remembered. Default: 8 MiB.
+    pub remembered_bytes: usize,
 }
 
 impl Default for RedisOptions {
@@ -136,6 +172,8 @@ impl Default for RedisOptions {
             max_backoff: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
+            remembered_runs: 4096,
+            remembered_bytes: 8 << 20,
         }
     }
 }
@@ -161,6 +199,8 @@ struct Inner {
     /// Source of write tokens.
     tokens: AtomicU64,
     random: RandomState,
+    /// What this store last saw of each live run's hash.
+    memory: Memory,
 }
 
 /// The shared connection and what the last attempt to make one did.
@@ -181,10 +221,44 @@ struct Conn {
     connection: MultiplexedConnection,
 }
 
-/// What the progress hash holds, as read.
-struct Stored {
+/// One state of a run's progress hash: its version, write token and record.
+#[derive(Clone)]
+struct Seen {
     version: i64,
-    record: String,
+    /// `w` (empty when the hash has none).
+    token: String,
+    record: Arc<RunProgress>,
+    /// The length of the record's JSON, its weight in [`Memory`].
+    size: usize,
+}
+
+/// What the update script answered.
+enum Cas {
+    /// The version now stored (after this write, or the one compared).
+    Written(i64),
+    /// The record does not exist.
+    Missing,
+    /// Another state is current: its `v`, `r` (absent if the hash has
+    /// none) and `w`.
+    Conflict(i64, Option<String>, String),
+}
+
+impl redis::FromRedisValue for Cas {
+    fn from_redis_value(value: redis::Value) -> Result<Self, redis::ParsingError> {
+        match value {
+            redis::Value::Int(-1) => Ok(Cas::Missing),
+            redis::Value::Int(version) => Ok(Cas::Written(version)),
+            redis::Value::Array(items) if items.len() == 3 => {
+                let mut items = items.into_iter();
+                let mut next = || items.next().unwrap_or_default();
+                let version = redis::from_redis_value(next())?;
+                let record = redis::from_redis_value(next())?;
+                let token = redis::from_redis_value::<Option<String>>(next())?;
+                Ok(Cas::Conflict(version, record, token.unwrap_or_default()))
+            }
+            other => Err(format!("unexpected reply of the update script: {other:?}").into()),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisCoordination {
@@ -220,6 +294,7 @@ impl RedisCoordination {
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout));
+        let memory = Memory::new(options.remembered_runs, options.remembered_bytes);
         let store = Self {
             inner: Arc::new(Inner {
                 client,
@@ -232,6 +307,7 @@ impl RedisCoordination {
                 update: Script::new(UPDATE_SCRIPT),
                 tokens: AtomicU64::new(0),
                 random: RandomState::new(),
+                memory,
             }),
         };
         store.pong().await.map_err(|err| {
@@ -394,9 +470,10 @@ impl RedisCoordination {
         .0
     }
 
-    /// Reads `v` and `r` of the run's hash.
-    async fn fetch(&self, key: &str) -> Result<Option<Stored>, RedisError> {
-        let (version, record): (Option<i64>, Option<String>) = self
+    /// Reads the run's hash (`HMGET v r w`) and deserializes the record;
+    /// remembers what it read (see [`Self::remember`]).
+    async fn fetch(&self, run_id: &str, key: &str) -> Result<Option<Seen>, StoreError> {
+        let (version, record, token): (Option<i64>, Option<String>, Option<String>) = self
             .retrying(
                 RetryPolicy::DEFAULT,
                 "read progress",
@@ -405,50 +482,68 @@ impl RedisCoordination {
                         .arg(key)
                         .arg("v")
                         .arg("r")
+                        .arg("w")
                         .query_async(&mut conn.connection)
                         .await;
                     (conn, reply)
                 },
             )
-            .await?;
-        Ok(match (version, record) {
-            (Some(version), Some(record)) => Some(Stored { version, record }),
-            _ => None,
+            .await
+            .map_err(|err| self.error("read progress", Some(run_id), &err))?;
+        let (Some(version), Some(record)) = (version, record) else {
+            self.inner.memory.forget(run_id);
+            return Ok(None);
+        };
+        let seen = self.seen(run_id, version, record, token.unwrap_or_default())?;
+        self.remember(run_id, &seen);
+        Ok(Some(seen))
+    }
+
+    /// A state of the run's hash as read, with its record deserialized.
+    fn seen(
+        &self,
+        run_id: &str,
+        version: i64,
+        raw: String,
+        token: String,
+    ) -> Result<Seen, StoreError> {
+        let record = self.decode(run_id, &raw).inspect_err(|_| {
+            self.inner.memory.forget(run_id);
+        })?;
+        Ok(Seen {
+            version,
+            token,
+            record: Arc::new(record),
+            size: raw.len(),
         })
     }
 
-    /// The run's record (`HGET r`), deserialized.
-    async fn record(&self, run_id: &str) -> Result<Option<RunProgress>, StoreError> {
-        let key = progress_key(run_id);
-        let raw: Option<String> = self
-            .retrying(RetryPolicy::DEFAULT, "read progress", |mut conn| {
-                let key = &key;
-                async move {
-                    let reply = redis::cmd("HGET")
-                        .arg(key)
-                        .arg("r")
-                        .query_async(&mut conn.connection)
-                        .await;
-                    (conn, reply)
-                }
-            })
-            .await
-            .map_err(|err| self.error("read progress", Some(run_id), &err))?;
-        raw.map(|raw| self.decode(run_id, &raw)).transpose()
+    /// Remembers `seen` as the latest known state of the run's hash, unless
+    /// the run is over (a finished run's record is rarely written again).
+    /// Whether the remembered state is current matters only for the number
+    /// of round trips, never for correctness: every write is compared with
+    /// the hash as it stands.
+    fn remember(&self, run_id: &str, seen: &Seen) {
+        if seen.record.state.is_terminal() {
+            self.inner.memory.forget(run_id);
+        } else {
+            self.inner.memory.put(run_id, seen.clone());
+        }
     }
 
     /// Runs a write script; while the connection breaks or cannot be made,
     /// runs it again on a fresh one after a short back-off (within
     /// [`RetryPolicy::DEFAULT`]). The write token makes a repeated run
-    /// report success (1) if an earlier one was applied and nothing was
-    /// written since; any other answer after a broken write leaves the
-    /// outcome unknown, so it is an error.
-    async fn write(
+    /// report success (a reply that `applied` accepts) if an earlier one
+    /// was applied and nothing was written since; any other answer after a
+    /// broken write leaves the outcome unknown, so it is an error.
+    async fn write<T: redis::FromRedisValue>(
         &self,
         operation: &str,
         run_id: &str,
         invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<i64, StoreError> {
+        applied: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
         let mut lost: Option<RedisError> = None;
         let mut backoff = Backoff::new(RetryPolicy::DEFAULT);
         loop {
@@ -462,7 +557,7 @@ impl RedisCoordination {
             };
             match invocation.invoke_async(&mut conn.connection).await {
                 Ok(reply) => match lost {
-                    Some(err) if reply != 1 => {
+                    Some(err) if !applied(&reply) => {
                         return Err(StoreError::new(
                             SERVICE,
                             format!(
@@ -575,18 +670,34 @@ impl CoordinationStore for RedisCoordination {
     async fn create_progress(&self, progress: &RunProgress) -> Result<bool, StoreError> {
         let run_id = progress.run_id.as_str();
         let record = self.encode(run_id, progress)?;
+        let size = record.len();
+        let token = self.token();
         let mut invocation = self.inner.create.prepare_invoke();
         invocation
             .key(progress_key(run_id))
             .arg(record)
-            .arg(self.token())
+            .arg(&token)
             .arg(self.ttl_for(progress));
-        let created = self.write("create progress", run_id, &invocation).await?;
+        let created: i64 = self
+            .write("create progress", run_id, &invocation, |reply| *reply == 1)
+            .await?;
+        if created == 1 {
+            // Version 1 with this token: the script answers 1 for this very
+            // token only while nothing else was written.
+            let seen = Seen {
+                version: 1,
+                token,
+                record: Arc::new(progress.clone()),
+                size,
+            };
+            self.remember(run_id, &seen);
+        }
         Ok(created == 1)
     }
 
     async fn load_progress(&self, run_id: &str) -> Result<Option<RunProgress>, StoreError> {
-        self.record(run_id).await
+        let seen = self.fetch(run_id, &progress_key(run_id)).await?;
+        Ok(seen.map(|seen| Arc::unwrap_or_clone(seen.record)))
     }
 
     async fn read_progress<T, F>(&self, run_id: &str, read: F) -> Result<Option<T>, StoreError>
@@ -594,7 +705,8 @@ impl CoordinationStore for RedisCoordination {
         T: Send + 'static,
         F: FnOnce(&RunProgress) -> T + Send,
     {
-        Ok(self.record(run_id).await?.as_ref().map(read))
+        let seen = self.fetch(run_id, &progress_key(run_id)).await?;
+        Ok(seen.map(|seen| read(&seen.record)))
     }
 
     async fn update_progress<T, F>(
@@ -608,37 +720,87 @@ impl CoordinationStore for RedisCoordination {
     {
         let key = progress_key(run_id);
         let attempts = self.inner.options.max_attempts.max(1);
-        for attempt in 1..=attempts {
-            let Some(stored) = self
-                .fetch(&key)
-                .await
-                .map_err(|err| self.error("read progress (for update)", Some(run_id), &err))?
-            else {
-                return Ok(None);
-            };
-            let mut record = self.decode(run_id, &stored.record)?;
+        // The state the next compare-and-set expects, and whether it was
+        // read during this call (rather than remembered from before it).
+        let (mut base, mut fresh) = match self.inner.memory.get(run_id) {
+            Some(seen) => (seen, false),
+            None => match self.fetch(run_id, &key).await? {
+                Some(seen) => (seen, true),
+                None => return Ok(None),
+            },
+        };
+        // Compare-and-sets from a fresh state that lost to another writer.
+        let mut lost = 0;
+        loop {
+            let mut record = RunProgress::clone(&base.record);
             let outcome = change(&mut record);
-            let raw = self.encode(run_id, &record)?;
-            if raw == stored.record {
-                // Nothing changed: the read was a consistent snapshot.
+            let unchanged = record == *base.record;
+            if unchanged && fresh {
+                // Nothing to write, and the state was current during this call.
                 return Ok(Some(outcome));
             }
+            // A record left unchanged is not written, but its state is
+            // compared all the same: the outcome must not come from an
+            // outdated record.
+            let raw = if unchanged {
+                String::new()
+            } else {
+                self.encode(run_id, &record)?
+            };
+            let size = raw.len();
+            let token = self.token();
             let mut invocation = self.inner.update.prepare_invoke();
             invocation
                 .key(&key)
-                .arg(stored.version)
+                .arg(base.version)
+                .arg(&base.token)
                 .arg(raw)
-                .arg(self.token())
+                .arg(&token)
                 .arg(self.ttl_for(&record));
-            let written = self.write("update progress", run_id, &invocation).await?;
-            match written {
-                1 => return Ok(Some(outcome)),
-                -1 => return Ok(None),
-                _ if attempt < attempts => {
-                    tracing::trace!(run_id, attempt, "progress update conflict; retrying");
-                    tokio::time::sleep(self.backoff(run_id, attempt)).await;
+            // A compare-only call writes nothing, so any answer to it is sure.
+            let reply: Cas = self
+                .write("update progress", run_id, &invocation, |reply| {
+                    unchanged || matches!(reply, Cas::Written(_))
+                })
+                .await?;
+            match reply {
+                Cas::Written(_) if unchanged => return Ok(Some(outcome)),
+                Cas::Written(version) => {
+                    let seen = Seen {
+                        version,
+                        token,
+                        record: Arc::new(record),
+                        size,
+                    };
+                    self.remember(run_id, &seen);
+                    return Ok(Some(outcome));
                 }
-                _ => {}
+                Cas::Missing | Cas::Conflict(_, None, _) => {
+                    self.inner.memory.forget(run_id);
+                    return Ok(None);
+                }
+                Cas::Conflict(version, Some(raw), token) => {
+                    let current = self.seen(run_id, version, raw, token)?;
+                    self.remember(run_id, &current);
+                    if fresh {
+                        lost += 1;
+                        if lost >= attempts {
+                            break;
+                        }
+                        tracing::trace!(
+                            run_id,
+                            attempt = lost,
+                            "progress update conflict; retrying"
+                        );
+                        tokio::time::sleep(self.backoff(run_id, lost)).await;
+                    } else {
+                        // Only the remembered state was out of date: the
+                        // answer is the read an update without it makes.
+                        tracing::trace!(run_id, "remembered progress was out of date; retrying");
+                    }
+                    base = current;
+                    fresh = true;
+                }
             }
         }
         Err(StoreError::new(
@@ -647,6 +809,114 @@ impl CoordinationStore for RedisCoordination {
                 "progress of run {run_id} is contended: {attempts} compare-and-set attempts lost to concurrent updates"
             ),
         ))
+    }
+}
+
+/// The last state of each live run's hash a store read or wrote, at most
+/// `runs` of them with records of at most `bytes` of JSON together: two
+/// generations of up to half that each; a state goes into the young one
+/// (also when it is looked up in the old one), and when the young one is
+/// full it becomes the old one and the old one is dropped. Approximately
+/// least recently used, in constant time per operation.
+struct Memory {
+    /// Bounds of one generation.
+    runs: usize,
+    bytes: usize,
+    generations: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    young: Generation,
+    old: Generation,
+}
+
+#[derive(Default)]
+struct Generation {
+    states: HashMap<String, Seen>,
+    /// Total weight of `states` (see [`weight`]).
+    bytes: usize,
+}
+
+/// What a remembered state counts against the byte bound.
+fn weight(run_id: &str, seen: &Seen) -> usize {
+    run_id.len() + seen.token.len() + seen.size
+}
+
+impl Generation {
+    fn remove(&mut self, run_id: &str) -> Option<Seen> {
+        let seen = self.states.remove(run_id)?;
+        self.bytes -= weight(run_id, &seen);
+        Some(seen)
+    }
+}
+
+impl Memory {
+    fn new(runs: usize, bytes: usize) -> Self {
+        Self {
+            runs: runs.div_ceil(2),
+            bytes: bytes / 2,
+            generations: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Generations> {
+        // Every change below leaves `Generations` consistent before it can panic.
+        self.generations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, run_id: &str) -> Option<Seen> {
+        if self.runs == 0 {
+            return None;
+        }
+        let mut generations = self.lock();
+        if let Some(seen) = generations.young.states.get(run_id) {
+            return Some(seen.clone());
+        }
+        let seen = generations.old.remove(run_id)?;
+        self.insert(&mut generations, run_id, seen.clone());
+        Some(seen)
+    }
+
+    fn put(&self, run_id: &str, seen: Seen) {
+        if self.runs == 0 {
+            return;
+        }
+        let mut generations = self.lock();
+        generations.old.remove(run_id);
+        generations.young.remove(run_id);
+        // A record this large would push out many others.
+        if weight(run_id, &seen) <= self.bytes / 4 {
+            self.insert(&mut generations, run_id, seen);
+        }
+    }
+
+    fn forget(&self, run_id: &str) {
+        if self.runs == 0 {
+            return;
+        }
+        let mut generations = self.lock();
+        generations.old.remove(run_id);
+        generations.young.remove(run_id);
+    }
+
+    /// Adds a state of a run that neither generation holds.
+    fn insert(&self, generations: &mut Generations, run_id: &str, seen: Seen) {
+        let added = weight(run_id, &seen);
+        let young = &generations.young;
+        if young.states.len() >= self.runs || young.bytes + added > self.bytes {
+            generations.old = std::mem::take(&mut generations.young);
+        }
+        generations.young.bytes += added;
+        generations.young.states.insert(run_id.to_owned(), seen);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let generations = self.lock();
+        generations.young.states.len() + generations.old.states.len()
     }
 }
 
@@ -702,6 +972,103 @@ mod tests {
         );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact("not a url :pw@"), "<unparseable URL>");
+    }
+
+    fn state(version: i64, size: usize) -> Seen {
+        Seen {
+            version,
+            token: String::new(),
+            record: Arc::new(RunProgress::new(
+                "run",
+                "bp",
+                flowcraft_core::runner::Pins::default(),
+                10,
+            )),
+            size,
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_by_runs() {
+        let memory = Memory::new(4, 1 << 20);
+        for i in 0..100 {
+            memory.put(&format!("run-{i}"), state(i, 10));
+            assert!(memory.len() <= 4, "{} states after {i}", memory.len());
+        }
+        // The latest ones are kept, the oldest dropped.
+        assert_eq!(memory.get("run-99").map(|s| s.version), Some(99));
+        assert!(memory.get("run-0").is_none());
+        // Looking a state up keeps it: run-98 outlives the rotations that
+        // drop its peers.
+        for i in 100..110 {
+            assert_eq!(memory.get("run-98").map(|s| s.version), Some(98));
+            memory.put(&format!("run-{i}"), state(i, 10));
+        }
+        assert!(memory.get("run-98").is_some());
+        assert!(memory.get("run-101").is_none());
+        // A newer state replaces the remembered one; forgetting removes it.
+        memory.put("run-98", state(120, 10));
+        assert_eq!(memory.get("run-98").map(|s| s.version), Some(120));
+        memory.forget("run-98");
+        assert!(memory.get("run-98").is_none());
+    }
+
+    #[test]
+    fn memory_is_bounded_by_bytes() {
+        let memory = Memory::new(1000, 8000);
+        for i in 0..100 {
+            memory.put(&format!("run-{i:02}"), state(i, 394));
+            let generations = memory.lock();
+            assert!(generations.young.bytes + generations.old.bytes <= 8000);
+        }
+        // 400 bytes each: at most 20 fit.
+        assert!(memory.len() <= 20 && memory.len() >= 10, "{}", memory.len());
+        // Too large for the bound: not remembered, and not kept in an old state either.
+        memory.put("run-99", state(7, 1500));
+        assert!(memory.get("run-99").is_none());
+        assert_eq!(memory.get("run-98").map(|s| s.version), Some(98));
+    }
+
+    #[test]
+    fn memory_can_be_off() {
+        let memory = Memory::new(0, 1 << 20);
+        memory.put("run", state(1, 10));
+        assert!(memory.get("run").is_none());
+        assert_eq!(memory.len(), 0);
+    }
+
+    #[test]
+    fn update_replies_parse() {
+        use redis::{FromRedisValue, Value};
+        assert!(matches!(
+            Cas::from_redis_value(Value::Int(-1)),
+            Ok(Cas::Missing)
+        ));
+        assert!(matches!(
+            Cas::from_redis_value(Value::Int(7)),
+            Ok(Cas::Written(7))
+        ));
+        let conflict = Value::Array(vec![
+            Value::BulkString(b"5".to_vec()),
+            Value::BulkString(b"{}".to_vec()),
+            Value::BulkString(b"tok".to_vec()),
+        ]);
+        match Cas::from_redis_value(conflict) {
+            Ok(Cas::Conflict(5, Some(record), token)) => {
+                assert_eq!((record.as_str(), token.as_str()), ("{}", "tok"));
+            }
+            _ => panic!("not a conflict"),
+        }
+        let gone = Value::Array(vec![
+            Value::BulkString(b"5".to_vec()),
+            Value::Nil,
+            Value::BulkString(Vec::new()),
+        ]);
+        assert!(matches!(
+            Cas::from_redis_value(gone),
+            Ok(Cas::Conflict(5, None, token)) if token.is_empty()
+        ));
+        assert!(Cas::from_redis_value(Value::Okay).is_err());
     }
 
     #[test]

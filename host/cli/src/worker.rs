@@ -10,6 +10,10 @@
 //!   the state of each run with a job running for a second or more (one Redis
 //!   read per run, not per job); a cancelled run's node is stopped, its result
 //!   dropped (no context write, no successors) and its message deleted;
+//! - runs a finished job's successor itself when the job scheduled one: it
+//!   rewrites the job's message into the successor's (one request, and the
+//!   successor reappears for another worker if this one dies) and runs it with
+//!   the context it just wrote, without a receive or a context read;
 //! - deletes a message once its job is handled; leaves it to reappear after a
 //!   backend outage; moves a message that cannot be decoded, names an unknown
 //!   run or blueprint too often, or keeps failing past the dequeue limit, to
@@ -31,7 +35,7 @@ use flowcraft_azure::queue::ReceivedMessage;
 use flowcraft_azure::wire;
 use flowcraft_core::engine::{Engine, EngineError};
 use flowcraft_core::progress::RunState;
-use flowcraft_core::store::{CoordinationStore, StatusStore};
+use flowcraft_core::store::{CoordinationStore, JobQueue, StatusStore};
 use flowcraft_plugins::PluginHost;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -252,25 +256,52 @@ async fn process(
         );
         return poison(engine, &message, &reason).await;
     }
-    let job = match wire::decode(&message.text) {
+    let mut message = message;
+    let mut job = match wire::decode(&message.text) {
         Ok(job) => job,
         Err(problem) => {
             return poison(engine, &message, &format!("undecodable message: {problem}")).await;
         }
     };
-    let renewal = renew_while_running(engine, &message, &job.run_id, visibility);
-    let mut cancelled = cancellations.watch(&job.run_id);
-    let outcome = tokio::select! {
-        outcome = engine.handle(&job) => outcome,
-        () = renewal => return,
-        () = cancelled.wait() => {
-            // Dropping the job's future stops the node (a WebAssembly call
-            // ends at its next await point) before it writes anything.
-            info!(run = %job.run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
-            if let Err(problem) = queue.delete(&message).await {
-                warn!(run = %job.run_id, node = %job.node_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
+    // A job that schedules a successor hands one back; this worker rewrites
+    // the message into it (one request instead of a delete and a send, and
+    // the successor stays durable: the message reappears with it if this
+    // worker dies) and runs it at once, with the context it just wrote.
+    let outcome = loop {
+        let renewal = renew_while_running(engine, &message, &job.run_id, visibility);
+        let mut cancelled = cancellations.watch(&job.run_id);
+        let outcome = tokio::select! {
+            outcome = engine.handle_continuing(&job) => outcome,
+            () = renewal => return,
+            () = cancelled.wait() => {
+                // Dropping the job's future stops the node (a WebAssembly call
+                // ends at its next await point) before it writes anything.
+                info!(run = %job.run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
+                if let Err(problem) = queue.delete(&message).await {
+                    warn!(run = %job.run_id, node = %job.node_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
+                }
+                return;
             }
-            return;
+        };
+        let next = match outcome {
+            Ok(Some(next)) => next,
+            other => break other.map(drop),
+        };
+        let text = wire::encode(&next);
+        match queue.replace_text(&message, &text, visibility).await {
+            Ok(renewed) => {
+                message.pop_receipt = renewed.pop_receipt;
+                message.text = text;
+                job = next;
+            }
+            Err(problem) => {
+                warn!(run = %next.run_id, node = %next.node_id, error = %problem, "could not rewrite the finished job's message; sending the next job instead");
+                break engine
+                    .backend()
+                    .enqueue(next, Duration::ZERO)
+                    .await
+                    .map_err(EngineError::from);
+            }
         }
     };
     match outcome {

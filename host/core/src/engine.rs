@@ -28,6 +28,7 @@
 //! transient) for the caller to dead-letter; a completed run whose final
 //! context is too large for its status is published without that copy.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,6 +256,29 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             self.publish(&progress, state, None).await?;
         }
         Ok(run_id)
+    }
+
+    /// Like [`handle`](Self::handle), but one job the step would enqueue
+    /// without delay (a successor) is answered instead, for a caller that
+    /// runs it next itself and has made it durable first: the Azure worker
+    /// rewrites the finished job's own message into it, one queue request
+    /// instead of a delete and a send. If the step fails after keeping a
+    /// job, the job is enqueued before the error is answered.
+    pub async fn handle_continuing(&self, job: &Job) -> Result<Option<Job>, EngineError> {
+        CONTINUATION
+            .scope(RefCell::new(Continuation::Wanted), async {
+                let outcome = self.handle(job).await;
+                let kept = CONTINUATION.with(|slot| slot.replace(Continuation::Wanted).into_job());
+                match (outcome, kept) {
+                    (Ok(()), kept) => Ok(kept),
+                    (Err(error), Some(kept)) => {
+                        self.backend.enqueue(kept, Duration::ZERO).await?;
+                        Err(error)
+                    }
+                    (Err(error), None) => Err(error),
+                }
+            })
+            .await
     }
 
     /// Handles one job.
@@ -1342,9 +1366,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         advance: &Advance,
     ) -> Result<(), EngineError> {
         for node in &advance.schedule {
-            self.backend
-                .enqueue(Job::new(run_id, &plan.blueprint.id, node), Duration::ZERO)
-                .await?;
+            let job = Job::new(run_id, &plan.blueprint.id, node);
+            if let Some(job) = keep_as_continuation(job) {
+                self.backend.enqueue(job, Duration::ZERO).await?;
+            }
         }
         Ok(())
     }
@@ -1478,6 +1503,42 @@ impl JobView {
             retries: progress.retries,
         }
     }
+}
+
+/// The slot of [`Engine::handle_continuing`] for the job it answers.
+enum Continuation {
+    Wanted,
+    Kept(Job),
+}
+
+impl Continuation {
+    fn into_job(self) -> Option<Job> {
+        match self {
+            Continuation::Wanted => None,
+            Continuation::Kept(job) => Some(job),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set while [`Engine::handle_continuing`] runs a job step.
+    static CONTINUATION: RefCell<Continuation>;
+}
+
+/// Keeps `job` for the caller of [`Engine::handle_continuing`] if it wants
+/// one and has none yet; otherwise gives it back to be enqueued.
+fn keep_as_continuation(job: Job) -> Option<Job> {
+    let mut job = Some(job);
+    // Outside `handle_continuing` there is no slot: enqueue.
+    let _ = CONTINUATION.try_with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if matches!(*slot, Continuation::Wanted)
+            && let Some(kept) = job.take()
+        {
+            *slot = Continuation::Kept(kept);
+        }
+    });
+    job
 }
 
 /// Time left until an RFC 3339 instant (zero when it has passed or does not parse).

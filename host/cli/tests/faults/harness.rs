@@ -187,7 +187,7 @@ impl Stand {
                 .approximate_count()
                 .await
                 .expect("queue answers");
-            if queued == 0 && self.control.pending_duplicates().await == 0 {
+            if queued == 0 && self.control.duplicates().await.0 == 0 {
                 return;
             }
             assert!(
@@ -647,11 +647,16 @@ impl Control {
             .collect()
     }
 
-    /// Injected duplicates not stored yet.
-    pub async fn pending_duplicates(&self) -> u64 {
+    /// Injected duplicates: (still to be stored, stored, refused by the queue).
+    pub async fn duplicates(&self) -> (u64, u64, u64) {
         let url = format!("{}/_flowcraft/journal", self.queue);
         let journal = self.call(reqwest::Method::GET, url, None).await;
-        journal["pendingDuplicates"].as_u64().unwrap_or(0)
+        let count = |key: &str| journal[key].as_u64().unwrap_or(0);
+        (
+            count("pendingDuplicates"),
+            count("duplicatesStored"),
+            count("duplicatesFailed"),
+        )
     }
 
     /// Starts the journal of `status` changes of the status documents.

@@ -33,7 +33,7 @@ async fn every_job_delivered_twice_and_out_of_order_changes_nothing() {
         .control
         .inject(
             Service::Queue,
-            json!([{"effect": "duplicate", "match": "message.send", "path": format!("/{queue}/"),
+            json!([{"effect": "duplicate", "match": "message.", "path": format!("/{queue}/"),
                     "minDelayMs": 300, "maxDelayMs": 1500}]),
         )
         .await;
@@ -53,7 +53,8 @@ async fn every_job_delivered_twice_and_out_of_order_changes_nothing() {
         .await;
     // Let every duplicate arrive and be handled before counting.
     stand.drained(Duration::from_secs(60), &fleet).await;
-    let injected = stand.control.clear(Service::Queue).await;
+    stand.control.clear(Service::Queue).await;
+    let (_, injected, refused) = stand.control.duplicates().await;
 
     let expected = reference
         .run_each(&blueprint, (0..RUNS).map(seed).collect())
@@ -104,9 +105,10 @@ async fn every_job_delivered_twice_and_out_of_order_changes_nothing() {
         ),
     }
     .record();
+    assert_eq!(refused, 0, "the queue refused injected duplicates");
     assert!(
         injected >= (RUNS * 15) as u64,
-        "only {injected} duplicates injected"
+        "only {injected} duplicates stored"
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert_eq!(completed, RUNS);
