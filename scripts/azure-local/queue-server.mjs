@@ -10,7 +10,7 @@
 //     port (`_flowcraft` can never be a storage account name, so it cannot shadow an Azurite route);
 //   - inject faults on demand (faults.mjs: error statuses, connection resets, duplicated messages) at
 //     /_flowcraft/faults, and keep a journal of the messages sent to chosen queues:
-//     POST /_flowcraft/journal {"path": "<queue name>"} starts it (and empties it), GET answers
+//     POST /_flowcraft/journal {"path": "<queue name>"} starts it (and zeroes it), GET answers
 //     {"entries": [{"queue", "text"}...], "pendingDuplicates", "duplicatesStored", "duplicatesFailed"}
 //     (each message text as sent, in arrival order, and how many injected duplicates are still to be
 //     stored, were stored, or were refused).
@@ -275,8 +275,7 @@ async function main() {
     if (await faults.control(req, res, url.pathname, readJson, sendJson)) return;
     if (url.pathname === "/_flowcraft/journal") {
       if (req.method === "POST") {
-        journal.path = (await readJson(req)).path;
-        journal.entries = [];
+        Object.assign(journal, { path: (await readJson(req)).path, entries: [], duplicatesStored: 0, duplicatesFailed: 0 });
       }
       return sendJson(res, 200, journal);
     }

@@ -119,15 +119,15 @@ return 1
 /// when the record does not exist; on a conflict, the current
 /// `[v, r, w]` (`w` empty when absent).
 const UPDATE_SCRIPT: &str = r#"
-local seen = redis.call('HMGET', KEYS[1], 'v', 'w')
-if not seen[1] then return -1 end
-local w = seen[2] or ''
-if seen[1] ~= ARGV[1] or w ~= ARGV[2] then
-  if w == ARGV[4] then return tonumber(seen[1]) end
-  return {seen[1], redis.call('HGET', KEYS[1], 'r'), w}
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return -1 end
+local w = redis.call('HGET', KEYS[1], 'w') or ''
+if v ~= ARGV[1] or w ~= ARGV[2] then
+  if w == ARGV[4] then return tonumber(v) end
+  return {v, redis.call('HGET', KEYS[1], 'r'), w}
 end
-if ARGV[3] == '' then return tonumber(seen[1]) end
-local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
+if ARGV[3] == '' then return tonumber(v) end
+v = redis.call('HINCRBY', KEYS[1], 'v', 1)
 redis.call('HSET', KEYS[1], 'r', ARGV[3], 'w', ARGV[4])
 if tonumber(ARGV[5]) > 0 then
   if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end

@@ -117,7 +117,7 @@ pub struct WorkerFile {
     pub reconcile_interval_seconds: Option<u64>,
     pub stalled_after_seconds: Option<u64>,
     pub reconciler: Option<bool>,
-    pub context_cache: Option<bool>,
+    pub mixed_fleet: Option<bool>,
 }
 
 impl ConfigFile {

@@ -117,13 +117,14 @@ type ClientEngine = Engine<AzureBackend, ClientRunner>;
 const WORKER_CONTEXT_CACHE: usize = 1_024;
 
 /// The worker's engine: Azure backend, the plugin runtime (watched for hot
-/// swap) and the blueprints of `blueprints`.
+/// swap) and the blueprints of `blueprints`; `mixed_fleet` when TypeScript
+/// workers share the runs.
 pub async fn worker_engine(
     config: &AzureConfig,
     plugins: &Path,
     blueprints: &Path,
     grants: BTreeMap<String, Grants>,
-    context_cache: bool,
+    mixed_fleet: bool,
 ) -> Result<(Engine<AzureBackend, PluginHost>, WatchGuard)> {
     let host = load_plugins(plugins, None, grants).await?;
     let watch = host
@@ -137,11 +138,10 @@ pub async fn worker_engine(
     )?;
     let backend = connect(config).await?;
     let settings = EngineSettings {
-        context_cache: if context_cache {
-            WORKER_CONTEXT_CACHE
-        } else {
-            0
-        },
+        // TypeScript workers write contexts without the settlement count the
+        // cache is checked against, and schedule jobs the record never saw.
+        context_cache: if mixed_fleet { 0 } else { WORKER_CONTEXT_CACHE },
+        shared_with_upstream: mixed_fleet,
         ..EngineSettings::default()
     };
     let engine = Engine::new(Arc::new(backend), Arc::new(host), plans, settings);

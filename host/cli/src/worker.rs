@@ -71,10 +71,11 @@ pub struct WorkerArgs {
     /// Do not run the reconciler in this worker.
     #[arg(long)]
     pub no_reconciler: bool,
-    /// Read every job's context from Cosmos DB instead of reusing the one this
-    /// worker wrote last; required when TypeScript workers share the runs.
-    #[arg(long)]
-    pub no_context_cache: bool,
+    /// TypeScript workers (@flowcraft/azure-adapter) share the queue and the
+    /// runs: read every job's context from Cosmos DB (no context cache) and
+    /// run the jobs they schedule.
+    #[arg(long, alias = "no-context-cache")]
+    pub mixed_fleet: bool,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -140,9 +141,9 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
                 .unwrap_or(300),
         ),
     };
-    let context_cache = !args.no_context_cache && file.worker.context_cache.unwrap_or(true);
+    let mixed_fleet = args.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false);
     let (engine, _watch) =
-        distributed::worker_engine(&settings, &plugins, &blueprints, file.grants, context_cache)
+        distributed::worker_engine(&settings, &plugins, &blueprints, file.grants, mixed_fleet)
             .await?;
     // Handlers first: a SIGTERM from the moment "worker started" is logged
     // shuts down gracefully instead of killing the process.

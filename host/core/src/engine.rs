@@ -46,7 +46,7 @@ use crate::progress::{
     Advance, AwaitReason, Completion, DEFAULT_STEP_LIMIT, NodeStatus, ParentLink, RunProgress,
     RunState, stored_output,
 };
-use crate::routing::{self, RoutedResult, action_key, output_key};
+use crate::routing::{self, OUTPUT_KEY_PREFIX, RoutedResult, action_key, output_key};
 use crate::runner::{FailureKind, NodeCall, NodeFailure, NodeRunner, NodeSuccess};
 use crate::store::{Backend, Job, JobSignal, MAX_JOB_DELAY, StoreError};
 
@@ -71,6 +71,12 @@ pub struct EngineSettings {
     /// Runs whose latest context this process remembers (0: none); see
     /// [`crate::context_cache`]. Off for fleets with writers outside the engine.
     pub context_cache: usize,
+    /// Runs are shared with workers that do not keep the progress record
+    /// (upstream's TypeScript workers): a job for a node this record has not
+    /// scheduled was sent by one of them, so the record catches up with the
+    /// context (nodes with an output count as done) and the node runs.
+    /// Otherwise such a job is stale and dropped.
+    pub shared_with_upstream: bool,
 }
 
 impl Default for EngineSettings {
@@ -81,6 +87,7 @@ impl Default for EngineSettings {
             max_retry_delay: Duration::from_secs(3_600),
             write_quota: DEFAULT_WRITE_QUOTA,
             context_cache: 0,
+            shared_with_upstream: false,
         }
     }
 }
@@ -318,6 +325,14 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 _ => self.collect_child(&plan, &progress, &job.node_id).await,
             };
         }
+        let view = if view.status == NodeStatus::Waiting
+            && self.settings.shared_with_upstream
+            && plan.blueprint.node(&job.node_id).is_some()
+        {
+            self.catch_up(job).await?.unwrap_or(view)
+        } else {
+            view
+        };
         if view.status != NodeStatus::Scheduled || view.has_child || job.attempt() < view.attempt {
             // A duplicate, or a late delivery of an attempt already retried.
             return Ok(());
@@ -375,6 +390,34 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             }
             Attempt::Failure(failure) => self.failed(&plan, job, &node, failure).await,
         }
+    }
+
+    /// A job another kind of worker sent for a node this record has not
+    /// scheduled (see [`EngineSettings::shared_with_upstream`]): the record
+    /// takes the nodes with an output in the context as done and schedules
+    /// the job's node. Answers the job's new view.
+    async fn catch_up(&self, job: &Job) -> Result<Option<JobView>, EngineError> {
+        let Some(context) = self.backend.load_context(&job.run_id).await? else {
+            return Ok(None);
+        };
+        let done: Vec<String> = context
+            .values
+            .keys()
+            .filter_map(|key| key.strip_prefix(OUTPUT_KEY_PREFIX))
+            .map(str::to_owned)
+            .collect();
+        let node = job.node_id.clone();
+        let view = self
+            .backend
+            .update_progress(&job.run_id, move |p| {
+                p.catch_up(&done, &node);
+                JobView::of(p, &node)
+            })
+            .await?;
+        if view.is_some() {
+            info!(run = %job.run_id, node = %job.node_id, "took a job another worker scheduled");
+        }
+        Ok(view)
     }
 
     /// Takes over a run that another client started the upstream way (a

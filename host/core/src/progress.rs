@@ -331,6 +331,25 @@ impl RunProgress {
         true
     }
 
+    /// For a run shared with workers that do not keep this record
+    /// (upstream's TypeScript workers): marks the nodes of `done` (those with
+    /// an output in the context) completed and schedules `node`, whose job
+    /// one of them sent. Other nodes are left alone.
+    pub fn catch_up(&mut self, done: &[String], node: &str) {
+        for id in done.iter().filter(|id| id.as_str() != node) {
+            let entry = self.nodes.entry(id.clone()).or_default();
+            if matches!(entry.status, NodeStatus::Waiting | NodeStatus::Scheduled) {
+                entry.status = NodeStatus::Done;
+                self.pending.remove(id);
+            }
+        }
+        if self.status(node) == NodeStatus::Waiting {
+            self.nodes.entry(node.to_owned()).or_default().status = NodeStatus::Scheduled;
+            self.pending.insert(node.to_owned());
+        }
+        self.settled += 1;
+    }
+
     /// The definition of a dynamic node of this run.
     pub fn dynamic_node(&self, id: &str) -> Option<&NodeDefinition> {
         self.dynamic.nodes.iter().find(|n| n.id == id)

@@ -14,9 +14,12 @@ use crate::context::ContextMap;
 use crate::expression::{ConditionScope, TransformScope};
 use crate::plan::Plan;
 
+/// What a context key of a node's output starts with.
+pub const OUTPUT_KEY_PREFIX: &str = "_outputs.";
+
 /// Context key of a node's output.
 pub fn output_key(node: &str) -> String {
-    format!("_outputs.{node}")
+    format!("{OUTPUT_KEY_PREFIX}{node}")
 }
 
 /// Context key of a node's edge-delivered input.

@@ -525,3 +525,64 @@ async fn a_continuing_step_hands_back_one_successor_and_enqueues_the_rest() {
     assert_eq!(report.context["_outputs.D"], json!(111));
     assert_eq!(report.context["seen"], json!(1));
 }
+
+/// In a fleet shared with upstream's TypeScript workers, a worker that does
+/// not keep the progress record runs node A and sends B's job itself. With
+/// `shared_with_upstream` the record catches up (A done) and B runs;
+/// without it, B's job is taken for a stale one and dropped.
+#[tokio::test]
+async fn a_job_an_upstream_worker_scheduled_runs_only_in_a_shared_fleet() {
+    use flowcraft_core::context::ContextChange;
+    use flowcraft_core::store::{ContextStore, Job};
+    const CHAIN: &str = r#"{"id":"c","nodes":[{"id":"A","uses":"const","params":{"value":1}},
+        {"id":"B","uses":"add","params":{"n":1}},{"id":"C","uses":"add","params":{"n":1}}],
+        "edges":[{"source":"A","target":"B"},{"source":"B","target":"C"}]}"#;
+    for shared in [false, true] {
+        let blueprint = Blueprint::from_json(CHAIN).unwrap();
+        let registry = PlanRegistry::new();
+        registry.insert(Plan::new(blueprint, Default::default()).unwrap());
+        let (backend, mut receiver) = MemoryBackend::new();
+        let engine = Engine::new(
+            Arc::new(backend),
+            Arc::new(NativeNodes::default()),
+            Arc::new(registry),
+            EngineSettings {
+                shared_with_upstream: shared,
+                ..EngineSettings::default()
+            },
+        );
+        let run = engine
+            .start_run("c", Some("r".into()), ContextMap::new())
+            .await
+            .unwrap();
+        let _taken_by_upstream = receiver.try_recv().expect("A's job");
+        // What the TypeScript worker did with it: A's output, B's input.
+        let written = [
+            ContextChange::Set {
+                key: "_outputs.A".into(),
+                value: json!(1),
+            },
+            ContextChange::Set {
+                key: "_inputs.B".into(),
+                value: json!(1),
+            },
+        ];
+        engine
+            .backend()
+            .apply_changes(&run, &written)
+            .await
+            .unwrap();
+        engine.handle(&Job::new(&run, "c", "B")).await.unwrap();
+        if shared {
+            let report = memory::drive(&engine, &mut receiver, &run, 1, TimerPolicy::Wait)
+                .await
+                .unwrap();
+            assert_eq!(report.state, RunState::Completed);
+            assert_eq!(report.context["_outputs.C"], json!(3));
+        } else {
+            let report = engine.report(&run).await.unwrap();
+            assert_eq!(report.state, RunState::Running);
+            assert!(!report.context.contains_key("_outputs.B"), "B ran");
+        }
+    }
+}

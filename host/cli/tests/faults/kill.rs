@@ -126,7 +126,7 @@ async fn runs_survive_workers_killed_at_random() {
         runs_lost: runs_wanted - reports.len(),
         duplicate_effects: republished,
         notes: format!(
-            "3 workers, {kills} kill -9 in {:.0} s; {reexecuted} node attempts re-run after a kill (at-least-once); {reconciled} runs re-started by the reconciler",
+            "3 workers, {kills} kill -9 in {:.0} s; {reexecuted} node attempts re-run after a kill (at-least-once); {reconciled} runs re-sent by the reconcilers (no status change for {STALLED_AFTER} s)",
             elapsed.as_secs_f64()
         ),
     }
