@@ -117,16 +117,17 @@ type ClientEngine = Engine<AzureBackend, ClientRunner>;
 const WORKER_CONTEXT_CACHE: usize = 1_024;
 
 /// The worker's engine: Azure backend, the plugin runtime (watched for hot
-/// swap) and the blueprints of `blueprints`; `mixed_fleet` when TypeScript
-/// workers share the runs.
+/// swap) sized for `concurrency` jobs at once, and the blueprints of
+/// `blueprints`; `mixed_fleet` when TypeScript workers share the runs.
 pub async fn worker_engine(
     config: &AzureConfig,
     plugins: &Path,
     blueprints: &Path,
     grants: BTreeMap<String, Grants>,
+    concurrency: usize,
     mixed_fleet: bool,
 ) -> Result<(Engine<AzureBackend, PluginHost>, WatchGuard)> {
-    let host = load_plugins(plugins, None, grants).await?;
+    let host = load_plugins(plugins, None, grants, Some(concurrency)).await?;
     let watch = host
         .watch()
         .with_context(|| format!("cannot watch {} for bundle changes", plugins.display()))?;
@@ -188,9 +189,15 @@ async fn client_engine(
 pub async fn start(args: StartArgs) -> Result<ExitCode> {
     let initial = context_argument(args.context.as_deref())?;
     let plugins = match &args.plugins.plugins {
-        Some(dir) => {
-            Some(load_plugins(dir, args.plugins.cache_dir.clone(), Default::default()).await?)
-        }
+        Some(dir) => Some(
+            load_plugins(
+                dir,
+                args.plugins.cache_dir.clone(),
+                Default::default(),
+                None,
+            )
+            .await?,
+        ),
         None => None,
     };
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), plugins).await?;

@@ -51,7 +51,13 @@ impl ExecutionArgs {
     /// Loads the bundles with the `[grants.BUNDLE]` sections of `config`.
     async fn plugin_host(&self, config: Option<&Path>) -> Result<PluginHost> {
         let grants = crate::config::ConfigFile::load(config)?.grants;
-        load_plugins(self.plugins.dir()?, self.plugins.cache_dir.clone(), grants).await
+        load_plugins(
+            self.plugins.dir()?,
+            self.plugins.cache_dir.clone(),
+            grants,
+            None,
+        )
+        .await
     }
 }
 

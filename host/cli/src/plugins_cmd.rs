@@ -34,6 +34,7 @@ pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
                 plugins.dir()?,
                 plugins.cache_dir.clone(),
                 Default::default(),
+                None,
             )
             .await?;
             let bundles = host.bundles();

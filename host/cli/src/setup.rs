@@ -12,15 +12,22 @@ use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::validate::{Catalog, validate};
 use flowcraft_plugins::{Grants, PluginConfig, PluginHost};
 
-/// Loads every bundle of `dir` with the given capability grants.
+/// Loads every bundle of `dir` with the given capability grants; `calls` is
+/// how many node calls may run at once (default: the plugin runtime's own).
 pub async fn load_plugins(
     dir: &Path,
     cache_dir: Option<PathBuf>,
     grants: BTreeMap<String, Grants>,
+    calls: Option<usize>,
 ) -> Result<PluginHost> {
     let mut config = PluginConfig::new(dir);
     config.cache_dir = cache_dir;
     config.grants = grants;
+    if let Some(calls) = calls {
+        // Each instance slot keeps some memory resident once used: as many
+        // slots as calls can run (and two for hot-swap checks), not more.
+        config.max_instances = u32::try_from(calls.saturating_add(2)).unwrap_or(u32::MAX);
+    }
     PluginHost::load(config)
         .await
         .with_context(|| format!("cannot load plugins from {}", dir.display()))

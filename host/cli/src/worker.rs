@@ -142,9 +142,15 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
         ),
     };
     let mixed_fleet = args.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false);
-    let (engine, _watch) =
-        distributed::worker_engine(&settings, &plugins, &blueprints, file.grants, mixed_fleet)
-            .await?;
+    let (engine, _watch) = distributed::worker_engine(
+        &settings,
+        &plugins,
+        &blueprints,
+        file.grants,
+        tunables.concurrency,
+        mixed_fleet,
+    )
+    .await?;
     // Handlers first: a SIGTERM from the moment "worker started" is logged
     // shuts down gracefully instead of killing the process.
     let shutdown = shutdown_signal()?;
