@@ -241,29 +241,15 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
         .state
         .clone()
         .context("resume needs --state FILE or a run id")?;
-    let saved = SavedRun::load(&state)?;
     let output = args.output_value()?;
-    let evaluator: EvaluatorMode = saved.evaluator.parse().unwrap_or_default();
-    let host = args
-        .execution
-        .plugin_host(args.azure.config.as_deref())
-        .await?;
-    let plans = plan_all(&saved.blueprints, &|uses| host.implements(uses), evaluator)?;
-    let (backend, mut receiver) = MemoryBackend::from_snapshot(saved.store);
-    let engine = engine(backend, host, plans, evaluator, saved.step_limit);
-    engine
-        .resume(&saved.run_id, args.node.as_deref(), args.action, output)
-        .await?;
-    let report = drive(&engine, &mut receiver, &saved.run_id, &args.execution).await?;
-    save_state(
+    let (node, action) = (args.node.clone(), args.action.clone());
+    continue_saved(
         &state,
-        &engine,
-        &saved.run_id,
-        evaluator,
-        saved.step_limit,
-        saved.blueprints,
-    )?;
-    Ok(finish(&report))
+        &args.execution,
+        args.azure.config.as_deref(),
+        async |engine, run_id| engine.resume(run_id, node.as_deref(), action, output).await,
+    )
+    .await
 }
 
 pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
@@ -272,20 +258,37 @@ pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
         .state
         .clone()
         .context("retry needs --state FILE or a run id")?;
-    let saved = SavedRun::load(&state)?;
     let patch = context_argument(args.context.as_deref())?;
+    continue_saved(
+        &state,
+        &args.execution,
+        args.azure.config.as_deref(),
+        async |engine, run_id| engine.retry(run_id, patch).await.map(drop),
+    )
+    .await
+}
+
+/// Loads the run saved in `state`, applies `step` to it (a resume or a
+/// retry), drives it to its next stop and saves it again.
+async fn continue_saved(
+    state: &Path,
+    execution: &ExecutionArgs,
+    config: Option<&Path>,
+    step: impl AsyncFnOnce(
+        &Engine<MemoryBackend, PluginHost>,
+        &str,
+    ) -> Result<(), flowcraft_core::engine::EngineError>,
+) -> Result<ExitCode> {
+    let saved = SavedRun::load(state)?;
     let evaluator: EvaluatorMode = saved.evaluator.parse().unwrap_or_default();
-    let host = args
-        .execution
-        .plugin_host(args.azure.config.as_deref())
-        .await?;
+    let host = execution.plugin_host(config).await?;
     let plans = plan_all(&saved.blueprints, &|uses| host.implements(uses), evaluator)?;
     let (backend, mut receiver) = MemoryBackend::from_snapshot(saved.store);
     let engine = engine(backend, host, plans, evaluator, saved.step_limit);
-    engine.retry(&saved.run_id, patch).await?;
-    let report = drive(&engine, &mut receiver, &saved.run_id, &args.execution).await?;
+    step(&engine, &saved.run_id).await?;
+    let report = drive(&engine, &mut receiver, &saved.run_id, execution).await?;
     save_state(
-        &state,
+        state,
         &engine,
         &saved.run_id,
         evaluator,

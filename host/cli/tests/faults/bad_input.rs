@@ -28,7 +28,7 @@ use flowcraft_core::store::{Job, StatusStore};
 use serde_json::{Map, Value, json};
 
 use crate::SERIAL;
-use crate::harness::{Fleet, Reference, Row, Stand, differences, unique};
+use crate::harness::{Fleet, Reference, Row, Stand, differences, hostile_plugin_dir, unique};
 
 /// Ordinary work (conformance nodes); its runs also receive the stray jobs.
 fn serve_blueprint() -> Value {
@@ -63,20 +63,6 @@ fn big_result_blueprint() -> Value {
         {"id": "a", "uses": "big-output", "params": {"bytes": 600_000}},
         {"id": "c", "uses": "const", "params": {"value": "done"}}
     ], "edges": [{"source": "a", "target": "c"}]})
-}
-
-/// The conformance and hostile bundles (`big-output`).
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let dist = crate::support::dist();
-    for (from, to) in [
-        (dist.join("conformance.wasm"), "conformance.wasm"),
-        (dist.join("testkit/hostile.wasm"), "hostile.wasm"),
-    ] {
-        std::fs::copy(&from, dir.path().join(to))
-            .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
-    }
-    dir
 }
 
 /// Properties Cosmos adds to every document.
@@ -156,7 +142,7 @@ async fn restore_document(stores: &CosmosStores, run: &str, partition: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_and_documents_end_visibly_and_the_worker_keeps_serving() {
     let _turn = SERIAL.lock().await;
-    let plugins = plugin_dir();
+    let plugins = hostile_plugin_dir();
     let blueprints = vec![
         serve_blueprint(),
         shape_blueprint(),

@@ -199,6 +199,46 @@ impl Stand {
     }
 }
 
+/// A directory with copies of the conformance and hostile bundles, which a
+/// scenario may replace or break. (Both export `echo`: blueprints run there
+/// avoid it.)
+pub fn hostile_plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let dist = crate::support::dist();
+    for (from, to) in [
+        (dist.join("conformance.wasm"), "conformance.wasm"),
+        (dist.join("testkit/hostile.wasm"), "hostile.wasm"),
+    ] {
+        std::fs::copy(&from, dir.path().join(to))
+            .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+    dir
+}
+
+/// Compares each run's report (if it ended) with its expected report:
+/// answers how many match and a line per run that does not.
+pub fn compare_runs(
+    runs: &[String],
+    reports: &BTreeMap<String, RunReport>,
+    expected: &[RunReport],
+    blueprint: &Value,
+) -> (usize, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut matching = 0;
+    for (run, expected) in runs.iter().zip(expected) {
+        let Some(report) = reports.get(run) else {
+            continue;
+        };
+        let diff = differences(report, expected, blueprint);
+        if diff.is_empty() {
+            matching += 1;
+        } else {
+            problems.push(format!("run {run}: {}", diff.join("; ")));
+        }
+    }
+    (matching, problems)
+}
+
 // ---------------------------------------------------------------------------
 // Expected results
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::harness::{
-    Fleet, Reference, Row, Stand, differences, soak_runs, terminal_publications, unique,
+    Fleet, Reference, Row, Stand, compare_runs, soak_runs, terminal_publications, unique,
 };
 use crate::{SERIAL, mixed_blueprint, seed};
 
@@ -95,19 +95,7 @@ async fn runs_survive_workers_killed_at_random() {
         .await
         .run_each(&blueprint, (0..runs_wanted).map(seed).collect())
         .await;
-    let mut problems = Vec::new();
-    let mut completed = 0;
-    for (run, expected) in runs.iter().zip(&expected) {
-        let Some(report) = reports.get(run) else {
-            continue;
-        };
-        let diff = differences(report, expected, &blueprint);
-        if diff.is_empty() {
-            completed += 1;
-        } else {
-            problems.push(format!("run {run}: {}", diff.join("; ")));
-        }
-    }
+    let (completed, problems) = compare_runs(&runs, &reports, &expected, &blueprint);
     let changes = stand.control.status_changes(&stand.config.database).await;
     let publications = terminal_publications(&changes);
     let republished = publications.values().filter(|n| **n > 1).count();

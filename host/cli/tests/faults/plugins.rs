@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::SERIAL;
-use crate::harness::{Fleet, Reference, Row, Stand, differences, unique};
+use crate::harness::{Fleet, Reference, Row, Stand, differences, hostile_plugin_dir, unique};
 
 /// Hostile node types: (uses, params, extra config, retryable, the cause the
 /// failure must name).
@@ -66,20 +66,6 @@ fn swap_blueprint() -> Value {
     ], "edges": [{"source": "first", "target": "second"}]})
 }
 
-/// The conformance and hostile bundles, copied where the test may break them.
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let dist = crate::support::dist();
-    for (from, to) in [
-        (dist.join("conformance.wasm"), "conformance.wasm"),
-        (dist.join("testkit/hostile.wasm"), "hostile.wasm"),
-    ] {
-        std::fs::copy(&from, dir.path().join(to))
-            .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
-    }
-    dir
-}
-
 /// Replaces `file` by bytes that are not a component (via a rename, as a
 /// deployment tool would).
 fn break_bundle(file: &Path) {
@@ -91,7 +77,7 @@ fn break_bundle(file: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_nodes_fail_with_their_cause_and_the_worker_keeps_serving() {
     let _turn = SERIAL.lock().await;
-    let plugins = plugin_dir();
+    let plugins = hostile_plugin_dir();
     let mut blueprints = vec![serve_blueprint(), swap_blueprint()];
     for (uses, params, config, _, _) in HOSTILE {
         blueprints.push(hostile_blueprint(uses, params, config, false));

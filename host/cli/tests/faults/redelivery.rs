@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    Fleet, Reference, Row, Service, Stand, differences, terminal_publications, unique,
+    Fleet, Reference, Row, Service, Stand, compare_runs, terminal_publications, unique,
 };
 use crate::{SERIAL, mixed_blueprint, seed};
 
@@ -59,19 +59,7 @@ async fn every_job_delivered_twice_and_out_of_order_changes_nothing() {
     let expected = reference
         .run_each(&blueprint, (0..RUNS).map(seed).collect())
         .await;
-    let mut problems = Vec::new();
-    let mut completed = 0;
-    for (run, expected) in runs.iter().zip(&expected) {
-        let Some(report) = reports.get(run) else {
-            continue;
-        };
-        let diff = differences(report, expected, &blueprint);
-        if diff.is_empty() {
-            completed += 1;
-        } else {
-            problems.push(format!("run {run}: {}", diff.join("; ")));
-        }
-    }
+    let (completed, problems) = compare_runs(&runs, &reports, &expected, &blueprint);
     let (repeated, executions) = {
         let ledger = fleet.ledger.lock().unwrap();
         let executions: usize = runs.iter().map(|r| ledger.of_run(r)).sum();
