@@ -42,7 +42,10 @@
 //! date (another worker or task changed the run, the record expired, or it
 //! was deleted and created anew), the script refuses the write and answers
 //! the current record in the same round trip, so the change is applied to
-//! that one; a run whose record is gone answers "unknown". Comparing `w` as
+//! that one at once (this first conflict is the read the update would
+//! otherwise have made: it neither waits nor counts against
+//! [`RedisOptions::max_attempts`]); a run whose record is gone answers
+//! "unknown". Comparing `w` as
 //! well as `v` matters for the last case: `v` starts at 1 again for a record
 //! created anew, while `w` is a token unique to each write. A change that
 //! leaves a remembered record as it was still asks Redis whether that record

@@ -14,7 +14,7 @@
 //! their `/_flowcraft/stats` counters, Redis from `INFO commandstats` (deltas,
 //! the counters are not reset). The counts include the client's side of each
 //! run (`start_run`) and the workers' idle receives, and exclude the bench's
-//! own requests (its completion polls, `HGET`, are subtracted; its `INFO` is
+//! own requests (its completion polls, `HMGET`, are subtracted; its `INFO` is
 //! left out). Redis counts commands run inside scripts (`EVALSHA`) as well. Prints a verdict against the budget (≤ 2 Cosmos and ≤ 3 queue
 //! requests per node-job) and writes everything to `target/bench-azure.json`.
 //! Other clients of the same services distort the counts: use services of
@@ -446,8 +446,8 @@ async fn measure(
     let after = counters.read().await;
     let mut requests = after.since(&before);
     let own_polls = polls.load(Ordering::Relaxed) - polls_before;
-    if let Some(hget) = requests.redis.get_mut("hget") {
-        *hget = hget.saturating_sub(own_polls);
+    if let Some(hmget) = requests.redis.get_mut("hmget") {
+        *hmget = hmget.saturating_sub(own_polls);
     }
     workers.assert_running();
 
@@ -495,7 +495,7 @@ async fn measure(
         per_job.insert(service.to_owned(), Value::Object(by_kind));
     }
     println!(
-        "(redis counts include the commands run inside EVALSHA scripts; round trips are evalsha + hmget + the hget of the job's progress read)"
+        "(redis counts include the commands run inside EVALSHA scripts; round trips are evalsha + hmget, the only commands the store sends itself)"
     );
     let (cosmos, queue) = (totals["cosmos"], totals["queue"]);
     let met = cosmos <= COSMOS_BUDGET && queue <= QUEUE_BUDGET && batch.failed.is_empty();
@@ -541,7 +541,7 @@ async fn measure(
         "perNodeJob": per_job,
         "totalPerNodeJob": totals,
         "budget": {"cosmos": COSMOS_BUDGET, "queue": QUEUE_BUDGET, "met": met},
-        "benchPollsSubtractedFromRedisHget": own_polls,
+        "benchPollsSubtractedFromRedisHmget": own_polls,
     })
 }
 
