@@ -113,8 +113,11 @@ impl NodeRunner for ClientRunner {
 
 type ClientEngine = Engine<AzureBackend, ClientRunner>;
 
-/// Runs whose latest context a worker remembers.
-const WORKER_CONTEXT_CACHE: usize = 1_024;
+/// Runs whose latest context a worker remembers, per job it runs at once: a
+/// remembered context serves the job that follows on the same worker (a
+/// continuation, or a join whose other arrivals came here), so a few per
+/// slot are enough, and large contexts do not pile up.
+const CONTEXTS_PER_JOB: usize = 2;
 
 /// The worker's engine: Azure backend, the plugin runtime (watched for hot
 /// swap) sized for `concurrency` jobs at once, and the blueprints of
@@ -141,7 +144,11 @@ pub async fn worker_engine(
     let settings = EngineSettings {
         // TypeScript workers write contexts without the settlement count the
         // cache is checked against, and schedule jobs the record never saw.
-        context_cache: if mixed_fleet { 0 } else { WORKER_CONTEXT_CACHE },
+        context_cache: if mixed_fleet {
+            0
+        } else {
+            concurrency * CONTEXTS_PER_JOB
+        },
         shared_with_upstream: mixed_fleet,
         ..EngineSettings::default()
     };
