@@ -323,7 +323,13 @@ async fn a_failed_run_retried_with_fixed_data_completes_from_its_failed_node() {
     assert_eq!(progress.status("G"), NodeStatus::Failed);
     let context = h.context(&run).await;
     assert_eq!(context["_outputs.A"], json!(1));
-    assert_eq!(context["_outputs.P"], json!("p"));
+    // P ran beside G: it finished before the failure, or it is left
+    // scheduled (its job dropped) for the retry.
+    match progress.status("P") {
+        NodeStatus::Done => assert_eq!(context["_outputs.P"], json!("p")),
+        NodeStatus::Scheduled => assert!(!context.contains_key("_outputs.P")),
+        other => panic!("P is {other:?}"),
+    }
     assert!(!context.contains_key("_outputs.G"), "{context:?}");
 
     // Two operators retry at once, each with a fix of their own: exactly

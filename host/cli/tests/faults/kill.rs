@@ -1,6 +1,6 @@
 //! Scenario 2, worker kills: three workers process concurrent runs of the
 //! mixed blueprint (chain, fan-out/fan-in, data-dependent branch, retry,
-//! fallback) while a supervisor `kill -9`s a random worker every 1–3 s and
+//! fallback) while a supervisor `kill -9`s a random worker every 0.5–1.5 s and
 //! starts it again. Every run must end `completed` with its reference
 //! context and exactly one final status; jobs of a killed worker come back
 //! after the visibility timeout, and runs whose jobs were lost between
@@ -60,7 +60,7 @@ async fn runs_survive_workers_killed_at_random() {
         done.expect("run starts");
     }
 
-    // The supervisor: kill -9 a random worker every 1–3 s, start it again.
+    // The supervisor: kill -9 a random worker every 0.5–1.5 s, start it again.
     let stop = Arc::new(AtomicBool::new(false));
     let kills = Arc::new(AtomicUsize::new(0));
     let supervisor = {
@@ -74,7 +74,7 @@ async fn runs_survive_workers_killed_at_random() {
                 state % below
             };
             while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(1000 + random(2000)));
+                std::thread::sleep(Duration::from_millis(500 + random(1000)));
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
