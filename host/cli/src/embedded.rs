@@ -1,6 +1,7 @@
 //! `flowcraft-host run`, `resume` and `retry`: one workflow, embedded mode
 //! (in-memory stores, in-process queue), real WebAssembly plugins.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -359,7 +360,8 @@ fn finish(report: &RunReport) -> ExitCode {
         "context": report.context,
         "errors": errors,
     });
-    println!("{result}");
+    // A closed stdout (`| head`) is the reader's choice, not an error.
+    let _ = writeln!(std::io::stdout(), "{result}");
     match report.state {
         RunState::Completed | RunState::Awaiting => ExitCode::SUCCESS,
         RunState::Running | RunState::Failed | RunState::Cancelled => ExitCode::from(1),

@@ -100,10 +100,16 @@ impl PluginArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The worker runs many jobs at once on every core. Everything else —
+    // above all an embedded run, whose jobs mostly follow one another — runs
+    // on this thread: handing each job to another thread cost more than the
+    // job (a 1000-node chain took twice as long on two threads).
+    let mut builder = if cli.command.is_none() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("flowcraft-host: cannot start the async runtime: {error}");

@@ -1,11 +1,12 @@
 //! Static analysis of a blueprint's graph: start and terminal nodes, cycles,
-//! predecessor and successor sets, fallback-only nodes and loop bodies.
+//! predecessor and successor sets, fallback-only nodes and loop bodies, and
+//! indexes of nodes by id and of edges by source.
 //!
 //! Computed once per blueprint load ([`Analysis::of`]) and shared by every run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::blueprint::Blueprint;
+use crate::blueprint::{Blueprint, EdgeDefinition, NodeDefinition};
 
 /// The uses key of the built-in loop controller.
 pub const LOOP_CONTROLLER: &str = "loop-controller";
@@ -25,6 +26,12 @@ pub struct Analysis {
     pub predecessors: HashMap<String, BTreeSet<String>>,
     /// For each loop controller: the nodes re-armed when it continues.
     pub loop_bodies: HashMap<String, BTreeSet<String>>,
+    /// Position in `blueprint.nodes` of each node id (its first occurrence),
+    /// so that a job finds its node without scanning the blueprint.
+    pub node_index: HashMap<String, usize>,
+    /// Positions in `blueprint.edges` of the edges leaving each node, in
+    /// declaration order.
+    pub outgoing: HashMap<String, Vec<usize>>,
 }
 
 impl Analysis {
@@ -34,7 +41,9 @@ impl Analysis {
         let mut predecessors: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut has_incoming = HashSet::new();
         let mut has_outgoing = HashSet::new();
-        for edge in &blueprint.edges {
+        let mut outgoing: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, edge) in blueprint.edges.iter().enumerate() {
+            outgoing.entry(edge.source.clone()).or_default().push(index);
             has_incoming.insert(edge.target.as_str());
             has_outgoing.insert(edge.source.as_str());
             predecessors
@@ -72,6 +81,10 @@ impl Analysis {
             .filter(|node| node.uses == LOOP_CONTROLLER)
             .map(|node| (node.id.clone(), loop_body(blueprint, &node.id)))
             .collect();
+        let mut node_index = HashMap::new();
+        for (index, node) in blueprint.nodes.iter().enumerate() {
+            node_index.entry(node.id.clone()).or_insert(index);
+        }
         Self {
             start_nodes,
             terminal_nodes,
@@ -79,7 +92,30 @@ impl Analysis {
             cycles,
             predecessors,
             loop_bodies,
+            node_index,
+            outgoing,
         }
+    }
+
+    /// The node of `blueprint` (the one analysed) with this id, if any.
+    pub fn node<'a>(&self, blueprint: &'a Blueprint, id: &str) -> Option<&'a NodeDefinition> {
+        self.node_index
+            .get(id)
+            .map(|&index| &blueprint.nodes[index])
+    }
+
+    /// The edges of `blueprint` (the one analysed) leaving `source`, with
+    /// their positions, in declaration order.
+    pub fn edges_from<'a>(
+        &'a self,
+        blueprint: &'a Blueprint,
+        source: &str,
+    ) -> impl Iterator<Item = (usize, &'a EdgeDefinition)> + 'a {
+        self.outgoing
+            .get(source)
+            .into_iter()
+            .flatten()
+            .map(|&index| (index, &blueprint.edges[index]))
     }
 
     /// Whether the graph has no cycle.

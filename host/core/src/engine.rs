@@ -304,7 +304,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             None => return Err(EngineError::UnknownRun(job.run_id.clone())),
         };
         let plan = self.plan_version(&job.blueprint_id, &view.version)?;
-        let known = plan.blueprint.node(&job.node_id).is_some() || view.dynamic.is_some();
+        let known = plan.node(&job.node_id).is_some() || view.dynamic.is_some();
         if !known && view.status != NodeStatus::Scheduled {
             // Not a duplicate of one of the run's jobs: a stray message.
             return Err(EngineError::UnknownNode {
@@ -327,7 +327,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
         let view = if view.status == NodeStatus::Waiting
             && self.settings.shared_with_upstream
-            && plan.blueprint.node(&job.node_id).is_some()
+            && plan.node(&job.node_id).is_some()
         {
             self.catch_up(job).await?.unwrap_or(view)
         } else {
@@ -337,7 +337,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             // A duplicate, or a late delivery of an attempt already retried.
             return Ok(());
         }
-        let Some(node) = plan.blueprint.node(&job.node_id).cloned().or(view.dynamic) else {
+        let Some(node) = plan.node(&job.node_id).cloned().or(view.dynamic) else {
             let message = format!(
                 "Node '{}' not found in blueprint '{}'.",
                 job.node_id, plan.blueprint.id
@@ -460,7 +460,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         // (`UnknownNode`) while the run goes on.
         if !done(&job.node_id)
             && !scheduled.contains(&job.node_id)
-            && plan.blueprint.node(&job.node_id).is_some()
+            && plan.node(&job.node_id).is_some()
         {
             scheduled.push(job.node_id.clone());
         }
@@ -835,15 +835,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         } else {
             Default::default()
         };
-        let has_expressions = plan
-            .blueprint
-            .edges
-            .iter()
-            .zip(plan.conditions.iter().zip(&plan.transforms))
-            .any(|(edge, (condition, transform))| {
-                (edge.source == node.id || Some(edge.source.as_str()) == stands_in_for)
-                    && (condition.is_some() || transform.is_some())
-            });
+        let has_expressions = std::iter::once(node.id.as_str())
+            .chain(stands_in_for)
+            .flat_map(|source| plan.analysis.edges_from(&plan.blueprint, source))
+            .any(|(index, _)| plan.conditions[index].is_some() || plan.transforms[index].is_some());
         let view = if has_expressions && !changes.is_empty() {
             std::borrow::Cow::Owned(overlay(&snapshot, &changes))
         } else {
@@ -1261,7 +1256,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
         warn!(run = %job.run_id, node = %node.id, error = %message, "node failed");
         if let (Some(fallback), false) = (node.fallback(), failure.is_fatal())
-            && plan.blueprint.node(fallback).is_some()
+            && plan.node(fallback).is_some()
         {
             let changes = vec![
                 ContextChange::Set {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::analysis::{Analysis, LOOP_CONTROLLER};
-use crate::blueprint::Blueprint;
+use crate::blueprint::{Blueprint, NodeDefinition};
 use crate::expression::{EvaluatorMode, Expression, ExpressionError};
 
 /// A blueprint prepared for execution.
@@ -31,6 +31,11 @@ pub fn requested_mode(blueprint: &Blueprint) -> Option<EvaluatorMode> {
 }
 
 impl Plan {
+    /// The blueprint's node with this id, if any (found by index).
+    pub fn node(&self, id: &str) -> Option<&NodeDefinition> {
+        self.analysis.node(&self.blueprint, id)
+    }
+
     /// Prepares `blueprint`; `default_mode` applies unless `metadata.evaluator`
     /// names one. In `property` mode an expression the PropertyEvaluator would
     /// reject evaluates to `undefined`, as upstream; in `safe` mode it is an error.

@@ -235,7 +235,8 @@ struct Graph<'a> {
 
 impl Graph<'_> {
     fn exists(&self, id: &str) -> bool {
-        self.blueprint.node(id).is_some() || self.dynamic.nodes.iter().any(|n| n.id == id)
+        self.analysis.node(self.blueprint, id).is_some()
+            || self.dynamic.nodes.iter().any(|n| n.id == id)
     }
 
     fn predecessors(&self, id: &str) -> BTreeSet<&str> {
@@ -256,8 +257,8 @@ impl Graph<'_> {
     }
 
     fn join(&self, id: &str) -> JoinStrategy {
-        self.blueprint
-            .node(id)
+        self.analysis
+            .node(self.blueprint, id)
             .map(NodeDefinition::join_strategy)
             .unwrap_or(JoinStrategy::All)
     }
@@ -265,7 +266,7 @@ impl Graph<'_> {
     /// Static targets of `source`, de-duplicated, in edge order.
     fn static_targets(&self, source: &str) -> Vec<String> {
         let mut targets: Vec<String> = Vec::new();
-        for edge in self.blueprint.edges.iter().filter(|e| e.source == source) {
+        for (_, edge) in self.analysis.edges_from(self.blueprint, source) {
             if !targets.contains(&edge.target) {
                 targets.push(edge.target.clone());
             }

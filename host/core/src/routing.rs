@@ -56,11 +56,13 @@ pub fn resolve_input(plan: &Plan, node: &NodeDefinition, context: &ContextMap) -
 fn reads_edge_input(plan: &Plan, node: &NodeDefinition) -> bool {
     node.inputs.is_none()
         || plan
-            .blueprint
-            .edges
-            .iter()
-            .zip(&plan.transforms)
-            .any(|(edge, transform)| edge.target == node.id && transform.is_some())
+            .analysis
+            .predecessors
+            .get(&node.id)
+            .into_iter()
+            .flatten()
+            .flat_map(|source| plan.analysis.edges_from(&plan.blueprint, source))
+            .any(|(index, edge)| edge.target == node.id && plan.transforms[index].is_some())
 }
 
 /// Where [`resolve_input`] reads `node`'s input, in words (for error
@@ -195,7 +197,7 @@ pub fn route(
     let mut routing = Routing::default();
     for index in chosen {
         let edge = &plan.blueprint.edges[index];
-        if plan.blueprint.node(&edge.target).is_none() {
+        if plan.node(&edge.target).is_none() {
             continue;
         }
         routing
@@ -214,10 +216,7 @@ fn candidate_edges(plan: &Plan, node: &str, stands_in_for: Option<&str>) -> Vec<
     let mut seen = BTreeSet::new();
     let mut indices = Vec::new();
     for source in std::iter::once(node).chain(stands_in_for) {
-        for (index, edge) in plan.blueprint.edges.iter().enumerate() {
-            if edge.source != source {
-                continue;
-            }
+        for (index, edge) in plan.analysis.edges_from(&plan.blueprint, source) {
             let key = (
                 edge.source.as_str(),
                 edge.target.as_str(),

@@ -10,9 +10,10 @@
 //! - the scenario's own redis-server (AOF persistence, fsync per write)
 //!   restarted, later killed with SIGKILL and started again.
 //!
-//! The workers run with a 60 s visibility timeout. A job that failed on a
-//! backend error would come back only after it, so its run could not end
-//! within 55 s of the first start: every run must end within that, equal to
+//! The workers run with a visibility timeout longer than the scenario (60 s
+//! at the default size). A job that failed on a backend error would come
+//! back only after it, so its run could not end within that timeout less 5 s
+//! of the first start: every run must end within that, equal to
 //! its reference, with no "delivered again" warning in any worker's log and
 //! no node attempt executed twice. That is what "retry with back-off" and
 //! "throttling honoured" mean here: failed requests are repeated in place
@@ -32,8 +33,12 @@ use crate::harness::{Fleet, Reference, Row, Service, Stand, differences, soak_ru
 use crate::support::azure::azure_config;
 use crate::{SERIAL, mixed_blueprint, seed};
 
-/// The workers' visibility timeout (seconds): longer than the scenario.
-const VISIBILITY: u64 = 60;
+/// The workers' visibility timeout (seconds) for `runs` runs: longer than
+/// the scenario takes (60 s for the default 40 runs, half a second more per
+/// further run).
+fn visibility(runs: usize) -> u64 {
+    60 + runs.saturating_sub(40) as u64 / 2
+}
 /// How long each of the Cosmos and queue outages lasts.
 const OUTAGE: Duration = Duration::from_millis(3_000);
 /// How long a wave of runs gets before the next fault.
@@ -43,6 +48,7 @@ const IN_FLIGHT: Duration = Duration::from_millis(1_500);
 async fn workers_ride_out_outages_and_honour_throttling() {
     let _turn = SERIAL.lock().await;
     let total = soak_runs(40).max(4);
+    let visibility = visibility(total);
     let blueprint = mixed_blueprint();
     let redis = PrivateRedis::start();
     let mut config = azure_config("outage");
@@ -57,7 +63,7 @@ async fn workers_ride_out_outages_and_honour_throttling() {
             "--concurrency",
             "8",
             "--visibility-timeout",
-            &VISIBILITY.to_string(),
+            &visibility.to_string(),
         ],
         &crate::support::dist(),
         &[
@@ -110,7 +116,7 @@ async fn workers_ride_out_outages_and_honour_throttling() {
     let faults_done = started.elapsed();
 
     // A job that had to wait for its visibility timeout cannot end in time.
-    let limit = Duration::from_secs(VISIBILITY - 5).saturating_sub(started.elapsed());
+    let limit = Duration::from_secs(visibility - 5).saturating_sub(started.elapsed());
     let reports = stand.wait_all(&runs, limit, Some(&fleet)).await;
     let elapsed = started.elapsed();
     cosmos_429 += stand.control.clear(Service::Cosmos).await;
@@ -174,7 +180,7 @@ async fn workers_ride_out_outages_and_honour_throttling() {
         notes: format!(
             "{throttled} throttling answers (Cosmos {cosmos_429} 429 + x-ms-retry-after-ms, queue {queue_throttled} 429/503 + Retry-After), \
              {resets} connection resets (Cosmos 3 s, queue 3 s), Redis restarted and kill -9'd; \
-             all runs ended {:.1} s after the first start ({:.1} s after the last fault) with a {VISIBILITY} s visibility timeout; \
+             all runs ended {:.1} s after the first start ({:.1} s after the last fault) with a {visibility} s visibility timeout; \
              in-place retries: throttled Cosmos {} / queue {}; unreachable warnings Cosmos {} / queue {} / Redis {} (+{redis_lost} connection lost); \
              {} warn lines in all",
             elapsed.as_secs_f64(),
