@@ -224,29 +224,11 @@ fn collect_lines(child: &mut Child, lines: Arc<Mutex<Vec<String>>>) -> Receiver<
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            lines.lock().unwrap().push(plain(&line));
+            lines.lock().unwrap().push(support::strip_ansi(&line));
             let _ = sender.send(());
         }
     });
     receiver
-}
-
-/// `line` without ANSI escape sequences.
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Waits up to 10 s for the worker's log to satisfy `check`.

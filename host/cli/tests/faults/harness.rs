@@ -391,7 +391,7 @@ impl Ledger {
     }
 
     fn observe(&mut self, worker: usize, line: &str) {
-        let line = strip_ansi(line);
+        let line = crate::support::strip_ansi(line);
         if let Some(key) = parse_started(&line) {
             self.executions.entry(key).or_default().push(worker);
         }
@@ -413,23 +413,6 @@ fn parse_started(line: &str) -> Option<(String, String, u32)> {
         field("node=")?,
         field("attempt=")?.parse().ok()?,
     ))
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Worker processes on a stand's queue; their stderr feeds the ledger.

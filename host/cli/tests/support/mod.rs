@@ -359,3 +359,21 @@ fn contains(actual: &Value, expected: &Value) -> bool {
         _ => actual == expected,
     }
 }
+
+/// `line` without ANSI escape sequences (worker logs read by the tests).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
