@@ -16,9 +16,10 @@
 // resource ids (`_rid`) are spelled as Cosmos spells them, base64 with `-` for `/` (the stock server
 // writes a `/`, e.g. in the 127th database's ids, and the SDK then refuses to open its containers:
 // "failed to extract database RID from container RID").
-// It also counts requests by kind (GET /_flowcraft/stats, POST /_flowcraft/stats/reset), refuses documents
-// larger than Cosmos DB's 2 MB item limit (413, as the real service does; the package has no limit),
-// injects faults on demand (faults.mjs: error statuses such as 429 with x-ms-retry-after-ms, connection
+// It answers a successful write sent with `Prefer: return=minimal` without the document, as Cosmos does
+// (the package ignores the header). It also counts requests by kind (GET /_flowcraft/stats,
+// POST /_flowcraft/stats/reset), refuses documents larger than Cosmos DB's 2 MB item limit (413, as the
+// real service does; the package has no limit), injects faults on demand (faults.mjs: error statuses such as 429 with x-ms-retry-after-ms, connection
 // resets) at /_flowcraft/faults, and keeps a journal of the changes of one field of the documents of
 // chosen containers: POST /_flowcraft/journal {"container": "<id>", "field": "status"} starts it (and
 // empties it), GET answers {"entries": [{"db", "id", "from", "to"}...]} in the order of the writes.
@@ -501,6 +502,8 @@ function createServer(opts) {
     }
     if (res.statusCode > 399 && body && body.message === undefined) body.message = "";
     if (body && body._etag) res.setHeader("etag", body._etag);
+    // A successful write asked for `Prefer: return=minimal` answers without the document, as Cosmos does.
+    if (isWrite && res.statusCode < 300 && /return=minimal/i.test(req.headers.prefer ?? "")) body = undefined;
     res.setHeader("content-type", "application/json");
     res.setHeader("content-location", `${scheme}://${req.headers.host}${req.url}`);
     res.setHeader("x-ms-activity-id", randomUUID());

@@ -9,7 +9,6 @@
 //! credential that no service uses, is a configuration error; a credential
 //! that cannot get a token fails here, before any service is contacted.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flowcraft_core::context::{ContextChange, ContextMap};
@@ -217,17 +216,6 @@ impl ContextStore for AzureBackend {
     ) -> Result<(), StoreError> {
         self.cosmos.context.apply_changes(run_id, changes).await
     }
-
-    async fn apply_changes_returning(
-        &self,
-        run_id: &str,
-        changes: &[ContextChange],
-    ) -> Result<Arc<ContextMap>, StoreError> {
-        self.cosmos
-            .context
-            .apply_changes_returning(run_id, changes)
-            .await
-    }
 }
 
 impl StatusStore for AzureBackend {
@@ -296,7 +284,7 @@ impl CoordinationStore for AzureBackend {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
     use azure_core::time::OffsetDateTime;

@@ -19,6 +19,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: JSON contexts are many small, short-lived
+/// allocations made on every tokio thread, which glibc malloc serves slowly and keeps as
+/// fragmented per-thread arenas (see the payload rows in `bench/results/`).
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for bad usage or invalid input.
 const EXIT_INVALID: u8 = 2;
 

@@ -49,16 +49,21 @@ impl ContextChange {
         }
     }
 
-    /// Applies the change to an in-memory context.
-    pub fn apply_to(&self, context: &mut ContextMap) {
+    /// Applies the change to an in-memory context, consuming it.
+    pub fn apply(self, context: &mut ContextMap) {
         match self {
             ContextChange::Set { key, value } => {
-                context.insert(key.clone(), value.clone());
+                context.insert(key, value);
             }
             ContextChange::Delete { key } => {
-                context.shift_remove(key);
+                context.shift_remove(&key);
             }
         }
+    }
+
+    /// Applies a copy of the change to an in-memory context.
+    pub fn apply_to(&self, context: &mut ContextMap) {
+        self.clone().apply(context);
     }
 }
 

@@ -370,7 +370,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     snapshot,
                     changes,
                     success,
-                    (view.alone || self.cache.is_enabled()).then_some(view.settled),
+                    Some(view.settled),
                 )
                 .await
             }
@@ -811,7 +811,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         snapshot: Arc<ContextMap>,
         mut changes: Vec<ContextChange>,
         success: NodeSuccess,
-        solo_since: Option<u64>,
+        seen: Option<u64>,
     ) -> Result<(), EngineError> {
         let continues = node.uses == crate::analysis::LOOP_CONTROLLER
             && success.action.as_deref() == Some("continue");
@@ -854,10 +854,19 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             },
             &view,
         );
-        // Release the snapshot before writing, so an in-memory store can
-        // update the context in place instead of copying it.
         drop(view);
-        drop(snapshot);
+        // A worker that remembers contexts keeps the snapshot: if no other
+        // job settles meanwhile, the context after this write is the snapshot
+        // with the changes applied, and nothing needs to be read back.
+        // Otherwise the snapshot goes before the write, so that an in-memory
+        // store can update the context in place instead of copying it.
+        let kept = match seen {
+            Some(seen) if self.cache.is_enabled() => Some((seen, snapshot)),
+            _ => {
+                drop(snapshot);
+                None
+            }
+        };
         if !continues {
             changes.push(ContextChange::Set {
                 key: output_key(&node.id),
@@ -882,24 +891,14 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .into_iter()
                 .map(|(key, value)| ContextChange::Set { key, value }),
         );
-        // The run's only pending node may be its last: keep the context as
-        // it stands after this write, to publish it without another read.
-        let written = match solo_since {
-            Some(seen) => self
-                .backend
-                .apply_changes_returning(run_id, &changes)
-                .await
-                .map(|context| Some((seen, context))),
-            None => self
-                .backend
-                .apply_changes(run_id, &changes)
-                .await
-                .map(|()| None),
-        };
-        let known = match written {
-            Ok(known) => known,
-            Err(error) => return self.write_failed(plan, run_id, node, &changes, error).await,
-        };
+        if let Err(error) = self.backend.apply_changes(run_id, &changes).await {
+            return self.write_failed(plan, run_id, node, &changes, error).await;
+        }
+        let known = kept.map(|(seen, snapshot)| KnownContext {
+            seen,
+            snapshot,
+            changes,
+        });
         info!(run = %run_id, node = %node.id, "node finished");
         let mut sources = vec![node.id.clone()];
         sources.extend(stands_in_for.map(str::to_owned));
@@ -1351,17 +1350,16 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         self.settle_knowing(plan, run_id, transition, None).await
     }
 
-    /// [`Self::settle`] for a job that holds the context as it stood after
-    /// its own write (`known`: the settlement count it saw before reading,
-    /// and that context). If the run completes and no other job settled
-    /// since, that context is the final one and is published without reading
-    /// it again.
+    /// [`Self::settle`] for a job that knows the context its write was made
+    /// on. If no other job settled between its view and this settlement, the
+    /// context after it is remembered for the run's next job on this worker,
+    /// and published without a read if the run completes.
     async fn settle_knowing<F>(
         &self,
         plan: &Plan,
         run_id: &str,
         transition: F,
-        known: Option<(u64, Arc<ContextMap>)>,
+        known: Option<KnownContext>,
     ) -> Result<(), EngineError>
     where
         F: FnMut(&mut RunProgress) -> Advance + Send,
@@ -1383,8 +1381,13 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         // The context this job holds is the run's context after its own
         // settlement only if nobody settled between its view and its write.
         let current = known
-            .filter(|(seen, _)| *seen == settled_before && settled_after == settled_before + 1)
-            .map(|(_, context)| context);
+            .filter(|known| known.seen == settled_before && settled_after == settled_before + 1)
+            .map(|known| {
+                // The cache's copy is the snapshot: letting go of it first
+                // lets the changes apply in place rather than to a copy.
+                self.cache.forget(run_id);
+                known.after_write()
+            });
         match (&current, advance.new_state) {
             (_, Some(state)) if state.is_terminal() => self.cache.forget(run_id),
             (Some(context), _) => self.cache.put(run_id, settled_after, context.clone()),
@@ -1508,8 +1511,6 @@ struct JobView {
     version: Value,
     /// Settlements so far (see [`RunProgress::settled`]).
     settled: u64,
-    /// Whether this node is the run's only scheduled node.
-    alone: bool,
     state: RunState,
     status: NodeStatus,
     /// The attempt the node is at.
@@ -1530,7 +1531,6 @@ impl JobView {
         Self {
             version: progress.blueprint_version.clone(),
             settled: progress.settled,
-            alone: progress.pending.len() == 1 && progress.pending.contains(node),
             state: progress.state,
             status: progress.status(node),
             attempt: progress.attempt(node),
@@ -1589,6 +1589,28 @@ pub fn time_until(instant: &str) -> Duration {
     (at - time::OffsetDateTime::now_utc())
         .try_into()
         .unwrap_or(Duration::ZERO)
+}
+
+/// What a job knows of its run's context after writing its changes: the
+/// settlement count it saw, the snapshot it read at that count, and the
+/// changes it wrote.
+struct KnownContext {
+    seen: u64,
+    snapshot: Arc<ContextMap>,
+    changes: Vec<ContextChange>,
+}
+
+impl KnownContext {
+    /// The context after the write, as long as no other job wrote meanwhile
+    /// (the caller checks the settlement count). Copies the snapshot only if
+    /// another job of the run still holds it.
+    fn after_write(self) -> Arc<ContextMap> {
+        let mut context = Arc::unwrap_or_clone(self.snapshot);
+        for change in self.changes {
+            change.apply(&mut context);
+        }
+        Arc::new(context)
+    }
 }
 
 /// `snapshot` with `changes` applied (only built when a result is routed).

@@ -222,20 +222,6 @@ impl ContextStore for MemoryBackend {
         }
         Ok(())
     }
-
-    async fn apply_changes_returning(
-        &self,
-        run_id: &str,
-        changes: &[ContextChange],
-    ) -> Result<Arc<ContextMap>, StoreError> {
-        self.apply_changes(run_id, changes).await?;
-        Ok(self
-            .lock()
-            .contexts
-            .get(run_id)
-            .cloned()
-            .unwrap_or_default())
-    }
 }
 
 impl StatusStore for MemoryBackend {

@@ -145,23 +145,6 @@ pub trait ContextStore: Send + Sync + 'static {
         run_id: &str,
         changes: &[ContextChange],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// [`Self::apply_changes`], returning the whole context after the
-    /// changes (for publishing a final result). The default reads it back;
-    /// a store whose write answers with the document overrides this.
-    fn apply_changes_returning(
-        &self,
-        run_id: &str,
-        changes: &[ContextChange],
-    ) -> impl Future<Output = Result<Arc<ContextMap>, StoreError>> + Send {
-        async move {
-            self.apply_changes(run_id, changes).await?;
-            Ok(self
-                .load_context(run_id)
-                .await?
-                .map(|context| context.values)
-                .unwrap_or_default())
-        }
-    }
 }
 
 /// The externally visible status of a run (upstream's status document).

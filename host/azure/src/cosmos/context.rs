@@ -104,18 +104,11 @@ impl CosmosContextStore {
         }
     }
 
-    /// One server-side PATCH; returns the document after it when the
-    /// response carries it (Cosmos answers a PATCH with the whole item).
-    async fn patch(
-        &self,
-        run_id: &str,
-        changes: &[ContextChange],
-    ) -> Result<Option<ContextMap>, CosmosError> {
+    /// One server-side PATCH.
+    async fn patch(&self, run_id: &str, changes: &[ContextChange]) -> Result<(), CosmosError> {
         let operations: Vec<PatchOperation> = changes.iter().map(patch_operation).collect();
         let instructions = PatchInstructions::from(operations);
-        super::patch_document(&self.container, run_id, instructions)
-            .await
-            .map(|response| response.into_model::<ContextMap>().ok())
+        super::patch_document(&self.container, run_id, instructions).await
     }
 }
 
@@ -160,34 +153,6 @@ impl ContextStore for CosmosContextStore {
         run_id: &str,
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
-        self.write(run_id, changes).await.map(|_| ())
-    }
-
-    async fn apply_changes_returning(
-        &self,
-        run_id: &str,
-        changes: &[ContextChange],
-    ) -> Result<Arc<ContextMap>, StoreError> {
-        let document = match self.write(run_id, changes).await? {
-            Some(document) => document,
-            None => self
-                .read_document(run_id)
-                .await
-                .map_err(|error| failure("read", run_id, &error))?
-                .unwrap_or_default(),
-        };
-        Ok(Arc::new(context_of(document)))
-    }
-}
-
-impl CosmosContextStore {
-    /// Applies `changes` in ≤ 10-operation patches; returns the document
-    /// after the last request when that request returned it.
-    async fn write(
-        &self,
-        run_id: &str,
-        changes: &[ContextChange],
-    ) -> Result<Option<ContextMap>, StoreError> {
         check_run_id(run_id)?;
         if let Some(change) = changes.iter().find(|change| is_reserved(change.key())) {
             return Err(StoreError::new(
@@ -201,7 +166,6 @@ impl CosmosContextStore {
         // Keys known to be present, once the document had to be read.
         let mut present: Option<HashSet<String>> = None;
         let mut created = false;
-        let mut latest: Option<ContextMap> = None;
         let mut start = 0;
         while start < changes.len() {
             let end = (start + MAX_PATCH_OPERATIONS).min(changes.len());
@@ -211,13 +175,11 @@ impl CosmosContextStore {
                 None => chunk.to_vec(),
             };
             if send.is_empty() {
-                latest = None;
                 start = end;
                 continue;
             }
             let error = match self.patch(run_id, &send).await {
-                Ok(document) => {
-                    latest = document;
+                Ok(()) => {
                     start = end;
                     continue;
                 }
@@ -227,7 +189,7 @@ impl CosmosContextStore {
                 404 if !created => {
                     created = true;
                     match self.create_with(run_id, &changes[start..]).await {
-                        Ok(document) => return Ok(Some(document)),
+                        Ok(()) => return Ok(()),
                         // Created concurrently: patch it after all.
                         Err(error) if status_code(&error) == 409 => continue,
                         Err(error) => return Err(failure("create", run_id, &error)),
@@ -246,10 +208,8 @@ impl CosmosContextStore {
                     if retry.len() == send.len() {
                         return Err(failure("patch", run_id, &error));
                     }
-                    latest = None;
                     if !retry.is_empty() {
-                        latest = self
-                            .patch(run_id, &retry)
+                        self.patch(run_id, &retry)
                             .await
                             .map_err(|error| failure("patch", run_id, &error))?;
                     }
@@ -259,24 +219,24 @@ impl CosmosContextStore {
                 _ => return Err(failure("patch", run_id, &error)),
             }
         }
-        Ok(latest)
+        Ok(())
     }
+}
 
-    /// Creates the run's document holding `changes` applied to nothing;
-    /// returns it.
+impl CosmosContextStore {
+    /// Creates the run's document holding `changes` applied to nothing.
     async fn create_with(
         &self,
         run_id: &str,
         changes: &[ContextChange],
-    ) -> Result<ContextMap, CosmosError> {
+    ) -> Result<(), CosmosError> {
         let mut document = ContextMap::new();
         document.insert("id".into(), Value::String(run_id.to_owned()));
         document.insert("runId".into(), Value::String(run_id.to_owned()));
         for change in changes {
             change.apply_to(&mut document);
         }
-        self.create_document(run_id, &document).await?;
-        Ok(document)
+        self.create_document(run_id, &document).await
     }
 }
 

@@ -336,14 +336,20 @@ pub(crate) fn one_line(error: &CosmosError) -> String {
 /// One server-side PATCH of the document of run `run_id` (repeated when
 /// throttled or on a broken connection, see [`retry_transient`]).
 /// Server-side is requested explicitly: the SDK would run patches with
-/// `remove` client-side and leave tracking fields behind.
+/// `remove` client-side and leave tracking fields behind. The response
+/// carries no document (`Prefer: return=minimal`): Cosmos would otherwise
+/// send the whole item back, a final context twice over for a status patch.
 pub(crate) async fn patch_document(
     container: &ContainerClient,
     run_id: &str,
     instructions: azure_data_cosmos::models::PatchInstructions,
-) -> Result<azure_data_cosmos::models::ItemResponse, CosmosError> {
+) -> Result<(), CosmosError> {
+    let mut operation = azure_data_cosmos::options::OperationOptions::default();
+    operation.content_response_on_write =
+        Some(azure_data_cosmos::options::ContentResponseOnWrite::Disabled);
     let options = azure_data_cosmos::options::PatchItemOptions::default()
-        .with_strategy(azure_data_cosmos::options::PatchStrategy::ServerSide);
+        .with_strategy(azure_data_cosmos::options::PatchStrategy::ServerSide)
+        .with_operation_options(operation);
     retry_transient("patch", || {
         container.patch_item(
             run_id.to_owned(),
@@ -353,6 +359,7 @@ pub(crate) async fn patch_document(
         )
     })
     .await
+    .map(|_| ())
 }
 
 /// Runs a request that may safely run again, repeating it in place while it
