@@ -67,6 +67,13 @@ async fn workers_ride_out_outages_and_honour_throttling() {
             "8",
             "--visibility-timeout",
             &visibility.to_string(),
+            // A write of unknown outcome that was in fact applied leaves its
+            // redelivered job nothing to do, and its successors unsent: the
+            // reconciler re-sends a run that stalls, as in production.
+            "--reconcile-interval",
+            "5",
+            "--stalled-after",
+            "30",
         ],
         &crate::support::dist(),
         &[
