@@ -97,7 +97,7 @@ function machineDescription() {
 }
 
 function summary(side, m) {
-  return `${side}: ${formatNumber(m.nodeJobsPerSecond)} node-jobs/s, ${formatNumber(m.requestsPerNodeJob?.total)} req/node-job, ` +
+  return `${side}: ${formatNumber(m.nodeJobsPerSecond)} node-jobs/s, peak RSS ${formatNumber(m.peakRssMiB)} MiB, ${formatNumber(m.workerCpuSecondsPer1000NodeJobs)} CPU-s/1000 node-jobs, ${formatNumber(m.requestsPerNodeJob?.total)} req/node-job, ` +
     `runs ${m.outcomes.correct} correct / ${m.outcomes.wrong} wrong / ${m.outcomes.stuck} stuck`;
 }
 

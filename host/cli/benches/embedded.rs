@@ -31,7 +31,7 @@ impl NodeRunner for NativeNoop {
     async fn run(&self, call: NodeCall) -> NodeOutcome {
         NodeOutcome {
             result: Ok(NodeSuccess {
-                output: call.input.clone(),
+                output: call.input.as_ref().map(|input| input.to_value()),
                 ..NodeSuccess::default()
             }),
             context: call.context,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use flowcraft_core::blueprint::Blueprint;
-use flowcraft_core::context::ContextMap;
+use flowcraft_core::context::{ContextMap, context_from_object};
 use serde_json::Value;
 
 /// Reads one blueprint file.
@@ -51,7 +51,7 @@ pub fn context_argument(text: Option<&str>) -> Result<ContextMap> {
         return Ok(ContextMap::new());
     };
     match json_argument("--context", text)? {
-        Value::Object(map) => Ok(map),
+        Value::Object(map) => Ok(context_from_object(map)),
         other => bail!(
             "--context must be a JSON object of initial context keys, got {}",
             kind(&other)

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use flowcraft_azure::backend::{AzureBackend, AzureConfig};
+use flowcraft_core::context::context_to_object;
 use flowcraft_core::progress::{NodeStatus, RunProgress, RunState};
 use flowcraft_core::store::{ContextStore, CoordinationStore, RunStatusRecord, StatusStore};
 use serde_json::{Map, Value, json};
@@ -141,7 +142,7 @@ impl Harness {
             .await
             .expect("context readable")
             .expect("the run has a context");
-        (*stored.values).clone()
+        context_to_object(&stored.values)
     }
 
     /// Polls the status document until the run is over.

@@ -21,7 +21,7 @@ use flowcraft_azure::backend::{AzureBackend, AzureConfig};
 use flowcraft_azure::cosmos::{CosmosConnection, CosmosStores};
 use flowcraft_azure::wire;
 use flowcraft_core::blueprint::Blueprint;
-use flowcraft_core::context::ContextMap;
+use flowcraft_core::context::{ContextMap, context_from_object, context_from_value};
 use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::progress::{NodeStatus, RunState};
@@ -142,7 +142,11 @@ impl Harness {
             panic!("initial context must be an object")
         };
         self.engine
-            .start_run(blueprint, Some(run_id.to_owned()), initial)
+            .start_run(
+                blueprint,
+                Some(run_id.to_owned()),
+                context_from_object(initial),
+            )
             .await
             .expect("run starts")
     }
@@ -159,9 +163,9 @@ impl Harness {
         initial: Value,
     ) {
         let mut context = ContextMap::new();
-        context.insert("blueprintId".into(), json!(blueprint));
-        context.insert("blueprintVersion".into(), version);
-        context.extend(initial.as_object().cloned().unwrap_or_default());
+        context.insert("blueprintId".into(), json!(blueprint).into());
+        context.insert("blueprintVersion".into(), version.into());
+        context.extend(context_from_value(initial).unwrap_or_default());
         self.stores
             .context
             .create_context(run, context)
@@ -293,6 +297,10 @@ fn context_of(mut document: Map<String, Value>) -> Map<String, Value> {
     document.shift_remove("id");
     document.shift_remove("runId");
     document
+}
+
+fn context(value: Value) -> ContextMap {
+    context_from_value(value).expect("a JSON object")
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -598,7 +606,7 @@ async fn three_workers_finish_200_fan_out_runs_with_one_final_status_each() {
         let engine = h.engine.clone();
         starts.spawn(async move {
             engine
-                .start_run("fan8", Some(run), object(json!({"_inputs.start": v})))
+                .start_run("fan8", Some(run), context(json!({"_inputs.start": v})))
                 .await
                 .expect("run starts")
         });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::blueprint::NodeDefinition;
-use crate::context::{ContextMap, NodeContext};
+use crate::context::{ContextMap, ContextValue, NodeContext, context_to_object};
 use crate::expression::ConditionScope;
 use crate::plan::{Plan, PlanRegistry};
 use crate::routing::output_key;
@@ -68,7 +68,8 @@ pub fn execute(
                 .loop_conditions
                 .get(&node.id)
                 .map(|condition| {
-                    condition.evaluate_truthy(&ConditionScope::for_loop_controller(view))
+                    let view = context_to_object(view);
+                    condition.evaluate_truthy(&ConditionScope::for_loop_controller(&view))
                 })
                 .unwrap_or(false);
             Ok(BuiltinOutcome::Done(if keep_going {
@@ -144,8 +145,13 @@ fn required_str<'a>(params: &'a Value, key: &str) -> Option<&'a str> {
 
 fn write(context: &mut NodeContext, key: &str, value: Value) -> Result<(), NodeFailure> {
     context
-        .set(key, value)
+        .set(key, ContextValue::from(value))
         .map_err(|error| NodeFailure::fatal(error.to_string()))
+}
+
+/// The parsed value under `key`.
+fn read(context: &NodeContext, key: &str) -> Option<Value> {
+    context.get(key).map(ContextValue::to_value)
 }
 
 fn scatter(
@@ -176,7 +182,9 @@ fn scatter(
     // carry the original scatter's id, whose keys they continue.
     let scatter_id = required_str(params, "scatterId").unwrap_or(&node.id);
     let index_key = format!("{scatter_id}_currentIndex");
-    let start = context.get(&index_key).and_then(Value::as_u64).unwrap_or(0) as usize;
+    let start = read(context, &index_key)
+        .and_then(|index| index.as_u64())
+        .unwrap_or(0) as usize;
     let chunk = params
         .get("chunkSize")
         .and_then(Value::as_u64)
@@ -205,11 +213,10 @@ fn scatter(
     write(context, &index_key, json!(end))?;
     write(context, &format!("{gather}_hasMore"), json!(has_more))?;
     let ids_key = format!("{gather}_allWorkerIds");
-    let mut all_ids = context
-        .get(&ids_key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut all_ids = match read(context, &ids_key) {
+        Some(Value::Array(ids)) => ids,
+        _ => Vec::new(),
+    };
     all_ids.extend(worker_ids);
     write(context, &ids_key, Value::Array(all_ids))?;
     Ok(NodeSuccess {
@@ -226,22 +233,21 @@ fn gather(
     context: &mut NodeContext,
 ) -> Result<BuiltinOutcome, NodeFailure> {
     let gather_id = required_str(params, "gatherNodeId").unwrap_or(&node.id);
-    if context
-        .get(&format!("{gather_id}_hasMore"))
-        .is_some_and(crate::expression::is_truthy)
+    if read(context, &format!("{gather_id}_hasMore"))
+        .is_some_and(|more| crate::expression::is_truthy(&more))
     {
         return next_round(plan, node, gather_id, context);
     }
     let output_key_name = required_str(params, "outputKey")
         .unwrap_or(&node.id)
         .to_owned();
-    let results: Vec<Value> = context
-        .get(&format!("{gather_id}_allWorkerIds"))
+    let results: Vec<Value> = read(context, &format!("{gather_id}_allWorkerIds"))
+        .as_ref()
         .and_then(Value::as_array)
         .map(|ids| {
             ids.iter()
                 .filter_map(Value::as_str)
-                .filter_map(|id| context.get(&output_key(id)).cloned())
+                .filter_map(|id| read(context, &output_key(id)))
                 .collect()
         })
         .unwrap_or_default();
@@ -275,9 +281,8 @@ fn next_round(
             node.id
         )));
     };
-    let round = context
-        .get(&format!("{}_currentIndex", scatter.id))
-        .and_then(Value::as_u64)
+    let round = read(context, &format!("{}_currentIndex", scatter.id))
+        .and_then(|index| index.as_u64())
         .unwrap_or(0);
     let mut params = scatter.params_or_empty();
     if let Value::Object(fields) = &mut params {
@@ -330,7 +335,7 @@ fn subflow(
             }
         }
         None => {
-            if let Some(input) = input {
+            if let Some(input) = input.map(ContextValue::from) {
                 for start in &child.analysis.start_nodes {
                     initial.insert(crate::routing::input_key(start), input.clone());
                 }
@@ -349,7 +354,7 @@ pub fn subflow_result(
     node: &NodeDefinition,
     child_plan: &Plan,
     child_context: &ContextMap,
-) -> (Value, Vec<(String, Value)>) {
+) -> (Value, Vec<(String, ContextValue)>) {
     let params = node.params_or_empty();
     if let Some(outputs) = params.get("outputs").and_then(Value::as_object) {
         let writes = outputs
@@ -362,13 +367,13 @@ pub fn subflow_result(
                 Some((parent_key.clone(), value.clone()))
             })
             .collect();
-        return (Value::Object(child_context.clone()), writes);
+        return (Value::Object(context_to_object(child_context)), writes);
     }
     let terminals = &child_plan.analysis.terminal_nodes;
     let output_of = |id: &str| {
         child_context
             .get(&output_key(id))
-            .cloned()
+            .map(ContextValue::to_value)
             .unwrap_or(Value::Null)
     };
     let output = match terminals.as_slice() {

@@ -35,6 +35,7 @@ use serde_json::Value;
 
 use crate::analysis::Analysis;
 use crate::blueprint::{Blueprint, JoinStrategy, NodeDefinition};
+use crate::context::ContextValue;
 use crate::runner::Pins;
 
 /// Default per-run limit on node executions (upstream's traversal limit).
@@ -724,8 +725,8 @@ impl RunProgress {
 }
 
 /// The value stored for a node's output: `null` when it has none.
-pub fn stored_output(output: Option<&Value>) -> Value {
-    output.cloned().unwrap_or(Value::Null)
+pub fn stored_output(output: Option<&Value>) -> ContextValue {
+    output.map_or_else(ContextValue::null, ContextValue::from_value)
 }
 
 #[cfg(test)]

@@ -4,13 +4,15 @@
 //! each taken edge writes as its target's `_inputs.<target>` (§2.5, without
 //! mutating the blueprint).
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 
+use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 use crate::analysis::LOOP_CONTROLLER;
 use crate::blueprint::{NodeDefinition, NodeInputs};
-use crate::context::ContextMap;
+use crate::context::{ContextMap, ContextValue, context_to_object};
 use crate::expression::{ConditionScope, TransformScope};
 use crate::plan::Plan;
 
@@ -32,20 +34,25 @@ pub fn action_key(node: &str) -> String {
     format!("_actions.{node}")
 }
 
-/// Resolves `node`'s input from `context`; `None` is "no input".
-pub fn resolve_input(plan: &Plan, node: &NodeDefinition, context: &ContextMap) -> Option<Value> {
+/// Resolves `node`'s input from `context`; `None` is "no input". A whole
+/// context value is passed on as its text, without parsing it.
+pub fn resolve_input(
+    plan: &Plan,
+    node: &NodeDefinition,
+    context: &ContextMap,
+) -> Option<ContextValue> {
     let reads_edge_input = reads_edge_input(plan, node);
     match &node.inputs {
         _ if reads_edge_input => context.get(&input_key(&node.id)).cloned(),
         Some(NodeInputs::Single(reference)) => resolve_reference(reference, context),
         Some(NodeInputs::Map(references)) => {
-            let mut object = Map::new();
-            for (name, reference) in references {
-                if let Some(value) = resolve_reference(reference, context) {
-                    object.insert(name.clone(), value);
-                }
-            }
-            Some(Value::Object(object))
+            let object: IndexMap<&str, ContextValue> = references
+                .iter()
+                .filter_map(|(name, reference)| {
+                    Some((name.as_str(), resolve_reference(reference, context)?))
+                })
+                .collect();
+            ContextValue::serialize_from(&object).ok()
         }
         None => None,
     }
@@ -92,16 +99,18 @@ pub fn input_source(plan: &Plan, node: &NodeDefinition) -> String {
 }
 
 /// One `inputs` reference: `_raw.key`, `node.path.to.value`, `node` or `contextKey`.
-pub fn resolve_reference(reference: &str, context: &ContextMap) -> Option<Value> {
+pub fn resolve_reference(reference: &str, context: &ContextMap) -> Option<ContextValue> {
     if reference.starts_with('_') {
         return context.get(reference).cloned();
     }
     if let Some((base, path)) = reference.split_once('.') {
-        let mut current = context.get(&output_key(base)).filter(|v| !v.is_null())?;
+        let base = context.get(&output_key(base)).filter(|v| !v.is_null())?;
+        let base = base.to_value();
+        let mut current = &base;
         for segment in path.split('.') {
             current = step_into(current, segment)?;
         }
-        return Some(current.clone());
+        return Some(ContextValue::from_value(current));
     }
     context
         .get(&output_key(reference))
@@ -121,6 +130,8 @@ fn step_into<'a>(value: &'a Value, segment: &str) -> Option<&'a Value> {
 #[derive(Debug, Clone, Copy)]
 pub struct RoutedResult<'a> {
     pub output: Option<&'a Value>,
+    /// `output` as JSON text, which edges without a transform deliver.
+    pub output_json: Option<&'a ContextValue>,
     pub action: Option<&'a str>,
 }
 
@@ -143,7 +154,7 @@ pub struct Routing {
     /// Chosen edges as (source, target).
     pub taken: BTreeSet<(String, String)>,
     /// `_inputs.<target>` values to write, in edge order.
-    pub inputs: Vec<(String, Value)>,
+    pub inputs: Vec<(String, ContextValue)>,
 }
 
 /// Routes the result of `node` (or of a fallback standing in for `stands_in_for`).
@@ -155,13 +166,17 @@ pub fn route(
     context: &ContextMap,
 ) -> Routing {
     let candidates = candidate_edges(plan, &node.id, stands_in_for);
-    let result_value = result.as_value();
+    // Expressions see parsed values; both are made once, and only if an
+    // expression is evaluated.
+    let parsed = ParsedOnce::new(context);
+    let result_value = OnceCell::new();
     let passes = |index: usize| -> bool {
         match &plan.conditions[index] {
             None => true,
-            Some(condition) => {
-                condition.evaluate_truthy(&ConditionScope::new(context, Some(&result_value)))
-            }
+            Some(condition) => condition.evaluate_truthy(&ConditionScope::new(
+                parsed.get(),
+                Some(result_value.get_or_init(|| result.as_value())),
+            )),
         }
     };
     let mut chosen: Vec<usize> = Vec::new();
@@ -203,7 +218,7 @@ pub fn route(
         routing
             .taken
             .insert((edge.source.clone(), edge.target.clone()));
-        if let Some(value) = edge_input(plan, index, result.output, context) {
+        if let Some(value) = edge_input(plan, index, result, &parsed) {
             routing.inputs.push((input_key(&edge.target), value));
         }
     }
@@ -235,14 +250,15 @@ fn candidate_edges(plan: &Plan, node: &str, stands_in_for: Option<&str>) -> Vec<
 fn edge_input(
     plan: &Plan,
     index: usize,
-    output: Option<&Value>,
-    context: &ContextMap,
-) -> Option<Value> {
+    result: RoutedResult<'_>,
+    parsed: &ParsedOnce<'_>,
+) -> Option<ContextValue> {
     let edge = &plan.blueprint.edges[index];
     let Some(transform) = &plan.transforms[index] else {
-        return output.cloned();
+        return result.output_json.cloned();
     };
-    let mut source = output;
+    let context = parsed.get();
+    let mut source = result.output;
     if let Some(NodeInputs::Single(inputs)) = plan
         .blueprint
         .node(&edge.target)
@@ -259,5 +275,29 @@ fn edge_input(
             source = Some(value);
         }
     }
-    transform.evaluate(&TransformScope::new(source, context))
+    transform
+        .evaluate(&TransformScope::new(source, context))
+        .map(ContextValue::from)
+}
+
+/// A context parsed for expressions when one first needs it, then shared:
+/// expressions compare objects by identity, so every name must reach the
+/// same parsed node.
+pub struct ParsedOnce<'a> {
+    context: &'a ContextMap,
+    parsed: OnceCell<Map<String, Value>>,
+}
+
+impl<'a> ParsedOnce<'a> {
+    pub fn new(context: &'a ContextMap) -> Self {
+        Self {
+            context,
+            parsed: OnceCell::new(),
+        }
+    }
+
+    /// The parsed context.
+    pub fn get(&self) -> &Map<String, Value> {
+        self.parsed.get_or_init(|| context_to_object(self.context))
+    }
 }

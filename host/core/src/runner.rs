@@ -14,7 +14,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::blueprint::{Blueprint, NodeDefinition};
-use crate::context::NodeContext;
+use crate::context::{ContextValue, NodeContext};
 
 /// The implementation chosen for each `uses` key of a run, recorded when the
 /// run starts so that every attempt of every node of that run executes the
@@ -30,8 +30,8 @@ pub struct NodeCall {
     pub blueprint_id: String,
     /// 1-based attempt number.
     pub attempt: u32,
-    /// The resolved input; `None` is "no input" (JavaScript `undefined`).
-    pub input: Option<Value>,
+    /// The resolved input as JSON text; `None` is "no input" (JavaScript `undefined`).
+    pub input: Option<ContextValue>,
     /// The node's `params` (`{}` when absent).
     pub params: Value,
     /// The implementation pinned for this `uses` key when the run started, if any.

@@ -55,7 +55,7 @@ impl NodeRunner for Nodes {
                 Ok(Some(json!("x".repeat(bytes.unwrap_or(0) as usize))))
             }
             "const" => Ok(call.params.get("value").cloned()),
-            "number" => match call.input {
+            "number" => match call.input.as_ref().map(|input| input.to_value()) {
                 Some(Value::Number(n)) => Ok(Some(Value::Number(n))),
                 other => Err(NodeFailure {
                     kind: FailureKind::InvalidInput,

@@ -40,7 +40,11 @@ impl NodeRunner for NativeNodes {
         let result = match call.uses.as_str() {
             "const" => Ok(call.params.get("value").cloned()),
             "add" => {
-                let input = call.input.as_ref().and_then(Value::as_i64).unwrap_or(0);
+                let input = call
+                    .input
+                    .as_ref()
+                    .and_then(|v| v.to_value().as_i64())
+                    .unwrap_or(0);
                 let n = call.params.get("n").and_then(Value::as_i64).unwrap_or(1);
                 Ok(Some(json!(input + n)))
             }
@@ -48,13 +52,15 @@ impl NodeRunner for NativeNodes {
                 let seen = call
                     .context
                     .get("seen")
-                    .and_then(Value::as_i64)
+                    .and_then(|v| v.to_value().as_i64())
                     .unwrap_or(0);
-                call.context.set("seen", json!(seen + 1)).expect("writable");
+                call.context
+                    .set("seen", json!(seen + 1).into())
+                    .expect("writable");
                 Ok(Some(json!(seen + 1)))
             }
             // Fails until an operator fixes the data it reads.
-            "gate" if call.context.get("fixed") != Some(&json!(true)) => {
+            "gate" if !call.context.get("fixed").is_some_and(|v| *v == json!(true)) => {
                 Err(NodeFailure::retryable("not fixed yet"))
             }
             "gate" => Ok(Some(json!("passed"))),
@@ -208,8 +214,8 @@ async fn runs_started_by_an_upstream_client_are_adopted() {
     use flowcraft_core::store::{ContextStore, Job};
     let (engine, mut receiver, id) = engine(DIAMOND);
     let mut context = ContextMap::new();
-    context.insert("blueprintId".into(), json!(id));
-    context.insert("blueprintVersion".into(), Value::Null);
+    context.insert("blueprintId".into(), json!(id).into());
+    context.insert("blueprintVersion".into(), Value::Null.into());
     engine
         .backend()
         .create_context("upstream-run", context)
@@ -263,7 +269,7 @@ async fn a_retried_run_runs_its_failed_node_again_and_completes() {
     assert_eq!(failed.status, RunState::Failed);
 
     let mut patch = ContextMap::new();
-    patch.insert("fixed".into(), json!(true));
+    patch.insert("fixed".into(), json!(true).into());
     let again = engine.retry(&run, patch).await.unwrap();
     assert_eq!(again, vec!["G"]);
     let reopened = engine.backend().read_status(&run).await.unwrap().unwrap();
@@ -346,9 +352,9 @@ async fn of_two_retries_at_once_exactly_one_wins() {
     let (engine, mut receiver, id) = engine(GATED);
     let run = failed_gated_run(&engine, &mut receiver, &id).await;
     let mut first_patch = ContextMap::new();
-    first_patch.insert("fixed".into(), json!(true));
+    first_patch.insert("fixed".into(), json!(true).into());
     let mut second_patch = ContextMap::new();
-    second_patch.insert("loser".into(), json!(true));
+    second_patch.insert("loser".into(), json!(true).into());
     let (first, second) = tokio::join!(
         engine.retry(&run, first_patch),
         engine.retry(&run, second_patch)
@@ -388,7 +394,7 @@ async fn retry_refuses_to_change_the_documents_identity() {
     let (engine, mut receiver, id) = engine(GATED);
     let run = failed_gated_run(&engine, &mut receiver, &id).await;
     let mut patch = ContextMap::new();
-    patch.insert("runId".into(), json!("other"));
+    patch.insert("runId".into(), json!("other").into());
     let outcome = engine.retry(&run, patch).await;
     assert!(
         matches!(outcome, Err(EngineError::ReservedKey { .. })),
@@ -442,11 +448,11 @@ async fn a_crash_before_the_fallback_handover_still_runs_the_fallback() {
     let written = [
         ContextChange::Set {
             key: "_catch_error".into(),
-            value: json!({"message": "boom", "nodeId": "A", "blueprintId": "fb"}),
+            value: json!({"message": "boom", "nodeId": "A", "blueprintId": "fb"}).into(),
         },
         ContextChange::Set {
             key: "_outputs.A".into(),
-            value: Value::Null,
+            value: Value::Null.into(),
         },
     ];
     engine
@@ -560,11 +566,11 @@ async fn a_job_an_upstream_worker_scheduled_runs_only_in_a_shared_fleet() {
         let written = [
             ContextChange::Set {
                 key: "_outputs.A".into(),
-                value: json!(1),
+                value: json!(1).into(),
             },
             ContextChange::Set {
                 key: "_inputs.B".into(),
-                value: json!(1),
+                value: json!(1).into(),
             },
         ];
         engine

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flowcraft_core::context::NodeContext;
+use flowcraft_core::context::{ContextMap, ContextValue, NodeContext};
 use flowcraft_core::runner::{NodeCall, NodeRunner};
 use flowcraft_plugins::{PluginConfig, PluginHost};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 const THROUGHPUT_SECONDS: u64 = 3;
 const CONCURRENT_TASKS: usize = 64;
@@ -45,7 +45,7 @@ fn main() {
         "{:<48} {:>9} {:>9} {:>9}",
         "per call (new instance + call + JSON)", "p50", "p99", "calls"
     );
-    let snapshot = Arc::new(Map::new());
+    let snapshot = Arc::new(ContextMap::new());
     let kib = |n: usize| json!("x".repeat(n * 1024 - 2));
     let cases: [(&str, &str, Option<Value>, usize); 4] = [
         ("trivial (noop, no input)", "noop", None, 20_000),
@@ -128,14 +128,14 @@ async fn host_with(bundles: &[&Path]) -> (PluginHost, tempfile::TempDir, tempfil
     (host, dir, cache)
 }
 
-fn node_call(uses: &str, input: Option<Value>, snapshot: &Arc<Map<String, Value>>) -> NodeCall {
+fn node_call(uses: &str, input: Option<Value>, snapshot: &Arc<ContextMap>) -> NodeCall {
     NodeCall {
         uses: uses.into(),
         run_id: "bench-run".into(),
         node_id: "A".into(),
         blueprint_id: "bench".into(),
         attempt: 1,
-        input,
+        input: input.map(ContextValue::from),
         params: json!({}),
         pin: None,
         timeout: None,
@@ -145,7 +145,7 @@ fn node_call(uses: &str, input: Option<Value>, snapshot: &Arc<Map<String, Value>
 
 async fn per_call(
     host: &PluginHost,
-    snapshot: &Arc<Map<String, Value>>,
+    snapshot: &Arc<ContextMap>,
     uses: &str,
     input: Option<Value>,
     calls: usize,
@@ -193,7 +193,7 @@ async fn load_times(bundle: &PathBuf) -> (Duration, Duration) {
 async fn throughput(host: &PluginHost) -> (f64, u64) {
     let completed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let snapshot = Arc::new(Map::new());
+    let snapshot = Arc::new(ContextMap::new());
     let tasks: Vec<_> = (0..CONCURRENT_TASKS)
         .map(|_| {
             let (host, completed, stop, snapshot) = (

@@ -4,8 +4,7 @@
 //! context view handed to this node (never another run's), the bundle's
 //! grants, and the call's labels for logging.
 
-use flowcraft_core::context::ContextWriteError;
-use serde_json::Value;
+use flowcraft_core::context::{ContextValue, ContextWriteError};
 
 use crate::bindings::{Host, LogLevel, TypesHost};
 use crate::sandbox::{CallState, HostRuleBroken};
@@ -14,11 +13,11 @@ impl TypesHost for CallState {}
 
 impl Host for CallState {
     fn context_get(&mut self, key: String) -> Option<String> {
-        self.context.get(&key).map(Value::to_string)
+        self.context.get(&key).map(|value| value.json().to_owned())
     }
 
     fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
-        let value: Value = serde_json::from_str(&value)
+        let value = ContextValue::parse(value)
             .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))?;
         self.context.set(&key, value).map_err(|e| e.to_string())
     }

@@ -155,7 +155,7 @@ async fn context_nodes_read_and_write_the_run_context() {
         set.context.into_changes(),
         vec![ContextChange::Set {
             key: "shared".into(),
-            value: json!(42)
+            value: json!(42).into()
         }]
     );
 
@@ -190,11 +190,11 @@ async fn inc_counts_in_the_context() {
         vec![
             ContextChange::Set {
                 key: "count".into(),
-                value: json!(1)
+                value: json!(1).into()
             },
             ContextChange::Set {
                 key: "keepGoing".into(),
-                value: json!(true)
+                value: json!(true).into()
             },
         ]
     );
@@ -204,7 +204,10 @@ async fn inc_counts_in_the_context() {
     };
     let second = host.run(second).await;
     assert_eq!(second.result.unwrap().output, Some(json!(2)));
-    assert_eq!(second.context.get("keepGoing"), Some(&json!(false)));
+    assert_eq!(
+        second.context.get("keepGoing").map(|v| v.to_value()),
+        Some(json!(false))
+    );
 }
 
 #[tokio::test]
@@ -218,7 +221,7 @@ async fn many_writes_eleven_keys_and_del_tmp_deletes() {
         changes[10],
         ContextChange::Set {
             key: "k10".into(),
-            value: json!(10)
+            value: json!(10).into()
         }
     );
 

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use azure_data_cosmos::CosmosError;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::models::{PATCH_TRACKING_PROPERTY, PatchInstructions, PatchOperation};
-use flowcraft_core::context::{ContextChange, ContextMap, RESERVED_KEYS};
+use flowcraft_core::context::{
+    ContextChange, ContextMap, ContextValue, RESERVED_KEYS, context_to_object,
+};
 use flowcraft_core::store::{ContextStore, StoreError, StoredContext};
 use serde_json::Value;
 
@@ -91,8 +93,12 @@ impl CosmosContextStore {
                 Err(error) if backoff.attempts() > 1 && status_code(&error) == 409 => {
                     // The first attempt may have landed before the connection
                     // broke: that is success if the stored document is ours.
-                    let stored = self.read_document(run_id).await?.map(strip_system);
-                    let ours = strip_system(document.clone());
+                    // Compared parsed: the service may format values differently.
+                    let stored = self
+                        .read_document(run_id)
+                        .await?
+                        .map(|stored| context_to_object(&strip_system(stored)));
+                    let ours = context_to_object(&strip_system(document.clone()));
                     return if stored.as_ref() == Some(&ours) {
                         Ok(())
                     } else {
@@ -106,9 +112,10 @@ impl CosmosContextStore {
 
     /// One server-side PATCH.
     async fn patch(&self, run_id: &str, changes: &[ContextChange]) -> Result<(), CosmosError> {
-        let operations: Vec<PatchOperation> = changes.iter().map(patch_operation).collect();
-        let instructions = PatchInstructions::from(operations);
-        super::patch_document(&self.container, run_id, instructions).await
+        super::patch_document(&self.container, run_id, || {
+            PatchInstructions::from(changes.iter().map(patch_operation).collect::<Vec<_>>())
+        })
+        .await
     }
 }
 
@@ -124,8 +131,7 @@ impl ContextStore for CosmosContextStore {
             ));
         }
         let mut document = ContextMap::new();
-        document.insert("id".into(), Value::String(run_id.to_owned()));
-        document.insert("runId".into(), Value::String(run_id.to_owned()));
+        document.extend(identity(run_id));
         document.extend(initial);
         match self.create_document(run_id, &document).await {
             Ok(()) => Ok(()),
@@ -231,8 +237,7 @@ impl CosmosContextStore {
         changes: &[ContextChange],
     ) -> Result<(), CosmosError> {
         let mut document = ContextMap::new();
-        document.insert("id".into(), Value::String(run_id.to_owned()));
-        document.insert("runId".into(), Value::String(run_id.to_owned()));
+        document.extend(identity(run_id));
         for change in changes {
             change.apply_to(&mut document);
         }
@@ -265,9 +270,10 @@ fn has_removes(changes: &[ContextChange]) -> bool {
         .any(|change| matches!(change, ContextChange::Delete { .. }))
 }
 
+/// The SDK takes parsed values: each is parsed for the request only.
 fn patch_operation(change: &ContextChange) -> PatchOperation {
     match change {
-        ContextChange::Set { key, value } => PatchOperation::set(pointer(key), value.clone()),
+        ContextChange::Set { key, value } => PatchOperation::set(pointer(key), value.to_value()),
         ContextChange::Delete { key } => PatchOperation::remove(pointer(key)),
     }
 }
@@ -289,8 +295,14 @@ fn context_of(mut document: ContextMap) -> ContextMap {
     strip_system(document)
 }
 
+/// The document identity properties, `id` and `runId` (the partition key).
+fn identity(run_id: &str) -> [(String, ContextValue); 2] {
+    let run_id = ContextValue::from(Value::from(run_id));
+    [("id".into(), run_id.clone()), ("runId".into(), run_id)]
+}
+
 /// `document` without the properties Cosmos or the SDK add.
-pub(crate) fn strip_system(mut document: ContextMap) -> ContextMap {
+fn strip_system(mut document: ContextMap) -> ContextMap {
     document.retain(|key, _| !SYSTEM_PROPERTIES.contains(&key.as_str()));
     document
 }
@@ -311,7 +323,7 @@ mod tests {
     fn set(key: &str) -> ContextChange {
         ContextChange::Set {
             key: key.into(),
-            value: json!(1),
+            value: json!(1).into(),
         }
     }
 
@@ -348,7 +360,7 @@ mod tests {
         let body = serde_json::to_value(PatchInstructions::from(vec![
             patch_operation(&ContextChange::Set {
                 key: "_outputs.A".into(),
-                value: json!({"v": 1}),
+                value: json!({"v": 1}).into(),
             }),
             patch_operation(&delete("tmp/x")),
         ]))

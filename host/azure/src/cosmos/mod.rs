@@ -339,10 +339,12 @@ pub(crate) fn one_line(error: &CosmosError) -> String {
 /// `remove` client-side and leave tracking fields behind. The response
 /// carries no document (`Prefer: return=minimal`): Cosmos would otherwise
 /// send the whole item back, a final context twice over for a status patch.
+/// `instructions` builds the request body for each attempt, so that a large
+/// patch is not kept as a spare copy for retries.
 pub(crate) async fn patch_document(
     container: &ContainerClient,
     run_id: &str,
-    instructions: azure_data_cosmos::models::PatchInstructions,
+    instructions: impl Fn() -> azure_data_cosmos::models::PatchInstructions,
 ) -> Result<(), CosmosError> {
     let mut operation = azure_data_cosmos::options::OperationOptions::default();
     operation.content_response_on_write =
@@ -354,7 +356,7 @@ pub(crate) async fn patch_document(
         container.patch_item(
             run_id.to_owned(),
             run_id,
-            instructions.clone(),
+            instructions(),
             Some(options.clone()),
         )
     })

@@ -19,16 +19,18 @@ use azure_data_cosmos::feed::FeedScope;
 use azure_data_cosmos::models::{PatchInstructions, PatchOperation};
 use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
 use azure_data_cosmos::{CosmosError, Query};
-use flowcraft_core::context::ContextMap;
 use flowcraft_core::progress::RunState;
 use flowcraft_core::store::{RunStatusRecord, StatusStore, StoreError};
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
 
-use super::context::strip_system;
+use super::context::SYSTEM_PROPERTIES;
 use super::{now_seconds, one_line, retry_transient, status_code};
 
 const SERVICE: &str = "cosmos status";
+
+/// A status document: small, and read for its fields, so kept parsed.
+type StatusDocument = Map<String, Value>;
 
 /// Upstream reconciler's query (`createAzureReconciler`), verbatim.
 pub const STALLED_RUNS_QUERY: &str =
@@ -48,7 +50,7 @@ impl CosmosStatusStore {
     async fn patch(
         &self,
         run_id: &str,
-        instructions: PatchInstructions,
+        instructions: impl Fn() -> PatchInstructions,
     ) -> Result<(), CosmosError> {
         super::patch_document(&self.container, run_id, instructions)
             .await
@@ -102,7 +104,7 @@ impl CosmosStatusStore {
     async fn read_document(
         &self,
         run_id: &str,
-    ) -> Result<Option<(ContextMap, Option<Etag>)>, CosmosError> {
+    ) -> Result<Option<(StatusDocument, Option<Etag>)>, CosmosError> {
         let read = retry_transient("read status", || {
             self.container.read_item(run_id.to_owned(), run_id, None)
         })
@@ -110,7 +112,7 @@ impl CosmosStatusStore {
         match read {
             Ok(response) => {
                 let etag = response.headers().etag().cloned();
-                let document: ContextMap = response.into_model()?;
+                let document: StatusDocument = response.into_model()?;
                 let etag = etag.or_else(|| {
                     document
                         .get("_etag")
@@ -275,11 +277,13 @@ impl StatusStore for CosmosStatusStore {
         // One PATCH: the caller owns the run's only terminal transition, so
         // no read is needed to guard it. No document yet (a run started
         // without one): fall back to the guarded write, which creates it.
-        let instructions = PatchInstructions::from(vec![
-            PatchOperation::set("/status", Value::from(status.as_str())),
-            PatchOperation::set("/lastUpdated", Value::from(now_seconds())),
-            PatchOperation::set("/finalStatus", final_status.clone()),
-        ]);
+        let instructions = || {
+            PatchInstructions::from(vec![
+                PatchOperation::set("/status", Value::from(status.as_str())),
+                PatchOperation::set("/lastUpdated", Value::from(now_seconds())),
+                PatchOperation::set("/finalStatus", final_status.clone()),
+            ])
+        };
         match self.patch(run_id, instructions).await {
             Ok(()) => Ok(()),
             Err(error) if status_code(&error) == 404 => self
@@ -292,10 +296,12 @@ impl StatusStore for CosmosStatusStore {
 
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
         check_run_id(run_id)?;
-        let instructions = PatchInstructions::from(vec![PatchOperation::set(
-            "/lastUpdated",
-            Value::from(now_seconds()),
-        )]);
+        let instructions = || {
+            PatchInstructions::from(vec![PatchOperation::set(
+                "/lastUpdated",
+                Value::from(now_seconds()),
+            )])
+        };
         match self.patch(run_id, instructions).await {
             Ok(()) => Ok(()),
             Err(error) if status_code(&error) == 404 => Ok(()),
@@ -327,11 +333,11 @@ impl StatusStore for CosmosStatusStore {
 /// status, `lastUpdated` = now and `finalStatus`, in upstream's field order
 /// for new documents.
 fn status_document(
-    stored: ContextMap,
+    stored: StatusDocument,
     run_id: &str,
     status: RunState,
     final_status: &Option<Value>,
-) -> ContextMap {
+) -> StatusDocument {
     let mut document = Map::new();
     document.insert("id".into(), Value::from(run_id));
     document.insert("runId".into(), Value::from(run_id));
@@ -340,18 +346,20 @@ fn status_document(
     if let Some(final_status) = final_status {
         document.insert("finalStatus".into(), final_status.clone());
     }
-    for (key, value) in strip_system(stored) {
-        if !matches!(
-            key.as_str(),
-            "id" | "runId" | "status" | "lastUpdated" | "finalStatus"
-        ) {
+    for (key, value) in stored {
+        if !SYSTEM_PROPERTIES.contains(&key.as_str())
+            && !matches!(
+                key.as_str(),
+                "id" | "runId" | "status" | "lastUpdated" | "finalStatus"
+            )
+        {
             document.insert(key, value);
         }
     }
     document
 }
 
-fn stored_state(document: &ContextMap) -> Option<RunState> {
+fn stored_state(document: &StatusDocument) -> Option<RunState> {
     document
         .get("status")
         .and_then(|status| serde_json::from_value(status.clone()).ok())

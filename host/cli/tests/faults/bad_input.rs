@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use flowcraft_azure::cosmos::{CosmosConnection, CosmosStores};
 use flowcraft_azure::wire;
+use flowcraft_core::context::{ContextMap, context_from_value};
 use flowcraft_core::progress::RunState;
 use flowcraft_core::store::{Job, StatusStore};
 use serde_json::{Map, Value, json};
@@ -76,8 +77,8 @@ fn check(problems: &mut Vec<String>, ok: bool, problem: impl FnOnce() -> String)
     ok
 }
 
-fn context(pairs: Value) -> Map<String, Value> {
-    pairs.as_object().cloned().unwrap()
+fn context(pairs: Value) -> ContextMap {
+    context_from_value(pairs).unwrap()
 }
 
 /// The context document of `run` stored in `partition` (Cosmos' own
@@ -185,7 +186,10 @@ async fn bad_messages_and_documents_end_visibly_and_the_worker_keeps_serving() {
     overwrite(
         &stores,
         &wrong_type,
-        context(json!({"amount": "twenty-one"})),
+        json!({"amount": "twenty-one"})
+            .as_object()
+            .cloned()
+            .unwrap(),
     )
     .await;
     // Metadata removed or of the wrong type; the data intact.
@@ -195,7 +199,7 @@ async fn bad_messages_and_documents_end_visibly_and_the_worker_keeps_serving() {
         .await;
     let odd = json!({"amount": 4, "blueprintVersion": {"not": "a version"},
                      "_awaitingNodeIds": "not a list", "_awaitingDetails": 7});
-    overwrite(&stores, &odd_metadata, context(odd.clone())).await;
+    overwrite(&stores, &odd_metadata, odd.as_object().cloned().unwrap()).await;
     // The document moved away (its runId edited).
     let moved = run("shape-moved");
     let elsewhere = format!("{moved}-elsewhere");
@@ -220,9 +224,11 @@ async fn bad_messages_and_documents_end_visibly_and_the_worker_keeps_serving() {
     );
     // Meanwhile: oversized data and ordinary runs.
     let oversize = run("oversize");
-    stand.start("oversize", &oversize, &Map::new()).await;
+    stand.start("oversize", &oversize, &ContextMap::new()).await;
     let big_result = run("big-result");
-    stand.start("big-result", &big_result, &Map::new()).await;
+    stand
+        .start("big-result", &big_result, &ContextMap::new())
+        .await;
     let mut serve_runs = vec![(host.clone(), 1)];
     for i in 2..10 {
         let id = run(&format!("serve-{i}"));
@@ -313,7 +319,7 @@ async fn bad_messages_and_documents_end_visibly_and_the_worker_keeps_serving() {
         let mut expected = reference.run(&blueprints, "shape", &seed).await;
         expected.context.shift_remove("blueprintId");
         for (key, value) in odd.as_object().unwrap() {
-            expected.context.insert(key.clone(), value.clone());
+            expected.context.insert(key.clone(), value.into());
         }
         let diff = differences(report, &expected, &blueprints[1]);
         if check(&mut problems, diff.is_empty(), || {
@@ -342,7 +348,7 @@ async fn bad_messages_and_documents_end_visibly_and_the_worker_keeps_serving() {
         restore_document(&stores, &moved, &elsewhere).await;
         stand
             .engine
-            .retry(&moved, Map::new())
+            .retry(&moved, ContextMap::new())
             .await
             .expect("the failed run can be retried");
         let again = stand
@@ -394,7 +400,9 @@ async fn bad_messages_and_documents_end_visibly_and_the_worker_keeps_serving() {
 
     // A final context too large for the status: completed, without the copy.
     if let Some(report) = reports.get(&big_result) {
-        let expected = reference.run(&blueprints, "big-result", &Map::new()).await;
+        let expected = reference
+            .run(&blueprints, "big-result", &ContextMap::new())
+            .await;
         let diff = differences(report, &expected, &blueprints[3]);
         let status = stand
             .engine

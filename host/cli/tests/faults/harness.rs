@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use flowcraft_azure::backend::{AzureBackend, AzureConfig};
 use flowcraft_core::blueprint::Blueprint;
-use flowcraft_core::context::ContextMap;
+use flowcraft_core::context::{ContextMap, context_to_object};
 use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
 use flowcraft_core::memory::{self, MemoryBackend, TimerPolicy};
 use flowcraft_core::plan::{Plan, PlanRegistry};
@@ -22,7 +22,7 @@ use flowcraft_core::progress::RunState;
 use flowcraft_core::store::Job;
 use flowcraft_plugins::{PluginConfig, PluginHost};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::support::azure::{NoRunner, azure_config, worker_command_with};
 
@@ -306,8 +306,10 @@ impl Reference {
 
 /// Keys that legitimately differ between two correct runs: a node with
 /// several predecessors gets `_inputs.<id>` from each of them, the last
-/// writer wins (upstream §2.5).
-pub fn comparable(mut context: ContextMap, blueprint: &Value) -> ContextMap {
+/// writer wins (upstream §2.5). Values are parsed: two stores may format the
+/// same value differently.
+pub fn comparable(context: &ContextMap, blueprint: &Value) -> Map<String, Value> {
+    let mut context = context_to_object(context);
     let mut incoming: BTreeMap<&str, usize> = BTreeMap::new();
     for edge in blueprint["edges"].as_array().into_iter().flatten() {
         *incoming
@@ -331,8 +333,8 @@ pub fn differences(actual: &RunReport, expected: &RunReport, blueprint: &Value) 
             actual.state, expected.state
         ));
     }
-    let a = comparable(actual.context.clone(), blueprint);
-    let e = comparable(expected.context.clone(), blueprint);
+    let a = comparable(&actual.context, blueprint);
+    let e = comparable(&expected.context, blueprint);
     for key in a.keys().chain(e.keys()) {
         if a.get(key) != e.get(key) && !problems.iter().any(|p| p.starts_with(&format!("{key}:"))) {
             problems.push(format!(

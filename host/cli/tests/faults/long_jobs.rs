@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use flowcraft_core::context::ContextMap;
+use serde_json::{Value, json};
 
 use crate::SERIAL;
 use crate::harness::{Fleet, Reference, Row, Stand, differences, unique};
@@ -30,14 +31,14 @@ async fn a_job_longer_than_its_visibility_timeout_runs_once_and_reappears_when_i
     );
     let expected = Reference::load()
         .await
-        .run(std::slice::from_ref(&blueprint), "long", &Map::new())
+        .run(std::slice::from_ref(&blueprint), "long", &ContextMap::new())
         .await;
     let tag = unique();
 
     // A healthy worker keeps its job: one execution although the node runs
     // for three and a half visibility timeouts.
     let kept = format!("long-kept-{tag}");
-    stand.start("long", &kept, &Map::new()).await;
+    stand.start("long", &kept, &ContextMap::new()).await;
     let reports = stand
         .wait_all(
             std::slice::from_ref(&kept),
@@ -50,7 +51,7 @@ async fn a_job_longer_than_its_visibility_timeout_runs_once_and_reappears_when_i
 
     // A worker killed mid-node: its job comes back after the timeout.
     let orphaned = format!("long-orphaned-{tag}");
-    stand.start("long", &orphaned, &Map::new()).await;
+    stand.start("long", &orphaned, &ContextMap::new()).await;
     let first = fleet
         .until(
             "the slow node to start",

@@ -24,6 +24,7 @@ mod plugins;
 mod redelivery;
 mod rollout;
 
+use flowcraft_core::context::ContextMap;
 use serde_json::{Map, Value, json};
 
 /// Scenarios take turns.
@@ -75,8 +76,8 @@ pub fn mixed_blueprint() -> Value {
 }
 
 /// The initial context of run number `i` of a scenario.
-pub fn seed(i: usize) -> Map<String, Value> {
-    let mut initial = Map::new();
-    initial.insert("_inputs.start".into(), json!(i as i64 + 1));
+pub fn seed(i: usize) -> ContextMap {
+    let mut initial = ContextMap::new();
+    initial.insert("_inputs.start".into(), json!(i as i64 + 1).into());
     initial
 }

@@ -133,10 +133,14 @@ async fn workers_ride_out_outages_and_honour_throttling() {
     // outcome nobody can tell (another job changed the record meanwhile)
     // leaves its job to be delivered again. Such runs get one more timeout.
     let ambiguous = fleet.log_lines("whether the write was applied is unknown");
-    let late: Vec<String> = runs
+    let unknown_outcome: Vec<String> = runs
+        .iter()
+        .filter(|run| ambiguous.iter().any(|line| line.contains(run.as_str())))
+        .cloned()
+        .collect();
+    let late: Vec<String> = unknown_outcome
         .iter()
         .filter(|run| !reports.contains_key(*run))
-        .filter(|run| ambiguous.iter().any(|line| line.contains(run.as_str())))
         .cloned()
         .collect();
     if !late.is_empty() {
@@ -170,14 +174,15 @@ async fn workers_ride_out_outages_and_honour_throttling() {
         }
     }
     // A job that went round again after a write of unknown outcome runs its
-    // node again (at least once): not a duplicate effect.
+    // node again (at least once): not a duplicate effect, whether the run
+    // then waited for the redelivery or the reconciler re-sent it sooner.
     let (repeated, rerun): (Vec<_>, Vec<_>) = fleet
         .ledger
         .lock()
         .unwrap()
         .repeated(&runs)
         .into_iter()
-        .partition(|((run, _, _), _)| !late.contains(run));
+        .partition(|((run, _, _), _)| !unknown_outcome.contains(run));
     let redelivered: Vec<String> = fleet
         .log_lines("delivered again")
         .into_iter()
@@ -218,7 +223,7 @@ async fn workers_ride_out_outages_and_honour_throttling() {
              {resets} connection resets (Cosmos 3 s, queue 3 s), Redis restarted and kill -9'd; \
              all runs ended {:.1} s after the first start ({:.1} s after the last fault) with a {visibility} s visibility timeout; \
              in-place retries: throttled Cosmos {} / queue {}; unreachable warnings Cosmos {} / queue {} / Redis {} (+{redis_lost} connection lost); \
-             {} warn lines in all; {} run(s) waited for a redelivery after a write whose outcome the Redis kill made unknown ({} node attempt(s) re-run)",
+             {} warn lines in all; {} run(s) met a write whose outcome the Redis kill made unknown ({} of them waited for a redelivery; {} node attempt(s) re-run)",
             elapsed.as_secs_f64(),
             (elapsed - faults_done).as_secs_f64(),
             retried_throttled("Cosmos DB"),
@@ -227,6 +232,7 @@ async fn workers_ride_out_outages_and_honour_throttling() {
             unreachable("queue service"),
             unreachable("Redis"),
             warnings.len(),
+            unknown_outcome.len(),
             late.len(),
             rerun.len(),
         ),

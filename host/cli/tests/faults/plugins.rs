@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use flowcraft_core::context::ContextMap;
 use serde_json::{Map, Value, json};
 
 use crate::SERIAL;
@@ -88,18 +89,18 @@ async fn hostile_nodes_fail_with_their_cause_and_the_worker_keeps_serving() {
     let fleet = Fleet::spawn_with(&stand, 1, &["--concurrency", "8"], plugins.path(), &[]);
     let tag = unique();
 
-    let mut runs: Vec<(String, Value, Map<String, Value>)> = Vec::new();
+    let mut runs: Vec<(String, Value, ContextMap)> = Vec::new();
     for blueprint in &blueprints[2..] {
         let id = blueprint["id"].as_str().unwrap();
-        runs.push((format!("{id}-{tag}"), blueprint.clone(), Map::new()));
+        runs.push((format!("{id}-{tag}"), blueprint.clone(), ContextMap::new()));
     }
     for i in 0..10 {
-        let mut seed = Map::new();
-        seed.insert("_inputs.start".into(), json!(i));
+        let mut seed = ContextMap::new();
+        seed.insert("_inputs.start".into(), json!(i).into());
         runs.push((format!("serve-{i}-{tag}"), blueprints[0].clone(), seed));
     }
     let swap = format!("swap-{tag}");
-    runs.push((swap.clone(), blueprints[1].clone(), Map::new()));
+    runs.push((swap.clone(), blueprints[1].clone(), ContextMap::new()));
     let mut expected = Vec::new();
     for (_, blueprint, seed) in &runs {
         let id = blueprint["id"].as_str().unwrap();

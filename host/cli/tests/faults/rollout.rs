@@ -9,7 +9,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use flowcraft_core::context::ContextMap;
+use serde_json::{Value, json};
 
 use crate::SERIAL;
 use crate::harness::{Fleet, Reference, Row, Stand, differences, unique};
@@ -44,10 +45,10 @@ async fn jobs_of_a_version_a_worker_lacks_go_back_to_the_queue_and_finish_where_
     let both = Stand::with_config(config.clone(), &[v1.clone(), v2.clone()]).await;
     let reference = Reference::load().await;
     let expected_v1 = reference
-        .run(std::slice::from_ref(&v1), "roll", &Map::new())
+        .run(std::slice::from_ref(&v1), "roll", &ContextMap::new())
         .await;
     let expected_v2 = reference
-        .run(std::slice::from_ref(&v2), "roll", &Map::new())
+        .run(std::slice::from_ref(&v2), "roll", &ContextMap::new())
         .await;
     let tag = unique();
     let flags = [
@@ -62,7 +63,7 @@ async fn jobs_of_a_version_a_worker_lacks_go_back_to_the_queue_and_finish_where_
     // its delivery limit, then poisoned with a reason naming the version.
     let strict = Fleet::spawn(&only_v2, 1, &[&flags[..], &["3"]].concat());
     let orphan = format!("roll-orphan-{tag}");
-    only_v1.start("roll", &orphan, &Map::new()).await;
+    only_v1.start("roll", &orphan, &ContextMap::new()).await;
     let queue = only_v1.engine.backend().queue();
     let poisoned = loop {
         strict.assert_running();
@@ -83,8 +84,8 @@ async fn jobs_of_a_version_a_worker_lacks_go_back_to_the_queue_and_finish_where_
     let mut runs = Vec::new();
     for i in 0..5 {
         let (old, new) = (format!("roll-v1-{i}-{tag}"), format!("roll-v2-{i}-{tag}"));
-        only_v1.start("roll", &old, &Map::new()).await;
-        only_v2.start("roll", &new, &Map::new()).await;
+        only_v1.start("roll", &old, &ContextMap::new()).await;
+        only_v2.start("roll", &new, &ContextMap::new()).await;
         runs.push((old, &v1, &expected_v1));
         runs.push((new, &v2, &expected_v2));
     }

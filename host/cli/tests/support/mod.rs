@@ -12,12 +12,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use flowcraft_core::blueprint::Blueprint;
-use flowcraft_core::context::ContextMap;
+use flowcraft_core::context::{ContextMap, context_to_object};
 use flowcraft_core::engine::RunReport;
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::validate::{Catalog, validate};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -81,10 +81,10 @@ struct Expectation {
     status: Option<String>,
     /// Exact values of these keys.
     #[serde(default)]
-    context: ContextMap,
+    context: Map<String, Value>,
     /// Objects that must contain at least these members.
     #[serde(default)]
-    partial: ContextMap,
+    partial: Map<String, Value>,
     /// Keys whose value must be one of the listed values.
     #[serde(default)]
     one_of: BTreeMap<String, Vec<Value>>,
@@ -282,7 +282,7 @@ pub async fn run_all<D: Driver>(mode: &str, driver: &D, implements: &dyn Fn(&str
 }
 
 fn check(phase: &str, expect: &Expectation, report: &RunReport, out: &mut Vec<String>) {
-    let context = &report.context;
+    let context = &context_to_object(&report.context);
     if let Some(status) = &expect.status
         && report.state.as_str() != status
     {

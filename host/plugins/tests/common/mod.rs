@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowcraft_core::context::NodeContext;
+use flowcraft_core::context::{ContextMap, NodeContext, context_from_value};
 use flowcraft_core::runner::{NodeCall, NodeOutcome, NodeRunner};
 use flowcraft_plugins::{PluginConfig, PluginHost};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// `plugins-example/dist` of this workspace.
@@ -92,7 +92,7 @@ pub fn with_params(uses: &str, params: Value) -> NodeCall {
 
 pub fn with_input(uses: &str, input: Value) -> NodeCall {
     NodeCall {
-        input: Some(input),
+        input: Some(input.into()),
         ..call(uses)
     }
 }
@@ -104,14 +104,12 @@ pub fn with_timeout(mut call: NodeCall, ms: u64) -> NodeCall {
 
 /// A node context over `snapshot` (a JSON object).
 pub fn context(snapshot: Value) -> NodeContext {
-    let Value::Object(map) = snapshot else {
-        panic!("context must be an object")
-    };
-    NodeContext::new(Arc::new(map))
+    let snapshot = context_from_value(snapshot).expect("context must be an object");
+    NodeContext::new(Arc::new(snapshot))
 }
 
 pub fn empty_context() -> NodeContext {
-    NodeContext::new(Arc::new(Map::new()))
+    NodeContext::new(Arc::new(ContextMap::new()))
 }
 
 /// Runs `call` and returns the output, panicking on failure.
