@@ -204,7 +204,20 @@ struct Inner {
     random: RandomState,
     /// What this store last saw of each live run's hash.
     memory: Memory,
+    /// Updates of one run through this store take turns (see
+    /// [`UPDATE_LANES`]).
+    lanes: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// How many update lanes a store has. An update of a run holds the lane its
+/// run id hashes to, so two jobs of one run settling at the same moment on
+/// one worker (the branches of a fan-out) queue here instead of losing a
+/// compare-and-set to each other and trying again: the second finds the
+/// first's write remembered and costs one round trip, not two or three
+/// and a back-off. Runs sharing a lane wait for each other for a round trip
+/// at most; 256 lanes keep that rare with hundreds of live runs. Writers in
+/// other workers are still arbitrated by the compare-and-set.
+const UPDATE_LANES: usize = 256;
 
 /// The shared connection and what the last attempt to make one did.
 #[derive(Default)]
@@ -311,6 +324,9 @@ impl RedisCoordination {
                 tokens: AtomicU64::new(0),
                 random: RandomState::new(),
                 memory,
+                lanes: (0..UPDATE_LANES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         };
         store.pong().await.map_err(|err| {
@@ -723,6 +739,8 @@ impl CoordinationStore for RedisCoordination {
     {
         let key = progress_key(run_id);
         let attempts = self.inner.options.max_attempts.max(1);
+        let lane = self.inner.random.hash_one(run_id) as usize % UPDATE_LANES;
+        let _turn = self.inner.lanes[lane].lock().await;
         // The state the next compare-and-set expects, and whether it was
         // read during this call (rather than remembered from before it).
         let (mut base, mut fresh) = match self.inner.memory.get(run_id) {

@@ -7,6 +7,13 @@
 //! unknown fields). [`decode`] accepts base64 JSON and plain JSON (the Azure
 //! guide's own snippet sends plain JSON), ignores unknown fields such as
 //! `isLastAttempt`, and says which step failed.
+//!
+//! A worker that runs several jobs of one run under one message (a fan-out
+//! it took on itself) rewrites that message into a *group*: the first job's
+//! payload plus `"also": [node ids]`, the run's further jobs
+//! ([`encode_group`], [`decode_group`]). A group message is only ever
+//! written by the worker holding it, never sent, and not in a fleet shared
+//! with upstream workers, which would run only `nodeId`.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -40,6 +47,45 @@ pub fn encode(job: &Job) -> String {
     base64::engine::general_purpose::STANDARD.encode(to_json(job))
 }
 
+/// The message text standing for `jobs` (at least one): `jobs[0]` with the
+/// node ids of the rest as `also`. The rest must be first attempts of
+/// `jobs[0]`'s run without a signal: that is all a group can say of them.
+pub fn encode_group(jobs: &[Job]) -> String {
+    #[derive(serde::Serialize)]
+    struct Group<'a> {
+        #[serde(flatten)]
+        first: &'a Job,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        also: Vec<&'a str>,
+    }
+    let (first, rest) = jobs.split_first().expect("a group has a first job");
+    debug_assert!(rest.iter().all(|job| job.run_id == first.run_id
+        && job.blueprint_id == first.blueprint_id
+        && job.attempt.is_none()
+        && job.signal.is_none()));
+    let group = Group {
+        first,
+        also: rest.iter().map(|job| job.node_id.as_str()).collect(),
+    };
+    let json = serde_json::to_string(&group).expect("a Job always serializes");
+    base64::engine::general_purpose::STANDARD.encode(json)
+}
+
+/// The jobs a message text stands for: its job, then one first attempt per
+/// node of its `also` list (see [`encode_group`]).
+pub fn decode_group(text: &str) -> Result<Vec<Job>, DecodeError> {
+    let (job, also) = decode_payload(text)?;
+    let mut jobs = Vec::with_capacity(1 + also.len());
+    for node in also {
+        if node.is_empty() {
+            return Err(DecodeError::NotAJob("an `also` node id is empty".into()));
+        }
+        jobs.push(Job::new(&job.run_id, &job.blueprint_id, &node));
+    }
+    jobs.insert(0, job);
+    Ok(jobs)
+}
+
 /// The job's JSON in upstream's key order (`runId`, `blueprintId`, `nodeId`,
 /// then our optional fields).
 pub fn to_json(job: &Job) -> String {
@@ -49,6 +95,11 @@ pub fn to_json(job: &Job) -> String {
 
 /// The job in a message text (base64 JSON or plain JSON).
 pub fn decode(text: &str) -> Result<Job, DecodeError> {
+    decode_payload(text).map(|(job, _)| job)
+}
+
+/// The job in a message text and its group's further node ids.
+fn decode_payload(text: &str) -> Result<(Job, Vec<String>), DecodeError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(DecodeError::Empty);
@@ -76,9 +127,11 @@ struct Payload {
     attempt: Option<serde_json::Value>,
     #[serde(default)]
     signal: Option<JobSignal>,
+    #[serde(default)]
+    also: Vec<String>,
 }
 
-fn parse_job(json: &str) -> Result<Job, DecodeError> {
+fn parse_job(json: &str) -> Result<(Job, Vec<String>), DecodeError> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| DecodeError::Json(e.to_string()))?;
     if !value.is_object() {
@@ -103,13 +156,14 @@ fn parse_job(json: &str) -> Result<Job, DecodeError> {
         .and_then(|a| a.as_u64())
         .and_then(|a| u32::try_from(a).ok())
         .filter(|a| *a >= 1);
-    Ok(Job {
+    let job = Job {
         run_id: payload.run_id,
         blueprint_id: payload.blueprint_id,
         node_id: payload.node_id,
         attempt,
         signal: payload.signal,
-    })
+    };
+    Ok((job, payload.also))
 }
 
 fn kind_of(value: &serde_json::Value) -> &'static str {
@@ -169,6 +223,31 @@ mod tests {
                 format!(r#"{{"runId":"r","blueprintId":"b","nodeId":"n","attempt":{attempt}}}"#);
             assert_eq!(decode(&text).unwrap().attempt, None, "attempt {attempt}");
         }
+    }
+
+    #[test]
+    fn a_group_names_its_further_nodes_after_upstreams_fields() {
+        let jobs = [
+            Job::new("r", "b", "B1"),
+            Job::new("r", "b", "B2"),
+            Job::new("r", "b", "B3"),
+        ];
+        let text = encode_group(&jobs);
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(&text)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"runId":"r","blueprintId":"b","nodeId":"B1","also":["B2","B3"]}"#
+        );
+        assert_eq!(decode_group(&text).unwrap(), jobs);
+        // A worker that knows nothing of groups sees the first job.
+        assert_eq!(decode(&text).unwrap(), jobs[0]);
+        // A group of one is a plain message; a plain message is a group of one.
+        assert_eq!(encode_group(&jobs[..1]), encode(&jobs[0]));
+        assert_eq!(decode_group(FC51).unwrap(), [decode(FC51).unwrap()]);
+        let empty = decode_group(r#"{"runId":"r","blueprintId":"b","nodeId":"n","also":[""]}"#);
+        assert!(matches!(empty, Err(DecodeError::NotAJob(_))));
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //!   the state of each run with a job running for a second or more (one Redis
 //!   read per run, not per job); a cancelled run's node is stopped, its result
 //!   dropped (no context write, no successors) and its message deleted;
-//! - runs a finished job's successor itself when the job scheduled one: it
-//!   rewrites the job's message into the successor's (one request, and the
-//!   successor reappears for another worker if this one dies) and runs it with
-//!   the context it just wrote, without a receive or a context read;
+//! - runs a finished job's successors itself while it has free slots: it
+//!   rewrites the job's message into them (one request however many; they
+//!   reappear for another worker if this one dies) and runs them with the
+//!   context it just wrote, without a receive or a context read; it sends the
+//!   others (see [`lease`]);
 //! - deletes a message once its job is handled; leaves it to reappear after a
 //!   backend outage; moves a message that cannot be decoded, names an unknown
 //!   run or blueprint too often, or keeps failing past the dequeue limit, to
@@ -32,10 +33,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use flowcraft_azure::backend::AzureBackend;
 use flowcraft_azure::queue::ReceivedMessage;
-use flowcraft_azure::wire;
-use flowcraft_core::engine::{Engine, EngineError};
+use flowcraft_core::engine::Engine;
 use flowcraft_core::progress::RunState;
-use flowcraft_core::store::{CoordinationStore, JobQueue, StatusStore};
+use flowcraft_core::store::CoordinationStore;
 use flowcraft_plugins::PluginHost;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -43,6 +43,9 @@ use tracing::{error, info, warn};
 
 use crate::config::{AzureArgs, ConfigFile};
 use crate::distributed;
+
+mod lease;
+use lease::LeaseSettings;
 
 /// Flags of the worker (the default command).
 #[derive(Args, Clone, Default)]
@@ -87,6 +90,8 @@ struct Tunables {
     max_dequeue: u32,
     reconcile_every: Option<Duration>,
     stalled_after: Duration,
+    /// Whether a message may stand for several jobs (not with upstream workers).
+    groups: bool,
 }
 
 type Worker = Engine<AzureBackend, PluginHost>;
@@ -109,6 +114,7 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
         .clone()
         .or(file.worker.blueprints.clone())
         .context("--blueprints DIR is required (or worker.blueprints in --config)")?;
+    let mixed_fleet = args.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false);
     let tunables = Tunables {
         concurrency: args
             .concurrency
@@ -140,8 +146,8 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
                 .or(file.worker.stalled_after_seconds)
                 .unwrap_or(300),
         ),
+        groups: !mixed_fleet,
     };
-    let mixed_fleet = args.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false);
     let (engine, _watch) = distributed::worker_engine(
         &settings,
         &plugins,
@@ -177,6 +183,11 @@ async fn run_loop(
     });
     let cancellations = Arc::new(Cancellations::default());
     let watcher = tokio::spawn(watch_cancellations(engine.clone(), cancellations.clone()));
+    let lease_settings = LeaseSettings {
+        visibility: tunables.visibility,
+        max_dequeue: tunables.max_dequeue,
+        groups: tunables.groups,
+    };
     let mut idle = Duration::ZERO;
     loop {
         while jobs.try_join_next().is_some() {}
@@ -213,12 +224,15 @@ async fn run_loop(
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            let engine = engine.clone();
-            let cancellations = cancellations.clone();
-            let visibility = tunables.visibility;
-            let max_dequeue = tunables.max_dequeue;
+            let lease = lease::process(
+                engine.clone(),
+                cancellations.clone(),
+                slots.clone(),
+                message,
+                lease_settings.clone(),
+            );
             jobs.spawn(async move {
-                process(&engine, &cancellations, message, visibility, max_dequeue).await;
+                lease.await;
                 drop(permit);
             });
         }
@@ -254,108 +268,6 @@ fn default_concurrency() -> usize {
 /// 50 ms, doubling, at most 2 s.
 fn next_backoff(current: Duration) -> Duration {
     (current * 2).clamp(Duration::from_millis(50), Duration::from_secs(2))
-}
-
-/// Handles one message to the end: delete, leave or poison.
-async fn process(
-    engine: &Worker,
-    cancellations: &Cancellations,
-    message: ReceivedMessage,
-    visibility: Duration,
-    max_dequeue: u32,
-) {
-    let queue = engine.backend().queue();
-    if message.dequeue_count > max_dequeue {
-        let reason = format!(
-            "delivered {} times without completing (limit {max_dequeue})",
-            message.dequeue_count
-        );
-        return poison(engine, &message, &reason).await;
-    }
-    let mut message = message;
-    let mut job = match wire::decode(&message.text) {
-        Ok(job) => job,
-        Err(problem) => {
-            return poison(engine, &message, &format!("undecodable message: {problem}")).await;
-        }
-    };
-    // A job that schedules a successor hands one back; this worker rewrites
-    // the message into it (one request instead of a delete and a send, and
-    // the successor stays durable: the message reappears with it if this
-    // worker dies) and runs it at once, with the context it just wrote.
-    let outcome = loop {
-        let renewal = renew_while_running(engine, &message, &job.run_id, visibility);
-        let mut cancelled = cancellations.watch(&job.run_id);
-        let outcome = tokio::select! {
-            outcome = engine.handle_continuing(&job) => outcome,
-            () = renewal => return,
-            () = cancelled.wait() => {
-                // Dropping the job's future stops the node (a WebAssembly call
-                // ends at its next await point) before it writes anything.
-                info!(run = %job.run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
-                if let Err(problem) = queue.delete(&message).await {
-                    warn!(run = %job.run_id, node = %job.node_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
-                }
-                return;
-            }
-        };
-        let next = match outcome {
-            Ok(Some(next)) => next,
-            other => break other.map(drop),
-        };
-        let text = wire::encode(&next);
-        match queue.replace_text(&message, &text, visibility).await {
-            Ok(renewed) => {
-                message.pop_receipt = renewed.pop_receipt;
-                message.text = text;
-                job = next;
-            }
-            Err(problem) => {
-                warn!(run = %next.run_id, node = %next.node_id, error = %problem, "could not rewrite the finished job's message; sending the next job instead");
-                break engine
-                    .backend()
-                    .enqueue(next, Duration::ZERO)
-                    .await
-                    .map_err(EngineError::from);
-            }
-        }
-    };
-    match outcome {
-        Ok(()) => {
-            if let Err(problem) = queue.delete(&message).await {
-                warn!(run = %job.run_id, node = %job.node_id, error = %problem, "job done but its message could not be deleted; a redelivery will be ignored");
-            }
-        }
-        Err(problem) if problem.is_transient() => {
-            warn!(run = %job.run_id, node = %job.node_id, error = %problem, "backend error; the job will be delivered again");
-        }
-        Err(
-            problem @ (EngineError::UnknownBlueprint(_)
-            | EngineError::UnknownBlueprintVersion { .. }),
-        ) if message.dequeue_count >= max_dequeue => {
-            // Its last allowed delivery: no worker took it, so dead-letter it
-            // now with the reason (naming the blueprint) rather than after one
-            // more round trip with only a delivery count as the reason.
-            let reason = format!(
-                "{problem} (delivered {} times; limit {max_dequeue})",
-                message.dequeue_count
-            );
-            poison(engine, &message, &reason).await
-        }
-        Err(
-            problem @ (EngineError::UnknownBlueprint(_)
-            | EngineError::UnknownBlueprintVersion { .. }),
-        ) => {
-            // Another worker (another blueprint version) may have it: give the
-            // message back with a delay; the dequeue limit bounds the hand-offs.
-            warn!(run = %job.run_id, blueprint = %job.blueprint_id, error = %problem, "blueprint (version) not loaded here; returning the job to the queue");
-            let delay = visibility.min(Duration::from_secs(30));
-            if let Err(problem) = queue.update_visibility(&message, delay).await {
-                warn!(error = %problem, "could not return the job to the queue; it reappears after the visibility timeout");
-            }
-        }
-        Err(problem) => poison(engine, &message, &problem.to_string()).await,
-    }
 }
 
 /// How often running jobs' runs are checked for cancellation, and how long a
@@ -463,31 +375,6 @@ async fn watch_cancellations(engine: Arc<Worker>, cancellations: Arc<Cancellatio
                     warn!(run = %run_id, error = %problem, "could not check whether the run was cancelled");
                 }
             }
-        }
-    }
-}
-
-/// Keeps `message` invisible while its job runs and marks the run alive.
-/// Ends only if renewing fails (the job then belongs to whoever gets it next).
-async fn renew_while_running(
-    engine: &Worker,
-    message: &ReceivedMessage,
-    run_id: &str,
-    visibility: Duration,
-) {
-    let queue = engine.backend().queue();
-    let mut message = message.clone();
-    loop {
-        tokio::time::sleep(visibility / 2).await;
-        match queue.update_visibility(&message, visibility).await {
-            Ok(renewed) => message.pop_receipt = renewed.pop_receipt,
-            Err(problem) => {
-                error!(run = %run_id, error = %problem, "could not renew a running job's visibility; abandoning it");
-                return;
-            }
-        }
-        if let Err(problem) = engine.backend().touch(run_id).await {
-            warn!(run = %run_id, error = %problem, "could not mark the run alive");
         }
     }
 }

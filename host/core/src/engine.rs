@@ -287,24 +287,31 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         Ok(run_id)
     }
 
-    /// Like [`handle`](Self::handle), but one job the step would enqueue
-    /// without delay (a successor) is answered instead, for a caller that
-    /// runs it next itself and has made it durable first: the Azure worker
-    /// rewrites the finished job's own message into it, one queue request
-    /// instead of a delete and a send. If the step fails after keeping a
-    /// job, the job is enqueued before the error is answered.
-    pub async fn handle_continuing(&self, job: &Job) -> Result<Option<Job>, EngineError> {
+    /// Like [`handle`](Self::handle), but the jobs the step would enqueue
+    /// without delay for `job`'s own run (its successors) are answered
+    /// instead, for a caller that makes them durable and runs them itself:
+    /// the Azure worker rewrites the finished job's own message into them
+    /// (one queue request instead of a delete and a send per successor).
+    /// Jobs of other runs (a subflow's start) are enqueued as usual. If the
+    /// step fails after keeping jobs, they are enqueued before the error is
+    /// answered.
+    pub async fn handle_continuing(&self, job: &Job) -> Result<Vec<Job>, EngineError> {
+        let slot = Continuation {
+            run_id: job.run_id.clone(),
+            kept: Vec::new(),
+        };
         CONTINUATION
-            .scope(RefCell::new(Continuation::Wanted), async {
+            .scope(RefCell::new(slot), async {
                 let outcome = self.handle(job).await;
-                let kept = CONTINUATION.with(|slot| slot.replace(Continuation::Wanted).into_job());
-                match (outcome, kept) {
-                    (Ok(()), kept) => Ok(kept),
-                    (Err(error), Some(kept)) => {
-                        self.backend.enqueue(kept, Duration::ZERO).await?;
+                let kept = CONTINUATION.with(|slot| std::mem::take(&mut slot.borrow_mut().kept));
+                match outcome {
+                    Ok(()) => Ok(kept),
+                    Err(error) => {
+                        for job in kept {
+                            self.backend.enqueue(job, Duration::ZERO).await?;
+                        }
                         Err(error)
                     }
-                    (Err(error), None) => Err(error),
                 }
             })
             .await
@@ -1581,19 +1588,11 @@ impl JobView {
     }
 }
 
-/// The slot of [`Engine::handle_continuing`] for the job it answers.
-enum Continuation {
-    Wanted,
-    Kept(Job),
-}
-
-impl Continuation {
-    fn into_job(self) -> Option<Job> {
-        match self {
-            Continuation::Wanted => None,
-            Continuation::Kept(job) => Some(job),
-        }
-    }
+/// The slot of [`Engine::handle_continuing`] for the jobs it answers.
+struct Continuation {
+    /// The run whose jobs are kept.
+    run_id: String,
+    kept: Vec<Job>,
 }
 
 tokio::task_local! {
@@ -1601,17 +1600,17 @@ tokio::task_local! {
     static CONTINUATION: RefCell<Continuation>;
 }
 
-/// Keeps `job` for the caller of [`Engine::handle_continuing`] if it wants
-/// one and has none yet; otherwise gives it back to be enqueued.
+/// Keeps `job` for the caller of [`Engine::handle_continuing`] if it is of
+/// the run that caller wants jobs of; otherwise gives it back to be enqueued.
 fn keep_as_continuation(job: Job) -> Option<Job> {
     let mut job = Some(job);
     // Outside `handle_continuing` there is no slot: enqueue.
     let _ = CONTINUATION.try_with(|slot| {
         let mut slot = slot.borrow_mut();
-        if matches!(*slot, Continuation::Wanted)
+        if job.as_ref().is_some_and(|job| job.run_id == slot.run_id)
             && let Some(kept) = job.take()
         {
-            *slot = Continuation::Kept(kept);
+            slot.kept.push(kept);
         }
     });
     job

@@ -498,33 +498,26 @@ async fn a_sleep_longer_than_the_longest_queue_delay_is_chained() {
     assert!(receiver.try_recv().is_err(), "B must not be scheduled yet");
 }
 
-/// `handle_continuing` answers one successor instead of enqueueing it (the
-/// caller runs it next); the others are enqueued as usual, and a run driven
-/// that way ends exactly as one driven through the queue alone.
+/// `handle_continuing` answers the run's successors instead of enqueueing
+/// them (the caller runs them itself), and a run driven that way ends
+/// exactly as one driven through the queue alone.
 #[tokio::test]
-async fn a_continuing_step_hands_back_one_successor_and_enqueues_the_rest() {
+async fn a_continuing_step_hands_back_its_successors() {
     let (engine, mut receiver, id) = engine(DIAMOND);
     let run = engine
         .start_run(&id, Some("r".into()), ContextMap::new())
         .await
         .unwrap();
     let start = receiver.try_recv().expect("the start job");
-    let next = engine
-        .handle_continuing(&start)
-        .await
-        .unwrap()
-        .expect("a successor to run next");
-    let queued = receiver.try_recv().expect("the other successor");
-    assert!(receiver.try_recv().is_err());
-    let mut pair = [next.node_id.clone(), queued.node_id.clone()];
+    let next = engine.handle_continuing(&start).await.unwrap();
+    assert!(receiver.try_recv().is_err(), "nothing was enqueued");
+    let mut pair: Vec<&str> = next.iter().map(|job| job.node_id.as_str()).collect();
     pair.sort();
     assert_eq!(pair, ["B", "C"]);
-    let mut work = vec![next, queued];
+    let mut work = next;
     while let Some(job) = work.pop() {
-        if let Some(next) = engine.handle_continuing(&job).await.unwrap() {
-            work.push(next);
-        }
-        work.extend(std::iter::from_fn(|| receiver.try_recv().ok()));
+        work.extend(engine.handle_continuing(&job).await.unwrap());
+        assert!(receiver.try_recv().is_err(), "nothing was enqueued");
     }
     let report = engine.report(&run).await.unwrap();
     assert_eq!(report.state, RunState::Completed);

@@ -1,0 +1,366 @@
+//! One received message and the jobs it stands for, from receipt to its
+//! deletion, return or dead-lettering.
+//!
+//! A message stands for one job, or, once this worker has taken on a
+//! fan-out, for a *group* of jobs of one run (`wire::encode_group`). The
+//! jobs a finished job schedules for its own run are handed back by the
+//! engine instead of being sent; the lease keeps up to [`GROUP_LIMIT`] and
+//! sends the rest as messages of their own. It makes the kept ones durable
+//! by rewriting its message into the group of every job it still stands for
+//! (one request, however many jobs), and only then runs them: at once in
+//! the worker's free slots, the others as slots free up. A chain is the
+//! group of one: each step rewrites the message into the next job.
+//!
+//! If this worker dies, the message reappears with the jobs it stood for at
+//! its last rewrite. The worker that receives it runs them all; those that
+//! are already done are recognised as duplicates and skipped, the others run
+//! again (at least once, as any redelivered job). The message is deleted
+//! only when every job of the lease has been handled; a job that failed for
+//! a transient reason leaves the message to reappear, and one that failed
+//! for good is dead-lettered on its own.
+//!
+//! Groups are off in a fleet shared with upstream's TypeScript workers: they
+//! read `nodeId` only, so the lease keeps at most one job (the successor it
+//! runs next) and sends the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowcraft_azure::queue::ReceivedMessage;
+use flowcraft_azure::wire;
+use flowcraft_core::engine::EngineError;
+use flowcraft_core::store::{Job, JobQueue, StatusStore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::{Cancellations, Worker, poison};
+
+/// The most jobs one message stands for. A fan-out wider than this is
+/// shared with other workers through the queue; up to this many of its
+/// branches wait for this worker's slots (in turn with newly received jobs)
+/// rather than costing a send, a receive and a delete each.
+const GROUP_LIMIT: usize = 16;
+
+/// What every lease of a worker shares.
+#[derive(Clone)]
+pub(super) struct LeaseSettings {
+    /// How long a message stays invisible; renewed at half of it.
+    pub visibility: Duration,
+    /// Deliveries after which a message is dead-lettered.
+    pub max_dequeue: u32,
+    /// Whether a lease may run several jobs at once under its message.
+    pub groups: bool,
+}
+
+/// A job of the lease that ended: the job, the extra slot it held (none when
+/// it ran in the lease's own slot) and what the engine answered.
+type Ended = (
+    Job,
+    Option<OwnedSemaphorePermit>,
+    Result<Vec<Job>, EngineError>,
+);
+
+/// Handles one message to the end. The caller holds one of the worker's
+/// slots for it; jobs run alongside take further slots from `slots`.
+pub(super) async fn process(
+    engine: Arc<Worker>,
+    cancellations: Arc<Cancellations>,
+    slots: Arc<Semaphore>,
+    message: ReceivedMessage,
+    settings: LeaseSettings,
+) {
+    if message.dequeue_count > settings.max_dequeue {
+        let reason = format!(
+            "delivered {} times without completing (limit {})",
+            message.dequeue_count, settings.max_dequeue
+        );
+        return poison(&engine, &message, &reason).await;
+    }
+    let jobs = match wire::decode_group(&message.text) {
+        Ok(jobs) => jobs,
+        Err(problem) => {
+            return poison(&engine, &message, &format!("undecodable message: {problem}")).await;
+        }
+    };
+    let lease = Lease {
+        engine,
+        slots,
+        settings,
+        renew_at: Instant::now(),
+        message,
+        rewritten: false,
+        own_slot_free: true,
+        waiting: jobs,
+        running: Vec::new(),
+        tasks: JoinSet::new(),
+        left: None,
+        poisoned: None,
+    };
+    lease.run(&cancellations).await;
+}
+
+struct Lease {
+    engine: Arc<Worker>,
+    slots: Arc<Semaphore>,
+    settings: LeaseSettings,
+    message: ReceivedMessage,
+    /// When the message's invisibility is next renewed.
+    renew_at: Instant,
+    /// Whether the message's text was rewritten since it was received.
+    rewritten: bool,
+    /// Whether the slot the caller holds for this lease is free for a job.
+    own_slot_free: bool,
+    /// Jobs the message stands for that have not started.
+    waiting: Vec<Job>,
+    /// Jobs the message stands for that are running.
+    running: Vec<Job>,
+    tasks: JoinSet<Ended>,
+    /// The first transient failure (or unknown blueprint): the message is
+    /// left to reappear instead of being deleted.
+    left: Option<(Job, EngineError)>,
+    /// The lease's only job failed for good, with this reason: the message
+    /// itself is dead-lettered.
+    poisoned: Option<String>,
+}
+
+impl Lease {
+    async fn run(mut self, cancellations: &Cancellations) {
+        let run_id = self.waiting[0].run_id.clone();
+        let mut cancelled = cancellations.watch(&run_id);
+        self.renew_at = Instant::now() + self.settings.visibility / 2;
+        self.start_waiting();
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                ended = self.tasks.join_next() => match ended {
+                    Some(Ok(ended)) => self.ended(ended).await,
+                    Some(Err(panic)) => {
+                        error!(run = %run_id, error = %panic, "a job panicked; its message will be delivered again");
+                        self.abandon();
+                        return;
+                    }
+                    None => {}
+                },
+                permit = self.slots.clone().acquire_owned(), if self.settings.groups && !self.waiting.is_empty() => {
+                    let job = self.waiting.remove(0);
+                    self.start(job, Some(permit.expect("the semaphore is never closed")));
+                }
+                () = tokio::time::sleep_until(self.renew_at) => {
+                    if !self.renew(&run_id).await {
+                        self.abandon();
+                        return;
+                    }
+                }
+                () = cancelled.wait() => {
+                    // Dropping the tasks stops their nodes (a WebAssembly call
+                    // ends at its next await point) before they write anything.
+                    info!(run = %run_id, nodes = ?self.running_nodes(), "run cancelled: node interrupted, its result dropped");
+                    self.abandon();
+                    if let Err(problem) = self.engine.backend().queue().delete(&self.message).await {
+                        warn!(run = %run_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
+                    }
+                    return;
+                }
+            }
+            self.start_waiting();
+        }
+        self.settle().await;
+    }
+
+    /// Starts waiting jobs while there are slots for them.
+    fn start_waiting(&mut self) {
+        while !self.waiting.is_empty() {
+            let Some(permit) = self.take_slot() else {
+                return;
+            };
+            let job = self.waiting.remove(0);
+            self.start(job, permit);
+        }
+    }
+
+    /// A slot for one more job: the lease's own if free (`Some(None)`), else
+    /// a free one of the worker's if groups are allowed.
+    fn take_slot(&mut self) -> Option<Option<OwnedSemaphorePermit>> {
+        if self.own_slot_free {
+            self.own_slot_free = false;
+            return Some(None);
+        }
+        if !self.settings.groups {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok().map(Some)
+    }
+
+    fn start(&mut self, job: Job, permit: Option<OwnedSemaphorePermit>) {
+        self.running.push(job.clone());
+        let engine = self.engine.clone();
+        self.tasks.spawn(async move {
+            let outcome = engine.handle_continuing(&job).await;
+            (job, permit, outcome)
+        });
+    }
+
+    fn running_nodes(&self) -> Vec<&str> {
+        self.running.iter().map(|job| job.node_id.as_str()).collect()
+    }
+
+    /// Stops every running job; the message reappears after its visibility
+    /// timeout with the jobs it stands for.
+    fn abandon(&mut self) {
+        self.tasks.abort_all();
+    }
+
+    async fn ended(&mut self, (job, permit, outcome): Ended) {
+        if let Some(position) = self.running.iter().position(|running| *running == job) {
+            self.running.remove(position);
+        }
+        match permit {
+            Some(permit) => drop(permit),
+            None => self.own_slot_free = true,
+        }
+        match outcome {
+            Ok(next) => self.hand_off(next).await,
+            Err(problem)
+                if problem.is_transient()
+                    || matches!(
+                        problem,
+                        EngineError::UnknownBlueprint(_) | EngineError::UnknownBlueprintVersion { .. }
+                    ) =>
+            {
+                if problem.is_transient() {
+                    warn!(run = %job.run_id, node = %job.node_id, error = %problem, "backend error; the job will be delivered again");
+                }
+                self.left.get_or_insert((job, problem));
+            }
+            Err(problem) => {
+                let alone = !self.rewritten && self.running.is_empty() && self.waiting.is_empty();
+                if alone {
+                    self.poisoned = Some(problem.to_string());
+                } else {
+                    self.poison_job(&job, &problem.to_string()).await;
+                }
+            }
+        }
+    }
+
+    /// Takes on the jobs a finished job scheduled, up to [`GROUP_LIMIT`]
+    /// for the whole lease, made durable by rewriting the message; they
+    /// start as slots free up. The rest are sent as messages of their own.
+    async fn hand_off(&mut self, mut next: Vec<Job>) {
+        let limit = if self.settings.groups { GROUP_LIMIT } else { 1 };
+        let room = limit.saturating_sub(self.running.len() + self.waiting.len());
+        let overflow = next.split_off(room.min(next.len()));
+        for job in overflow {
+            if let Err(problem) = self.engine.backend().enqueue(job.clone(), Duration::ZERO).await
+            {
+                // Not lost: it stays with this lease, made durable below.
+                warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job; running it under this message instead");
+                next.push(job);
+            }
+        }
+        if next.is_empty() {
+            return;
+        }
+        let group: Vec<Job> = self
+            .running
+            .iter()
+            .chain(&self.waiting)
+            .chain(&next)
+            .cloned()
+            .collect();
+        let text = wire::encode_group(&group);
+        let queue = self.engine.backend().queue();
+        match queue
+            .replace_text(&self.message, &text, self.settings.visibility)
+            .await
+        {
+            Ok(renewed) => {
+                self.message.pop_receipt = renewed.pop_receipt;
+                self.message.text = text;
+                self.rewritten = true;
+                self.renew_at = Instant::now() + self.settings.visibility / 2;
+                self.waiting.extend(next);
+            }
+            Err(problem) => {
+                warn!(run = %group[0].run_id, error = %problem, "could not rewrite the finished job's message; sending the next jobs instead");
+                for job in next {
+                    if let Err(problem) =
+                        self.engine.backend().enqueue(job.clone(), Duration::ZERO).await
+                    {
+                        warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job either; the reconciler will re-send it");
+                        self.left.get_or_insert((job, EngineError::Store(problem)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the message invisible and marks the run alive. False if the
+    /// message could not be renewed (it now belongs to whoever gets it next).
+    async fn renew(&mut self, run_id: &str) -> bool {
+        let queue = self.engine.backend().queue();
+        match queue
+            .update_visibility(&self.message, self.settings.visibility)
+            .await
+        {
+            Ok(renewed) => self.message.pop_receipt = renewed.pop_receipt,
+            Err(problem) => {
+                error!(run = %run_id, error = %problem, "could not renew a running job's visibility; abandoning it");
+                return false;
+            }
+        }
+        self.renew_at = Instant::now() + self.settings.visibility / 2;
+        if let Err(problem) = self.engine.backend().touch(run_id).await {
+            warn!(run = %run_id, error = %problem, "could not mark the run alive");
+        }
+        true
+    }
+
+    /// Dead-letters one job of a group; the message goes on standing for the
+    /// others.
+    async fn poison_job(&self, job: &Job, reason: &str) {
+        let queue = self.engine.backend().queue();
+        error!(run = %job.run_id, node = %job.node_id, reason, "moving job to the poison queue");
+        if let Err(problem) = queue.send_poison(&wire::encode(job), reason).await {
+            error!(error = %problem, "could not write to the poison queue; the job's message will be delivered again");
+        }
+    }
+
+    /// Every job has ended: delete, return or dead-letter the message.
+    async fn settle(self) {
+        let queue = self.engine.backend().queue();
+        let message = &self.message;
+        if let Some(reason) = &self.poisoned {
+            return poison(&self.engine, message, reason).await;
+        }
+        let Some((job, problem)) = self.left else {
+            if let Err(problem) = queue.delete(message).await {
+                warn!(message = %message.id, error = %problem, "jobs done but their message could not be deleted; a redelivery will be ignored");
+            }
+            return;
+        };
+        match problem {
+            problem if problem.is_transient() => {}
+            problem if message.dequeue_count >= self.settings.max_dequeue => {
+                // Its last allowed delivery: no worker took it, so dead-letter it
+                // now with the reason (naming the blueprint) rather than after one
+                // more round trip with only a delivery count as the reason.
+                let reason = format!(
+                    "{problem} (delivered {} times; limit {})",
+                    message.dequeue_count, self.settings.max_dequeue
+                );
+                poison(&self.engine, message, &reason).await
+            }
+            problem => {
+                // Another worker (another blueprint version) may have it: give the
+                // message back with a delay; the dequeue limit bounds the hand-offs.
+                warn!(run = %job.run_id, blueprint = %job.blueprint_id, error = %problem, "blueprint (version) not loaded here; returning the job to the queue");
+                let delay = self.settings.visibility.min(Duration::from_secs(30));
+                if let Err(problem) = queue.update_visibility(message, delay).await {
+                    warn!(error = %problem, "could not return the job to the queue; it reappears after the visibility timeout");
+                }
+            }
+        }
+    }
+}
