@@ -10,8 +10,9 @@
 //!
 //! A worker that runs several jobs of one run under one message (a fan-out
 //! it took on itself) rewrites that message into a *group*: the first job's
-//! payload plus `"also": [node ids]`, the run's further jobs
-//! ([`encode_group`], [`decode_group`]). A group message is only ever
+//! payload plus `"also": [node ids]`, the run's further jobs, and
+//! `"lease"`, the id of the message it rewrote ([`encode_group`],
+//! [`decode_group`]). A group message is only ever
 //! written by the worker holding it, never sent, and not in a fleet shared
 //! with upstream workers, which would run only `nodeId`.
 
@@ -47,43 +48,60 @@ pub fn encode(job: &Job) -> String {
     base64::engine::general_purpose::STANDARD.encode(to_json(job))
 }
 
+/// What a message stands for: one job, or a group of one run's jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The message's job first, then one first attempt per `also` node.
+    pub jobs: Vec<Job>,
+    /// The id of the message the holding worker wrote the group into. A
+    /// message with another id and this text is a copy (a duplicated
+    /// delivery) of jobs that worker still holds.
+    pub lease: Option<String>,
+}
+
 /// The message text standing for `jobs` (at least one): `jobs[0]` with the
-/// node ids of the rest as `also`. The rest must be first attempts of
-/// `jobs[0]`'s run without a signal: that is all a group can say of them.
-pub fn encode_group(jobs: &[Job]) -> String {
+/// node ids of the rest as `also`, and the id of the message it is written
+/// into as `lease`. The rest must be first attempts of `jobs[0]`'s run
+/// without a signal: that is all a group can say of them.
+pub fn encode_group(jobs: &[Job], lease: Option<&str>) -> String {
     #[derive(serde::Serialize)]
-    struct Group<'a> {
+    struct Payload<'a> {
         #[serde(flatten)]
         first: &'a Job,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         also: Vec<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lease: Option<&'a str>,
     }
     let (first, rest) = jobs.split_first().expect("a group has a first job");
     debug_assert!(rest.iter().all(|job| job.run_id == first.run_id
         && job.blueprint_id == first.blueprint_id
         && job.attempt.is_none()
         && job.signal.is_none()));
-    let group = Group {
+    let payload = Payload {
         first,
         also: rest.iter().map(|job| job.node_id.as_str()).collect(),
+        lease,
     };
-    let json = serde_json::to_string(&group).expect("a Job always serializes");
+    let json = serde_json::to_string(&payload).expect("a Job always serializes");
     base64::engine::general_purpose::STANDARD.encode(json)
 }
 
-/// The jobs a message text stands for: its job, then one first attempt per
-/// node of its `also` list (see [`encode_group`]).
-pub fn decode_group(text: &str) -> Result<Vec<Job>, DecodeError> {
-    let (job, also) = decode_payload(text)?;
-    let mut jobs = Vec::with_capacity(1 + also.len());
-    for node in also {
+/// What a message text stands for (see [`encode_group`]).
+pub fn decode_group(text: &str) -> Result<Group, DecodeError> {
+    let (job, payload) = decode_payload(text)?;
+    let mut jobs = Vec::with_capacity(1 + payload.also.len());
+    jobs.push(job);
+    for node in payload.also {
         if node.is_empty() {
             return Err(DecodeError::NotAJob("an `also` node id is empty".into()));
         }
-        jobs.push(Job::new(&job.run_id, &job.blueprint_id, &node));
+        jobs.push(Job::new(&jobs[0].run_id, &jobs[0].blueprint_id, &node));
     }
-    jobs.insert(0, job);
-    Ok(jobs)
+    Ok(Group {
+        jobs,
+        lease: payload.lease,
+    })
 }
 
 /// The job's JSON in upstream's key order (`runId`, `blueprintId`, `nodeId`,
@@ -98,8 +116,8 @@ pub fn decode(text: &str) -> Result<Job, DecodeError> {
     decode_payload(text).map(|(job, _)| job)
 }
 
-/// The job in a message text and its group's further node ids.
-fn decode_payload(text: &str) -> Result<(Job, Vec<String>), DecodeError> {
+/// The job in a message text and what else the text says of its group.
+fn decode_payload(text: &str) -> Result<(Job, GroupFields), DecodeError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(DecodeError::Empty);
@@ -127,11 +145,20 @@ struct Payload {
     attempt: Option<serde_json::Value>,
     #[serde(default)]
     signal: Option<JobSignal>,
-    #[serde(default)]
-    also: Vec<String>,
+    #[serde(flatten)]
+    group: GroupFields,
 }
 
-fn parse_job(json: &str) -> Result<(Job, Vec<String>), DecodeError> {
+/// A group message's fields beyond a job's.
+#[derive(Deserialize)]
+struct GroupFields {
+    #[serde(default)]
+    also: Vec<String>,
+    #[serde(default)]
+    lease: Option<String>,
+}
+
+fn parse_job(json: &str) -> Result<(Job, GroupFields), DecodeError> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| DecodeError::Json(e.to_string()))?;
     if !value.is_object() {
@@ -163,7 +190,7 @@ fn parse_job(json: &str) -> Result<(Job, Vec<String>), DecodeError> {
         attempt,
         signal: payload.signal,
     };
-    Ok((job, payload.also))
+    Ok((job, payload.group))
 }
 
 fn kind_of(value: &serde_json::Value) -> &'static str {
@@ -226,26 +253,32 @@ mod tests {
     }
 
     #[test]
-    fn a_group_names_its_further_nodes_after_upstreams_fields() {
-        let jobs = [
+    fn a_group_names_its_further_nodes_and_its_message_after_upstreams_fields() {
+        let jobs = vec![
             Job::new("r", "b", "B1"),
             Job::new("r", "b", "B2"),
             Job::new("r", "b", "B3"),
         ];
-        let text = encode_group(&jobs);
+        let text = encode_group(&jobs, Some("m-1"));
         let json = base64::engine::general_purpose::STANDARD
             .decode(&text)
             .unwrap();
         assert_eq!(
             String::from_utf8(json).unwrap(),
-            r#"{"runId":"r","blueprintId":"b","nodeId":"B1","also":["B2","B3"]}"#
+            r#"{"runId":"r","blueprintId":"b","nodeId":"B1","also":["B2","B3"],"lease":"m-1"}"#
         );
-        assert_eq!(decode_group(&text).unwrap(), jobs);
+        let group = decode_group(&text).unwrap();
+        assert_eq!(group.jobs, jobs);
+        assert_eq!(group.lease.as_deref(), Some("m-1"));
         // A worker that knows nothing of groups sees the first job.
         assert_eq!(decode(&text).unwrap(), jobs[0]);
-        // A group of one is a plain message; a plain message is a group of one.
-        assert_eq!(encode_group(&jobs[..1]), encode(&jobs[0]));
-        assert_eq!(decode_group(FC51).unwrap(), [decode(FC51).unwrap()]);
+        // A group of one without a lease is a plain message, and back.
+        assert_eq!(encode_group(&jobs[..1], None), encode(&jobs[0]));
+        let plain = decode_group(FC51).unwrap();
+        assert_eq!(
+            (plain.jobs, plain.lease),
+            (vec![decode(FC51).unwrap()], None)
+        );
         let empty = decode_group(r#"{"runId":"r","blueprintId":"b","nodeId":"n","also":[""]}"#);
         assert!(matches!(empty, Err(DecodeError::NotAJob(_))));
     }

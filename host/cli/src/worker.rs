@@ -33,6 +33,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use flowcraft_azure::backend::AzureBackend;
 use flowcraft_azure::queue::ReceivedMessage;
+use flowcraft_azure::wire;
 use flowcraft_core::engine::Engine;
 use flowcraft_core::progress::RunState;
 use flowcraft_core::store::CoordinationStore;
@@ -379,10 +380,19 @@ async fn watch_cancellations(engine: Arc<Worker>, cancellations: Arc<Cancellatio
     }
 }
 
+/// Moves `message` to the poison queue with `reason`. A group keeps its
+/// jobs but not its lease: replayed, it is a message of its own.
 async fn poison(engine: &Worker, message: &ReceivedMessage, reason: &str) {
     let queue = engine.backend().queue();
     error!(message = %message.id, reason, "moving message to the poison queue");
-    match queue.send_poison(&message.text, reason).await {
+    let text = match wire::decode_group(&message.text) {
+        Ok(wire::Group {
+            jobs,
+            lease: Some(_),
+        }) => wire::encode_group(&jobs, None),
+        _ => message.text.clone(),
+    };
+    match queue.send_poison(&text, reason).await {
         Ok(()) => {
             if let Err(problem) = queue.delete(message).await {
                 warn!(error = %problem, "poisoned message could not be deleted from the job queue");

@@ -307,10 +307,13 @@ async fn a_failed_run_retried_with_fixed_data_completes_from_its_failed_node() {
     let context = h.context(&run).await;
     assert_eq!(context["_outputs.A"], json!(1));
     // P ran beside G: it finished before the failure, or it is left
-    // scheduled (its job dropped) for the retry.
+    // scheduled for the retry (its job dropped, or its completion refused
+    // once G had failed the run: a node's output is written before its
+    // completion is recorded, so it may be there already; the retry writes
+    // it again).
     match progress.status("P") {
         NodeStatus::Done => assert_eq!(context["_outputs.P"], json!("p")),
-        NodeStatus::Scheduled => assert!(!context.contains_key("_outputs.P")),
+        NodeStatus::Scheduled => {}
         other => panic!("P is {other:?}"),
     }
     assert!(!context.contains_key("_outputs.G"), "{context:?}");

@@ -1017,6 +1017,81 @@ async fn fc57_reconcile_restarts_a_run_whose_job_was_lost() {
     assert_eq!(context["_outputs.B"], json!(1));
 }
 
+/// A message may stand for a group of one run's jobs: a worker that took a
+/// fan-out on itself rewrites its message into one. Whoever receives such a
+/// message runs every job of it that is still scheduled, a group whose
+/// jobs are all done is deleted without changing the run, and a copy of a
+/// group another message holds is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_message_runs_the_jobs_it_stands_for() {
+    let blueprint = json!({"id": "group", "nodes": [
+        {"id": "A", "uses": "const", "params": {"value": "a"}},
+        {"id": "B", "uses": "const", "params": {"value": "b"}},
+        {"id": "C", "uses": "const", "params": {"value": "c"}},
+        {"id": "gather", "uses": "echo", "inputs": {"a": "A", "b": "B", "c": "C"}}
+    ], "edges": [
+        {"source": "A", "target": "gather"},
+        {"source": "B", "target": "gather"},
+        {"source": "C", "target": "gather"}
+    ]});
+    let h = Harness::new("group", &[blueprint]).await;
+    let run = h
+        .start("group", &format!("group-{}", unique()), json!({}))
+        .await;
+    // No worker yet: take the three start jobs off the queue and stand one
+    // group message in for them.
+    let queue = h.backend().queue();
+    let mut taken = Vec::new();
+    while taken.len() < 3 {
+        for message in queue.receive(32, Duration::from_secs(60)).await.unwrap() {
+            queue.delete(&message).await.unwrap();
+            taken.push(wire::decode(&message.text).unwrap().node_id);
+        }
+    }
+    taken.sort();
+    assert_eq!(taken, ["A", "B", "C"]);
+    let jobs = ["A", "B", "C"].map(|node| Job::new(&run, "group", node));
+    let workers = h.workers(1, &["--concurrency", "4"]);
+    let queue_empty = || async { (queue.approximate_count().await.unwrap() == 0).then_some(()) };
+
+    // A copy of a group another message holds (a duplicated delivery) is
+    // dropped: its holder runs the jobs.
+    h.send(&wire::encode_group(&jobs, Some("another-message")))
+        .await;
+    eventually(
+        "the copy to be dropped",
+        Duration::from_secs(30),
+        queue_empty,
+    )
+    .await;
+    let context = context_of(h.raw_context(&run).await);
+    assert!(!context.contains_key("_outputs.A"), "{context:?}");
+    assert_eq!(h.status(&run).await.unwrap().status, RunState::Running);
+
+    let group = wire::encode_group(&jobs, None);
+    h.send(&group).await;
+    let status = h.wait_final(&run, &workers, Duration::from_secs(30)).await;
+    assert_eq!(status.status, RunState::Completed);
+    let context = context_of(h.raw_context(&run).await);
+    assert_eq!(
+        context["_outputs.gather"],
+        json!({"a": "a", "b": "b", "c": "c"})
+    );
+
+    // Delivered again (a worker died after the jobs were done): nothing runs.
+    let settled = h.raw_status(&run).await;
+    h.send(&group).await;
+    eventually(
+        "the repeated group message to be deleted",
+        Duration::from_secs(30),
+        queue_empty,
+    )
+    .await;
+    assert_eq!(h.raw_status(&run).await, settled);
+    assert!(h.poison().await.is_empty());
+    workers.assert_running();
+}
+
 /// FC-58: resuming a wait with an action and output through the CLI
 /// completes the fan-in behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,10 @@
 //! the worker's free slots, the others as slots free up. A chain is the
 //! group of one: each step rewrites the message into the next job.
 //!
+//! A group message also names its own message id (`lease`): a message that
+//! carries a group under another id is a copy of one (a duplicated
+//! delivery) whose jobs the holder of the original runs, and is dropped.
+//!
 //! If this worker dies, the message reappears with the jobs it stood for at
 //! its last rewrite. The worker that receives it runs them all; those that
 //! are already done are recognised as duplicates and skipped, the others run
@@ -79,9 +83,25 @@ pub(super) async fn process(
         return poison(&engine, &message, &reason).await;
     }
     let jobs = match wire::decode_group(&message.text) {
-        Ok(jobs) => jobs,
+        Ok(wire::Group {
+            lease: Some(lease), ..
+        }) if lease != message.id => {
+            // The holder of message `lease` still stands for these jobs (or
+            // has handled them): this is a copy, a duplicated delivery.
+            info!(message = %message.id, holder = %lease, "dropping a copy of another message's group of jobs");
+            if let Err(problem) = engine.backend().queue().delete(&message).await {
+                warn!(message = %message.id, error = %problem, "could not delete the copy; it will be dropped again when it reappears");
+            }
+            return;
+        }
+        Ok(group) => group.jobs,
         Err(problem) => {
-            return poison(&engine, &message, &format!("undecodable message: {problem}")).await;
+            return poison(
+                &engine,
+                &message,
+                &format!("undecodable message: {problem}"),
+            )
+            .await;
         }
     };
     let lease = Lease {
@@ -155,7 +175,9 @@ impl Lease {
                 () = cancelled.wait() => {
                     // Dropping the tasks stops their nodes (a WebAssembly call
                     // ends at its next await point) before they write anything.
-                    info!(run = %run_id, nodes = ?self.running_nodes(), "run cancelled: node interrupted, its result dropped");
+                    for job in &self.running {
+                        info!(run = %run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
+                    }
                     self.abandon();
                     if let Err(problem) = self.engine.backend().queue().delete(&self.message).await {
                         warn!(run = %run_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
@@ -201,10 +223,6 @@ impl Lease {
         });
     }
 
-    fn running_nodes(&self) -> Vec<&str> {
-        self.running.iter().map(|job| job.node_id.as_str()).collect()
-    }
-
     /// Stops every running job; the message reappears after its visibility
     /// timeout with the jobs it stands for.
     fn abandon(&mut self) {
@@ -225,7 +243,8 @@ impl Lease {
                 if problem.is_transient()
                     || matches!(
                         problem,
-                        EngineError::UnknownBlueprint(_) | EngineError::UnknownBlueprintVersion { .. }
+                        EngineError::UnknownBlueprint(_)
+                            | EngineError::UnknownBlueprintVersion { .. }
                     ) =>
             {
                 if problem.is_transient() {
@@ -252,7 +271,11 @@ impl Lease {
         let room = limit.saturating_sub(self.running.len() + self.waiting.len());
         let overflow = next.split_off(room.min(next.len()));
         for job in overflow {
-            if let Err(problem) = self.engine.backend().enqueue(job.clone(), Duration::ZERO).await
+            if let Err(problem) = self
+                .engine
+                .backend()
+                .enqueue(job.clone(), Duration::ZERO)
+                .await
             {
                 // Not lost: it stays with this lease, made durable below.
                 warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job; running it under this message instead");
@@ -269,7 +292,8 @@ impl Lease {
             .chain(&next)
             .cloned()
             .collect();
-        let text = wire::encode_group(&group);
+        let lease = (group.len() > 1).then_some(self.message.id.as_str());
+        let text = wire::encode_group(&group, lease);
         let queue = self.engine.backend().queue();
         match queue
             .replace_text(&self.message, &text, self.settings.visibility)
@@ -285,8 +309,11 @@ impl Lease {
             Err(problem) => {
                 warn!(run = %group[0].run_id, error = %problem, "could not rewrite the finished job's message; sending the next jobs instead");
                 for job in next {
-                    if let Err(problem) =
-                        self.engine.backend().enqueue(job.clone(), Duration::ZERO).await
+                    if let Err(problem) = self
+                        .engine
+                        .backend()
+                        .enqueue(job.clone(), Duration::ZERO)
+                        .await
                     {
                         warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job either; the reconciler will re-send it");
                         self.left.get_or_insert((job, EngineError::Store(problem)));

@@ -659,17 +659,36 @@ impl Control {
             .await;
     }
 
-    /// The messages sent since [`journal_sends`](Self::journal_sends) (not
-    /// counting injected duplicates), decoded as jobs.
-    pub async fn sent_jobs(&self) -> Vec<Job> {
+    /// The jobs enqueued since [`journal_sends`](Self::journal_sends) (not
+    /// counting injected duplicates), and how many messages were sent or
+    /// rewritten with a new text (each such request gets its duplicate). A
+    /// group message's jobs count once per message holding them: rewriting
+    /// that message again lists the jobs it still stands for, which does
+    /// not enqueue them again.
+    pub async fn sent_jobs(&self) -> (Vec<Job>, usize) {
         let url = format!("{}/_flowcraft/journal", self.queue);
         let journal = self.call(reqwest::Method::GET, url, None).await;
-        journal["entries"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| flowcraft_azure::wire::decode(entry["text"].as_str()?).ok())
-            .collect()
+        let entries = journal["entries"].as_array().cloned().unwrap_or_default();
+        let mut held = std::collections::HashSet::new();
+        let mut jobs = Vec::new();
+        for entry in &entries {
+            let Some(Ok(group)) = entry["text"]
+                .as_str()
+                .map(flowcraft_azure::wire::decode_group)
+            else {
+                continue;
+            };
+            match group.lease {
+                Some(lease) => jobs.extend(
+                    group
+                        .jobs
+                        .into_iter()
+                        .filter(|job| held.insert((lease.clone(), job.node_id.clone()))),
+                ),
+                None => jobs.extend(group.jobs),
+            }
+        }
+        (jobs, entries.len())
     }
 
     /// Injected duplicates: (still to be stored, stored, refused by the queue).
