@@ -77,7 +77,7 @@ pub struct WorkerArgs {
     pub no_reconciler: bool,
     /// TypeScript workers (@flowcraft/azure-adapter) share the queue and the
     /// runs: read every job's context from Cosmos DB (no context cache) and
-    /// run the jobs they schedule.
+    /// run the jobs they schedule; every message stands for one job.
     #[arg(long, alias = "no-context-cache")]
     pub mixed_fleet: bool,
     #[command(flatten)]
