@@ -33,7 +33,7 @@ use std::time::Duration;
 use flowcraft_azure::queue::ReceivedMessage;
 use flowcraft_azure::wire;
 use flowcraft_core::engine::EngineError;
-use flowcraft_core::store::{Job, JobQueue, StatusStore};
+use flowcraft_core::store::{Job, JobQueue, StatusStore, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -270,16 +270,14 @@ impl Lease {
         let limit = if self.settings.groups { GROUP_LIMIT } else { 1 };
         let room = limit.saturating_sub(self.running.len() + self.waiting.len());
         let overflow = next.split_off(room.min(next.len()));
-        for job in overflow {
-            if let Err(problem) = self
-                .engine
-                .backend()
-                .enqueue(job.clone(), Duration::ZERO)
-                .await
-            {
+        for (job, problem) in self.send_each(overflow).await {
+            if self.settings.groups {
                 // Not lost: it stays with this lease, made durable below.
                 warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job; running it under this message instead");
                 next.push(job);
+            } else {
+                warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job; the reconciler will re-send it");
+                self.left.get_or_insert((job, EngineError::Store(problem)));
             }
         }
         if next.is_empty() {
@@ -308,19 +306,28 @@ impl Lease {
             }
             Err(problem) => {
                 warn!(run = %group[0].run_id, error = %problem, "could not rewrite the finished job's message; sending the next jobs instead");
-                for job in next {
-                    if let Err(problem) = self
-                        .engine
-                        .backend()
-                        .enqueue(job.clone(), Duration::ZERO)
-                        .await
-                    {
-                        warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job either; the reconciler will re-send it");
-                        self.left.get_or_insert((job, EngineError::Store(problem)));
-                    }
+                for (job, problem) in self.send_each(next).await {
+                    warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job either; the reconciler will re-send it");
+                    self.left.get_or_insert((job, EngineError::Store(problem)));
                 }
             }
         }
+    }
+
+    /// Sends each job as a message of its own; answers those that failed.
+    async fn send_each(&self, jobs: Vec<Job>) -> Vec<(Job, StoreError)> {
+        let mut failed = Vec::new();
+        for job in jobs {
+            if let Err(problem) = self
+                .engine
+                .backend()
+                .enqueue(job.clone(), Duration::ZERO)
+                .await
+            {
+                failed.push((job, problem));
+            }
+        }
+        failed
     }
 
     /// Keeps the message invisible and marks the run alive. False if the
