@@ -107,8 +107,8 @@ pub(super) async fn process(
     let lease = Lease {
         engine,
         slots,
+        renew_at: Instant::now() + settings.visibility / 2,
         settings,
-        renew_at: Instant::now(),
         message,
         rewritten: false,
         own_slot_free: true,
@@ -149,7 +149,6 @@ impl Lease {
     async fn run(mut self, cancellations: &Cancellations) {
         let run_id = self.waiting[0].run_id.clone();
         let mut cancelled = cancellations.watch(&run_id);
-        self.renew_at = Instant::now() + self.settings.visibility / 2;
         self.start_waiting();
         while !self.tasks.is_empty() {
             tokio::select! {
