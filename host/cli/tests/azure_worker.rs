@@ -190,6 +190,23 @@ impl Harness {
             .expect("message sent");
     }
 
+    /// Takes every visible message off the job queue (no worker runs);
+    /// answers their texts.
+    async fn take_queued(&self) -> Vec<String> {
+        let queue = self.backend().queue();
+        let mut texts = Vec::new();
+        loop {
+            let batch = queue.receive(32, Duration::from_secs(60)).await.unwrap();
+            if batch.is_empty() {
+                return texts;
+            }
+            for message in batch {
+                queue.delete(&message).await.unwrap();
+                texts.push(message.text);
+            }
+        }
+    }
+
     /// The raw context document of `run` (Cosmos' own properties removed).
     async fn raw_context(&self, run: &str) -> Map<String, Value> {
         raw_document!(self.stores.context.container(), run)
@@ -966,17 +983,7 @@ async fn fc57_reconcile_restarts_a_run_whose_job_was_lost() {
         .await;
     // No worker yet: lose the queued start job.
     let queue = h.backend().queue();
-    let mut lost = Vec::new();
-    loop {
-        let batch = queue.receive(32, Duration::from_secs(60)).await.unwrap();
-        if batch.is_empty() {
-            break;
-        }
-        for message in batch {
-            queue.delete(&message).await.unwrap();
-            lost.push(message.text);
-        }
-    }
+    let lost = h.take_queued().await;
     // FC-51: what we enqueue is upstream's exact text.
     assert_eq!(lost, [upstream_message(&run, "fc57", "A").1]);
     // `--stalled-after 0` finds runs whose lastUpdated is before this second.
@@ -1041,13 +1048,12 @@ async fn a_group_message_runs_the_jobs_it_stands_for() {
     // No worker yet: take the three start jobs off the queue and stand one
     // group message in for them.
     let queue = h.backend().queue();
-    let mut taken = Vec::new();
-    while taken.len() < 3 {
-        for message in queue.receive(32, Duration::from_secs(60)).await.unwrap() {
-            queue.delete(&message).await.unwrap();
-            taken.push(wire::decode(&message.text).unwrap().node_id);
-        }
-    }
+    let mut taken: Vec<String> = h
+        .take_queued()
+        .await
+        .iter()
+        .map(|text| wire::decode(text).unwrap().node_id)
+        .collect();
     taken.sort();
     assert_eq!(taken, ["A", "B", "C"]);
     let jobs = ["A", "B", "C"].map(|node| Job::new(&run, "group", node));
