@@ -18,6 +18,7 @@ use flowcraft_core::store::{
     StoredContext,
 };
 use serde_json::Value;
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::cosmos::{CosmosConnection, CosmosSetupError, CosmosStores};
@@ -239,7 +240,7 @@ impl StatusStore for AzureBackend {
         &self,
         run_id: &str,
         status: RunState,
-        final_status: Value,
+        final_status: &RawValue,
     ) -> Result<(), StoreError> {
         self.cosmos
             .status

@@ -285,6 +285,42 @@ async fn terminal_statuses_are_never_overwritten() {
     drop_database(&stores, "status").await;
 }
 
+/// A small final status goes in with one PATCH, a large one (a completed
+/// run's final context) by read and replace; both read back whole, on a
+/// running run and on a run without a status document.
+#[tokio::test]
+async fn final_statuses_small_and_large_are_published_whole() {
+    let stores = stores("publish").await;
+    let store = &stores.status;
+    let large_context = json!({"rows": (0..400).map(|i| json!({"row": i, "text": "x".repeat(100)})).collect::<Vec<_>>()});
+    let small = json!({"status": "failed", "reason": "node B failed"});
+    let large = json!({"status": "completed", "payload": {"context": large_context, "serializedContext": large_context.to_string(), "status": "completed"}});
+    assert!(
+        large.to_string().len() > 32 << 10,
+        "large enough for read and replace"
+    );
+    for (run, final_status, state) in [
+        ("small", &small, RunState::Failed),
+        ("large", &large, RunState::Completed),
+    ] {
+        for existing in [true, false] {
+            let run_id = format!("{run}-{existing}");
+            if existing {
+                store
+                    .write_status(&run_id, RunState::Running, None)
+                    .await
+                    .unwrap();
+            }
+            let text = serde_json::value::to_raw_value(final_status).unwrap();
+            store.publish_terminal(&run_id, state, &text).await.unwrap();
+            let record = store.read_status(&run_id).await.unwrap().unwrap();
+            assert_eq!(record.status, state, "{run_id}");
+            assert_eq!(record.final_status.as_ref(), Some(final_status), "{run_id}");
+        }
+    }
+    drop_database(&stores, "publish").await;
+}
+
 #[tokio::test]
 async fn stalled_runs_are_old_running_runs_only() {
     let stores = stores("stalled").await;

@@ -38,6 +38,24 @@ fn skip_library_backtraces() {
     }
 }
 
+/// `mi_option_purge_delay` in mimalloc's option enum (the bindings leave
+/// most options out "for stability"; its value is the same in v2 and v3).
+const MIMALLOC_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc keeps memory it no longer uses for a second (`purge_delay`)
+/// before giving it back to the kernel. A worker's large short-lived buffers
+/// (request bodies of big contexts) then stay resident long after they are
+/// freed: on the payload-16k benchmark peak RSS was 80 MiB with the delay
+/// and 70 MiB without, at the same CPU per node-job. The
+/// `MIMALLOC_PURGE_DELAY` environment variable still decides when set.
+fn return_freed_memory_promptly() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option; called first thing in `main`,
+        // before any other thread allocates.
+        unsafe { libmimalloc_sys::mi_option_set(MIMALLOC_PURGE_DELAY, 0) };
+    }
+}
+
 /// Exit status for bad usage or invalid input.
 const EXIT_INVALID: u8 = 2;
 
@@ -119,6 +137,7 @@ impl PluginArgs {
 
 fn main() -> ExitCode {
     skip_library_backtraces();
+    return_freed_memory_promptly();
     let cli = Cli::parse();
     // The worker runs many jobs at once on every core. Everything else —
     // above all an embedded run, whose jobs mostly follow one another — runs
@@ -171,5 +190,22 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The option index names the purge delay: its default (1000 ms in
+    /// mimalloc v3) is the only option default of that value, and setting it
+    /// to 0 reads back as 0.
+    #[test]
+    fn the_purge_delay_option_is_the_one_set() {
+        use libmimalloc_sys::{mi_option_get, mi_option_set};
+        let option = super::MIMALLOC_PURGE_DELAY;
+        // SAFETY: reads and writes one integer option of this test process.
+        unsafe {
+            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+                assert_eq!(mi_option_get(option), 1000);
+            }
+            mi_option_set(option, 0);
+            assert_eq!(mi_option_get(option), 0);
+        }
     }
 }

@@ -32,14 +32,22 @@ impl Distributed {
     /// Whether an awaiting run still has work under way: a pending timer,
     /// or a subflow child that is no longer awaiting (a resumed child runs
     /// and ends, then its parent collects it).
+    /// Whether an awaiting run still moves by itself: it no longer awaits
+    /// (it moved on since the caller looked), a timer is pending, or a child
+    /// run still works.
     async fn busy(&self, run_id: &str) -> bool {
-        let awaiting = self
+        let (state, awaiting) = self
             .engine
             .backend()
-            .read_progress(run_id, |p| p.awaiting.values().cloned().collect::<Vec<_>>())
+            .read_progress(run_id, |p| {
+                (p.state, p.awaiting.values().cloned().collect::<Vec<_>>())
+            })
             .await
             .expect("redis answers")
-            .unwrap_or_default();
+            .unwrap_or((RunState::Awaiting, Vec::new()));
+        if state != RunState::Awaiting {
+            return true;
+        }
         for reason in awaiting {
             match reason {
                 AwaitReason::Timer { .. } => return true,
@@ -75,11 +83,21 @@ impl Driver for Distributed {
         loop {
             self.workers.assert_running();
             let report = self.engine.report(run_id).await.expect("stores answer");
-            let settled = report.state.is_terminal()
-                || (report.state == RunState::Awaiting
-                    && (stop_at_timers || !self.busy(run_id).await));
-            if settled || Instant::now() > deadline {
+            if report.state.is_terminal()
+                || (report.state == RunState::Awaiting && stop_at_timers)
+                || Instant::now() > deadline
+            {
                 return report;
+            }
+            // An awaiting run may be about to move on (a zero-length timer
+            // fires at once): it has settled only if it still awaits, with
+            // nothing pending, after the report was taken; the report taken
+            // after that check is the one to look at.
+            if report.state == RunState::Awaiting && !self.busy(run_id).await {
+                let settled = self.engine.report(run_id).await.expect("stores answer");
+                if settled.state == RunState::Awaiting {
+                    return settled;
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -11,7 +11,9 @@
 //! read or written until something needs their structure: most of a context
 //! only travels between the store, the cache and the plugins, and a parsed
 //! `serde_json::Value` tree takes about four times the memory of its text
-//! (see `bench/results/`).
+//! (see `bench/results/`). The text is shared, not copied, between the
+//! contexts and jobs that hold the same value: a node's output is also its
+//! successor's input, and a context is copied for every job that changes it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,9 +27,10 @@ use thiserror::Error;
 /// A run's context: flat keys (names may contain dots) to JSON values.
 pub type ContextMap = IndexMap<String, ContextValue>;
 
-/// One context value: valid JSON text without surrounding whitespace.
+/// One context value: valid JSON text without surrounding whitespace, shared
+/// by its clones.
 #[derive(Clone)]
-pub struct ContextValue(Box<RawValue>);
+pub struct ContextValue(Arc<RawValue>);
 
 impl ContextValue {
     /// The JSON text of `value`.
@@ -38,28 +41,27 @@ impl ContextValue {
 
     /// The JSON text of anything serializable.
     pub fn serialize_from<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(Self)
+        serde_json::value::to_raw_value(value).map(Self::shared)
     }
 
     /// Checks that `json` is one JSON value and keeps its text (without
     /// surrounding whitespace), building no tree.
     pub fn parse(json: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json).map(Self)
+        RawValue::from_string(json).map(Self::shared)
     }
 
     /// JSON `null`.
     pub fn null() -> Self {
-        Self(RawValue::NULL.to_owned())
+        Self::shared(RawValue::NULL.to_owned())
+    }
+
+    fn shared(text: Box<RawValue>) -> Self {
+        Self(Arc::from(text))
     }
 
     /// The JSON text.
     pub fn json(&self) -> &str {
         self.0.get()
-    }
-
-    /// The JSON text, owned (without copying it).
-    pub fn into_json(self) -> String {
-        Box::<str>::from(self.0).into_string()
     }
 
     /// Whether this is JSON `null`.
@@ -123,7 +125,7 @@ impl Serialize for ContextValue {
 
 impl<'de> Deserialize<'de> for ContextValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(Self)
+        Box::<RawValue>::deserialize(deserializer).map(Self::shared)
     }
 }
 
@@ -180,6 +182,14 @@ impl ContextChange {
     pub fn key(&self) -> &str {
         match self {
             ContextChange::Set { key, .. } | ContextChange::Delete { key } => key,
+        }
+    }
+
+    /// Bytes of the change as JSON text: key and value.
+    pub fn size(&self) -> usize {
+        match self {
+            ContextChange::Set { key, value } => key.len() + value.json().len(),
+            ContextChange::Delete { key } => key.len(),
         }
     }
 

@@ -33,6 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -61,13 +63,19 @@ const DYNAMIC_KEY_PREFIX: &str = "_dynamicNodes.";
 
 /// How many bytes of final-context JSON a worker publishes at once. A
 /// completed run's status carries its final context twice (upstream's
-/// `payload.context` and `serializedContext`), and the Cosmos SDK makes a
-/// parsed copy and several byte copies of each request: unbounded, a burst of
-/// large runs completing together held most of a worker's memory (on the
-/// payload-16k benchmark, where final contexts are 336 KB, peak RSS fell from
-/// about 205 to 155 MiB at the same throughput). A larger context is
-/// published alone.
-const PUBLISHING_BUDGET: usize = 1 << 20;
+/// `payload.context` and `serializedContext`), and a store client copies the
+/// request a few times more. A run waiting for its share holds only its
+/// context; its status is serialized once the share is granted. Unbounded,
+/// a burst of large runs completing together held most of a worker's memory
+/// (see `bench/results/`). A larger context is published alone.
+const PUBLISHING_BUDGET: usize = 1 << 19;
+
+/// How many bytes of context changes a worker writes at once. A store
+/// client makes several copies of each write while it is in flight (the
+/// Cosmos SDK: a parsed tree of every value, the request body, a tree parsed
+/// back from the body to check it, transport copies); a change waiting for
+/// its turn is held once, shared with the context it came from.
+const WRITING_BUDGET: usize = 1 << 19;
 
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
@@ -174,6 +182,8 @@ pub struct Engine<B, R> {
     cache: Arc<ContextCache>,
     /// Bytes of final contexts being published (see [`PUBLISHING_BUDGET`]).
     publishing: Arc<Semaphore>,
+    /// Bytes of context changes being written (see [`WRITING_BUDGET`]).
+    writing: Arc<Semaphore>,
 }
 
 impl<B, R> Clone for Engine<B, R> {
@@ -183,6 +193,7 @@ impl<B, R> Clone for Engine<B, R> {
             runner: self.runner.clone(),
             plans: self.plans.clone(),
             publishing: self.publishing.clone(),
+            writing: self.writing.clone(),
             settings: self.settings.clone(),
             cache: self.cache.clone(),
         }
@@ -211,6 +222,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             plans,
             cache: Arc::new(ContextCache::new(settings.context_cache)),
             publishing: Arc::new(Semaphore::new(PUBLISHING_BUDGET)),
+            writing: Arc::new(Semaphore::new(WRITING_BUDGET)),
             settings,
         }
     }
@@ -664,7 +676,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .into_iter()
                 .map(|(key, value)| ContextChange::Set { key, value })
                 .collect();
-            self.backend.apply_changes(run_id, &changes).await?;
+            self.write_changes(run_id, &changes).await?;
         }
         self.backend.reopen_failed(run_id).await?;
         info!(run = %run_id, retry = record.retries, nodes = ?advance.schedule, "run retried");
@@ -925,7 +937,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .into_iter()
                 .map(|(key, value)| ContextChange::Set { key, value }),
         );
-        if let Err(error) = self.backend.apply_changes(run_id, &changes).await {
+        if let Err(error) = self.write_changes(run_id, &changes).await {
             return self.write_failed(plan, run_id, node, &changes, error).await;
         }
         let known = kept.map(|(seen, snapshot)| KnownContext {
@@ -970,7 +982,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         changes: Vec<ContextChange>,
         dynamic_nodes: Vec<NodeDefinition>,
     ) -> Result<(), EngineError> {
-        if let Err(error) = self.backend.apply_changes(run_id, &changes).await {
+        if let Err(error) = self.write_changes(run_id, &changes).await {
             return self.write_failed(plan, run_id, node, &changes, error).await;
         }
         let completion = Completion {
@@ -1008,7 +1020,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             });
         }
         changes.extend(awaiting_marks(snapshot, &node.id, Some(&reason)));
-        if let Err(error) = self.backend.apply_changes(&job.run_id, &changes).await {
+        if let Err(error) = self.write_changes(&job.run_id, &changes).await {
             return self
                 .write_failed(plan, &job.run_id, node, &changes, error)
                 .await;
@@ -1307,7 +1319,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     value: ContextValue::null(),
                 },
             ];
-            self.backend.apply_changes(&job.run_id, &changes).await?;
+            self.write_changes(&job.run_id, &changes).await?;
             let (node_id, fallback) = (node.id.clone(), fallback.to_owned());
             return self
                 .settle(plan, &job.run_id, move |p| p.fall_back(&node_id, &fallback))
@@ -1469,6 +1481,22 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         Ok(())
     }
 
+    /// Writes `changes` to the run's context once their size fits in the
+    /// [`WRITING_BUDGET`].
+    async fn write_changes(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+    ) -> Result<(), StoreError> {
+        let size: usize = changes.iter().map(ContextChange::size).sum();
+        let _writing = self
+            .writing
+            .acquire_many(size.clamp(1, WRITING_BUDGET) as u32)
+            .await
+            .ok();
+        self.backend.apply_changes(run_id, changes).await
+    }
+
     /// Writes the run's status; `final_context`, when known, spares reading
     /// the context for a completed run's payload.
     async fn publish(
@@ -1477,43 +1505,56 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         state: RunState,
         final_context: Option<Arc<ContextMap>>,
     ) -> Result<(), EngineError> {
+        let final_context = match (state, final_context) {
+            (RunState::Completed, Some(context)) => Some(context),
+            (RunState::Completed, None) => Some(self.load_snapshot(&progress.run_id).await?),
+            _ => None,
+        };
         let mut _publishing = None;
         let final_status = match state {
             RunState::Completed => {
-                let context = match final_context {
-                    Some(context) => context,
-                    None => self.load_snapshot(&progress.run_id).await?,
-                };
-                let context: IndexMap<&str, &ContextValue> = context
+                let context: IndexMap<&str, &ContextValue> = final_context
                     .iter()
+                    .flat_map(|context| context.iter())
                     .filter(|(key, _)| !matches!(key.as_str(), "id" | "runId"))
                     .map(|(key, value)| (key.as_str(), value))
                     .collect();
-                let serialized = serde_json::to_string(&context).unwrap_or_default();
-                let share = serialized.len().clamp(1, PUBLISHING_BUDGET) as u32;
+                // The share is taken before anything is serialized: a run
+                // waiting for its turn holds only its context.
+                let size = serialized_size(&context);
+                let share = size.clamp(1, PUBLISHING_BUDGET) as u32;
                 _publishing = self.publishing.acquire_many(share).await.ok();
-                Some(
-                    json!({"status": "completed", "payload": {"context": context, "serializedContext": serialized, "status": "completed"}}),
-                )
+                let mut serialized = Vec::with_capacity(size);
+                // Writing raw JSON values and string keys into a `Vec` cannot fail.
+                let _ = serde_json::to_writer(&mut serialized, &context);
+                Some(FinalStatus::Completed {
+                    payload: CompletedPayload {
+                        context,
+                        serialized_context: String::from_utf8(serialized).unwrap_or_default(),
+                        status: "completed",
+                    },
+                })
             }
-            RunState::Failed => {
-                let reason = progress
+            RunState::Failed => Some(FinalStatus::Failed {
+                reason: progress
                     .errors
                     .first()
                     .map(|e| e.message.clone())
-                    .unwrap_or_default();
-                Some(json!({"status": "failed", "reason": reason}))
-            }
-            RunState::Cancelled => Some(json!({"status": "cancelled"})),
+                    .unwrap_or_default(),
+            }),
+            RunState::Cancelled => Some(FinalStatus::Cancelled),
             RunState::Running | RunState::Awaiting => None,
         };
         // A terminal state is reached by exactly one transition of the
         // progress record (this one), so it is written without the guard.
+        // The status is JSON text (no tree): the store writes it as it is.
+        let final_status = final_status.map(|status| raw_json(&status));
+        drop(final_context);
         match final_status {
             Some(final_status) => {
                 let published = self
                     .backend
-                    .publish_terminal(&progress.run_id, state, final_status)
+                    .publish_terminal(&progress.run_id, state, &final_status)
                     .await;
                 match published {
                     // Upstream's payload holds the final context twice; a
@@ -1527,7 +1568,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                         );
                         let trimmed = json!({"status": "completed", "payload": {"status": "completed", "contextOmitted": note}});
                         self.backend
-                            .publish_terminal(&progress.run_id, state, trimmed)
+                            .publish_terminal(&progress.run_id, state, &raw_json(&trimmed))
                             .await?
                     }
                     other => other?,
@@ -1650,6 +1691,42 @@ impl KnownContext {
     }
 }
 
+/// A terminal status's `finalStatus`, in upstream's shape. It is written
+/// as JSON text: the final context's values go in as the text they are kept
+/// as, never parsed into a tree.
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum FinalStatus<'a> {
+    Completed { payload: CompletedPayload<'a> },
+    Failed { reason: String },
+    Cancelled,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompletedPayload<'a> {
+    context: IndexMap<&'a str, &'a ContextValue>,
+    /// `context` as JSON text.
+    serialized_context: String,
+    status: &'static str,
+}
+
+/// `value` as JSON text. Serializing cannot fail here: every map key this
+/// engine writes is a string.
+fn raw_json<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// The length of `context` as JSON text, give or take escapes in its keys.
+fn serialized_size(context: &IndexMap<&str, &ContextValue>) -> usize {
+    // `{` and `}`, `"key":value` for each entry, commas between them.
+    let entries: usize = context
+        .iter()
+        .map(|(key, value)| key.len() + value.json().len() + 3)
+        .sum();
+    2 + entries + context.len().saturating_sub(1)
+}
+
 /// `snapshot` with `changes` applied (only built when a result is routed).
 fn overlay(snapshot: &ContextMap, changes: &[ContextChange]) -> ContextMap {
     let mut view = snapshot.clone();
@@ -1710,5 +1787,56 @@ fn awaiting_marks(
                 value: Value::Object(details).into(),
             },
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(entries: &[(&str, &str)]) -> ContextMap {
+        entries
+            .iter()
+            .map(|(key, json)| {
+                (
+                    (*key).to_owned(),
+                    ContextValue::parse((*json).to_owned()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_final_status_is_upstreams_shape_with_values_kept_verbatim() {
+        let context = context(&[("a", r#"{"x": 1}"#), ("_outputs.n", r#"[1,2]"#)]);
+        let entries: IndexMap<&str, &ContextValue> = context
+            .iter()
+            .map(|(key, value)| (key.as_str(), value))
+            .collect();
+        let size = serialized_size(&entries);
+        let serialized = serde_json::to_string(&entries).unwrap();
+        assert_eq!(size, serialized.len(), "{serialized}");
+        let completed = FinalStatus::Completed {
+            payload: CompletedPayload {
+                context: entries,
+                serialized_context: serialized,
+                status: "completed",
+            },
+        };
+        assert_eq!(
+            raw_json(&completed).get(),
+            r#"{"status":"completed","payload":{"context":{"a":{"x": 1},"_outputs.n":[1,2]},"serializedContext":"{\"a\":{\"x\": 1},\"_outputs.n\":[1,2]}","status":"completed"}}"#
+        );
+        let failed = FinalStatus::Failed {
+            reason: "node B failed".into(),
+        };
+        assert_eq!(
+            raw_json(&failed).get(),
+            r#"{"status":"failed","reason":"node B failed"}"#
+        );
+        assert_eq!(
+            raw_json(&FinalStatus::Cancelled).get(),
+            r#"{"status":"cancelled"}"#
+        );
     }
 }

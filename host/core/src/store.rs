@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::context::{ContextChange, ContextMap};
@@ -175,15 +176,23 @@ pub trait StatusStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<RunStatusRecord>, StoreError>> + Send;
     /// Writes a run's terminal status for a caller that holds the run's only
     /// transition into it (the engine's progress record guarantees one), so
-    /// the store may skip the read that guards [`Self::write_status`]. The
-    /// default is `write_status`.
+    /// the store may skip the read that guards [`Self::write_status`].
+    /// `final_status` is the `finalStatus` document as JSON text: a store
+    /// that can write it as text avoids a parsed copy of a large final
+    /// context. The default parses it and calls `write_status`.
     fn publish_terminal(
         &self,
         run_id: &str,
         status: RunState,
-        final_status: Value,
+        final_status: &RawValue,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         async move {
+            let final_status = serde_json::from_str(final_status.get()).map_err(|error| {
+                StoreError::refused(
+                    "status",
+                    format!("the final status of run '{run_id}' is not JSON ({error})"),
+                )
+            })?;
             self.write_status(run_id, status, Some(final_status))
                 .await?;
             Ok(())

@@ -16,7 +16,6 @@
 use std::time::Duration;
 
 use flowcraft_core::blueprint::NodeDefinition;
-use flowcraft_core::context::ContextValue;
 use flowcraft_core::runner::{FailureKind, NodeCall, NodeFailure, NodeOutcome, NodeSuccess};
 use serde_json::Value;
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -62,7 +61,7 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
         node_id: call.node_id.clone(),
         blueprint_id: call.blueprint_id,
         attempt: call.attempt,
-        input: call.input.map(ContextValue::into_json),
+        input: call.input.as_ref().map(|input| input.json().to_owned()),
         params: call.params.to_string(),
     };
     let labels = CallLabels {

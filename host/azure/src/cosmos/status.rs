@@ -8,7 +8,10 @@
 //! with its ETag and replaces it with `If-Match` (or creates it), retrying on
 //! 412/409 — 2 requests per write. The one exception is an operator's retry:
 //! [`reopen_failed`](StatusStore::reopen_failed) turns `failed` back into
-//! `running` the same way (read, check, replace with `If-Match`). [`read_status`](StatusStore::read_status)
+//! `running` the same way (read, check, replace with `If-Match`).
+//! [`publish_terminal`](StatusStore::publish_terminal) is 1 PATCH for a
+//! small final status and the guarded write for a large one (a completed
+//! run's final context, written as text). [`read_status`](StatusStore::read_status)
 //! is 1 point read, [`touch`](StatusStore::touch) 1 PATCH, and
 //! [`stalled_runs`](CosmosStatusStore::stalled_runs) runs upstream's
 //! reconciler query across partitions, page by page.
@@ -22,6 +25,8 @@ use azure_data_cosmos::{CosmosError, Query};
 use flowcraft_core::progress::RunState;
 use flowcraft_core::store::{RunStatusRecord, StatusStore, StoreError};
 use futures_util::TryStreamExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::context::SYSTEM_PROPERTIES;
@@ -35,6 +40,10 @@ type StatusDocument = Map<String, Value>;
 /// Upstream reconciler's query (`createAzureReconciler`), verbatim.
 pub const STALLED_RUNS_QUERY: &str =
     "SELECT * FROM c WHERE c.status = @status AND c.lastUpdated < @threshold";
+
+/// The largest final status written with one PATCH (see
+/// `publish_terminal` below).
+const PATCHED_FINAL_STATUS_LIMIT: usize = 16 << 10;
 
 /// How many times a status write re-reads after losing a race.
 const MAX_WRITE_ATTEMPTS: usize = 16;
@@ -131,7 +140,7 @@ impl CosmosStatusStore {
         &self,
         run_id: &str,
         status: RunState,
-        final_status: &Option<Value>,
+        final_status: Option<&RawValue>,
     ) -> Result<Option<bool>, CosmosError> {
         // A run's first status write (it starts running) usually finds no
         // document: create first and read only if one exists (1 request
@@ -184,6 +193,29 @@ impl CosmosStatusStore {
 }
 
 impl CosmosStatusStore {
+    /// [`StatusStore::write_status`] with the final status as JSON text.
+    async fn write_guarded(
+        &self,
+        run_id: &str,
+        status: RunState,
+        final_status: Option<&RawValue>,
+    ) -> Result<bool, StoreError> {
+        check_run_id(run_id)?;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let attempt = self.try_write(run_id, status, final_status).await;
+            match attempt.map_err(|error| failure("write", run_id, &error))? {
+                Some(written) => return Ok(written),
+                None => tokio::task::yield_now().await,
+            }
+        }
+        Err(StoreError::new(
+            SERVICE,
+            format!(
+                "write of the status of run '{run_id}' lost {MAX_WRITE_ATTEMPTS} races with other writers; retry later"
+            ),
+        ))
+    }
+
     /// One attempt of [`StatusStore::reopen_failed`]; `None` when it lost a
     /// race and must re-read.
     async fn try_reopen(&self, run_id: &str) -> Result<Option<bool>, CosmosError> {
@@ -193,7 +225,7 @@ impl CosmosStatusStore {
         if stored_state(&stored) != Some(RunState::Failed) {
             return Ok(Some(false));
         }
-        let document = status_document(stored, run_id, RunState::Running, &None);
+        let document = status_document(stored, run_id, RunState::Running, None);
         let mut options = ItemWriteOptions::default();
         if let Some(etag) = etag {
             options = options.with_precondition(Precondition::if_match(etag));
@@ -218,20 +250,14 @@ impl StatusStore for CosmosStatusStore {
         status: RunState,
         final_status: Option<Value>,
     ) -> Result<bool, StoreError> {
-        check_run_id(run_id)?;
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let attempt = self.try_write(run_id, status, &final_status).await;
-            match attempt.map_err(|error| failure("write", run_id, &error))? {
-                Some(written) => return Ok(written),
-                None => tokio::task::yield_now().await,
-            }
-        }
-        Err(StoreError::new(
-            SERVICE,
-            format!(
-                "write of the status of run '{run_id}' lost {MAX_WRITE_ATTEMPTS} races with other writers; retry later"
-            ),
-        ))
+        let final_status = final_status
+            .map(|value| serde_json::value::to_raw_value(&value))
+            .transpose()
+            .map_err(|error| {
+                StoreError::refused(SERVICE, format!("final status of run '{run_id}': {error}"))
+            })?;
+        self.write_guarded(run_id, status, final_status.as_deref())
+            .await
     }
 
     async fn read_status(&self, run_id: &str) -> Result<Option<RunStatusRecord>, StoreError> {
@@ -267,27 +293,41 @@ impl StatusStore for CosmosStatusStore {
     /// run without a status document is left alone. The SDK cannot send a
     /// conditional PATCH, so this does not look at `status` (neither does the
     /// in-memory store); callers touch running runs.
+    /// One PATCH when the final status is small. A larger one (a completed
+    /// run's final context) is written by the guarded read and replace
+    /// instead, one request more: the SDK takes a PATCH value only as a
+    /// parsed tree and parses the request body back into another to check
+    /// it, while a replace sends the text as it is.
     async fn publish_terminal(
         &self,
         run_id: &str,
         status: RunState,
-        final_status: Value,
+        final_status: &RawValue,
     ) -> Result<(), StoreError> {
         check_run_id(run_id)?;
-        // One PATCH: the caller owns the run's only terminal transition, so
-        // no read is needed to guard it. No document yet (a run started
-        // without one): fall back to the guarded write, which creates it.
+        if final_status.get().len() > PATCHED_FINAL_STATUS_LIMIT {
+            return self
+                .write_guarded(run_id, status, Some(final_status))
+                .await
+                .map(|_| ());
+        }
+        let parsed: Value = serde_json::from_str(final_status.get()).map_err(|error| {
+            StoreError::refused(SERVICE, format!("final status of run '{run_id}': {error}"))
+        })?;
+        // The caller owns the run's only terminal transition, so no read is
+        // needed to guard it. No document yet (a run started without one):
+        // fall back to the guarded write, which creates it.
         let instructions = || {
             PatchInstructions::from(vec![
                 PatchOperation::set("/status", Value::from(status.as_str())),
                 PatchOperation::set("/lastUpdated", Value::from(now_seconds())),
-                PatchOperation::set("/finalStatus", final_status.clone()),
+                PatchOperation::set("/finalStatus", parsed.clone()),
             ])
         };
         match self.patch(run_id, instructions).await {
             Ok(()) => Ok(()),
             Err(error) if status_code(&error) == 404 => self
-                .write_status(run_id, status, Some(final_status))
+                .write_guarded(run_id, status, Some(final_status))
                 .await
                 .map(|_| ()),
             Err(error) => Err(failure("publish", run_id, &error)),
@@ -329,23 +369,30 @@ impl StatusStore for CosmosStatusStore {
     }
 }
 
+/// A status document as written: its fields, then `finalStatus` as JSON
+/// text, so that a large final context goes in without a parsed copy.
+#[derive(Serialize)]
+struct StatusWrite<'a> {
+    #[serde(flatten)]
+    fields: StatusDocument,
+    #[serde(rename = "finalStatus", skip_serializing_if = "Option::is_none")]
+    final_status: Option<&'a RawValue>,
+}
+
 /// `stored` (other fields kept, system properties dropped) with the given
 /// status, `lastUpdated` = now and `finalStatus`, in upstream's field order
 /// for new documents.
-fn status_document(
+fn status_document<'a>(
     stored: StatusDocument,
     run_id: &str,
     status: RunState,
-    final_status: &Option<Value>,
-) -> StatusDocument {
-    let mut document = Map::new();
-    document.insert("id".into(), Value::from(run_id));
-    document.insert("runId".into(), Value::from(run_id));
-    document.insert("status".into(), Value::from(status.as_str()));
-    document.insert("lastUpdated".into(), Value::from(now_seconds()));
-    if let Some(final_status) = final_status {
-        document.insert("finalStatus".into(), final_status.clone());
-    }
+    final_status: Option<&'a RawValue>,
+) -> StatusWrite<'a> {
+    let mut fields = Map::new();
+    fields.insert("id".into(), Value::from(run_id));
+    fields.insert("runId".into(), Value::from(run_id));
+    fields.insert("status".into(), Value::from(status.as_str()));
+    fields.insert("lastUpdated".into(), Value::from(now_seconds()));
     for (key, value) in stored {
         if !SYSTEM_PROPERTIES.contains(&key.as_str())
             && !matches!(
@@ -353,10 +400,13 @@ fn status_document(
                 "id" | "runId" | "status" | "lastUpdated" | "finalStatus"
             )
         {
-            document.insert(key, value);
+            fields.insert(key, value);
         }
     }
-    document
+    StatusWrite {
+        fields,
+        final_status,
+    }
 }
 
 fn stored_state(document: &StatusDocument) -> Option<RunState> {
@@ -394,9 +444,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The document as the service receives it.
+    fn written(document: &StatusWrite<'_>) -> Map<String, Value> {
+        serde_json::from_slice(&serde_json::to_vec(document).unwrap()).unwrap()
+    }
+
     #[test]
     fn new_documents_have_upstream_fields_only() {
-        let document = status_document(Map::new(), "r1", RunState::Running, &None);
+        let document = written(&status_document(Map::new(), "r1", RunState::Running, None));
         let keys: Vec<&str> = document.keys().map(String::as_str).collect();
         assert_eq!(keys, ["id", "runId", "status", "lastUpdated"]);
         assert_eq!(document["status"], json!("running"));
@@ -411,12 +466,13 @@ mod tests {
         }) else {
             unreachable!()
         };
-        let document = status_document(
+        let final_status = RawValue::from_string(r#"{"status":"completed"}"#.into()).unwrap();
+        let document = written(&status_document(
             stored,
             "r1",
             RunState::Completed,
-            &Some(json!({"status": "completed"})),
-        );
+            Some(&final_status),
+        ));
         assert_eq!(document["status"], json!("completed"));
         assert_eq!(document["finalStatus"], json!({"status": "completed"}));
         assert_eq!(document["owner"], json!("ts-worker"));
