@@ -43,15 +43,16 @@ fn skip_library_backtraces() {
 const MIMALLOC_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// mimalloc keeps memory it no longer uses for a second (`purge_delay`)
-/// before giving it back to the kernel. A worker's large short-lived buffers
-/// (request bodies of big contexts) then stay resident long after they are
-/// freed: on the payload-16k benchmark peak RSS was 80 MiB with the delay
-/// and 70 MiB without, at the same CPU per node-job. The
+/// before giving it back to the kernel. In a worker, large short-lived
+/// buffers (request bodies of big contexts) then stay resident long after
+/// they are freed: on the payload-16k benchmark peak RSS was 80 MiB with the
+/// delay and 70 MiB without, at the same CPU per node-job. A short embedded
+/// run keeps the delay (returning memory at once cost it about 0.6 ms). The
 /// `MIMALLOC_PURGE_DELAY` environment variable still decides when set.
 fn return_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one integer option; called first thing in `main`,
-        // before any other thread allocates.
+        // SAFETY: sets one integer option, which mimalloc reads whenever it
+        // considers a purge; called before the worker's threads start.
         unsafe { libmimalloc_sys::mi_option_set(MIMALLOC_PURGE_DELAY, 0) };
     }
 }
@@ -137,13 +138,13 @@ impl PluginArgs {
 
 fn main() -> ExitCode {
     skip_library_backtraces();
-    return_freed_memory_promptly();
     let cli = Cli::parse();
     // The worker runs many jobs at once on every core. Everything else —
     // above all an embedded run, whose jobs mostly follow one another — runs
     // on this thread: handing each job to another thread cost more than the
     // job (a 1000-node chain took twice as long on two threads).
     let mut builder = if cli.command.is_none() {
+        return_freed_memory_promptly();
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
