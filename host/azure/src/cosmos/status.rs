@@ -201,19 +201,10 @@ impl CosmosStatusStore {
         final_status: Option<&RawValue>,
     ) -> Result<bool, StoreError> {
         check_run_id(run_id)?;
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let attempt = self.try_write(run_id, status, final_status).await;
-            match attempt.map_err(|error| failure("write", run_id, &error))? {
-                Some(written) => return Ok(written),
-                None => tokio::task::yield_now().await,
-            }
-        }
-        Err(StoreError::new(
-            SERVICE,
-            format!(
-                "write of the status of run '{run_id}' lost {MAX_WRITE_ATTEMPTS} races with other writers; retry later"
-            ),
-        ))
+        until_no_race(run_id, "write", "write of the status", || {
+            self.try_write(run_id, status, final_status)
+        })
+        .await
     }
 
     /// One attempt of [`StatusStore::reopen_failed`]; `None` when it lost a
@@ -353,20 +344,41 @@ impl StatusStore for CosmosStatusStore {
     /// `finalStatus`) under `If-Match`, re-reading after a lost race.
     async fn reopen_failed(&self, run_id: &str) -> Result<bool, StoreError> {
         check_run_id(run_id)?;
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let attempt = self.try_reopen(run_id).await;
-            match attempt.map_err(|error| failure("reopen", run_id, &error))? {
-                Some(reopened) => return Ok(reopened),
-                None => tokio::task::yield_now().await,
-            }
-        }
-        Err(StoreError::new(
-            SERVICE,
-            format!(
-                "reopening the status of run '{run_id}' lost {MAX_WRITE_ATTEMPTS} races with other writers; retry later"
-            ),
-        ))
+        until_no_race(run_id, "reopen", "reopening the status", || {
+            self.try_reopen(run_id)
+        })
+        .await
     }
+}
+
+/// Repeats `attempt`, which answers `None` when it lost a race with another
+/// writer and must read again, up to [`MAX_WRITE_ATTEMPTS`] times;
+/// `operation` and `what` name it in errors.
+async fn until_no_race<T, F, Fut>(
+    run_id: &str,
+    operation: &str,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, CosmosError>>,
+{
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        match attempt()
+            .await
+            .map_err(|error| failure(operation, run_id, &error))?
+        {
+            Some(done) => return Ok(done),
+            None => tokio::task::yield_now().await,
+        }
+    }
+    Err(StoreError::new(
+        SERVICE,
+        format!(
+            "{what} of run '{run_id}' lost {MAX_WRITE_ATTEMPTS} races with other writers; retry later"
+        ),
+    ))
 }
 
 /// A status document as written: its fields, then `finalStatus` as JSON
