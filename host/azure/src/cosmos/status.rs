@@ -279,16 +279,12 @@ impl StatusStore for CosmosStatusStore {
         }))
     }
 
-    /// Liveness: sets the run's `lastUpdated` to now with one PATCH, so the
-    /// reconciler does not take a run with work in progress for stalled. A
-    /// run without a status document is left alone. The SDK cannot send a
-    /// conditional PATCH, so this does not look at `status` (neither does the
-    /// in-memory store); callers touch running runs.
     /// One PATCH when the final status is small. A larger one (a completed
     /// run's final context) is written by the guarded read and replace
     /// instead, one request more: the SDK takes a PATCH value only as a
     /// parsed tree and parses the request body back into another to check
-    /// it, while a replace sends the text as it is.
+    /// it, while a replace sends the text as it is. (Unlike the PATCH, the
+    /// guarded write leaves a status that is terminal already as it is.)
     async fn publish_terminal(
         &self,
         run_id: &str,
@@ -325,6 +321,11 @@ impl StatusStore for CosmosStatusStore {
         }
     }
 
+    /// Liveness: sets the run's `lastUpdated` to now with one PATCH, so the
+    /// reconciler does not take a run with work in progress for stalled. A
+    /// run without a status document is left alone. The SDK cannot send a
+    /// conditional PATCH, so this does not look at `status` (neither does the
+    /// in-memory store); callers touch running runs.
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
         check_run_id(run_id)?;
         let instructions = || {
