@@ -217,6 +217,10 @@ impl ContextStore for AzureBackend {
     ) -> Result<(), StoreError> {
         self.cosmos.context.apply_changes(run_id, changes).await
     }
+
+    fn reserved_keys(&self) -> &'static [&'static str] {
+        crate::cosmos::SYSTEM_PROPERTIES
+    }
 }
 
 impl StatusStore for AzureBackend {

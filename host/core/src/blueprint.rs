@@ -162,6 +162,15 @@ impl Blueprint {
         self.metadata.as_ref()?.get("stepLimit")?.as_u64()
     }
 
+    /// How deeply runs of this blueprint may nest subflows:
+    /// `metadata.maxSubflowDepth`, else the default.
+    pub fn subflow_depth(&self) -> Result<u32, crate::limits::LimitError> {
+        match self.metadata.as_ref().and_then(|m| m.get("maxSubflowDepth")) {
+            None => Ok(crate::limits::DEFAULT_SUBFLOW_DEPTH),
+            Some(value) => crate::limits::subflow_depth(value),
+        }
+    }
+
     /// `metadata.cycleEntryPoints`, the preferred entries of start-less cycles.
     pub fn cycle_entry_points(&self) -> Vec<&str> {
         self.metadata

@@ -55,9 +55,10 @@ pub fn execute(
     match node.uses.as_str() {
         "wait" => Ok(BuiltinOutcome::Wait { output: None }),
         "sleep" => {
-            let wake_after = sleep_duration(params.get("duration")).map_err(|cause| {
-                NodeFailure::retryable(format!("Node '{}' execution failed: {cause}", node.id))
-            })?;
+            let wake_after =
+                crate::limits::sleep_duration(params.get("duration")).map_err(|cause| {
+                    NodeFailure::fatal(format!("Node '{}' execution failed: {cause}", node.id))
+                })?;
             Ok(BuiltinOutcome::Sleep {
                 output: input,
                 wake_after,
@@ -96,43 +97,6 @@ pub fn execute(
         other => Err(NodeFailure::fatal(format!(
             "Implementation for '{other}' not found."
         ))),
-    }
-}
-
-/// `params.duration`: milliseconds (≥ 0) or `<digits>` followed by s, m, h or d.
-pub fn sleep_duration(value: Option<&Value>) -> Result<Duration, String> {
-    let invalid = || {
-        format!(
-            "sleep duration {} is invalid; use milliseconds (a number ≥ 0) or a string like \"30s\", \"5m\", \"2h\", \"1d\"",
-            value
-                .map(Value::to_string)
-                .unwrap_or_else(|| "(missing)".into())
-        )
-    };
-    match value {
-        Some(Value::Number(number)) => {
-            let millis = number
-                .as_f64()
-                .filter(|m| m.is_finite() && *m >= 0.0)
-                .ok_or_else(invalid)?;
-            Ok(Duration::from_secs_f64(millis / 1000.0))
-        }
-        Some(Value::String(text)) => {
-            let (digits, unit) = text.split_at(text.len().saturating_sub(1));
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid());
-            }
-            let amount: u64 = digits.parse().map_err(|_| invalid())?;
-            let seconds = match unit {
-                "s" => 1,
-                "m" => 60,
-                "h" => 3_600,
-                "d" => 86_400,
-                _ => return Err(invalid()),
-            };
-            Ok(Duration::from_secs(amount.saturating_mul(seconds)))
-        }
-        _ => Err(invalid()),
     }
 }
 
@@ -185,12 +149,12 @@ fn scatter(
     let start = read(context, &index_key)
         .and_then(|index| index.as_u64())
         .unwrap_or(0) as usize;
-    let chunk = params
-        .get("chunkSize")
-        .and_then(Value::as_u64)
-        .filter(|c| *c > 0)
-        .map(|c| c as usize)
-        .unwrap_or(items.len());
+    let chunk = match params.get("chunkSize") {
+        None | Some(Value::Null) => items.len(),
+        Some(size) => crate::limits::chunk_size(size)
+            .map_err(|cause| NodeFailure::fatal(format!("Node '{}': {cause}", node.id)))?
+            as usize,
+    };
     let end = items.len().min(start.saturating_add(chunk));
     let has_more = end < items.len();
     let batch_id = uuid::Uuid::new_v4().to_string();
@@ -381,38 +345,4 @@ pub fn subflow_result(
         many => Value::Object(many.iter().map(|id| (id.clone(), output_of(id))).collect()),
     };
     (output, Vec::new())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sleep_durations_follow_upstream_rules() {
-        for valid in [
-            json!(0),
-            json!(1500),
-            json!("1m"),
-            json!("1h"),
-            json!("1d"),
-            json!("2s"),
-        ] {
-            assert!(sleep_duration(Some(&valid)).is_ok(), "{valid}");
-        }
-        for invalid in [
-            json!("soon"),
-            json!(-100),
-            json!(null),
-            json!("5"),
-            json!("s"),
-            json!("1w"),
-        ] {
-            assert!(sleep_duration(Some(&invalid)).is_err(), "{invalid}");
-        }
-        assert!(sleep_duration(None).is_err());
-        assert_eq!(
-            sleep_duration(Some(&json!("2s"))).unwrap(),
-            Duration::from_secs(2)
-        );
-    }
 }

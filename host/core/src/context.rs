@@ -153,19 +153,58 @@ pub fn context_to_object(context: &ContextMap) -> Map<String, Value> {
         .collect()
 }
 
-/// Keys a node may not write: the document identity and Cosmos system properties.
-pub const RESERVED_KEYS: &[&str] = &[
+/// Context keys only the engine writes: the document identity and the
+/// run's identity. A store adds its own (see [`ContextStore::reserved_keys`](crate::store::ContextStore::reserved_keys)).
+pub const ENGINE_KEYS: &[&str] = &[
     "id",
     "runId",
-    "_rid",
-    "_self",
-    "_etag",
-    "_ts",
-    "_attachments",
+    "blueprintId",
+    "blueprintVersion",
+    "_catch_error",
 ];
+
+/// Prefixes of the context keys only the engine writes: node outputs,
+/// edge inputs, actions, dynamic nodes, resume data, awaiting marks
+/// (`_awaitingNodeIds`, `_awaitingDetails`) and batch items.
+pub const ENGINE_KEY_PREFIXES: &[&str] = &[
+    "_outputs.",
+    "_inputs.",
+    "_actions.",
+    "_dynamicNodes.",
+    "_resume.",
+    "_awaiting",
+    "_batch.",
+];
+
+/// Whether `key` is one of the engine's own keys ([`ENGINE_KEYS`],
+/// [`ENGINE_KEY_PREFIXES`]).
+pub fn is_engine_key(key: &str) -> bool {
+    ENGINE_KEYS.contains(&key) || ENGINE_KEY_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 /// How many context writes (sets and deletes) one node call may make by default.
 pub const DEFAULT_WRITE_QUOTA: usize = 1_000;
+
+/// What one node call may write to its run's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Writes (sets and deletes) per call.
+    pub writes: usize,
+    /// Bytes (keys and JSON values) per call.
+    pub bytes: usize,
+    /// Keys a store reserves besides the engine's.
+    pub store_keys: &'static [&'static str],
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        Self {
+            writes: DEFAULT_WRITE_QUOTA,
+            bytes: crate::limits::DEFAULT_WRITE_BYTES,
+            store_keys: &[],
+        }
+    }
+}
 
 /// One recorded change to a run's context.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -215,11 +254,24 @@ impl ContextChange {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ContextWriteError {
     #[error(
-        "context key '{0}' is reserved (document identity or system property); choose another key"
+        "context key '{0}' is the engine's or the store's (node outputs, inputs, actions, run identity, awaiting marks, batch items, system properties); a node may write only keys of its own: choose another key"
     )]
     Reserved(String),
     #[error("context write quota of {0} writes per node call exceeded; write fewer, larger values")]
     QuotaExceeded(usize),
+    #[error(
+        "context key '{key}': the write would bring this call's context writes to {bytes} bytes, more than the limit of {limit} bytes per node call; keep large data outside the run context"
+    )]
+    TooLarge {
+        key: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("context key '{key}': {error}")]
+    TooDeep {
+        key: String,
+        error: crate::limits::LimitError,
+    },
 }
 
 /// A node's view of its run's context during one call.
@@ -229,22 +281,25 @@ pub struct NodeContext {
     /// Latest change per key, in first-write order; `None` marks a delete.
     changes: IndexMap<String, Option<ContextValue>>,
     writes: usize,
-    write_quota: usize,
+    /// Bytes of the changes kept in `changes`.
+    bytes: usize,
+    limits: WriteLimits,
 }
 
 impl NodeContext {
-    /// A view over `snapshot` with the default write quota.
+    /// A view over `snapshot` with the default limits.
     pub fn new(snapshot: Arc<ContextMap>) -> Self {
-        Self::with_quota(snapshot, DEFAULT_WRITE_QUOTA)
+        Self::with_limits(snapshot, WriteLimits::default())
     }
 
-    /// A view over `snapshot` that refuses writes beyond `write_quota`.
-    pub fn with_quota(snapshot: Arc<ContextMap>, write_quota: usize) -> Self {
+    /// A view over `snapshot` that refuses writes beyond `limits`.
+    pub fn with_limits(snapshot: Arc<ContextMap>, limits: WriteLimits) -> Self {
         Self {
             snapshot,
             changes: IndexMap::new(),
             writes: 0,
-            write_quota,
+            bytes: 0,
+            limits,
         }
     }
 
@@ -263,15 +318,34 @@ impl NodeContext {
 
     /// Stores `value` under `key`.
     pub fn set(&mut self, key: &str, value: ContextValue) -> Result<(), ContextWriteError> {
-        self.count_write(key)?;
+        self.check_key(key)?;
+        crate::limits::check_json_depth("the value", value.json()).map_err(|error| {
+            ContextWriteError::TooDeep {
+                key: key.to_owned(),
+                error,
+            }
+        })?;
+        let replaced = self.change_size(key);
+        let bytes = self.bytes - replaced + key.len() + value.json().len();
+        if bytes > self.limits.bytes {
+            return Err(ContextWriteError::TooLarge {
+                key: key.to_owned(),
+                bytes,
+                limit: self.limits.bytes,
+            });
+        }
+        self.count_write()?;
+        self.bytes = bytes;
         self.changes.insert(key.to_owned(), Some(value));
         Ok(())
     }
 
     /// Removes `key`; returns whether it existed. Deleting is quota-counted too.
     pub fn delete(&mut self, key: &str) -> Result<bool, ContextWriteError> {
+        self.check_key(key)?;
         let existed = self.has(key);
-        self.count_write(key)?;
+        self.count_write()?;
+        self.bytes = self.bytes - self.change_size(key) + key.len();
         self.changes.insert(key.to_owned(), None);
         Ok(existed)
     }
@@ -303,15 +377,28 @@ impl NodeContext {
             .collect()
     }
 
-    fn count_write(&mut self, key: &str) -> Result<(), ContextWriteError> {
-        if RESERVED_KEYS.contains(&key) {
+    fn check_key(&self, key: &str) -> Result<(), ContextWriteError> {
+        if is_engine_key(key) || self.limits.store_keys.contains(&key) {
             return Err(ContextWriteError::Reserved(key.to_owned()));
         }
-        if self.writes >= self.write_quota {
-            return Err(ContextWriteError::QuotaExceeded(self.write_quota));
+        Ok(())
+    }
+
+    fn count_write(&mut self) -> Result<(), ContextWriteError> {
+        if self.writes >= self.limits.writes {
+            return Err(ContextWriteError::QuotaExceeded(self.limits.writes));
         }
         self.writes += 1;
         Ok(())
+    }
+
+    /// Bytes the change kept for `key` counts (0 if none).
+    fn change_size(&self, key: &str) -> usize {
+        match self.changes.get(key) {
+            Some(Some(value)) => key.len() + value.json().len(),
+            Some(None) => key.len(),
+            None => 0,
+        }
     }
 }
 
@@ -359,17 +446,78 @@ mod tests {
 
     #[test]
     fn reserved_keys_and_quota_are_enforced() {
-        let mut ctx = NodeContext::with_quota(Arc::new(ContextMap::new()), 2);
-        assert_eq!(
-            ctx.set("id", text(json!(1))),
-            Err(ContextWriteError::Reserved("id".into()))
-        );
+        let limits = WriteLimits {
+            writes: 2,
+            store_keys: &["_etag"],
+            ..WriteLimits::default()
+        };
+        let mut ctx = NodeContext::with_limits(Arc::new(ContextMap::new()), limits);
+        for key in [
+            "id",
+            "runId",
+            "blueprintId",
+            "blueprintVersion",
+            "_outputs.victim",
+            "_inputs.victim",
+            "_actions.victim",
+            "_dynamicNodes.victim",
+            "_catch_error",
+            "_awaitingNodeIds",
+            "_resume.action",
+            "_batch.s_1_item_0",
+            "_etag",
+        ] {
+            assert_eq!(
+                ctx.set(key, text(json!(1))),
+                Err(ContextWriteError::Reserved(key.into())),
+                "{key}"
+            );
+            assert_eq!(
+                ctx.delete(key),
+                Err(ContextWriteError::Reserved(key.into())),
+                "{key}"
+            );
+        }
         ctx.set("a", text(json!(1))).unwrap();
-        ctx.set("b", text(json!(1))).unwrap();
+        ctx.set("_outputs", text(json!(1))).unwrap();
         assert_eq!(
             ctx.set("c", text(json!(1))),
             Err(ContextWriteError::QuotaExceeded(2))
         );
+        assert_eq!(ctx.into_changes().len(), 2);
+    }
+
+    #[test]
+    fn bytes_per_call_count_the_latest_value_per_key() {
+        let limits = WriteLimits {
+            bytes: 20,
+            ..WriteLimits::default()
+        };
+        let mut ctx = NodeContext::with_limits(Arc::new(ContextMap::new()), limits);
+        let ten = text(json!("12345678"));
+        ctx.set("k", ten.clone()).unwrap();
+        // Rewriting a key replaces its bytes instead of adding to them.
+        ctx.set("k", ten.clone()).unwrap();
+        ctx.set("k", ten.clone()).unwrap();
+        assert_eq!(
+            ctx.set("k2", ten),
+            Err(ContextWriteError::TooLarge {
+                key: "k2".into(),
+                bytes: 23,
+                limit: 20
+            })
+        );
+    }
+
+    #[test]
+    fn values_nested_too_deeply_are_refused() {
+        let mut ctx = NodeContext::new(Arc::new(ContextMap::new()));
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let error = ctx
+            .set("deep", ContextValue::parse(deep).unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("at most 64 levels"), "{error}");
+        assert!(ctx.into_changes().is_empty());
     }
 
     #[test]

@@ -28,7 +28,9 @@
 //! transient) for the caller to dead-letter; a completed run whose final
 //! context is too large for its status is published without that copy.
 
+use std::any::Any;
 use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,13 +40,18 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use futures_util::FutureExt;
+use tracing::{error, info, warn};
 
 use crate::blueprint::NodeDefinition;
 use crate::builtin::{self, BuiltinOutcome};
-use crate::context::{ContextChange, ContextMap, ContextValue, DEFAULT_WRITE_QUOTA, NodeContext};
+use crate::context::{
+    ContextChange, ContextMap, ContextValue, DEFAULT_WRITE_QUOTA, NodeContext, WriteLimits,
+};
 use crate::context_cache::ContextCache;
+use crate::dynamic::{self, Spawner};
 use crate::expression::EvaluatorMode;
+use crate::limits::{self, NodeLimits};
 use crate::plan::{Plan, PlanRegistry};
 use crate::progress::{
     Advance, AwaitReason, Completion, DEFAULT_STEP_LIMIT, NodeStatus, ParentLink, RunProgress,
@@ -88,6 +95,11 @@ pub struct EngineSettings {
     pub max_retry_delay: Duration,
     /// Context writes allowed per node call.
     pub write_quota: usize,
+    /// Bytes of context writes allowed per node call.
+    pub write_bytes: usize,
+    /// The node runner's time limit for a node without `config.timeout`:
+    /// the most a dynamic node may ask for when its spawner names none.
+    pub default_node_timeout: Duration,
     /// Runs whose latest context this process remembers (0: none); see
     /// [`crate::context_cache`]. Off for fleets with writers outside the engine.
     pub context_cache: usize,
@@ -106,6 +118,8 @@ impl Default for EngineSettings {
             step_limit: DEFAULT_STEP_LIMIT,
             max_retry_delay: Duration::from_secs(3_600),
             write_quota: DEFAULT_WRITE_QUOTA,
+            write_bytes: limits::DEFAULT_WRITE_BYTES,
+            default_node_timeout: Duration::from_secs(30),
             context_cache: 0,
             shared_with_upstream: false,
         }
@@ -154,6 +168,14 @@ pub enum EngineError {
         "cannot retry run '{run}' with context key '{key}': the document's identity cannot be changed"
     )]
     ReservedKey { run: String, key: String },
+    #[error(
+        "internal error: the job for node '{node}' of run '{run}' panicked and its node could not be failed: {message}; the job is delivered again and dead-lettered after the delivery limit (a bug in flowcraft-host: please report it with the log)"
+    )]
+    Panicked {
+        run: String,
+        node: String,
+        message: String,
+    },
 }
 
 impl EngineError {
@@ -329,8 +351,60 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .await
     }
 
-    /// Handles one job.
+    /// Handles one job. A panic anywhere in the job step is contained: the
+    /// job's node fails with the panic's message (see [`Self::contain`]).
     pub async fn handle(&self, job: &Job) -> Result<(), EngineError> {
+        match AssertUnwindSafe(self.step(job)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => self.contain(job, panic_message(panic.as_ref())).await,
+        }
+    }
+
+    /// The job step panicked: its node fails, fatally (a bug is not
+    /// retried, and no fallback hides it), so that the run follows the
+    /// usual failure rules instead of staying `running` with nobody working
+    /// on it. A node that had settled before the panic is left as it is.
+    /// If failing the node panics or fails as well, the answer is
+    /// [`EngineError::Panicked`], for the caller to deliver the job again.
+    async fn contain(&self, job: &Job, panic: String) -> Result<(), EngineError> {
+        error!(run = %job.run_id, node = %job.node_id, panic = %panic, "internal error: the job step panicked; failing the node");
+        let message = format!(
+            "Node '{}': internal error in flowcraft-host while handling this node: {panic}",
+            job.node_id
+        );
+        let failing = AssertUnwindSafe(self.fail_node(job, message))
+            .catch_unwind()
+            .await;
+        match failing {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) if error.is_transient() => Err(error),
+            Ok(Err(error)) => Err(EngineError::Panicked {
+                run: job.run_id.clone(),
+                node: job.node_id.clone(),
+                message: format!("{panic}; then: {error}"),
+            }),
+            Err(again) => Err(EngineError::Panicked {
+                run: job.run_id.clone(),
+                node: job.node_id.clone(),
+                message: format!("{panic}; then: {}", panic_message(again.as_ref())),
+            }),
+        }
+    }
+
+    /// Fails `job`'s node with `message` if it is still scheduled or awaiting.
+    async fn fail_node(&self, job: &Job, message: String) -> Result<(), EngineError> {
+        let progress = self
+            .backend
+            .load_progress(&job.run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(job.run_id.clone()))?;
+        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
+        self.settle(&plan, &job.run_id, |p| p.fail(&job.node_id, &message))
+            .await
+    }
+
+    /// The job step.
+    async fn step(&self, job: &Job) -> Result<(), EngineError> {
         let view = self
             .backend
             .read_progress(&job.run_id, |p| JobView::of(p, &job.node_id))
@@ -378,7 +452,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             // A duplicate, or a late delivery of an attempt already retried.
             return Ok(());
         }
-        let Some(node) = plan.node(&job.node_id).cloned().or(view.dynamic) else {
+        let Some(node) = plan.node(&job.node_id).cloned().or_else(|| view.dynamic.clone()) else {
             let message = format!(
                 "Node '{}' not found in blueprint '{}'.",
                 job.node_id, plan.blueprint.id
@@ -422,7 +496,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .await
             }
             Attempt::Subflow(child_blueprint, initial) => {
-                self.start_child(&plan, job, &node, view.retries, child_blueprint, initial)
+                self.start_child(&plan, job, &node, &view, child_blueprint, initial)
                     .await
             }
             Attempt::Reopen(dynamic_nodes) => {
@@ -767,8 +841,20 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         job: &Job,
         snapshot: Arc<ContextMap>,
     ) -> (Attempt, Vec<ContextChange>) {
+        let node_limits = match NodeLimits::of(node.config.as_ref()) {
+            Ok(node_limits) => node_limits,
+            Err(error) => {
+                let message = format!("Node '{}': {error}", node.id);
+                return (Attempt::Failure(NodeFailure::fatal(message)), Vec::new());
+            }
+        };
         let input = routing::resolve_input(plan, node, &snapshot);
-        let mut context = NodeContext::with_quota(snapshot.clone(), self.settings.write_quota);
+        let write_limits = WriteLimits {
+            writes: self.settings.write_quota,
+            bytes: self.settings.write_bytes,
+            store_keys: self.backend.reserved_keys(),
+        };
+        let mut context = NodeContext::with_limits(snapshot.clone(), write_limits);
         info!(run = %job.run_id, node = %node.id, uses = %node.uses, attempt = job.attempt(), "node started");
         if builtin::is_builtin(&node.uses) {
             let input = input.as_ref().map(ContextValue::to_value);
@@ -781,11 +867,18 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     Attempt::Wait(output, AwaitReason::ExternalEvent, None)
                 }
                 Ok(BuiltinOutcome::Sleep { output, wake_after }) => {
-                    let wake_up_at = time::OffsetDateTime::now_utc() + wake_after;
-                    let wake_up_at = wake_up_at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default();
-                    Attempt::Wait(output, AwaitReason::Timer { wake_up_at }, Some(wake_after))
+                    match wake_up_time(wake_after) {
+                        Some(wake_up_at) => Attempt::Wait(
+                            output,
+                            AwaitReason::Timer { wake_up_at },
+                            Some(wake_after),
+                        ),
+                        None => Attempt::Failure(NodeFailure::fatal(format!(
+                            "Node '{}': a sleep of {} s ends after the last date this host can represent",
+                            node.id,
+                            wake_after.as_secs()
+                        ))),
+                    }
                 }
                 Ok(BuiltinOutcome::Subflow {
                     blueprint_id,
@@ -795,13 +888,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             };
             return (attempt, changes);
         }
-        let timeout = node
-            .config
-            .as_ref()
-            .and_then(|c| c.timeout.as_ref())
-            .and_then(serde_json::Number::as_f64)
-            .filter(|t| t.is_finite() && *t > 0.0)
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        let timeout = node_limits.timeout;
         let call = NodeCall {
             uses: node.uses.clone(),
             run_id: job.run_id.clone(),
@@ -810,7 +897,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             attempt: job.attempt(),
             input,
             params: node.params_or_empty(),
-            pin,
+            pin: pin.clone(),
             timeout,
             context,
         };
@@ -836,7 +923,20 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             }
             None => self.runner.run(call).await,
         };
-        match outcome.result {
+        let admitted = outcome.result.and_then(|mut success| {
+            if !success.dynamic_nodes.is_empty() {
+                let spawner = Spawner {
+                    node,
+                    pin: pin.as_deref(),
+                    limits: node_limits,
+                    default_timeout: self.settings.default_node_timeout,
+                };
+                dynamic::admit(self.runner.as_ref(), &plan.blueprint, &spawner, &mut success.dynamic_nodes)
+                    .map_err(NodeFailure::fatal)?;
+            }
+            Ok(success)
+        });
+        match admitted {
             Ok(success) => (Attempt::Success(success), outcome.context.into_changes()),
             Err(failure) => (Attempt::Failure(failure), Vec::new()),
         }
@@ -1039,17 +1139,35 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         Ok(())
     }
 
+    /// Starts the child run of subflow `node`, unless it would nest deeper
+    /// than the blueprint's `metadata.maxSubflowDepth` allows.
     async fn start_child(
         &self,
         plan: &Plan,
         job: &Job,
         node: &NodeDefinition,
-        retries: u32,
+        view: &JobView,
         child_blueprint: String,
         initial: ContextMap,
     ) -> Result<(), EngineError> {
+        let depth_limit = match plan.blueprint.subflow_depth() {
+            Ok(limit) => limit,
+            Err(error) => {
+                let failure = NodeFailure::fatal(format!("Node '{}': {error}", node.id));
+                return self.failed(plan, job, node, failure).await;
+            }
+        };
+        if view.lineage.len() > depth_limit as usize {
+            let chain = [view.lineage.as_slice(), &[child_blueprint]].concat().join(" → ");
+            let failure = NodeFailure::fatal(format!(
+                "Node '{}': subflows nest deeper than {depth_limit} runs ({chain}); end the recursion with a condition, or raise metadata.maxSubflowDepth (at most {})",
+                node.id,
+                limits::MAX_SUBFLOW_DEPTH
+            ));
+            return self.failed(plan, job, node, failure).await;
+        }
         // A retried run starts new children (the failed one keeps its id).
-        let child_run_id = match retries {
+        let child_run_id = match view.retries {
             0 => format!("{}.{}.{}", job.run_id, node.id, job.attempt()),
             n => format!("{}.{}.r{n}.{}", job.run_id, node.id, job.attempt()),
         };
@@ -1057,6 +1175,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             run_id: job.run_id.clone(),
             blueprint_id: plan.blueprint.id.clone(),
             node_id: node.id.clone(),
+            lineage: view.lineage.clone(),
         };
         let node_id = node.id.clone();
         let child = child_run_id.clone();
@@ -1253,24 +1372,16 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         node: &NodeDefinition,
         failure: NodeFailure,
     ) -> Result<(), EngineError> {
-        let config = node.config();
-        let max_attempts = config
-            .max_retries
-            .as_ref()
-            .and_then(serde_json::Number::as_f64)
-            .map(f64::floor)
-            .filter(|m| *m >= 1.0)
-            .unwrap_or(1.0) as u32;
+        // Out-of-range numbers failed the node before it ran (see
+        // `attempt`): such a node gets no retries.
+        let node_limits = NodeLimits::of(node.config.as_ref()).unwrap_or_default();
         let attempt = job.attempt();
-        if !failure.is_fatal() && attempt < max_attempts {
-            let base = config
-                .retry_delay
-                .as_ref()
-                .and_then(serde_json::Number::as_f64)
-                .filter(|d| d.is_finite() && *d > 0.0)
-                .unwrap_or(0.0);
-            let delay = Duration::from_secs_f64(base * 2f64.powi(attempt as i32 - 1) / 1000.0)
-                .min(self.settings.max_retry_delay);
+        if !failure.is_fatal() && attempt < node_limits.attempts {
+            let delay = limits::backoff(
+                node_limits.retry_delay,
+                attempt,
+                self.settings.max_retry_delay,
+            );
             let node_id = node.id.clone();
             let first = self
                 .backend
@@ -1610,6 +1721,9 @@ struct JobView {
     pins: crate::runner::Pins,
     /// How often the run was retried (names new child runs).
     retries: u32,
+    /// The blueprint ids of this run and the runs above it (see
+    /// [`RunProgress::lineage`]).
+    lineage: Vec<String>,
 }
 
 impl JobView {
@@ -1625,6 +1739,7 @@ impl JobView {
             dynamic: progress.dynamic_node(node).cloned(),
             pins: progress.pins.clone(),
             retries: progress.retries,
+            lineage: progress.lineage(),
         }
     }
 }
@@ -1655,6 +1770,23 @@ fn keep_as_continuation(job: Job) -> Option<Job> {
         }
     });
     job
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match payload.downcast_ref::<&str>() {
+        Some(text) => (*text).to_owned(),
+        None => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+    }
+}
+
+/// The RFC 3339 instant `after` from now; `None` past the representable dates.
+fn wake_up_time(after: Duration) -> Option<String> {
+    let at = time::OffsetDateTime::now_utc().checked_add(after.try_into().ok()?)?;
+    at.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
 /// Time left until an RFC 3339 instant (zero when it has passed or does not parse).

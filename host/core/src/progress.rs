@@ -28,7 +28,7 @@
 //! it again), and a node that fails over to its fallback after the run failed
 //! hands over to it with the fallback left scheduled.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -139,6 +139,23 @@ pub struct ParentLink {
     pub run_id: String,
     pub blueprint_id: String,
     pub node_id: String,
+    /// The blueprint ids of the runs above the child, outermost first,
+    /// ending with the parent's: the child's subflow depth is its length.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
+}
+
+impl RunProgress {
+    /// The blueprint ids of this run and the runs above it, outermost first.
+    pub fn lineage(&self) -> Vec<String> {
+        let mut lineage = match &self.parent {
+            Some(parent) if parent.lineage.is_empty() => vec![parent.blueprint_id.clone()],
+            Some(parent) => parent.lineage.clone(),
+            None => Vec::new(),
+        };
+        lineage.push(self.blueprint_id.clone());
+        lineage
+    }
 }
 
 /// Nodes and edges added to a run at runtime (dynamic nodes, batch workers).
@@ -231,13 +248,44 @@ pub struct Completion {
 struct Graph<'a> {
     blueprint: &'a Blueprint,
     analysis: &'a Analysis,
-    dynamic: &'a DynamicGraph,
+    dynamic: &'a DynamicIndex,
+}
+
+/// A run's dynamic nodes and edges indexed by id, built once per
+/// transition, so that a fan-out of n dynamic nodes is delivered in time
+/// linear in n rather than scanning every dynamic edge per arrival.
+#[derive(Default)]
+struct DynamicIndex {
+    ids: HashSet<String>,
+    predecessors: HashMap<String, Vec<String>>,
+    successors: HashMap<String, Vec<String>>,
+}
+
+impl DynamicIndex {
+    fn of(dynamic: &DynamicGraph) -> Self {
+        let mut index = Self {
+            ids: dynamic.nodes.iter().map(|n| n.id.clone()).collect(),
+            ..Self::default()
+        };
+        for (source, target) in &dynamic.edges {
+            index
+                .predecessors
+                .entry(target.clone())
+                .or_default()
+                .push(source.clone());
+            index
+                .successors
+                .entry(source.clone())
+                .or_default()
+                .push(target.clone());
+        }
+        index
+    }
 }
 
 impl Graph<'_> {
     fn exists(&self, id: &str) -> bool {
-        self.analysis.node(self.blueprint, id).is_some()
-            || self.dynamic.nodes.iter().any(|n| n.id == id)
+        self.analysis.node(self.blueprint, id).is_some() || self.dynamic.ids.contains(id)
     }
 
     fn predecessors(&self, id: &str) -> BTreeSet<&str> {
@@ -249,10 +297,11 @@ impl Graph<'_> {
             .unwrap_or_default();
         set.extend(
             self.dynamic
-                .edges
-                .iter()
-                .filter(|(_, target)| target == id)
-                .map(|(source, _)| source.as_str()),
+                .predecessors
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
         );
         set
     }
@@ -277,11 +326,10 @@ impl Graph<'_> {
 
     fn dynamic_targets(&self, source: &str) -> Vec<String> {
         self.dynamic
-            .edges
-            .iter()
-            .filter(|(s, _)| s == source)
-            .map(|(_, t)| t.clone())
-            .collect()
+            .successors
+            .get(source)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -404,7 +452,13 @@ impl RunProgress {
         if completion.reopen && !self.state.is_terminal() {
             self.nodes.entry(node.to_owned()).or_default().status = NodeStatus::Waiting;
             self.add_dynamic(blueprint, node, completion);
-            let targets = self.graph(blueprint, analysis).dynamic_targets(node);
+            let index = DynamicIndex::of(&self.dynamic);
+            let graph = Graph {
+                blueprint,
+                analysis,
+                dynamic: &index,
+            };
+            let targets = graph.dynamic_targets(node);
             let arrivals = targets
                 .into_iter()
                 .filter(|target| self.status(target) == NodeStatus::Waiting && target != node)
@@ -427,7 +481,12 @@ impl RunProgress {
         if !self.state.is_terminal() {
             let mut arrivals = Vec::new();
             {
-                let graph = self.graph(blueprint, analysis);
+                let index = DynamicIndex::of(&self.dynamic);
+                let graph = Graph {
+                    blueprint,
+                    analysis,
+                    dynamic: &index,
+                };
                 // A loop controller that continues will run again: its
                 // untaken exits are not skipped yet.
                 let runs_again = completion.rearm.contains(node);
@@ -591,14 +650,6 @@ impl RunProgress {
         Ok(advance)
     }
 
-    fn graph<'a>(&'a self, blueprint: &'a Blueprint, analysis: &'a Analysis) -> Graph<'a> {
-        Graph {
-            blueprint,
-            analysis,
-            dynamic: &self.dynamic,
-        }
-    }
-
     fn leave(&mut self, node: &str, status: NodeStatus) {
         self.settled += 1;
         self.pending.remove(node);
@@ -635,10 +686,9 @@ impl RunProgress {
     }
 
     fn add_dynamic(&mut self, blueprint: &Blueprint, node: &str, completion: &Completion) {
+        let mut known: HashSet<String> = self.dynamic.nodes.iter().map(|n| n.id.clone()).collect();
         for definition in &completion.dynamic_nodes {
-            let taken = blueprint.node(&definition.id).is_some()
-                || self.dynamic.nodes.iter().any(|n| n.id == definition.id);
-            if taken {
+            if blueprint.node(&definition.id).is_some() || !known.insert(definition.id.clone()) {
                 continue;
             }
             self.dynamic.nodes.push(definition.clone());
@@ -662,9 +712,14 @@ impl RunProgress {
         advance: &mut Advance,
     ) {
         queue.reverse();
+        let index = DynamicIndex::of(&self.dynamic);
+        let graph = Graph {
+            blueprint,
+            analysis,
+            dynamic: &index,
+        };
         while let Some((source, target, taken)) = queue.pop() {
             let decision = {
-                let graph = self.graph(blueprint, analysis);
                 if !graph.exists(&target) {
                     continue;
                 }
@@ -695,7 +750,6 @@ impl RunProgress {
                 Some(true) => self.schedule(&target, advance),
                 Some(false) => {
                     self.nodes.entry(target.clone()).or_default().status = NodeStatus::Skipped;
-                    let graph = self.graph(blueprint, analysis);
                     let mut next: Vec<String> = graph.static_targets(&target);
                     next.extend(graph.dynamic_targets(&target));
                     for successor in next.into_iter().rev() {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::analysis::LOOP_CONTROLLER;
 use crate::blueprint::{NodeDefinition, NodeInputs};
 use crate::context::{ContextMap, ContextValue, context_to_object};
-use crate::expression::{ConditionScope, TransformScope};
+use crate::expression::{ConditionScope, PlainOutputs, TransformScope};
 use crate::plan::Plan;
 
 /// What a context key of a node's output starts with.
@@ -170,13 +170,24 @@ pub fn route(
     // expression is evaluated.
     let parsed = ParsedOnce::new(context);
     let result_value = OnceCell::new();
+    // The routed node's own output is not in the context yet: its plain id
+    // (and the plain id of the node a fallback stands in for) is its result's output.
+    let own_output = |name: &str| -> Option<&Value> {
+        if name == node.id || stands_in_for == Some(name) {
+            return result.output;
+        }
+        parsed.get().get(&output_key(name))
+    };
     let passes = |index: usize| -> bool {
         match &plan.conditions[index] {
             None => true,
-            Some(condition) => condition.evaluate_truthy(&ConditionScope::new(
-                parsed.get(),
-                Some(result_value.get_or_init(|| result.as_value())),
-            )),
+            Some(condition) => condition.evaluate_truthy(
+                &ConditionScope::new(
+                    parsed.get(),
+                    Some(result_value.get_or_init(|| result.as_value())),
+                )
+                .with_outputs(PlainOutputs::Lookup(&own_output)),
+            ),
         }
     };
     let mut chosen: Vec<usize> = Vec::new();

@@ -119,6 +119,17 @@ pub trait NodeRunner: Send + Sync + 'static {
 
     /// Runs one attempt.
     fn run(&self, call: NodeCall) -> impl Future<Output = NodeOutcome> + Send;
+
+    /// Whether node type `uses` comes from the same implementation (for
+    /// plugins: the same bundle) as node type `spawner` pinned to `pin`. A
+    /// node may add dynamic nodes of its own bundle's types only (and
+    /// built-ins, and what its blueprint allows), so that it never borrows
+    /// another bundle's code or grants. A runner without bundles has one
+    /// implementation for everything.
+    fn shares_bundle(&self, spawner: &str, pin: Option<&str>, uses: &str) -> bool {
+        let _ = (spawner, pin, uses);
+        true
+    }
 }
 
 /// The `uses` keys the engine implements itself; a plugin may not claim them.

@@ -146,6 +146,11 @@ pub trait ContextStore: Send + Sync + 'static {
         run_id: &str,
         changes: &[ContextChange],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Context keys this store keeps for itself (system properties), which
+    /// a node may not write, besides the engine's own.
+    fn reserved_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// The externally visible status of a run (upstream's status document).

@@ -2,12 +2,17 @@
 //! node or edge and what is wrong. Run before a blueprint is accepted, so that
 //! mistakes surface at load time instead of as stalled or failed runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::analysis::LOOP_CONTROLLER;
 use crate::blueprint::Blueprint;
 use crate::builtin::is_builtin;
+use crate::context::is_engine_key;
+use crate::dynamic::ALLOWED_TYPES_KEY;
+use crate::limits::{
+    self, MAX_EDGES, MAX_EXPRESSION_CHARS, MAX_NODES, NodeLimits, check_json_depth,
+};
 use crate::expression::{EvaluatorMode, Expression};
 use crate::plan::requested_mode;
 
@@ -50,6 +55,8 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
             );
         }
     }
+    check_sizes(blueprint, &mut report);
+    check_metadata(blueprint, &mut report);
     let knows = |uses: &str| is_builtin(uses) || (catalog.implements)(uses);
     let mode = requested_mode(blueprint).unwrap_or(catalog.evaluator);
     for node in &blueprint.nodes {
@@ -62,6 +69,14 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                     node.uses
                 ),
             );
+        }
+        if let Err(error) = NodeLimits::of(node.config.as_ref()) {
+            report(here.clone(), error.to_string());
+        }
+        if let Some(params) = &node.params
+            && let Err(error) = check_json_depth("params", &params.to_string())
+        {
+            report(here.clone(), error.to_string());
         }
         if let Some(config) = &node.config {
             if let Some(fallback) = &config.fallback
@@ -106,7 +121,27 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                     }
                 }
             }
+            "sleep" => {
+                if let Err(error) = limits::sleep_duration(params.get("duration")) {
+                    report(here.clone(), error.to_string());
+                }
+            }
+            "batch-gather" => {
+                if let Some(key) = params.get("outputKey").and_then(|k| k.as_str())
+                    && is_engine_key(key)
+                {
+                    report(
+                        here.clone(),
+                        format!("params.outputKey '{key}' is one of the engine's context keys; choose another key"),
+                    );
+                }
+            }
             "batch-scatter" => {
+                if let Some(size) = params.get("chunkSize").filter(|size| !size.is_null())
+                    && let Err(error) = limits::chunk_size(size)
+                {
+                    report(here.clone(), error.to_string());
+                }
                 if let Some(worker) = params.get("workerUsesKey").and_then(|w| w.as_str())
                     && !knows(worker)
                 {
@@ -117,6 +152,12 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                 }
             }
             "subflow" => {
+                if params.get("blueprintId").and_then(|b| b.as_str()).is_none_or(str::is_empty) {
+                    report(
+                        here.clone(),
+                        "subflow needs params.blueprintId (the id of the blueprint to run)".into(),
+                    );
+                }
                 if let (Some(known), Some(child)) = (
                     catalog.knows_blueprint,
                     params.get("blueprintId").and_then(|b| b.as_str()),
@@ -171,6 +212,98 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
     problems
 }
 
+/// Cycles through `subflow` references among `blueprints` (a blueprint
+/// that runs itself, directly or through others), one message per cycle.
+/// They are warnings: a condition may end the recursion, and the subflow
+/// depth limit ends it otherwise.
+pub fn subflow_cycles(blueprints: &[Blueprint]) -> Vec<String> {
+    let children: HashMap<&str, Vec<&str>> = blueprints
+        .iter()
+        .map(|blueprint| (blueprint.id.as_str(), subflow_targets(blueprint)))
+        .collect();
+    let mut cycles = Vec::new();
+    for start in children.keys().copied() {
+        if let Some(path) = path_back(&children, start)
+            && path.iter().all(|id| start <= *id)
+        {
+            cycles.push(format!(
+                "blueprint '{start}' runs itself through subflows ({}); make sure a condition ends the recursion (runs nest at most metadata.maxSubflowDepth deep, default {})",
+                path.join(" → "),
+                limits::DEFAULT_SUBFLOW_DEPTH
+            ));
+        }
+    }
+    cycles.sort();
+    cycles
+}
+
+/// The blueprint ids `blueprint`'s subflow nodes run.
+fn subflow_targets(blueprint: &Blueprint) -> Vec<&str> {
+    blueprint
+        .nodes
+        .iter()
+        .filter(|node| node.uses == "subflow")
+        .filter_map(|node| node.params.as_ref()?.get("blueprintId")?.as_str())
+        .collect()
+}
+
+/// A path of subflow references from `start` back to `start`, if any.
+fn path_back<'a>(children: &HashMap<&'a str, Vec<&'a str>>, start: &'a str) -> Option<Vec<&'a str>> {
+    let mut visited = HashSet::new();
+    let mut stack = vec![(start, vec![start])];
+    while let Some((id, path)) = stack.pop() {
+        for &child in children.get(id).into_iter().flatten() {
+            if child == start {
+                return Some([path.as_slice(), &[start]].concat());
+            }
+            if visited.insert(child) {
+                stack.push((child, [path.as_slice(), &[child]].concat()));
+            }
+        }
+    }
+    None
+}
+
+/// Counts and lengths within the documented limits (README, "Limits").
+fn check_sizes(blueprint: &Blueprint, report: &mut impl FnMut(String, String)) {
+    for (what, count, limit) in [
+        ("nodes", blueprint.nodes.len(), MAX_NODES),
+        ("edges", blueprint.edges.len(), MAX_EDGES),
+    ] {
+        if count > limit {
+            report(
+                "blueprint".into(),
+                format!("{count} {what}, more than the limit of {limit}; split the workflow into subflows"),
+            );
+        }
+    }
+}
+
+/// The numbers and lists `metadata` may carry.
+fn check_metadata(blueprint: &Blueprint, report: &mut impl FnMut(String, String)) {
+    let Some(metadata) = &blueprint.metadata else {
+        return;
+    };
+    if let Some(limit) = metadata.get("stepLimit")
+        && let Err(error) = limits::step_limit(limit)
+    {
+        report("metadata".into(), error.to_string());
+    }
+    if let Err(error) = blueprint.subflow_depth() {
+        report("metadata".into(), error.to_string());
+    }
+    if let Some(types) = metadata.get(ALLOWED_TYPES_KEY)
+        && !types
+            .as_array()
+            .is_some_and(|types| types.iter().all(|t| t.is_string()))
+    {
+        report(
+            "metadata".into(),
+            format!("{ALLOWED_TYPES_KEY} must be a list of node types (strings), or [\"*\"] for any"),
+        );
+    }
+}
+
 fn check_expression(
     source: &str,
     mode: EvaluatorMode,
@@ -180,6 +313,14 @@ fn check_expression(
 ) {
     // Property mode keeps upstream's behaviour: an invalid path evaluates to
     // undefined at run time, so it is not a load-time error.
+    let length = source.chars().count();
+    if length > MAX_EXPRESSION_CHARS {
+        report(
+            location.to_owned(),
+            format!("{role} is {length} characters long, more than the limit of {MAX_EXPRESSION_CHARS}"),
+        );
+        return;
+    }
     if mode == EvaluatorMode::Safe
         && let Err(error) = Expression::parse(source, mode)
     {
@@ -237,5 +378,49 @@ mod tests {
                 "missing {prefix}: {found:#?}"
             );
         }
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_reported_with_field_value_and_range() {
+        let found = problems(
+            r#"{"id":"b","metadata":{"stepLimit":0,"maxSubflowDepth":1000},"nodes":[
+               {"id":"A","uses":"const","config":{"timeout":1e300}},
+               {"id":"B","uses":"const","config":{"maxRetries":3,"retryDelay":1e308}},
+               {"id":"C","uses":"sleep","params":{"duration":"99999999999d"}},
+               {"id":"D","uses":"batch-scatter","params":{"workerUsesKey":"const","gatherNodeId":"E","chunkSize":0}},
+               {"id":"E","uses":"batch-gather","params":{"outputKey":"_outputs.A"}}]}"#,
+        );
+        let expected = [
+            "metadata: metadata.stepLimit 0 is out of range",
+            "metadata: metadata.maxSubflowDepth 1000 is out of range",
+            "node 'A': config.timeout 1e+300 is out of range; allowed:",
+            "node 'B': config.retryDelay 1e+308 is out of range",
+            "node 'C': params.duration \"99999999999d\" is out of range",
+            "node 'D': params.chunkSize 0 is out of range",
+            "node 'E': params.outputKey '_outputs.A' is one of the engine's",
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for prefix in expected {
+            assert!(found.iter().any(|p| p.starts_with(prefix)), "missing {prefix}: {found:#?}");
+        }
+    }
+
+    #[test]
+    fn subflow_cycles_are_found_once_each() {
+        let blueprint = |id: &str, child: &str| {
+            Blueprint::from_json(&format!(
+                r#"{{"id":"{id}","nodes":[{{"id":"s","uses":"subflow","params":{{"blueprintId":"{child}"}}}}]}}"#
+            ))
+            .unwrap()
+        };
+        let cycles = subflow_cycles(&[
+            blueprint("self", "self"),
+            blueprint("a", "b"),
+            blueprint("b", "a"),
+            blueprint("c", "a"),
+        ]);
+        assert_eq!(cycles.len(), 2, "{cycles:#?}");
+        assert!(cycles[0].starts_with("blueprint 'a' runs itself through subflows (a → b → a)"), "{cycles:#?}");
+        assert!(cycles[1].starts_with("blueprint 'self' runs itself through subflows (self → self)"));
     }
 }

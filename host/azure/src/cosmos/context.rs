@@ -18,7 +18,7 @@ use azure_data_cosmos::CosmosError;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::models::{PATCH_TRACKING_PROPERTY, PatchInstructions, PatchOperation};
 use flowcraft_core::context::{
-    ContextChange, ContextMap, ContextValue, RESERVED_KEYS, context_to_object,
+    ContextChange, ContextMap, ContextValue, context_to_object,
 };
 use flowcraft_core::store::{ContextStore, StoreError, StoredContext};
 use serde_json::Value;
@@ -283,8 +283,9 @@ pub(crate) fn pointer(key: &str) -> String {
     format!("/{}", key.replace('~', "~0").replace('/', "~1"))
 }
 
+/// The document identity and the system properties: never written as context.
 fn is_reserved(key: &str) -> bool {
-    RESERVED_KEYS.contains(&key) || SYSTEM_PROPERTIES.contains(&key)
+    matches!(key, "id" | "runId") || SYSTEM_PROPERTIES.contains(&key)
 }
 
 /// The run context a stored document holds: without the document identity

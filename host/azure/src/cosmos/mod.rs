@@ -48,6 +48,7 @@ use crate::retry::{RetryPolicy, Transient, retrying};
 
 pub use connection::{CONNECTION_STRING_VARIABLE, CosmosConnection, ENDPOINT_VARIABLE};
 pub use context::CosmosContextStore;
+pub(crate) use context::SYSTEM_PROPERTIES;
 pub use status::CosmosStatusStore;
 
 /// The partition key path both containers must have (upstream's).
