@@ -2,12 +2,19 @@
 //! the cache), check that it is a component implementing the
 //! `flowcraft:node@0.1` bundle world, prepare its `InstancePre`, ask it to
 //! `describe` itself, and validate what it says.
+//!
+//! `describe()` is bounded like a node call, with limits of its own: a time
+//! limit ([`PluginConfig::describe_timeout`](crate::PluginConfig::describe_timeout)),
+//! at most [`MAX_NODE_TYPES`] node types, descriptions of at most
+//! [`MAX_DESCRIPTION_BYTES`] and [`MAX_DESCRIBE_BYTES`] in all. What it
+//! returns is copied out of the guest's memory before it can be checked, so
+//! that copy is bounded by the memory limit.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flowcraft_core::context::NodeContext;
+use flowcraft_core::context::{NodeContext, WriteLimits};
 use flowcraft_core::runner::BUILTIN_NODE_TYPES;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -19,9 +26,10 @@ use crate::bindings::{
 };
 use crate::cache::CacheOutcome;
 use crate::call::{new_store, trap_failure};
-use crate::config::Grants;
+use crate::config::{Grants, MAX_DESCRIBE_BYTES, MAX_DESCRIPTION_BYTES, MAX_NODE_TYPES};
 use crate::engine::Runtime;
 use crate::error::{PluginError, chain};
+use crate::guest_log::CallLog;
 use crate::http::HttpAllowList;
 use crate::sandbox::{CallLabels, CallState};
 
@@ -293,12 +301,17 @@ async fn describe(
         run_id: String::new(),
         node_id: String::new(),
     };
-    let time_limit = runtime.limits.default_timeout;
+    let time_limit = runtime.limits.describe_timeout;
+    let no_writes = WriteLimits {
+        writes: 0,
+        ..WriteLimits::default()
+    };
     let state = CallState::new(
-        NodeContext::with_quota(Default::default(), 0),
+        NodeContext::with_limits(Default::default(), no_writes),
         Arc::new(Grants::default()),
         None,
         labels,
+        CallLog::call_only(),
         runtime.limits.memory_limit,
         time_limit,
     );
@@ -334,10 +347,36 @@ fn validate(
         path: path.to_owned(),
         reason,
     };
-    let name = described.name.trim();
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '@') {
+    let count = described.nodes.len();
+    if count > MAX_NODE_TYPES {
         return Err(invalid(format!(
-            "bundle name '{}' is not usable: it must be non-empty, without spaces or '@'",
+            "describe() lists {count} node types, more than the limit of {MAX_NODE_TYPES} per bundle"
+        )));
+    }
+    let size = described.name.len()
+        + described.version.len()
+        + described
+            .nodes
+            .iter()
+            .map(|node| {
+                node.uses.len()
+                    + node.description.len()
+                    + node.params_schema.as_ref().map_or(0, String::len)
+            })
+            .sum::<usize>();
+    if size > MAX_DESCRIBE_BYTES {
+        return Err(invalid(format!(
+            "describe() returned {size} bytes, more than the limit of {MAX_DESCRIBE_BYTES} bytes"
+        )));
+    }
+    let name = described.name.trim();
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+    {
+        return Err(invalid(format!(
+            "bundle name {:?} is not usable: it must be non-empty, without spaces, control characters or '@'",
             described.name
         )));
     }
@@ -355,6 +394,20 @@ fn validate(
         if node.uses.trim().is_empty() {
             return Err(invalid(format!(
                 "bundle {name} declares a node type with an empty `uses` key"
+            )));
+        }
+        if node.uses.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "bundle {name} declares node type {:?}, whose `uses` key has control characters",
+                node.uses
+            )));
+        }
+        if node.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(invalid(format!(
+                "bundle {name}, node type '{}': the description is {} bytes, more than the limit of \
+                 {MAX_DESCRIPTION_BYTES} bytes",
+                node.uses,
+                node.description.len()
             )));
         }
         if BUILTIN_NODE_TYPES.contains(&node.uses.as_str()) {
@@ -400,6 +453,7 @@ fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bindings::flowcraft::node::types::NodeInfo;
 
     #[test]
     fn headers_tell_components_from_modules() {
@@ -411,6 +465,57 @@ mod tests {
         assert!(module.contains("core WebAssembly module"), "{module}");
         let text = check_header(path, b"hello world").unwrap_err().to_string();
         assert!(text.contains("WebAssembly header"), "{text}");
+    }
+
+    fn described(nodes: usize, description: &str) -> GuestBundleInfo {
+        GuestBundleInfo {
+            name: "big".into(),
+            version: "1.0.0".into(),
+            nodes: (0..nodes)
+                .map(|n| NodeInfo {
+                    uses: format!("n{n}"),
+                    description: description.into(),
+                    params_schema: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn refusal(info: GuestBundleInfo) -> String {
+        validate(info, Path::new("big.wasm"), "sha256:00".into())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn describe_is_bounded_in_node_types_and_bytes() {
+        assert!(validate(described(MAX_NODE_TYPES, "x"), Path::new("big.wasm"), "d".into()).is_ok());
+        assert_eq!(
+            refusal(described(MAX_NODE_TYPES + 1, "x")),
+            "bundle big.wasm: describe() lists 1001 node types, more than the limit of 1000 per bundle"
+        );
+        let long = "x".repeat(MAX_DESCRIPTION_BYTES + 1);
+        assert_eq!(
+            refusal(described(1, &long)),
+            "bundle big.wasm: bundle big, node type 'n0': the description is 4097 bytes, more than \
+             the limit of 4096 bytes"
+        );
+        let total = refusal(described(300, &"x".repeat(MAX_DESCRIPTION_BYTES)));
+        assert!(
+            total.starts_with("bundle big.wasm: describe() returned 122")
+                && total.ends_with("bytes, more than the limit of 1048576 bytes"),
+            "{total}"
+        );
+    }
+
+    #[test]
+    fn names_and_keys_with_control_characters_are_refused() {
+        let mut info = described(1, "x");
+        info.name = "evil\u{1b}[2J".into();
+        assert!(refusal(info).contains("control characters"));
+        let mut info = described(1, "x");
+        info.nodes[0].uses = "a\nb".into();
+        assert!(refusal(info).contains("control characters"));
     }
 
     #[test]

@@ -4,26 +4,31 @@
 //!
 //! | what happened | [`FailureKind`] |
 //! |---|---|
-//! | guest returned `retryable` / `fatal` / `invalid-input` | `Retryable` / `Fatal` / `InvalidInput` (guest message verbatim) |
+//! | guest returned `retryable` / `fatal` / `invalid-input` | `Retryable` / `Fatal` / `InvalidInput` (guest message verbatim, cut to [`MAX_GUEST_MESSAGE_BYTES`]) |
 //! | CPU or wall-clock time limit | `Retryable` |
 //! | memory limit, trap, panic | `Retryable` |
-//! | output too large, not JSON, invalid dynamic node | `Fatal` |
+//! | result (output, action and dynamic nodes) over `max_output_bytes`, more than [`MAX_DYNAMIC_NODES_PER_CALL`] dynamic nodes, output or a dynamic node nested deeper than [`MAX_JSON_DEPTH`](flowcraft_core::limits::MAX_JSON_DEPTH), not JSON, invalid dynamic node | `Fatal` |
 //! | broke a host rule that traps (`context-delete` of a reserved key / over quota) | `Fatal` |
 //!
 //! Host-side failures name the bundle (`name@version`), the node type and the
-//! cause; the guest's captured stderr (its panic message) is attached.
+//! cause; the guest's captured stderr (its panic message) is attached. Limits
+//! are checked on the text before anything is parsed. After the call, one
+//! warning reports the log records the call's budgets dropped.
 
 use std::time::Duration;
 
 use flowcraft_core::blueprint::NodeDefinition;
+use flowcraft_core::limits::{MAX_DYNAMIC_NODES_PER_CALL, check_json_depth};
 use flowcraft_core::runner::{FailureKind, NodeCall, NodeFailure, NodeOutcome, NodeSuccess};
 use serde_json::Value;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::{GuestNodeError, GuestNodeResult, GuestRequest};
 use crate::bundle::Bundle;
+use crate::capture::CAPTURE_BYTES;
 use crate::engine::{EPOCH_TICK, Runtime};
 use crate::error::chain;
+use crate::guest_log::{CallLog, GUEST_TARGET, escape};
 use crate::sandbox::{
     CallLabels, CallState, HostRuleBroken, MemoryLimitExceeded, TimeLimitExceeded,
 };
@@ -35,6 +40,9 @@ const CANCEL_GRACE: Duration = Duration::from_millis(2 * EPOCH_TICK.as_millis() 
 
 /// How many characters of offending guest text an error message quotes.
 const QUOTE_CHARS: usize = 120;
+
+/// Bytes of a failure message the guest returns; the rest is cut.
+pub(crate) const MAX_GUEST_MESSAGE_BYTES: usize = 4 << 10;
 
 /// Runs one attempt of `call` on `bundle`.
 pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) -> NodeOutcome {
@@ -70,11 +78,13 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
         run_id: call.run_id,
         node_id: call.node_id,
     };
+    let log = CallLog::for_run(runtime.run_logs.clone(), &labels.run_id);
     let state = CallState::new(
         call.context,
         bundle.grants.clone(),
         bundle.http.clone(),
         labels,
+        log,
         runtime.limits.memory_limit,
         time_limit,
     );
@@ -91,6 +101,7 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
     drop(slot);
 
     log_captured_output(&state);
+    state.log.report_dropped(&state.labels);
     let result = match outcome {
         Err(_elapsed) => Err(NodeFailure::retryable(format!(
             "{}: time limit of {} ms exceeded",
@@ -180,47 +191,65 @@ pub(crate) fn trap_failure(error: &wasmtime::Error, state: &CallState) -> NodeFa
 
 /// A failure the guest reported itself: its message is kept verbatim.
 fn guest_failure(error: GuestNodeError) -> NodeFailure {
-    let (kind, message) = match error {
+    let (kind, mut message) = match error {
         GuestNodeError::Retryable(message) => (FailureKind::Retryable, message),
         GuestNodeError::Fatal(message) => (FailureKind::Fatal, message),
         GuestNodeError::InvalidInput(message) => (FailureKind::InvalidInput, message),
     };
+    if message.len() > MAX_GUEST_MESSAGE_BYTES {
+        let cut = message.floor_char_boundary(MAX_GUEST_MESSAGE_BYTES);
+        let more = message.len() - cut;
+        message.truncate(cut);
+        message.push_str(&format!(" … [{more} more bytes cut]"));
+    }
     NodeFailure { kind, message }
 }
 
-/// Checks and parses a guest's result.
+/// Checks a guest's result against the limits, then parses it.
 fn success(
     result: GuestNodeResult,
     max_output_bytes: usize,
     state: &CallState,
 ) -> Result<NodeSuccess, NodeFailure> {
+    let fatal = |reason: String| NodeFailure::fatal(format!("{}: {reason}", prefix(state)));
+    let count = result.dynamic_nodes.len();
+    if count > MAX_DYNAMIC_NODES_PER_CALL {
+        return Err(fatal(format!(
+            "the result has {count} dynamic nodes, more than the limit of \
+             {MAX_DYNAMIC_NODES_PER_CALL} per node call"
+        )));
+    }
     let size = result.output.as_ref().map_or(0, String::len)
+        + result.action.as_ref().map_or(0, String::len)
         + result.dynamic_nodes.iter().map(String::len).sum::<usize>();
     if size > max_output_bytes {
-        return Err(NodeFailure::fatal(format!(
-            "{}: the result is {size} bytes, more than the limit of {max_output_bytes} bytes (max_output_bytes)",
-            prefix(state)
+        return Err(fatal(format!(
+            "the result (output, action and dynamic nodes) is {size} bytes, more than the limit \
+             of {max_output_bytes} bytes (max_output_bytes)"
         )));
     }
     let output = match result.output {
         None => None,
-        Some(text) => Some(serde_json::from_str::<Value>(&text).map_err(|error| {
-            NodeFailure::fatal(format!(
-                "{}: the output is not valid JSON ({error}): {}",
-                prefix(state),
-                quote(&text)
-            ))
-        })?),
+        Some(text) => {
+            check_json_depth("the output", &text).map_err(|e| fatal(e.to_string()))?;
+            Some(serde_json::from_str::<Value>(&text).map_err(|error| {
+                fatal(format!(
+                    "the output is not valid JSON ({error}): {}",
+                    quote(&text)
+                ))
+            })?)
+        }
     };
     let dynamic_nodes = result
         .dynamic_nodes
         .iter()
         .enumerate()
         .map(|(index, text)| {
+            check_json_depth(&format!("dynamic node #{index}"), text)
+                .map_err(|e| fatal(e.to_string()))?;
             serde_json::from_str::<NodeDefinition>(text).map_err(|error| {
-                NodeFailure::fatal(format!(
-                    "{}: dynamic node #{index} is not a valid node definition ({error}): {}",
-                    prefix(state),
+                fatal(format!(
+                    "dynamic node #{index} is not a valid node definition ({error}): {}",
                     quote(text)
                 ))
             })
@@ -260,12 +289,15 @@ fn quote(text: &str) -> String {
     format!("{quoted:?}")
 }
 
+/// Logs what the guest printed (the kept tail of each stream, escaped like
+/// its log records).
 fn log_captured_output(state: &CallState) {
     for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
         let text = pipe.text();
         if !text.is_empty() {
+            let text = escape(&text, CAPTURE_BYTES);
             tracing::debug!(
-                target: "flowcraft_plugins::guest",
+                target: GUEST_TARGET,
                 bundle = %state.labels.bundle,
                 node_type = %state.labels.uses,
                 run_id = %state.labels.run_id,

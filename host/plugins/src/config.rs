@@ -11,12 +11,46 @@ use serde::Deserialize;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default linear-memory limit per instance.
 pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
-/// Default limit on the size of a node's result (output plus dynamic nodes).
+/// Default limit on the size of a node's result (output, action and dynamic
+/// nodes together).
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
 /// Default number of instances that may run at the same time.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 /// Default number of replaced bundle versions kept loaded for pinned runs.
 pub const DEFAULT_RETIRED_VERSIONS: usize = 8;
+/// Default time limit of a bundle's `describe()` when it loads: describing
+/// is a table lookup, so a bundle that needs longer is refused.
+pub const DEFAULT_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+// What `describe()` may return; a bundle over a limit is refused at load
+// (the version loaded before, if any, keeps serving).
+
+/// Node types one bundle may declare.
+pub const MAX_NODE_TYPES: usize = 1_000;
+/// Bytes of one node type's description.
+pub const MAX_DESCRIPTION_BYTES: usize = 4 << 10;
+/// Bytes of everything `describe()` returns: name, version, and every node
+/// type's `uses` key, description and params schema.
+pub const MAX_DESCRIBE_BYTES: usize = 1 << 20;
+
+// Guest log budgets (see the `guest_log` module). A record over a budget is
+// dropped; one warning at the end of the call says how many were dropped.
+
+/// Log records one node call may emit.
+pub const LOG_LINES_PER_CALL: usize = 1_000;
+/// Bytes of log records (escaped message plus fields) one node call may emit.
+pub const LOG_BYTES_PER_CALL: usize = 64 << 10;
+/// Log records all calls of one run may emit in this process.
+pub const LOG_LINES_PER_RUN: usize = 10_000;
+/// Bytes of log records all calls of one run may emit in this process.
+pub const LOG_BYTES_PER_RUN: usize = 1 << 20;
+/// Bytes of one record's escaped message, and of its fields: longer ones are
+/// cut, with a note saying how much was cut.
+pub const LOG_MESSAGE_BYTES: usize = 4 << 10;
+/// Runs whose log usage is remembered for the per-run budget; beyond it the
+/// run that logged first is forgotten (and starts a fresh budget if it logs
+/// again).
+pub const LOG_RUNS_TRACKED: usize = 4_096;
 
 /// Configuration of a [`crate::PluginHost`].
 #[derive(Debug, Clone)]
@@ -27,9 +61,12 @@ pub struct PluginConfig {
     pub cache_dir: Option<PathBuf>,
     /// Time limit of a call whose node has no `config.timeout`.
     pub default_timeout: Duration,
+    /// Time limit of a bundle's `describe()` when it loads.
+    pub describe_timeout: Duration,
     /// Linear-memory limit per instance, in bytes.
     pub memory_limit: usize,
-    /// Largest accepted node result (output JSON plus dynamic nodes), in bytes.
+    /// Largest accepted node result (output JSON, action and dynamic nodes
+    /// together), in bytes.
     pub max_output_bytes: usize,
     /// Instances that may exist at once (the pooling allocator's size); calls
     /// beyond it wait for a free slot.
@@ -51,6 +88,7 @@ impl PluginConfig {
             plugins_dir: plugins_dir.into(),
             cache_dir: None,
             default_timeout: DEFAULT_TIMEOUT,
+            describe_timeout: DEFAULT_DESCRIBE_TIMEOUT,
             memory_limit: DEFAULT_MEMORY_LIMIT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             max_instances: DEFAULT_MAX_INSTANCES,

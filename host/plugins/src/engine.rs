@@ -25,6 +25,7 @@ use crate::bindings::Bundle as BundleWorld;
 use crate::cache::ArtifactCache;
 use crate::config::PluginConfig;
 use crate::error::{PluginError, chain};
+use crate::guest_log::RunLogBudgets;
 use crate::sandbox::CallState;
 
 /// How often the engine's epoch advances: the granularity of time limits and
@@ -41,12 +42,15 @@ const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 const STACK_KEEP_RESIDENT: usize = 128 << 10;
 
-/// Everything a call needs that outlives calls: engine, linker, cache, limits.
+/// Everything a call needs that outlives calls: engine, linker, cache,
+/// limits, and the runs' log budgets.
 pub(crate) struct Runtime {
     pub engine: Engine,
     pub linker: Linker<CallState>,
     pub cache: ArtifactCache,
     pub limits: Limits,
+    /// Log usage per run, shared by the calls of each run.
+    pub run_logs: Arc<RunLogBudgets>,
     /// Bounds concurrent instances to the pool size: calls beyond it wait.
     pub slots: tokio::sync::Semaphore,
     _ticker: EpochTicker,
@@ -56,6 +60,7 @@ pub(crate) struct Runtime {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub default_timeout: Duration,
+    pub describe_timeout: Duration,
     pub memory_limit: usize,
     pub max_output_bytes: usize,
 }
@@ -77,9 +82,11 @@ impl Runtime {
             cache,
             limits: Limits {
                 default_timeout: config.default_timeout,
+                describe_timeout: config.describe_timeout,
                 memory_limit: config.memory_limit,
                 max_output_bytes: config.max_output_bytes,
             },
+            run_logs: Arc::default(),
             slots: tokio::sync::Semaphore::new(config.max_instances.max(1) as usize),
             _ticker: ticker,
         })

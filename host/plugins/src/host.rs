@@ -195,6 +195,17 @@ impl NodeRunner for PluginHost {
             },
         }
     }
+
+    /// True when the bundle `run` would pick for `spawner` and `pin` also
+    /// implements `uses`. Built-in node types are no bundle's (false): the
+    /// engine decides about them.
+    fn shares_bundle(&self, spawner: &str, pin: Option<&str>, uses: &str) -> bool {
+        self.inner
+            .registry
+            .load()
+            .registry
+            .shares_bundle(spawner, pin, uses)
+    }
 }
 
 /// Rejects grants that cannot be applied (an unusable `http` entry), before

@@ -2,11 +2,17 @@
 //!
 //! Every function acts on the [`CallState`] of the call in progress: the run
 //! context view handed to this node (never another run's), the bundle's
-//! grants, and the call's labels for logging.
+//! grants, and the call's labels and budgets for logging. Everything the
+//! guest passes is untrusted: a value's nesting depth is checked before it
+//! is parsed, and log records are escaped and budgeted (see
+//! [`crate::guest_log`]).
 
-use flowcraft_core::context::{ContextValue, ContextWriteError};
+use flowcraft_core::context::ContextValue;
+use flowcraft_core::limits::check_json_depth;
 
 use crate::bindings::{Host, LogLevel, TypesHost};
+use crate::config::LOG_MESSAGE_BYTES;
+use crate::guest_log::{GUEST_TARGET, escape, render_fields};
 use crate::sandbox::{CallState, HostRuleBroken};
 
 impl TypesHost for CallState {}
@@ -17,6 +23,8 @@ impl Host for CallState {
     }
 
     fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
+        check_json_depth("the value", &value)
+            .map_err(|e| format!("context-set '{key}': {e}"))?;
         let value = ContextValue::parse(value)
             .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))?;
         self.context.set(&key, value).map_err(|e| e.to_string())
@@ -28,10 +36,7 @@ impl Host for CallState {
 
     fn context_delete(&mut self, key: String) -> wasmtime::Result<bool> {
         self.context.delete(&key).map_err(|error| {
-            let message = match error {
-                ContextWriteError::Reserved(_) => format!("context-delete '{key}': {error}"),
-                ContextWriteError::QuotaExceeded(_) => format!("context-delete: {error}"),
-            };
+            let message = format!("context-delete '{key}': {error}");
             self.fault = Some(message.clone());
             wasmtime::Error::new(HostRuleBroken(message))
         })
@@ -42,11 +47,20 @@ impl Host for CallState {
     }
 
     fn log(&mut self, level: LogLevel, message: String, fields: String) {
+        let size = message.len() + fields.len();
+        if self.log.drop_if_exhausted(size) {
+            return;
+        }
+        let message = escape(&message, LOG_MESSAGE_BYTES);
+        let fields = render_fields(&fields);
+        if !self.log.admit(message.len() + fields.len(), size) {
+            return;
+        }
         let labels = &self.labels;
         macro_rules! emit {
             ($level:expr) => {
                 tracing::event!(
-                    target: "flowcraft_plugins::guest",
+                    target: GUEST_TARGET,
                     $level,
                     bundle = %labels.bundle,
                     node_type = %labels.uses,
@@ -67,10 +81,7 @@ impl Host for CallState {
     }
 
     fn now_ms(&mut self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        u64::try_from(crate::clock::unix_time().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn config_get(&mut self, name: String) -> Option<String> {

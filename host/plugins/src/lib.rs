@@ -24,9 +24,24 @@
 //! - **limits**: memory per instance, a time limit per call (the node's
 //!   `config.timeout`, else [`PluginConfig::default_timeout`]) enforced by
 //!   epoch interruption (a computing guest yields to tokio every 10 ms) and a
-//!   timer, and a maximum result size. Traps, panics, limit hits and bad
-//!   output become node failures naming the bundle, the node type and the
-//!   cause (see the table in the `call` module); the host keeps running;
+//!   timer, a maximum result size (output, action and dynamic nodes), at
+//!   most `MAX_DYNAMIC_NODES_PER_CALL` dynamic nodes and `MAX_JSON_DEPTH`
+//!   levels of nesting in every value a guest hands over (both from
+//!   `flowcraft_core::limits`), and bounds on `describe()` ([`MAX_NODE_TYPES`],
+//!   [`MAX_DESCRIBE_BYTES`], [`PluginConfig::describe_timeout`]). Traps,
+//!   panics, limit hits and bad output become node failures naming the
+//!   bundle, the node type and the cause (see the table in the `call`
+//!   module); the host keeps running;
+//! - **logs are data**: a guest's log records are escaped, their fields are
+//!   a JSON object or an escaped string, and they are budgeted per call and
+//!   per run ([`LOG_LINES_PER_CALL`] …); excess records are dropped with one
+//!   warning per call;
+//! - **coarse clocks**: every clock a guest reads steps in whole
+//!   milliseconds ([`CLOCK_RESOLUTION`]);
+//! - **dynamic nodes stay in their bundle**:
+//!   [`NodeRunner::shares_bundle`](flowcraft_core::runner::NodeRunner::shares_bundle)
+//!   tells the engine whether a node type comes from the bundle that serves
+//!   the spawning node;
 //! - **hot swap**: [`PluginHost::watch`] reloads the directory on changes;
 //!   calls in flight finish on the version they started with, a broken file
 //!   leaves the old version serving, and replaced versions stay loaded (a
@@ -59,9 +74,11 @@ mod bundle;
 mod cache;
 mod call;
 mod capture;
+mod clock;
 mod config;
 mod engine;
 mod error;
+mod guest_log;
 mod host;
 mod host_api;
 mod http;
@@ -70,9 +87,12 @@ mod sandbox;
 mod watch;
 
 pub use bundle::{BundleInfo, NodeTypeInfo};
+pub use clock::CLOCK_RESOLUTION;
 pub use config::{
-    DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MEMORY_LIMIT,
-    DEFAULT_RETIRED_VERSIONS, DEFAULT_TIMEOUT, Grants, PluginConfig,
+    DEFAULT_DESCRIBE_TIMEOUT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MEMORY_LIMIT, DEFAULT_RETIRED_VERSIONS, DEFAULT_TIMEOUT, Grants, LOG_BYTES_PER_CALL,
+    LOG_BYTES_PER_RUN, LOG_LINES_PER_CALL, LOG_LINES_PER_RUN, LOG_MESSAGE_BYTES,
+    LOG_RUNS_TRACKED, MAX_DESCRIBE_BYTES, MAX_DESCRIPTION_BYTES, MAX_NODE_TYPES, PluginConfig,
 };
 pub use error::PluginError;
 pub use host::{BundleProblem, PluginHost, check_bundle};

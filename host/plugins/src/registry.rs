@@ -85,6 +85,14 @@ impl Registry {
         }
     }
 
+    /// Whether the bundle that serves `spawner` for a call pinned (or not)
+    /// to `pin` — the bundle [`Registry::for_call`] picks — also implements
+    /// `uses`. False when no bundle serves `spawner`.
+    pub fn shares_bundle(&self, spawner: &str, pin: Option<&str>, uses: &str) -> bool {
+        self.for_call(spawner, pin)
+            .is_ok_and(|bundle| bundle.implements(uses))
+    }
+
     /// Chooses the bundle digest for every plugin `uses` key of `blueprint`.
     /// Keys no bundle implements are left out (their calls fail with
     /// "Implementation for '…' not found.", as upstream).

@@ -9,7 +9,9 @@
 //! [`crate::host_api`]) and outbound HTTP to allow-listed hosts through
 //! `wasi:http` (see [`crate::http`]; the [`HttpGate`] in the state denies
 //! every request when the bundle has no `http` grant). Memory growth beyond
-//! the configured limit traps.
+//! the configured limit traps. The clocks are coarsened to whole
+//! milliseconds (see [`crate::clock`]); log records are budgeted per call
+//! and per run (see [`crate::guest_log`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +24,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capture::TailPipe;
+use crate::clock::{CoarseMonotonicClock, CoarseWallClock};
 use crate::config::Grants;
+use crate::guest_log::CallLog;
 use crate::http::{HttpAllowList, HttpGate};
 
 /// Table elements one instance may grow its tables to.
@@ -52,6 +56,8 @@ pub(crate) struct CallState {
     pub labels: CallLabels,
     pub stdout: TailPipe,
     pub stderr: TailPipe,
+    /// What the call has logged, against its budgets.
+    pub log: CallLog,
     /// When the call started and how long it may run.
     pub started: Instant,
     pub time_limit: Duration,
@@ -68,6 +74,7 @@ impl CallState {
         grants: Arc<Grants>,
         http: Option<Arc<HttpAllowList>>,
         labels: CallLabels,
+        log: CallLog,
         memory_limit: usize,
         time_limit: Duration,
     ) -> Self {
@@ -87,6 +94,7 @@ impl CallState {
             labels,
             stdout,
             stderr,
+            log,
             started: Instant::now(),
             time_limit,
             time_limit_hit: false,
@@ -114,11 +122,14 @@ impl WasiHttpView for CallState {
     }
 }
 
-/// A WASI context with nothing granted; output goes to the given pipes.
+/// A WASI context with nothing granted and coarse clocks; output goes to
+/// the given pipes.
 fn deny_all_wasi(stdout: &TailPipe, stderr: &TailPipe) -> WasiCtx {
     WasiCtxBuilder::new()
         .stdout(stdout.clone())
         .stderr(stderr.clone())
+        .monotonic_clock(CoarseMonotonicClock::new())
+        .wall_clock(CoarseWallClock)
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
