@@ -150,6 +150,7 @@ pub async fn worker_engine(
             concurrency * CONTEXTS_PER_JOB
         },
         shared_with_upstream: mixed_fleet,
+        default_node_timeout: host.config().default_timeout,
         ..EngineSettings::default()
     };
     let engine = Engine::new(Arc::new(backend), Arc::new(host), plans, settings);

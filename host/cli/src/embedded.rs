@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::context::ContextMap;
 use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::memory::{self, JobReceiver, MemoryBackend, MemorySnapshot, TimerPolicy};
@@ -17,7 +18,7 @@ use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunState};
 use flowcraft_core::runner::NodeRunner;
 use flowcraft_plugins::PluginHost;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::PluginArgs;
 use crate::inputs::{context_argument, json_argument, read_blueprint, read_blueprint_dir};
@@ -309,6 +310,7 @@ fn engine(
     let settings = EngineSettings {
         evaluator,
         step_limit,
+        default_node_timeout: host.config().default_timeout,
         ..EngineSettings::default()
     };
     Engine::new(Arc::new(backend), Arc::new(host), plans, settings)
@@ -347,21 +349,47 @@ fn save_state(
     .save(path)
 }
 
+/// What `run`, `resume` and `retry` print: `{"runId","status","context","errors"}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunResult<'a> {
+    run_id: &'a str,
+    status: &'static str,
+    /// Written as the JSON text each value is kept as (nothing is parsed).
+    context: &'a ContextMap,
+    errors: Vec<RunResultError<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunResultError<'a> {
+    node_id: &'a str,
+    message: &'a str,
+}
+
 /// Prints the run's result and picks the exit status.
 fn finish(report: &RunReport) -> ExitCode {
-    let errors: Vec<Value> = report
-        .errors
-        .iter()
-        .map(|e| json!({"nodeId": e.node_id, "message": e.message}))
-        .collect();
-    let result = json!({
-        "runId": report.run_id,
-        "status": report.state.as_str(),
-        "context": report.context,
-        "errors": errors,
+    let result = RunResult {
+        run_id: &report.run_id,
+        status: report.state.as_str(),
+        context: &report.context,
+        errors: report
+            .errors
+            .iter()
+            .map(|e| RunResultError {
+                node_id: &e.node_id,
+                message: &e.message,
+            })
+            .collect(),
+    };
+    let printed = serde_json::to_string(&result).map(|text| {
+        // A closed stdout (`| head`) is the reader's choice, not an error.
+        let _ = writeln!(std::io::stdout(), "{text}");
     });
-    // A closed stdout (`| head`) is the reader's choice, not an error.
-    let _ = writeln!(std::io::stdout(), "{result}");
+    if let Err(error) = printed {
+        eprintln!("error: the result of run '{}' cannot be printed as JSON: {error}", report.run_id);
+        return ExitCode::from(1);
+    }
     match report.state {
         RunState::Completed | RunState::Awaiting => ExitCode::SUCCESS,
         RunState::Running | RunState::Failed | RunState::Cancelled => ExitCode::from(1),

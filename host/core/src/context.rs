@@ -284,6 +284,8 @@ pub struct NodeContext {
     /// Bytes of the changes kept in `changes`.
     bytes: usize,
     limits: WriteLimits,
+    /// The engine's own built-in nodes may write engine keys (batch items).
+    engine_keys_allowed: bool,
 }
 
 impl NodeContext {
@@ -300,7 +302,15 @@ impl NodeContext {
             writes: 0,
             bytes: 0,
             limits,
+            engine_keys_allowed: false,
         }
+    }
+
+    /// This view for one of the engine's built-in nodes, which may write
+    /// the engine's keys (a batch's items); store keys stay refused.
+    pub fn for_builtin(mut self) -> Self {
+        self.engine_keys_allowed = true;
+        self
     }
 
     /// The value under `key`, seeing this node's own writes.
@@ -378,7 +388,8 @@ impl NodeContext {
     }
 
     fn check_key(&self, key: &str) -> Result<(), ContextWriteError> {
-        if is_engine_key(key) || self.limits.store_keys.contains(&key) {
+        let engine_key = is_engine_key(key) && !self.engine_keys_allowed;
+        if engine_key || self.limits.store_keys.contains(&key) {
             return Err(ContextWriteError::Reserved(key.to_owned()));
         }
         Ok(())

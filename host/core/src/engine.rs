@@ -686,6 +686,24 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         Ok(enqueued)
     }
 
+    /// Fails a run that nothing will work on any more: its jobs ended in
+    /// errors that no redelivery will repair (the embedded driver's queue
+    /// ran dry), so that it does not stay `running`.
+    pub async fn abandon(&self, run_id: &str, problem: &str) -> Result<(), EngineError> {
+        let progress = self
+            .backend
+            .load_progress(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
+        let node = progress.pending.first().cloned().unwrap_or_default();
+        let message = format!(
+            "the run stopped with nodes scheduled but no job left to run them, after this error: {problem}"
+        );
+        self.settle(&plan, run_id, |p| p.fail_run(&node, &message))
+            .await
+    }
+
     /// Cancels a run: queued jobs of it are dropped when they arrive, and a
     /// worker running one of its nodes may interrupt it (the Azure worker
     /// does) and drop its result. The `cancelled` status is published once.
@@ -854,9 +872,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             bytes: self.settings.write_bytes,
             store_keys: self.backend.reserved_keys(),
         };
-        let mut context = NodeContext::with_limits(snapshot.clone(), write_limits);
+        let context = NodeContext::with_limits(snapshot.clone(), write_limits);
         info!(run = %job.run_id, node = %node.id, uses = %node.uses, attempt = job.attempt(), "node started");
         if builtin::is_builtin(&node.uses) {
+            let mut context = context.for_builtin();
             let input = input.as_ref().map(ContextValue::to_value);
             let outcome = builtin::execute(plan, &self.plans, node, input, &mut context, &snapshot);
             let changes = context.into_changes();

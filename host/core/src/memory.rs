@@ -330,6 +330,9 @@ pub async fn drive<R: NodeRunner>(
 ) -> Result<RunReport, EngineError> {
     let concurrency = concurrency.max(1);
     let mut tasks: JoinSet<Result<(), EngineError>> = JoinSet::new();
+    // The last job error: nothing delivers an embedded job again, so a run
+    // left running when the jobs run out is failed with it.
+    let mut last_error = None;
     loop {
         if tasks.is_empty() {
             let state = engine
@@ -353,13 +356,22 @@ pub async fn drive<R: NodeRunner>(
                 tasks.spawn(async move { engine.handle(&job).await });
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                match joined {
-                    Ok(Ok(())) => {}
-                    Ok(Err(problem)) => error!(error = %problem, "job failed"),
-                    Err(panic) => error!(error = %panic, "job task panicked"),
-                }
+                let problem = match joined {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(problem)) => problem.to_string(),
+                    Err(task) => task.to_string(),
+                };
+                error!(error = %problem, "job failed");
+                last_error = Some(problem);
             }
         }
     }
-    engine.report(run_id).await
+    let report = engine.report(run_id).await?;
+    match last_error {
+        Some(problem) if report.state == RunState::Running => {
+            engine.abandon(run_id, &problem).await?;
+            engine.report(run_id).await
+        }
+        _ => Ok(report),
+    }
 }

@@ -152,12 +152,6 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                 }
             }
             "subflow" => {
-                if params.get("blueprintId").and_then(|b| b.as_str()).is_none_or(str::is_empty) {
-                    report(
-                        here.clone(),
-                        "subflow needs params.blueprintId (the id of the blueprint to run)".into(),
-                    );
-                }
                 if let (Some(known), Some(child)) = (
                     catalog.knows_blueprint,
                     params.get("blueprintId").and_then(|b| b.as_str()),

@@ -244,6 +244,7 @@ impl Lease {
                         problem,
                         EngineError::UnknownBlueprint(_)
                             | EngineError::UnknownBlueprintVersion { .. }
+                            | EngineError::Panicked { .. }
                     ) =>
             {
                 if problem.is_transient() {
@@ -386,9 +387,10 @@ impl Lease {
                 poison(&self.engine, message, &reason).await
             }
             problem => {
-                // Another worker (another blueprint version) may have it: give the
+                // Another worker (another blueprint version) may have it, or
+                // a job that panicked may pass on another delivery: give the
                 // message back with a delay; the dequeue limit bounds the hand-offs.
-                warn!(run = %job.run_id, blueprint = %job.blueprint_id, error = %problem, "blueprint (version) not loaded here; returning the job to the queue");
+                warn!(run = %job.run_id, blueprint = %job.blueprint_id, error = %problem, "returning the job to the queue");
                 let delay = self.settings.visibility.min(Duration::from_secs(30));
                 if let Err(problem) = queue.update_visibility(message, delay).await {
                     warn!(error = %problem, "could not return the job to the queue; it reappears after the visibility timeout");
