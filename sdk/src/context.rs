@@ -79,12 +79,7 @@ impl Context {
             key: key.to_owned(),
             source,
         })?;
-        self.host
-            .context_set(key, &text)
-            .map_err(|reason| ContextError::Rejected {
-                key: key.to_owned(),
-                reason,
-            })
+        self.set_raw(key, &text)
     }
 
     /// Whether `key` exists.

@@ -25,7 +25,13 @@ impl Context {
             Value::Null => Value::Object(Default::default()),
             other => serde_json::json!({ "value": other }),
         };
-        self.host().log(level, message, &fields.to_string());
+        self.log_raw(level, message, &fields.to_string());
+    }
+
+    /// Emit a record whose `fields` are JSON text, passed to the host as they
+    /// are; the host prints anything but a JSON object as an escaped string.
+    pub fn log_raw(&self, level: Level, message: &str, fields: &str) {
+        self.host().log(level, message, fields);
     }
 
     /// Emit a trace record without fields.
