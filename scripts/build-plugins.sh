@@ -6,6 +6,7 @@
 #   plugins-example/dist/conformance.wasm, orders.wasm
 #   plugins-example/dist/testkit/hostile.wasm, greeter-v1.wasm, greeter-v2.wasm, trivial.wasm
 #   plugins-example/dist/testkit/twin/hostile-twin.wasm (a second HTTP-capable bundle)
+#   plugins-example/dist/testkit/describe/describe-bomb.wasm, describe-spin.wasm (refused at load)
 #
 # Usage: scripts/build-plugins.sh   (from any directory; safe to re-run)
 # Honours CARGO_TARGET_DIR and CARGO_BUILD_JOBS.
@@ -64,3 +65,11 @@ install_component greeter "$dist/testkit/greeter-v2.wasm"
 # goes to a directory of its own so that loading dist/testkit stays unchanged.
 build -p hostile --features hostile/twin
 install_component hostile "$dist/testkit/twin/hostile-twin.wasm"
+
+# With feature describe-bomb / describe-spin the hostile crate is a bundle
+# whose describe() lists 100,000 node types / never returns, for the host's
+# load-time limits. Their own directory keeps loading dist/testkit unchanged.
+build -p hostile --features hostile/describe-bomb
+install_component hostile "$dist/testkit/describe/describe-bomb.wasm"
+build -p hostile --features hostile/describe-spin
+install_component hostile "$dist/testkit/describe/describe-spin.wasm"

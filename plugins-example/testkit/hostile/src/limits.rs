@@ -29,11 +29,27 @@ pub fn panic_node(_: &mut Context, _: Ignore, _: Ignore) -> Result<Output<()>, N
     panic!("hostile bundle: panicking on purpose");
 }
 
+/// What `fail` fails with.
+pub const FAILURE: &str = "hostile bundle: failing on purpose";
+
+pub fn fail(_: &mut Context, _: Ignore, _: Ignore) -> Result<Output<()>, NodeError> {
+    Err(NodeError::retryable(FAILURE))
+}
+
 #[cfg(test)]
 mod tests {
     use flowcraft_sdk::testing::{Call, TestHost};
 
     use crate::BUNDLE;
+
+    #[test]
+    fn fail_always_fails_retryably() {
+        let error = TestHost::new()
+            .execute(&BUNDLE, Call::new("fail"))
+            .unwrap_err();
+        assert!(error.is_retryable());
+        assert_eq!(error.message(), super::FAILURE);
+    }
 
     #[test]
     #[should_panic(expected = "hostile bundle: panicking on purpose")]

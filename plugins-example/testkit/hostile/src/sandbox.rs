@@ -1,10 +1,11 @@
-//! Probes of what the sandbox lets through: files, sockets, environment and
-//! configuration. Each reports what happened instead of failing, so the host's
-//! tests can assert on the outcome.
+//! Probes of what the sandbox lets through: files, sockets, environment,
+//! configuration and clocks. Each reports what happened instead of failing,
+//! so the host's tests can assert on the outcome.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::TcpStream;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use flowcraft_sdk::{Context, Ignore, NodeError, Output};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,24 @@ impl Probe {
     }
 }
 
+/// What the clocks show: the wall clock's nanoseconds past its millisecond,
+/// the first step the monotonic clock takes, and the resolutions the clocks
+/// report (component builds only).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Clocks {
+    wall_sub_milli_nanos: u32,
+    monotonic_step_nanos: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolution_nanos: Option<Resolutions>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Resolutions {
+    monotonic: u64,
+    wall: u64,
+}
+
 #[derive(Deserialize)]
 pub struct ConfigParams {
     name: String,
@@ -59,6 +78,43 @@ pub fn read_env(
     _: Ignore,
 ) -> Result<Output<BTreeMap<String, String>>, NodeError> {
     Ok(Output::new(std::env::vars().collect()))
+}
+
+/// Reads the clocks; waits (spinning) for the monotonic clock's first step.
+pub fn clocks(_: &mut Context, _: Ignore, _: Ignore) -> Result<Output<Clocks>, NodeError> {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| NodeError::fatal(format!("the wall clock is before 1970: {e}")))?;
+    let start = Instant::now();
+    let step = loop {
+        let elapsed = start.elapsed();
+        if !elapsed.is_zero() {
+            break elapsed;
+        }
+    };
+    Ok(Output::new(Clocks {
+        wall_sub_milli_nanos: wall.subsec_nanos() % 1_000_000,
+        monotonic_step_nanos: u64::try_from(step.as_nanos()).unwrap_or(u64::MAX),
+        resolution_nanos: resolutions(),
+    }))
+}
+
+#[cfg(target_arch = "wasm32")]
+fn resolutions() -> Option<Resolutions> {
+    let wall = wasi::clocks::wall_clock::resolution();
+    Some(Resolutions {
+        monotonic: wasi::clocks::monotonic_clock::resolution(),
+        wall: wall
+            .seconds
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(wall.nanoseconds)),
+    })
+}
+
+/// Native builds (unit tests) have no WASI clocks to ask.
+#[cfg(not(target_arch = "wasm32"))]
+fn resolutions() -> Option<Resolutions> {
+    None
 }
 
 pub fn config(
@@ -89,6 +145,17 @@ mod tests {
         );
         let missing = Call::new("config").params(json!({"name": "other"}));
         assert_eq!(host.execute(&BUNDLE, missing).unwrap().output, None);
+    }
+
+    #[test]
+    fn clocks_report_a_monotonic_step() {
+        let output = TestHost::new()
+            .execute(&BUNDLE, Call::new("clocks"))
+            .unwrap()
+            .output
+            .unwrap();
+        assert!(output["monotonicStepNanos"].as_u64().unwrap() > 0, "{output}");
+        assert!(output["wallSubMilliNanos"].as_u64().unwrap() < 1_000_000, "{output}");
     }
 
     #[test]
