@@ -1,16 +1,18 @@
 //! `flowcraft-host validate`: every problem of every blueprint file, one line each.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
+use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::runner::NodeRunner;
-use flowcraft_core::validate::{Catalog, validate as validate_blueprint};
+use flowcraft_core::validate::{Catalog, subflow_cycles, validate as validate_blueprint};
 use flowcraft_plugins::{PluginConfig, PluginHost};
 
-use crate::inputs::read_blueprint;
+use crate::inputs::{read_blueprint, read_blueprint_dir};
 
 #[derive(Args)]
 pub struct ValidateArgs {
@@ -21,6 +23,11 @@ pub struct ValidateArgs {
     /// are known and plugin node types are not checked).
     #[arg(long, value_name = "DIR")]
     plugins: Option<PathBuf>,
+    /// Check `subflow` references against the blueprints in DIR (and the
+    /// files given): an unknown blueprint id is an error, a cycle of
+    /// subflows a warning.
+    #[arg(long, value_name = "DIR")]
+    blueprints: Option<PathBuf>,
 }
 
 pub async fn validate(args: ValidateArgs) -> Result<ExitCode> {
@@ -29,15 +36,33 @@ pub async fn validate(args: ValidateArgs) -> Result<ExitCode> {
         None => None,
     };
     let implements = |uses: &str| host.as_ref().is_none_or(|h| h.implements(uses));
+    let read: Vec<(&PathBuf, Result<Blueprint>)> = args
+        .files
+        .iter()
+        .map(|path| (path, read_blueprint(path)))
+        .collect();
+    let mut known: Vec<Blueprint> = match &args.blueprints {
+        Some(dir) => read_blueprint_dir(dir)?,
+        None => Vec::new(),
+    };
+    known.extend(
+        read.iter()
+            .filter_map(|(_, blueprint)| blueprint.as_ref().ok().cloned()),
+    );
+    let ids: HashSet<&str> = known.iter().map(|b| b.id.as_str()).collect();
+    let knows = |id: &str| ids.contains(id);
     let catalog = Catalog {
         implements: &implements,
-        knows_blueprint: None,
+        knows_blueprint: args
+            .blueprints
+            .as_ref()
+            .map(|_| &knows as &dyn Fn(&str) -> bool),
         evaluator: EvaluatorMode::Safe,
     };
     let mut invalid = 0;
-    for path in &args.files {
-        let problems = match read_blueprint(path) {
-            Ok(blueprint) => validate_blueprint(&blueprint, &catalog)
+    for (path, blueprint) in &read {
+        let problems = match blueprint {
+            Ok(blueprint) => validate_blueprint(blueprint, &catalog)
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
@@ -50,6 +75,11 @@ pub async fn validate(args: ValidateArgs) -> Result<ExitCode> {
             for problem in problems {
                 println!("{}: {problem}", path.display());
             }
+        }
+    }
+    if args.blueprints.is_some() {
+        for cycle in subflow_cycles(&known) {
+            println!("warning: {cycle}");
         }
     }
     Ok(if invalid == 0 {

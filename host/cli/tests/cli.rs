@@ -253,3 +253,67 @@ fn bad_input_gets_one_clear_error_and_exit_status_2() {
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
 }
+
+/// The blueprints that once panicked a job or left a run `running` (each
+/// passed `validate`): now one line from `validate`, exit 2, and `run`
+/// refuses them the same way before anything runs.
+#[test]
+fn out_of_range_numbers_are_one_line_from_validate_and_run() {
+    let dist = dist();
+    let rows = [
+        (
+            r#"{"id":"t","nodes":[{"id":"A","uses":"const","config":{"timeout":1e300}}]}"#,
+            "node 'A': config.timeout 1e+300 is out of range; allowed: milliseconds from 1 to 86400000",
+        ),
+        (
+            r#"{"id":"t","nodes":[{"id":"A","uses":"fail","config":{"maxRetries":3,"retryDelay":1e308}}]}"#,
+            "node 'A': config.retryDelay 1e+308 is out of range; allowed: milliseconds from 0 to 86400000",
+        ),
+        (
+            r#"{"id":"t","nodes":[{"id":"A","uses":"sleep","params":{"duration":"99999999999d"}}]}"#,
+            "node 'A': params.duration \"99999999999d\" is out of range",
+        ),
+    ];
+    for (index, (blueprint, expected)) in rows.iter().enumerate() {
+        let path = write_temp(&format!("range-{index}.json"), blueprint);
+        let file = path.to_str().unwrap();
+        let validated = flowcraft(&["validate", file, "--plugins", dist.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&validated.stdout);
+        assert_eq!(validated.status.code(), Some(2), "{stdout}");
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        assert!(stdout.contains(expected), "expected {expected:?} in {stdout}");
+        let ran = flowcraft(&["run", file, "--plugins", dist.to_str().unwrap()]);
+        assert_eq!(ran.status.code(), Some(2), "{}", stderr(&ran));
+        assert!(stderr(&ran).contains(expected), "{}", stderr(&ran));
+    }
+}
+
+#[test]
+fn validate_with_blueprints_finds_unknown_subflows_and_warns_of_cycles() {
+    let dir = std::env::temp_dir().join(format!("flowcraft-cli-subflows-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let subflow = |id: &str, child: &str| {
+        format!(r#"{{"id":"{id}","nodes":[{{"id":"s","uses":"subflow","params":{{"blueprintId":"{child}"}}}}]}}"#)
+    };
+    std::fs::write(dir.join("a.json"), subflow("a", "b")).unwrap();
+    std::fs::write(dir.join("b.json"), subflow("b", "a")).unwrap();
+    let missing = write_temp("calls-missing.json", &subflow("caller", "nowhere"));
+    let output = flowcraft(&[
+        "validate",
+        dir.join("a.json").to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "--blueprints",
+        dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("a.json: ok"), "{stdout}");
+    assert!(
+        stdout.contains("node 's': params.blueprintId 'nowhere' is not a loaded blueprint"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: blueprint 'a' runs itself through subflows (a → b → a)"),
+        "{stdout}"
+    );
+}
