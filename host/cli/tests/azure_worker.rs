@@ -1201,3 +1201,112 @@ async fn sigterm_stops_an_idle_worker_with_status_0() {
         "{rest:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Panic containment on the Azure stores
+
+/// A node runner whose `explode` node type panics inside the job step and
+/// whose `steady` node type outputs `params.value`.
+struct PanicsOnDemand;
+
+impl flowcraft_core::runner::NodeRunner for PanicsOnDemand {
+    fn implements(&self, uses: &str) -> bool {
+        matches!(uses, "explode" | "steady")
+    }
+
+    fn pin(&self, _: &Blueprint) -> Result<flowcraft_core::runner::Pins, flowcraft_core::runner::PinError> {
+        Ok(Default::default())
+    }
+
+    async fn run(&self, call: flowcraft_core::runner::NodeCall) -> flowcraft_core::runner::NodeOutcome {
+        if call.uses == "explode" {
+            panic!("injected panic in node '{}'", call.node_id);
+        }
+        flowcraft_core::runner::NodeOutcome {
+            result: Ok(flowcraft_core::runner::NodeSuccess {
+                output: call.params.get("value").cloned(),
+                ..Default::default()
+            }),
+            context: call.context,
+        }
+    }
+}
+
+/// A job step that panics on the real queue, Cosmos DB and Redis fails its
+/// node with the panic's message (fatally: no retry, no fallback), the run
+/// is published `failed`, and the runs handled alongside complete.
+#[tokio::test]
+async fn a_panicking_job_fails_its_run_and_other_runs_complete_on_azure() {
+    let config = azure_config("panics");
+    let backend = AzureBackend::connect(&config)
+        .await
+        .expect("local services reachable (scripts/azure-local.sh start)");
+    let registry = PlanRegistry::new();
+    for value in [
+        json!({"id": "explodes", "nodes": [
+            {"id": "boom", "uses": "explode", "config": {"maxRetries": 3, "fallback": "rescue"}},
+            {"id": "rescue", "uses": "steady", "params": {"value": "rescued"}}]}),
+        json!({"id": "steady", "nodes": [
+            {"id": "one", "uses": "steady", "params": {"value": 1}},
+            {"id": "two", "uses": "steady", "params": {"value": 2}}],
+            "edges": [{"source": "one", "target": "two"}]}),
+    ] {
+        let blueprint: Blueprint = serde_json::from_value(value).unwrap();
+        registry.insert(Plan::new(blueprint, Default::default()).unwrap());
+    }
+    let engine = Engine::new(
+        Arc::new(backend),
+        Arc::new(PanicsOnDemand),
+        Arc::new(registry),
+        EngineSettings::default(),
+    );
+    let exploding = format!("explodes-{}", unique());
+    let steady: Vec<String> = (0..3).map(|i| format!("steady-{i}-{}", unique())).collect();
+    engine
+        .start_run("explodes", Some(exploding.clone()), ContextMap::new())
+        .await
+        .unwrap();
+    for run in &steady {
+        engine
+            .start_run("steady", Some(run.clone()), ContextMap::new())
+            .await
+            .unwrap();
+    }
+    let queue = engine.backend().queue();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut runs = steady.clone();
+    runs.push(exploding.clone());
+    loop {
+        let mut over = 0;
+        for run in &runs {
+            let status = engine.backend().read_status(run).await.unwrap();
+            over += usize::from(status.is_some_and(|s| s.status.is_terminal()));
+        }
+        if over == runs.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs did not end: {over} of {}", runs.len());
+        for message in queue.receive(32, Duration::from_secs(30)).await.unwrap() {
+            for job in wire::decode_group(&message.text).unwrap().jobs {
+                engine.handle(&job).await.expect("the panic is contained");
+            }
+            queue.delete(&message).await.unwrap();
+        }
+    }
+    let failed = engine.report(&exploding).await.unwrap();
+    assert_eq!(failed.state, RunState::Failed);
+    assert_eq!(failed.errors.len(), 1, "{:?}", failed.errors);
+    let message = &failed.errors[0].message;
+    assert!(
+        message.contains("internal error") && message.contains("injected panic in node 'boom'"),
+        "{message}"
+    );
+    assert!(!failed.context.contains_key("_outputs.rescue"), "no fallback for a bug");
+    let status = engine.backend().read_status(&exploding).await.unwrap().unwrap();
+    assert_eq!(status.final_status.unwrap()["reason"], json!(message));
+    for run in &steady {
+        let report = engine.report(run).await.unwrap();
+        assert_eq!(report.state, RunState::Completed, "{run}");
+        assert_eq!(report.context["_outputs.two"], json!(2));
+    }
+}
