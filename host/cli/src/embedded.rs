@@ -387,7 +387,10 @@ fn finish(report: &RunReport) -> ExitCode {
         let _ = writeln!(std::io::stdout(), "{text}");
     });
     if let Err(error) = printed {
-        eprintln!("error: the result of run '{}' cannot be printed as JSON: {error}", report.run_id);
+        eprintln!(
+            "error: the result of run '{}' cannot be printed as JSON: {error}",
+            report.run_id
+        );
         return ExitCode::from(1);
     }
     match report.state {

@@ -165,7 +165,11 @@ impl Blueprint {
     /// How deeply runs of this blueprint may nest subflows:
     /// `metadata.maxSubflowDepth`, else the default.
     pub fn subflow_depth(&self) -> Result<u32, crate::limits::LimitError> {
-        match self.metadata.as_ref().and_then(|m| m.get("maxSubflowDepth")) {
+        match self
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("maxSubflowDepth"))
+        {
             None => Ok(crate::limits::DEFAULT_SUBFLOW_DEPTH),
             Some(value) => crate::limits::subflow_depth(value),
         }

@@ -87,7 +87,13 @@ pub fn admit<R: NodeRunner>(
 /// `metadata.dynamicNodeTypes` as a list of node types.
 fn allowed_types(blueprint: &Blueprint) -> Option<Vec<&str>> {
     let listed = blueprint.metadata.as_ref()?.get(ALLOWED_TYPES_KEY)?;
-    Some(listed.as_array()?.iter().filter_map(Value::as_str).collect())
+    Some(
+        listed
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -121,7 +127,11 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn admit_all(metadata: Value, spawner_config: Value, nodes: Vec<Value>) -> Result<Vec<NodeDefinition>, String> {
+    fn admit_all(
+        metadata: Value,
+        spawner_config: Value,
+        nodes: Vec<Value>,
+    ) -> Result<Vec<NodeDefinition>, String> {
         let blueprint: Blueprint = serde_json::from_value(json!({
             "id": "bp", "nodes": [{"id": "S", "uses": "a1"}], "metadata": metadata
         }))
@@ -143,14 +153,33 @@ mod tests {
         let admitted = admit_all(
             json!({}),
             json!({}),
-            vec![json!({"id": "d1", "uses": "a2"}), json!({"id": "d2", "uses": "wait"})],
+            vec![
+                json!({"id": "d1", "uses": "a2"}),
+                json!({"id": "d2", "uses": "wait"}),
+            ],
         );
         assert!(admitted.is_ok(), "{admitted:?}");
-        let refused = admit_all(json!({}), json!({}), vec![json!({"id": "d1", "uses": "b1"})]).unwrap_err();
-        assert!(refused.contains("type 'b1'") && refused.contains("dynamicNodeTypes"), "{refused}");
-        let listed = admit_all(json!({"dynamicNodeTypes": ["b1"]}), json!({}), vec![json!({"id": "d1", "uses": "b1"})]);
+        let refused = admit_all(
+            json!({}),
+            json!({}),
+            vec![json!({"id": "d1", "uses": "b1"})],
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("type 'b1'") && refused.contains("dynamicNodeTypes"),
+            "{refused}"
+        );
+        let listed = admit_all(
+            json!({"dynamicNodeTypes": ["b1"]}),
+            json!({}),
+            vec![json!({"id": "d1", "uses": "b1"})],
+        );
         assert!(listed.is_ok());
-        let any = admit_all(json!({"dynamicNodeTypes": ["*"]}), json!({}), vec![json!({"id": "d1", "uses": "b1"})]);
+        let any = admit_all(
+            json!({"dynamicNodeTypes": ["*"]}),
+            json!({}),
+            vec![json!({"id": "d1", "uses": "b1"})],
+        );
         assert!(any.is_ok());
     }
 
@@ -166,7 +195,12 @@ mod tests {
         assert_eq!(limits.timeout, Some(Duration::from_secs(5)));
         assert_eq!(limits.attempts, 2);
         assert_eq!(limits.retry_delay, Duration::ZERO);
-        let default = admit_all(json!({}), json!({}), vec![json!({"id": "d", "uses": "a2", "config": {"timeout": 3600000}})]).unwrap();
+        let default = admit_all(
+            json!({}),
+            json!({}),
+            vec![json!({"id": "d", "uses": "a2", "config": {"timeout": 3600000}})],
+        )
+        .unwrap();
         let limits = NodeLimits::of(default[0].config.as_ref()).unwrap();
         assert_eq!(limits.timeout, Some(Duration::from_secs(30)));
         assert_eq!(limits.attempts, 1);
@@ -174,13 +208,32 @@ mod tests {
 
     #[test]
     fn out_of_range_config_ids_and_counts_are_refused() {
-        let huge = admit_all(json!({}), json!({}), vec![json!({"id": "d", "uses": "a2", "config": {"maxRetries": 1000000}})]).unwrap_err();
-        assert!(huge.contains("config.maxRetries 1000000 is out of range"), "{huge}");
-        let clash = admit_all(json!({}), json!({}), vec![json!({"id": "S", "uses": "a2"})]).unwrap_err();
+        let huge = admit_all(
+            json!({}),
+            json!({}),
+            vec![json!({"id": "d", "uses": "a2", "config": {"maxRetries": 1000000}})],
+        )
+        .unwrap_err();
+        assert!(
+            huge.contains("config.maxRetries 1000000 is out of range"),
+            "{huge}"
+        );
+        let clash =
+            admit_all(json!({}), json!({}), vec![json!({"id": "S", "uses": "a2"})]).unwrap_err();
         assert!(clash.contains("dynamic node 'S'"), "{clash}");
-        let twice = admit_all(json!({}), json!({}), vec![json!({"id": "d", "uses": "a2"}), json!({"id": "d", "uses": "a2"})]).unwrap_err();
+        let twice = admit_all(
+            json!({}),
+            json!({}),
+            vec![
+                json!({"id": "d", "uses": "a2"}),
+                json!({"id": "d", "uses": "a2"}),
+            ],
+        )
+        .unwrap_err();
         assert!(twice.contains("repeated"), "{twice}");
-        let many: Vec<Value> = (0..=MAX_DYNAMIC_NODES_PER_CALL).map(|i| json!({"id": format!("d{i}"), "uses": "a2"})).collect();
+        let many: Vec<Value> = (0..=MAX_DYNAMIC_NODES_PER_CALL)
+            .map(|i| json!({"id": format!("d{i}"), "uses": "a2"}))
+            .collect();
         let flood = admit_all(json!({}), json!({}), many).unwrap_err();
         assert!(flood.contains("more than the limit of 1000"), "{flood}");
     }

@@ -34,13 +34,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 use tokio::sync::Semaphore;
-use futures_util::FutureExt;
 use tracing::{error, info, warn};
 
 use crate::blueprint::NodeDefinition;
@@ -452,7 +452,11 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             // A duplicate, or a late delivery of an attempt already retried.
             return Ok(());
         }
-        let Some(node) = plan.node(&job.node_id).cloned().or_else(|| view.dynamic.clone()) else {
+        let Some(node) = plan
+            .node(&job.node_id)
+            .cloned()
+            .or_else(|| view.dynamic.clone())
+        else {
             let message = format!(
                 "Node '{}' not found in blueprint '{}'.",
                 job.node_id, plan.blueprint.id
@@ -950,8 +954,13 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     limits: node_limits,
                     default_timeout: self.settings.default_node_timeout,
                 };
-                dynamic::admit(self.runner.as_ref(), &plan.blueprint, &spawner, &mut success.dynamic_nodes)
-                    .map_err(NodeFailure::fatal)?;
+                dynamic::admit(
+                    self.runner.as_ref(),
+                    &plan.blueprint,
+                    &spawner,
+                    &mut success.dynamic_nodes,
+                )
+                .map_err(NodeFailure::fatal)?;
             }
             Ok(success)
         });
@@ -1177,7 +1186,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             }
         };
         if view.lineage.len() > depth_limit as usize {
-            let chain = [view.lineage.as_slice(), &[child_blueprint]].concat().join(" → ");
+            let chain = [view.lineage.as_slice(), &[child_blueprint]]
+                .concat()
+                .join(" → ");
             let failure = NodeFailure::fatal(format!(
                 "Node '{}': subflows nest deeper than {depth_limit} runs ({chain}); end the recursion with a condition, or raise metadata.maxSubflowDepth (at most {})",
                 node.id,
@@ -1805,7 +1816,8 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// The RFC 3339 instant `after` from now; `None` past the representable dates.
 fn wake_up_time(after: Duration) -> Option<String> {
     let at = time::OffsetDateTime::now_utc().checked_add(after.try_into().ok()?)?;
-    at.format(&time::format_description::well_known::Rfc3339).ok()
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// Time left until an RFC 3339 instant (zero when it has passed or does not parse).

@@ -130,7 +130,9 @@ impl NodeLimits {
 
     /// Writes these limits into `config` as milliseconds and attempts.
     pub fn write_to(&self, config: &mut NodeConfig) {
-        let ms = |duration: Duration| Number::from(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        let ms = |duration: Duration| {
+            Number::from(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+        };
         config.timeout = self.timeout.map(ms);
         config.max_retries = Some(Number::from(self.attempts));
         config.retry_delay = Some(ms(self.retry_delay));
@@ -379,7 +381,9 @@ mod tests {
         let modest = NodeLimits::default().within(&NodeLimits::default(), default);
         assert_eq!(modest.timeout, Some(default));
         let mut config = NodeConfig::default();
-        greedy.within(&NodeLimits::default(), default).write_to(&mut config);
+        greedy
+            .within(&NodeLimits::default(), default)
+            .write_to(&mut config);
         assert_eq!(
             NodeLimits::of(Some(&config)).unwrap(),
             NodeLimits {
@@ -396,15 +400,27 @@ mod tests {
         let base = retry_delay(Some(&number(json!(86_400_000)))).unwrap();
         let cap = Duration::from_secs(3_600);
         assert_eq!(backoff(base, u32::MAX, cap), cap);
-        assert_eq!(backoff(Duration::from_millis(100), 1, cap), Duration::from_millis(100));
-        assert_eq!(backoff(Duration::from_millis(100), 4, cap), Duration::from_millis(800));
+        assert_eq!(
+            backoff(Duration::from_millis(100), 1, cap),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            backoff(Duration::from_millis(100), 4, cap),
+            Duration::from_millis(800)
+        );
         assert_eq!(backoff(Duration::ZERO, 1_000_000, cap), Duration::ZERO);
     }
 
     #[test]
     fn sleep_durations_are_bounded() {
-        assert_eq!(sleep_duration(Some(&json!("2s"))), Ok(Duration::from_secs(2)));
-        assert_eq!(sleep_duration(Some(&json!(1500))), Ok(Duration::from_millis(1500)));
+        assert_eq!(
+            sleep_duration(Some(&json!("2s"))),
+            Ok(Duration::from_secs(2))
+        );
+        assert_eq!(
+            sleep_duration(Some(&json!(1500))),
+            Ok(Duration::from_millis(1500))
+        );
         assert_eq!(sleep_duration(Some(&json!("365d"))), Ok(MAX_SLEEP));
         for bad in [
             json!("99999999999d"),

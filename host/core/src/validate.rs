@@ -10,10 +10,10 @@ use crate::blueprint::Blueprint;
 use crate::builtin::is_builtin;
 use crate::context::is_engine_key;
 use crate::dynamic::ALLOWED_TYPES_KEY;
+use crate::expression::{EvaluatorMode, Expression};
 use crate::limits::{
     self, MAX_EDGES, MAX_EXPRESSION_CHARS, MAX_NODES, NodeLimits, check_json_depth,
 };
-use crate::expression::{EvaluatorMode, Expression};
 use crate::plan::requested_mode;
 
 /// One thing wrong with a blueprint.
@@ -132,7 +132,9 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                 {
                     report(
                         here.clone(),
-                        format!("params.outputKey '{key}' is one of the engine's context keys; choose another key"),
+                        format!(
+                            "params.outputKey '{key}' is one of the engine's context keys; choose another key"
+                        ),
                     );
                 }
             }
@@ -242,7 +244,10 @@ fn subflow_targets(blueprint: &Blueprint) -> Vec<&str> {
 }
 
 /// A path of subflow references from `start` back to `start`, if any.
-fn path_back<'a>(children: &HashMap<&'a str, Vec<&'a str>>, start: &'a str) -> Option<Vec<&'a str>> {
+fn path_back<'a>(
+    children: &HashMap<&'a str, Vec<&'a str>>,
+    start: &'a str,
+) -> Option<Vec<&'a str>> {
     let mut visited = HashSet::new();
     let mut stack = vec![(start, vec![start])];
     while let Some((id, path)) = stack.pop() {
@@ -267,7 +272,9 @@ fn check_sizes(blueprint: &Blueprint, report: &mut impl FnMut(String, String)) {
         if count > limit {
             report(
                 "blueprint".into(),
-                format!("{count} {what}, more than the limit of {limit}; split the workflow into subflows"),
+                format!(
+                    "{count} {what}, more than the limit of {limit}; split the workflow into subflows"
+                ),
             );
         }
     }
@@ -293,7 +300,9 @@ fn check_metadata(blueprint: &Blueprint, report: &mut impl FnMut(String, String)
     {
         report(
             "metadata".into(),
-            format!("{ALLOWED_TYPES_KEY} must be a list of node types (strings), or [\"*\"] for any"),
+            format!(
+                "{ALLOWED_TYPES_KEY} must be a list of node types (strings), or [\"*\"] for any"
+            ),
         );
     }
 }
@@ -311,7 +320,9 @@ fn check_expression(
     if length > MAX_EXPRESSION_CHARS {
         report(
             location.to_owned(),
-            format!("{role} is {length} characters long, more than the limit of {MAX_EXPRESSION_CHARS}"),
+            format!(
+                "{role} is {length} characters long, more than the limit of {MAX_EXPRESSION_CHARS}"
+            ),
         );
         return;
     }
@@ -395,7 +406,10 @@ mod tests {
         ];
         assert_eq!(found.len(), expected.len(), "{found:#?}");
         for prefix in expected {
-            assert!(found.iter().any(|p| p.starts_with(prefix)), "missing {prefix}: {found:#?}");
+            assert!(
+                found.iter().any(|p| p.starts_with(prefix)),
+                "missing {prefix}: {found:#?}"
+            );
         }
     }
 
@@ -414,7 +428,12 @@ mod tests {
             blueprint("c", "a"),
         ]);
         assert_eq!(cycles.len(), 2, "{cycles:#?}");
-        assert!(cycles[0].starts_with("blueprint 'a' runs itself through subflows (a → b → a)"), "{cycles:#?}");
-        assert!(cycles[1].starts_with("blueprint 'self' runs itself through subflows (self → self)"));
+        assert!(
+            cycles[0].starts_with("blueprint 'a' runs itself through subflows (a → b → a)"),
+            "{cycles:#?}"
+        );
+        assert!(
+            cycles[1].starts_with("blueprint 'self' runs itself through subflows (self → self)")
+        );
     }
 }

@@ -26,7 +26,10 @@ struct TwoBundles;
 
 impl NodeRunner for TwoBundles {
     fn implements(&self, uses: &str) -> bool {
-        matches!(uses, "a-const" | "a-panic" | "a-spawn" | "a-fail" | "b-const")
+        matches!(
+            uses,
+            "a-const" | "a-panic" | "a-spawn" | "a-fail" | "b-const"
+        )
     }
 
     fn pin(&self, _blueprint: &Blueprint) -> Result<Pins, PinError> {
@@ -104,11 +107,26 @@ fn first_error(report: &RunReport) -> &str {
 #[tokio::test]
 async fn out_of_range_numbers_fail_their_node_with_the_range() {
     let cases = [
-        (json!({"uses": "a-const", "config": {"timeout": 1e300}}), "config.timeout 1e+300 is out of range"),
-        (json!({"uses": "a-fail", "config": {"maxRetries": 3, "retryDelay": 1e308}}), "config.retryDelay 1e+308 is out of range"),
-        (json!({"uses": "a-fail", "config": {"maxRetries": 1_000_000, "retryDelay": 0}}), "config.maxRetries 1000000 is out of range"),
-        (json!({"uses": "sleep", "params": {"duration": "99999999999d"}}), "params.duration \"99999999999d\" is out of range"),
-        (json!({"uses": "sleep", "params": {"duration": 1e300}}), "params.duration 1e+300 is out of range"),
+        (
+            json!({"uses": "a-const", "config": {"timeout": 1e300}}),
+            "config.timeout 1e+300 is out of range",
+        ),
+        (
+            json!({"uses": "a-fail", "config": {"maxRetries": 3, "retryDelay": 1e308}}),
+            "config.retryDelay 1e+308 is out of range",
+        ),
+        (
+            json!({"uses": "a-fail", "config": {"maxRetries": 1_000_000, "retryDelay": 0}}),
+            "config.maxRetries 1000000 is out of range",
+        ),
+        (
+            json!({"uses": "sleep", "params": {"duration": "99999999999d"}}),
+            "params.duration \"99999999999d\" is out of range",
+        ),
+        (
+            json!({"uses": "sleep", "params": {"duration": 1e300}}),
+            "params.duration 1e+300 is out of range",
+        ),
     ];
     for (node, expected) in cases {
         let mut node = node;
@@ -116,8 +134,16 @@ async fn out_of_range_numbers_fail_their_node_with_the_range() {
         let (engine, mut receiver) = engine_over(&[json!({"id": "bounds", "nodes": [node]})]);
         let report = run_to_end(&engine, &mut receiver, "bounds").await;
         assert_eq!(report.state, RunState::Failed, "{expected}");
-        assert!(first_error(&report).contains(expected), "{expected}: {:?}", report.errors);
-        assert!(first_error(&report).contains("allowed:"), "{:?}", report.errors);
+        assert!(
+            first_error(&report).contains(expected),
+            "{expected}: {:?}",
+            report.errors
+        );
+        assert!(
+            first_error(&report).contains("allowed:"),
+            "{:?}",
+            report.errors
+        );
     }
 }
 
@@ -130,15 +156,29 @@ async fn a_panicking_step_fails_its_node_and_other_runs_go_on() {
             {"id": "F", "uses": "a-const", "params": {"value": "fallback"}}]}),
         json!({"id": "fine", "nodes": [{"id": "A", "uses": "a-const", "params": {"value": 1}}]}),
     ]);
-    let panicking = engine.start_run("panics", None, ContextMap::new()).await.unwrap();
-    let fine = engine.start_run("fine", None, ContextMap::new()).await.unwrap();
+    let panicking = engine
+        .start_run("panics", None, ContextMap::new())
+        .await
+        .unwrap();
+    let fine = engine
+        .start_run("fine", None, ContextMap::new())
+        .await
+        .unwrap();
     let report = memory::drive(&engine, &mut receiver, &panicking, 4, TimerPolicy::Stop)
         .await
         .unwrap();
     assert_eq!(report.state, RunState::Failed);
-    assert_eq!(report.errors.len(), 1, "no retry, no fallback: {:?}", report.errors);
+    assert_eq!(
+        report.errors.len(),
+        1,
+        "no retry, no fallback: {:?}",
+        report.errors
+    );
     let error = first_error(&report);
-    assert!(error.contains("internal error") && error.contains("injected panic"), "{error}");
+    assert!(
+        error.contains("internal error") && error.contains("injected panic"),
+        "{error}"
+    );
     assert!(!report.context.contains_key("_outputs.F"));
     let other = memory::drive(&engine, &mut receiver, &fine, 4, TimerPolicy::Stop)
         .await
@@ -167,7 +207,10 @@ async fn a_self_recursive_subflow_ends_at_the_depth_limit() {
         .find(|run| run.errors.iter().any(|e| e.message.contains("nest deeper")))
         .expect("the deepest run names the limit");
     let message = &deepest.errors[0].message;
-    assert!(message.contains("nest deeper than 32 runs (rec → rec"), "{message}");
+    assert!(
+        message.contains("nest deeper than 32 runs (rec → rec"),
+        "{message}"
+    );
     assert!(first_error(&report).contains("did not complete successfully"));
 }
 
@@ -190,7 +233,10 @@ async fn mutual_subflows_end_at_their_own_limit() {
         .filter(|message| message.starts_with("Node 's': subflows nest deeper"))
         .collect();
     assert_eq!(chains.len(), 1, "{chains:?}");
-    assert!(chains[0].contains("(ping → pong → ping → pong → ping)"), "{chains:?}");
+    assert!(
+        chains[0].contains("(ping → pong → ping → pong → ping)"),
+        "{chains:?}"
+    );
     assert!(first_error(&report).contains("(ping → pong → ping → pong → ping)"));
 }
 
@@ -220,7 +266,13 @@ async fn dynamic_nodes_get_no_more_attempts_than_their_spawner() {
     let (engine, mut receiver) = engine_over(&[spawner(greedy, json!({"maxRetries": 2}))]);
     let report = run_to_end(&engine, &mut receiver, "dyn").await;
     assert_eq!(report.state, RunState::Failed);
-    let progress = engine.backend().snapshot().progress.into_values().next().unwrap();
+    let progress = engine
+        .backend()
+        .snapshot()
+        .progress
+        .into_values()
+        .next()
+        .unwrap();
     let admitted = progress.dynamic_node("d").expect("admitted");
     let config = admitted.config.as_ref().unwrap();
     assert_eq!(config.max_retries, Some(2.into()));
@@ -234,7 +286,11 @@ async fn dynamic_nodes_of_another_bundle_fail_their_spawner() {
     let (engine, mut receiver) = engine_over(&[spawner(borrowed.clone(), json!({}))]);
     let report = run_to_end(&engine, &mut receiver, "dyn").await;
     assert_eq!(report.state, RunState::Failed);
-    assert!(first_error(&report).contains("of type 'b-const'"), "{:?}", report.errors);
+    assert!(
+        first_error(&report).contains("of type 'b-const'"),
+        "{:?}",
+        report.errors
+    );
     assert!(!report.context.contains_key("_outputs.d"));
 
     let mut allowed = spawner(borrowed, json!({}));
@@ -260,5 +316,9 @@ async fn a_fan_out_at_the_dynamic_node_limit_runs_every_node_once() {
     let (engine, mut receiver) = engine_over(&[spawner(Value::Array(too_many), json!({}))]);
     let report = run_to_end(&engine, &mut receiver, "dyn").await;
     assert_eq!(report.state, RunState::Failed);
-    assert!(first_error(&report).contains("more than the limit of 1000"), "{:?}", report.errors);
+    assert!(
+        first_error(&report).contains("more than the limit of 1000"),
+        "{:?}",
+        report.errors
+    );
 }

@@ -17,9 +17,7 @@ use std::sync::Arc;
 use azure_data_cosmos::CosmosError;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::models::{PATCH_TRACKING_PROPERTY, PatchInstructions, PatchOperation};
-use flowcraft_core::context::{
-    ContextChange, ContextMap, ContextValue, context_to_object,
-};
+use flowcraft_core::context::{ContextChange, ContextMap, ContextValue, context_to_object};
 use flowcraft_core::store::{ContextStore, StoreError, StoredContext};
 use serde_json::Value;
 
