@@ -68,6 +68,9 @@ mod tests {
         assert_eq!(ctx.get_raw("a").as_deref(), Some(r#"{"b":[1]}"#));
         assert_eq!(ctx.get_raw("missing"), None);
         let refused = ctx.set_raw("a", "{not JSON").unwrap_err();
-        assert!(matches!(refused, ContextError::Rejected { .. }), "{refused}");
+        assert!(
+            matches!(refused, ContextError::Rejected { .. }),
+            "{refused}"
+        );
     }
 }

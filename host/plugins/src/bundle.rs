@@ -489,7 +489,14 @@ mod tests {
 
     #[test]
     fn describe_is_bounded_in_node_types_and_bytes() {
-        assert!(validate(described(MAX_NODE_TYPES, "x"), Path::new("big.wasm"), "d".into()).is_ok());
+        assert!(
+            validate(
+                described(MAX_NODE_TYPES, "x"),
+                Path::new("big.wasm"),
+                "d".into()
+            )
+            .is_ok()
+        );
         assert_eq!(
             refusal(described(MAX_NODE_TYPES + 1, "x")),
             "bundle big.wasm: describe() lists 1001 node types, more than the limit of 1000 per bundle"

@@ -279,14 +279,21 @@ mod tests {
             "done\\n2025-01-01T00:00:00Z  INFO run finished\\r\\u{1b}]0;x\\u{7}\\u{9b}\\u{202e}\\u{2028}\\\\"
         );
         assert!(escaped.chars().all(|c| !c.is_control()));
-        assert_eq!(escape(r#"say "hi" it's ok: é ü 日本"#, 100), r#"say "hi" it's ok: é ü 日本"#);
+        assert_eq!(
+            escape(r#"say "hi" it's ok: é ü 日本"#, 100),
+            r#"say "hi" it's ok: é ü 日本"#
+        );
     }
 
     #[test]
     fn long_text_is_cut_with_a_note() {
         let escaped = escape(&"é".repeat(5_000), 4_096);
         assert!(escaped.starts_with("éé"));
-        assert!(escaped.ends_with(" … [5904 more bytes cut]"), "{}", &escaped[4_000..]);
+        assert!(
+            escaped.ends_with(" … [5904 more bytes cut]"),
+            "{}",
+            &escaped[4_000..]
+        );
         let kept = escaped.split(" … ").next().unwrap();
         assert_eq!(kept.len(), 4_096);
         // Escapes expand text; the cut applies to the escaped form.
@@ -301,7 +308,10 @@ mod tests {
             render_fields("{\"k\": \"a\\nb\\u001b[31m\u{9b}\u{202e}\u{7f}\"}"),
             r#"{"k":"a\nb\u001b[31m\u009b\u202e\u007f"}"#
         );
-        assert_eq!(render_fields("not json\n\u{1b}[2J"), "(not JSON) not json\\n\\u{1b}[2J");
+        assert_eq!(
+            render_fields("not json\n\u{1b}[2J"),
+            "(not JSON) not json\\n\\u{1b}[2J"
+        );
         assert_eq!(render_fields("[1]"), "(not a JSON object) [1]");
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
         assert!(render_fields(&deep).starts_with("(nested deeper than 64 levels) {"));
@@ -335,7 +345,9 @@ mod tests {
         let mut log = CallLog::call_only();
         let record = LOG_MESSAGE_BYTES;
         let fitting = LOG_BYTES_PER_CALL / record;
-        let admitted = (0..fitting + 3).filter(|_| log.admit(record, record)).count();
+        let admitted = (0..fitting + 3)
+            .filter(|_| log.admit(record, record))
+            .count();
         assert_eq!(admitted, fitting);
         assert_eq!(log.dropped.lines, 3);
     }
@@ -350,7 +362,10 @@ mod tests {
         }
         let mut next = CallLog::for_run(Arc::clone(&budgets), "run-1");
         assert!(!next.admit(1, 1), "the run's budget is used up");
-        assert!(next.drop_if_exhausted(1), "later records are dropped unseen");
+        assert!(
+            next.drop_if_exhausted(1),
+            "later records are dropped unseen"
+        );
         assert_eq!(next.exhausted, Some(Budget::Run));
         let mut other = CallLog::for_run(Arc::clone(&budgets), "run-2");
         assert!(other.admit(1, 1), "another run has its own budget");
@@ -360,6 +375,9 @@ mod tests {
         }
         let runs = budgets.runs.lock().unwrap();
         assert_eq!(runs.usage.len(), LOG_RUNS_TRACKED);
-        assert!(!runs.usage.contains_key("run-1"), "the oldest run is forgotten");
+        assert!(
+            !runs.usage.contains_key("run-1"),
+            "the oldest run is forgotten"
+        );
     }
 }

@@ -23,8 +23,7 @@ impl Host for CallState {
     }
 
     fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
-        check_json_depth("the value", &value)
-            .map_err(|e| format!("context-set '{key}': {e}"))?;
+        check_json_depth("the value", &value).map_err(|e| format!("context-set '{key}': {e}"))?;
         let value = ContextValue::parse(value)
             .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))?;
         self.context.set(&key, value).map_err(|e| e.to_string())

@@ -11,22 +11,6 @@ use flowcraft_core::runner::{FailureKind, NodeCall, NodeRunner};
 use flowcraft_plugins::{Grants, PluginHost};
 use serde_json::{Value, json};
 
-async fn hostile() -> (PluginHost, tempfile::TempDir, String) {
-    let (host, dir) = host_with(&["testkit/hostile.wasm"]).await;
-    let bundle = &host.bundles()[0];
-    let label = format!("bundle {}@{}", bundle.name, bundle.version);
-    (host, dir, label)
-}
-
-async fn still_healthy(host: &PluginHost) {
-    let echoed = output(host, with_input("echo", json!({"still": "fine"}))).await;
-    assert_eq!(
-        echoed,
-        Some(json!({"still": "fine"})),
-        "the next call works"
-    );
-}
-
 #[tokio::test]
 async fn an_endless_loop_is_stopped_by_the_cpu_limit() {
     let (host, _dir, label) = hostile().await;

@@ -67,6 +67,25 @@ pub async fn host_with(bundles: &[&str]) -> (PluginHost, TempDir) {
     (host, dir)
 }
 
+/// A host serving the hostile bundle, and `bundle hostile@<version>`: how
+/// its failure messages begin.
+pub async fn hostile() -> (PluginHost, TempDir, String) {
+    let (host, dir) = host_with(&["testkit/hostile.wasm"]).await;
+    let bundle = &host.bundles()[0];
+    let label = format!("bundle {}@{}", bundle.name, bundle.version);
+    (host, dir, label)
+}
+
+/// Asserts that the hostile bundle's next call works.
+pub async fn still_healthy(host: &PluginHost) {
+    let echoed = output(host, with_input("echo", json!({"still": "fine"}))).await;
+    assert_eq!(
+        echoed,
+        Some(json!({"still": "fine"})),
+        "the next call works"
+    );
+}
+
 /// A call of `uses` with no input, `{}` params and an empty context.
 pub fn call(uses: &str) -> NodeCall {
     NodeCall {

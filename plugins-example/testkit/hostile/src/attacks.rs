@@ -5,7 +5,9 @@
 //! The host must refuse or contain each; these nodes do not handle refusals
 //! (a refused write fails the node with the host's reason).
 
-use flowcraft_sdk::{Context, DynamicNode, Ignore, Level, NodeError, Output, RawRequest, RawResult};
+use flowcraft_sdk::{
+    Context, DynamicNode, Ignore, Level, NodeError, Output, RawRequest, RawResult,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -106,7 +108,11 @@ pub fn big_writes(
 }
 
 /// Returns no output and an action of `params.bytes` characters.
-pub fn huge_action(_: &mut Context, _: Ignore, params: BytesParams) -> Result<Output<()>, NodeError> {
+pub fn huge_action(
+    _: &mut Context,
+    _: Ignore,
+    params: BytesParams,
+) -> Result<Output<()>, NodeError> {
     Ok(Output::none().with_action("a".repeat(params.bytes)))
 }
 
@@ -159,7 +165,11 @@ pub fn log_flood(
 /// whose fields are a JSON object holding the same characters.
 pub fn log_forge(ctx: &mut Context, _: Ignore, _: Ignore) -> Result<Output<()>, NodeError> {
     ctx.log_raw(Level::Warn, FORGED_LINE, FORGED_FIELDS);
-    ctx.log(Level::Warn, "object fields", json!({ "note": FORGED_FIELDS }));
+    ctx.log(
+        Level::Warn,
+        "object fields",
+        json!({ "note": FORGED_FIELDS }),
+    );
     Ok(Output::none())
 }
 

@@ -154,8 +154,14 @@ mod tests {
             .unwrap()
             .output
             .unwrap();
-        assert!(output["monotonicStepNanos"].as_u64().unwrap() > 0, "{output}");
-        assert!(output["wallSubMilliNanos"].as_u64().unwrap() < 1_000_000, "{output}");
+        assert!(
+            output["monotonicStepNanos"].as_u64().unwrap() > 0,
+            "{output}"
+        );
+        assert!(
+            output["wallSubMilliNanos"].as_u64().unwrap() < 1_000_000,
+            "{output}"
+        );
     }
 
     #[test]
