@@ -175,6 +175,7 @@ fn main() -> ExitCode {
             Some(Command::Plugins(command)) => plugins_cmd::plugins(command).await,
         }
     });
+    setup::flush_logs();
     match outcome {
         Ok(code) => code,
         Err(error) => {

@@ -1,9 +1,11 @@
 //! Building the engine's parts from what the user configured: the plugin
-//! runtime over a bundle directory, and the validated, prepared blueprints.
+//! runtime over a bundle directory, the validated, prepared blueprints, and
+//! the process's log.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use flowcraft_core::blueprint::Blueprint;
@@ -11,6 +13,7 @@ use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::validate::{Catalog, validate};
 use flowcraft_plugins::{Grants, PluginConfig, PluginHost};
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 /// Loads every bundle of `dir` with the given capability grants; `calls` is
 /// how many node calls may run at once (default: the plugin runtime's own).
@@ -65,17 +68,100 @@ pub fn plan_all(
     Ok(Arc::new(registry))
 }
 
+/// Log lines waiting for stderr at most; more are dropped (see [`init_logging`]).
+/// A line is usually a few hundred bytes; a guest's record at most about 10 KiB.
+const LOG_QUEUE_LINES: usize = 8_192;
+
+/// The log writer's thread, kept until [`flush_logs`] drops it.
+static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
 /// Logs to stderr: `info` (per-node progress) or, with `quiet`, warnings
 /// only; `FLOWCRAFT_LOG` overrides the filter.
+///
+/// Records go through a queue of [`LOG_QUEUE_LINES`] lines that a thread of
+/// its own writes to stderr, so that logging never waits for stderr: when
+/// stderr is slow or blocked and the queue is full, new lines are dropped
+/// instead (a node's log call must never hold it past its time limit).
+/// Call [`flush_logs`] before the process exits.
 pub fn init_logging(quiet: bool) {
     let level = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWCRAFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let (writer, guard) = log_queue(std::io::stderr());
+    *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .without_time()
         .compact()
         .init();
+}
+
+/// A writer that queues lines for `sink`, dropping them when the queue is full.
+fn log_queue<W: Write + Send + 'static>(sink: W) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("flowcraft-log")
+        .finish(sink)
+}
+
+/// Writes the queued log lines to stderr (waiting at most about a second)
+/// and stops the log writer; later records are dropped. A no-op without
+/// [`init_logging`].
+pub fn flush_logs() {
+    drop(LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A sink that blocks its first write until released, as a full pipe
+    /// nobody reads would; then counts lines.
+    struct BlockedPipe {
+        release: Option<mpsc::Receiver<()>>,
+        lines: mpsc::Sender<()>,
+    }
+
+    impl Write for BlockedPipe {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if let Some(release) = self.release.take() {
+                release.recv().ok();
+            }
+            self.lines.send(()).ok();
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logging_never_waits_for_a_blocked_stderr() {
+        let (release, released) = mpsc::channel();
+        let (line, lines) = mpsc::channel();
+        let sink = BlockedPipe {
+            release: Some(released),
+            lines: line,
+        };
+        let (mut writer, guard) = log_queue(sink);
+        let sent = LOG_QUEUE_LINES + 100;
+        // Every write returns while the sink is blocked: the queue fills,
+        // then lines are dropped.
+        for n in 0..sent {
+            writer.write_all(format!("line {n}\n").as_bytes()).unwrap();
+        }
+        let dropped = writer.error_counter().dropped_lines();
+        assert!((99..=100).contains(&dropped), "{dropped} lines dropped");
+
+        release.send(()).unwrap();
+        drop(guard);
+        assert_eq!(lines.try_iter().count(), sent - dropped, "the rest is written");
+    }
 }
