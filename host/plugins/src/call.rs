@@ -4,7 +4,7 @@
 //!
 //! | what happened | [`FailureKind`] |
 //! |---|---|
-//! | guest returned `retryable` / `fatal` / `invalid-input` | `Retryable` / `Fatal` / `InvalidInput` (guest message verbatim, cut to [`MAX_GUEST_MESSAGE_BYTES`]) |
+//! | guest returned `retryable` / `fatal` / `invalid-input` | `Retryable` / `Fatal` / `InvalidInput` (guest message kept, control characters escaped, cut to [`MAX_GUEST_MESSAGE_BYTES`]) |
 //! | CPU or wall-clock time limit | `Retryable` |
 //! | memory limit, trap, panic | `Retryable` |
 //! | result (output, action and dynamic nodes) over `max_output_bytes`, more than [`MAX_DYNAMIC_NODES_PER_CALL`] dynamic nodes, output or a dynamic node nested deeper than [`MAX_JSON_DEPTH`](flowcraft_core::limits::MAX_JSON_DEPTH), not JSON, invalid dynamic node | `Fatal` |
@@ -189,20 +189,19 @@ pub(crate) fn trap_failure(error: &wasmtime::Error, state: &CallState) -> NodeFa
     }
 }
 
-/// A failure the guest reported itself: its message is kept verbatim.
+/// A failure the guest reported itself: its message is kept, escaped like
+/// its log records (it reaches the host's log) and cut to
+/// [`MAX_GUEST_MESSAGE_BYTES`].
 fn guest_failure(error: GuestNodeError) -> NodeFailure {
-    let (kind, mut message) = match error {
+    let (kind, message) = match error {
         GuestNodeError::Retryable(message) => (FailureKind::Retryable, message),
         GuestNodeError::Fatal(message) => (FailureKind::Fatal, message),
         GuestNodeError::InvalidInput(message) => (FailureKind::InvalidInput, message),
     };
-    if message.len() > MAX_GUEST_MESSAGE_BYTES {
-        let cut = message.floor_char_boundary(MAX_GUEST_MESSAGE_BYTES);
-        let more = message.len() - cut;
-        message.truncate(cut);
-        message.push_str(&format!(" … [{more} more bytes cut]"));
+    NodeFailure {
+        kind,
+        message: escape(&message, MAX_GUEST_MESSAGE_BYTES),
     }
-    NodeFailure { kind, message }
 }
 
 /// Checks a guest's result against the limits, then parses it.
@@ -277,8 +276,12 @@ fn panic_message(stderr: &str) -> Option<String> {
     })
 }
 
+/// Guest text on one line, escaped and bounded like a guest's message.
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    escape(
+        &text.split_whitespace().collect::<Vec<_>>().join(" "),
+        MAX_GUEST_MESSAGE_BYTES,
+    )
 }
 
 fn quote(text: &str) -> String {
@@ -321,6 +324,25 @@ mod tests {
             "hostile panic (at src/lib.rs:10:5)"
         );
         assert_eq!(panic_message("just output"), None);
+    }
+
+    #[test]
+    fn guest_messages_are_escaped_and_cut() {
+        let message = "é".repeat(MAX_GUEST_MESSAGE_BYTES);
+        let failure = guest_failure(GuestNodeError::Fatal(message));
+        assert_eq!(failure.kind, FailureKind::Fatal);
+        let (kept, note) = failure.message.split_once(" … ").unwrap();
+        assert_eq!(kept.len(), MAX_GUEST_MESSAGE_BYTES);
+        assert_eq!(
+            note,
+            format!("[{} more bytes cut]", MAX_GUEST_MESSAGE_BYTES)
+        );
+        let short = guest_failure(GuestNodeError::Retryable("try again".into()));
+        assert_eq!(short.message, "try again");
+        let forged = guest_failure(GuestNodeError::Fatal(
+            "no\n2025 INFO run finished\u{1b}[2J".into(),
+        ));
+        assert_eq!(forged.message, "no\\n2025 INFO run finished\\u{1b}[2J");
     }
 
     #[test]

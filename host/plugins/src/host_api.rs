@@ -11,6 +11,7 @@ use flowcraft_core::context::ContextValue;
 use flowcraft_core::limits::check_json_depth;
 
 use crate::bindings::{Host, LogLevel, TypesHost};
+use crate::call::MAX_GUEST_MESSAGE_BYTES;
 use crate::config::LOG_MESSAGE_BYTES;
 use crate::guest_log::{GUEST_TARGET, escape, render_fields};
 use crate::sandbox::{CallState, HostRuleBroken};
@@ -35,7 +36,11 @@ impl Host for CallState {
 
     fn context_delete(&mut self, key: String) -> wasmtime::Result<bool> {
         self.context.delete(&key).map_err(|error| {
-            let message = format!("context-delete '{key}': {error}");
+            // It becomes the node's failure message: guest text, escaped.
+            let message = escape(
+                &format!("context-delete '{key}': {error}"),
+                MAX_GUEST_MESSAGE_BYTES,
+            );
             self.fault = Some(message.clone());
             wasmtime::Error::new(HostRuleBroken(message))
         })
