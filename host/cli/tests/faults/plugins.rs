@@ -34,6 +34,42 @@ const HOSTILE: &[(&str, &str, &str, bool, &str)] = &[
         false,
         "more than the limit",
     ),
+    // Issue 14's attacks on the host API that the plugin runtime refuses.
+    (
+        "forge",
+        r#"{"key": "_outputs.after"}"#,
+        "{}",
+        false,
+        "context key '_outputs.after'",
+    ),
+    (
+        "deep-write",
+        "{}",
+        "{}",
+        false,
+        "nesting depth of the value 200",
+    ),
+    (
+        "big-writes",
+        r#"{"count": 10, "bytes": 200000}"#,
+        "{}",
+        false,
+        "bytes per node call",
+    ),
+    (
+        "huge-action",
+        r#"{"bytes": 2000000}"#,
+        "{}",
+        false,
+        "(output, action and dynamic nodes)",
+    ),
+    (
+        "spawn-flood",
+        r#"{"count": 34000}"#,
+        "{}",
+        false,
+        "34000 dynamic nodes",
+    ),
 ];
 
 fn hostile_blueprint(uses: &str, params: &str, config: &str, fallback: bool) -> Value {
