@@ -175,6 +175,15 @@ impl Blueprint {
         }
     }
 
+    /// How many child runs a run of this blueprint may add to its run
+    /// tree: `metadata.maxSubflowRuns`, else the default.
+    pub fn subflow_runs(&self) -> Result<u32, crate::limits::LimitError> {
+        match self.metadata.as_ref().and_then(|m| m.get("maxSubflowRuns")) {
+            None => Ok(crate::limits::DEFAULT_SUBFLOW_RUNS),
+            Some(value) => crate::limits::subflow_runs(value),
+        }
+    }
+
     /// `metadata.cycleEntryPoints`, the preferred entries of start-less cycles.
     pub fn cycle_entry_points(&self) -> Vec<&str> {
         self.metadata

@@ -1168,7 +1168,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     }
 
     /// Starts the child run of subflow `node`, unless it would nest deeper
-    /// than the blueprint's `metadata.maxSubflowDepth` allows.
+    /// than the blueprint's `metadata.maxSubflowDepth` allows, or the run's
+    /// tree has started `metadata.maxSubflowRuns` child runs already.
     async fn start_child(
         &self,
         plan: &Plan,
@@ -1178,23 +1179,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         child_blueprint: String,
         initial: ContextMap,
     ) -> Result<(), EngineError> {
-        let depth_limit = match plan.blueprint.subflow_depth() {
-            Ok(limit) => limit,
-            Err(error) => {
-                let failure = NodeFailure::fatal(format!("Node '{}': {error}", node.id));
-                return self.failed(plan, job, node, failure).await;
-            }
-        };
-        if view.lineage.len() > depth_limit as usize {
-            let chain = [view.lineage.as_slice(), &[child_blueprint]]
-                .concat()
-                .join(" → ");
-            let failure = NodeFailure::fatal(format!(
-                "Node '{}': subflows nest deeper than {depth_limit} runs ({chain}); end the recursion with a condition, or raise metadata.maxSubflowDepth (at most {})",
-                node.id,
-                limits::MAX_SUBFLOW_DEPTH
-            ));
-            return self.failed(plan, job, node, failure).await;
+        if let Err(message) = self.admit_child(plan, node, view, &child_blueprint).await? {
+            return self
+                .failed(plan, job, node, NodeFailure::fatal(message))
+                .await;
         }
         // A retried run starts new children (the failed one keeps its id).
         let child_run_id = match view.retries {
@@ -1206,6 +1194,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             blueprint_id: plan.blueprint.id.clone(),
             node_id: node.id.clone(),
             lineage: view.lineage.clone(),
+            root_run_id: Some(view.root_run_id.clone()),
         };
         let node_id = node.id.clone();
         let child = child_run_id.clone();
@@ -1225,6 +1214,56 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     .await
             }
         }
+    }
+
+    /// Whether subflow `node` may start a child run of `child_blueprint`:
+    /// within the depth limit, and counted against the run tree's budget of
+    /// child runs (on the root run's record). The inner error says which
+    /// limit was reached.
+    async fn admit_child(
+        &self,
+        plan: &Plan,
+        node: &NodeDefinition,
+        view: &JobView,
+        child_blueprint: &str,
+    ) -> Result<Result<(), String>, EngineError> {
+        let limits = plan
+            .blueprint
+            .subflow_depth()
+            .and_then(|depth| Ok((depth, plan.blueprint.subflow_runs()?)));
+        let (depth_limit, runs_limit) = match limits {
+            Ok(limits) => limits,
+            Err(error) => return Ok(Err(format!("Node '{}': {error}", node.id))),
+        };
+        if view.lineage.len() > depth_limit as usize {
+            let chain = [view.lineage.as_slice(), &[child_blueprint.to_owned()]]
+                .concat()
+                .join(" → ");
+            return Ok(Err(format!(
+                "Node '{}': subflows nest deeper than {depth_limit} runs ({chain}); end the recursion with a condition, or raise metadata.maxSubflowDepth (at most {})",
+                node.id,
+                limits::MAX_SUBFLOW_DEPTH
+            )));
+        }
+        let counted = self
+            .backend
+            .update_progress(&view.root_run_id, |p| {
+                let room = p.subflow_runs < runs_limit;
+                if room {
+                    p.subflow_runs += 1;
+                }
+                room
+            })
+            .await?;
+        if counted == Some(false) {
+            return Ok(Err(format!(
+                "Node '{}': run '{}' and its subflows have started {runs_limit} child runs, the most metadata.maxSubflowRuns allows (at most {})",
+                node.id,
+                view.root_run_id,
+                limits::MAX_SUBFLOW_RUNS
+            )));
+        }
+        Ok(Ok(()))
     }
 
     /// A child run of a subflow node settled: finish, fail or pause the node.
@@ -1448,6 +1487,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
         warn!(run = %job.run_id, node = %node.id, error = %message, "node failed");
         if let (Some(fallback), false) = (node.fallback(), failure.is_fatal())
+            && fallback != node.id
             && plan.node(fallback).is_some()
         {
             let changes = vec![
@@ -1754,6 +1794,8 @@ struct JobView {
     /// The blueprint ids of this run and the runs above it (see
     /// [`RunProgress::lineage`]).
     lineage: Vec<String>,
+    /// The run at the top of this run's tree of subflows.
+    root_run_id: String,
 }
 
 impl JobView {
@@ -1770,6 +1812,7 @@ impl JobView {
             pins: progress.pins.clone(),
             retries: progress.retries,
             lineage: progress.lineage(),
+            root_run_id: progress.root_run_id().to_owned(),
         }
     }
 }

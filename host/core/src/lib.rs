@@ -15,6 +15,8 @@ pub mod context_cache;
 pub mod dynamic;
 pub mod engine;
 pub mod expression;
+#[cfg(feature = "generate")]
+pub mod generate;
 pub mod limits;
 pub mod memory;
 pub mod plan;

@@ -41,6 +41,10 @@ pub const MAX_CHUNK_SIZE: u64 = 100_000;
 pub const DEFAULT_SUBFLOW_DEPTH: u32 = 32;
 /// Largest `metadata.maxSubflowDepth`.
 pub const MAX_SUBFLOW_DEPTH: u32 = 256;
+/// Child runs a run and all its descendants may start, by default.
+pub const DEFAULT_SUBFLOW_RUNS: u32 = 1_000;
+/// Largest `metadata.maxSubflowRuns`.
+pub const MAX_SUBFLOW_RUNS: u32 = 100_000;
 /// Dynamic nodes one node call may add to its run.
 pub const MAX_DYNAMIC_NODES_PER_CALL: usize = 1_000;
 /// Nodes of one blueprint.
@@ -237,47 +241,48 @@ fn duration_text(text: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// `value` as a whole number from 1 to `max`.
+fn whole_number(field: &str, value: &Value, max: u64) -> Result<u64, LimitError> {
+    // `60.0` is a whole number too, as in the JavaScript that writes blueprints.
+    let whole = value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|number| number.fract() == 0.0 && *number >= 0.0 && *number <= max as f64)
+            .map(|number| number as u64)
+    });
+    whole
+        .filter(|number| (1..=max).contains(number))
+        .ok_or_else(|| LimitError::new(field, value, format!("a whole number from 1 to {max}")))
+}
+
 /// `metadata.stepLimit`: 1 to [`MAX_STEP_LIMIT`] node executions.
 pub fn step_limit(value: &Value) -> Result<u64, LimitError> {
-    value
-        .as_u64()
-        .filter(|limit| (1..=MAX_STEP_LIMIT).contains(limit))
-        .ok_or_else(|| {
-            LimitError::new(
-                "metadata.stepLimit",
-                value,
-                format!("a whole number from 1 to {MAX_STEP_LIMIT}"),
-            )
-        })
+    whole_number("metadata.stepLimit", value, MAX_STEP_LIMIT)
 }
 
 /// `params.chunkSize` of a `batch-scatter` node: 1 to [`MAX_CHUNK_SIZE`].
 pub fn chunk_size(value: &Value) -> Result<u64, LimitError> {
-    value
-        .as_u64()
-        .filter(|size| (1..=MAX_CHUNK_SIZE).contains(size))
-        .ok_or_else(|| {
-            LimitError::new(
-                "params.chunkSize",
-                value,
-                format!("a whole number from 1 to {MAX_CHUNK_SIZE}"),
-            )
-        })
+    whole_number("params.chunkSize", value, MAX_CHUNK_SIZE)
 }
 
 /// `metadata.maxSubflowDepth`: 1 to [`MAX_SUBFLOW_DEPTH`].
 pub fn subflow_depth(value: &Value) -> Result<u32, LimitError> {
-    value
-        .as_u64()
-        .filter(|depth| (1..=u64::from(MAX_SUBFLOW_DEPTH)).contains(depth))
-        .map(|depth| depth as u32)
-        .ok_or_else(|| {
-            LimitError::new(
-                "metadata.maxSubflowDepth",
-                value,
-                format!("a whole number from 1 to {MAX_SUBFLOW_DEPTH}"),
-            )
-        })
+    whole_number(
+        "metadata.maxSubflowDepth",
+        value,
+        u64::from(MAX_SUBFLOW_DEPTH),
+    )
+    .map(|depth| depth as u32)
+}
+
+/// `metadata.maxSubflowRuns`: 1 to [`MAX_SUBFLOW_RUNS`].
+pub fn subflow_runs(value: &Value) -> Result<u32, LimitError> {
+    whole_number(
+        "metadata.maxSubflowRuns",
+        value,
+        u64::from(MAX_SUBFLOW_RUNS),
+    )
+    .map(|runs| runs as u32)
 }
 
 /// How deeply arrays and objects nest in the JSON text `json` (0 for a

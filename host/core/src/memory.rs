@@ -159,6 +159,11 @@ impl JobReceiver {
     pub fn try_recv(&mut self) -> Result<Job, mpsc::error::TryRecvError> {
         self.receiver.try_recv()
     }
+
+    /// The next job, waiting for one (a delayed job arrives when its timer fires).
+    pub async fn recv(&mut self) -> Option<Job> {
+        self.receiver.recv().await
+    }
 }
 
 fn now_seconds() -> i64 {

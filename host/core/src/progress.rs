@@ -143,6 +143,10 @@ pub struct ParentLink {
     /// ending with the parent's: the child's subflow depth is its length.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lineage: Vec<String>,
+    /// The run at the top of the tree, which counts its subflow runs
+    /// (absent in records written before it was kept: the parent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_run_id: Option<String>,
 }
 
 impl RunProgress {
@@ -155,6 +159,14 @@ impl RunProgress {
         };
         lineage.push(self.blueprint_id.clone());
         lineage
+    }
+
+    /// The run at the top of this run's tree of subflows (itself if none).
+    pub fn root_run_id(&self) -> &str {
+        match &self.parent {
+            Some(parent) => parent.root_run_id.as_deref().unwrap_or(&parent.run_id),
+            None => &self.run_id,
+        }
     }
 }
 
@@ -211,6 +223,9 @@ pub struct RunProgress {
     /// (`errors` holds only those since the last retry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retried_errors: Vec<RunError>,
+    /// Child runs started in this run's tree (kept on the root run).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub subflow_runs: u32,
 }
 
 /// What a transition asks the caller to do next.
@@ -355,6 +370,7 @@ impl RunProgress {
             children: BTreeMap::new(),
             retries: 0,
             retried_errors: Vec::new(),
+            subflow_runs: 0,
         }
     }
 

@@ -79,13 +79,19 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
             report(here.clone(), error.to_string());
         }
         if let Some(config) = &node.config {
-            if let Some(fallback) = &config.fallback
-                && !ids.contains(fallback.as_str())
-            {
-                report(
-                    here.clone(),
-                    format!("fallback '{fallback}' is not a node of this blueprint"),
-                );
+            if let Some(fallback) = &config.fallback {
+                if !ids.contains(fallback.as_str()) {
+                    report(
+                        here.clone(),
+                        format!("fallback '{fallback}' is not a node of this blueprint"),
+                    );
+                } else if fallback == &node.id {
+                    report(
+                        here.clone(),
+                        "a node cannot be its own fallback; use config.maxRetries to run it again"
+                            .into(),
+                    );
+                }
             }
             if let Some(strategy) = &config.join_strategy
                 && strategy != "all"
@@ -290,8 +296,10 @@ fn check_metadata(blueprint: &Blueprint, report: &mut impl FnMut(String, String)
     {
         report("metadata".into(), error.to_string());
     }
-    if let Err(error) = blueprint.subflow_depth() {
-        report("metadata".into(), error.to_string());
+    for checked in [blueprint.subflow_depth(), blueprint.subflow_runs()] {
+        if let Err(error) = checked {
+            report("metadata".into(), error.to_string());
+        }
     }
     if let Some(types) = metadata.get(ALLOWED_TYPES_KEY)
         && !types

@@ -109,6 +109,10 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
             time_limit.as_millis()
         ))),
         Ok(Err(error)) => Err(trap_failure(&error, &state)),
+        // A host rule the node broke fails the call whatever it answered.
+        Ok(Ok(_)) if let Some(fault) = &state.fault => {
+            Err(NodeFailure::fatal(format!("{}: {fault}", prefix(&state))))
+        }
         Ok(Ok(Err(guest_error))) => Err(guest_failure(guest_error)),
         Ok(Ok(Ok(result))) => success(result, runtime.limits.max_output_bytes, &state),
     };

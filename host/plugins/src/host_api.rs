@@ -23,11 +23,25 @@ impl Host for CallState {
         self.context.get(&key).map(|value| value.json().to_owned())
     }
 
+    /// A refused write is answered to the guest and also fails the call
+    /// (see [`CallState::fault`]): a node cannot ignore it and finish.
     fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
-        check_json_depth("the value", &value).map_err(|e| format!("context-set '{key}': {e}"))?;
-        let value = ContextValue::parse(value)
-            .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))?;
-        self.context.set(&key, value).map_err(|e| e.to_string())
+        let written = check_json_depth("the value", &value)
+            .map_err(|e| format!("context-set '{key}': {e}"))
+            .and_then(|()| {
+                ContextValue::parse(value)
+                    .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))
+            })
+            .and_then(|value| {
+                self.context
+                    .set(&key, value)
+                    .map_err(|e| format!("context-set '{key}': {e}"))
+            });
+        if let Err(refusal) = &written {
+            self.fault
+                .get_or_insert_with(|| escape(refusal, MAX_GUEST_MESSAGE_BYTES));
+        }
+        written
     }
 
     fn context_has(&mut self, key: String) -> bool {

@@ -63,7 +63,8 @@ pub(crate) struct CallState {
     pub time_limit: Duration,
     /// Set by the epoch callback when it stopped the guest.
     pub time_limit_hit: bool,
-    /// A host rule the guest broke (it trapped the call), e.g. a write quota.
+    /// The first host rule the guest broke (a refused context write, a write
+    /// quota): the call fails with it, whatever the guest answers.
     pub fault: Option<String>,
 }
 
