@@ -162,6 +162,10 @@ mod tests {
 
         release.send(()).unwrap();
         drop(guard);
-        assert_eq!(lines.try_iter().count(), sent - dropped, "the rest is written");
+        assert_eq!(
+            lines.try_iter().count(),
+            sent - dropped,
+            "the rest is written"
+        );
     }
 }

@@ -1214,11 +1214,17 @@ impl flowcraft_core::runner::NodeRunner for PanicsOnDemand {
         matches!(uses, "explode" | "steady")
     }
 
-    fn pin(&self, _: &Blueprint) -> Result<flowcraft_core::runner::Pins, flowcraft_core::runner::PinError> {
+    fn pin(
+        &self,
+        _: &Blueprint,
+    ) -> Result<flowcraft_core::runner::Pins, flowcraft_core::runner::PinError> {
         Ok(Default::default())
     }
 
-    async fn run(&self, call: flowcraft_core::runner::NodeCall) -> flowcraft_core::runner::NodeOutcome {
+    async fn run(
+        &self,
+        call: flowcraft_core::runner::NodeCall,
+    ) -> flowcraft_core::runner::NodeOutcome {
         if call.uses == "explode" {
             panic!("injected panic in node '{}'", call.node_id);
         }
@@ -1285,7 +1291,11 @@ async fn a_panicking_job_fails_its_run_and_other_runs_complete_on_azure() {
         if over == runs.len() {
             break;
         }
-        assert!(Instant::now() < deadline, "runs did not end: {over} of {}", runs.len());
+        assert!(
+            Instant::now() < deadline,
+            "runs did not end: {over} of {}",
+            runs.len()
+        );
         for message in queue.receive(32, Duration::from_secs(30)).await.unwrap() {
             for job in wire::decode_group(&message.text).unwrap().jobs {
                 engine.handle(&job).await.expect("the panic is contained");
@@ -1301,8 +1311,16 @@ async fn a_panicking_job_fails_its_run_and_other_runs_complete_on_azure() {
         message.contains("internal error") && message.contains("injected panic in node 'boom'"),
         "{message}"
     );
-    assert!(!failed.context.contains_key("_outputs.rescue"), "no fallback for a bug");
-    let status = engine.backend().read_status(&exploding).await.unwrap().unwrap();
+    assert!(
+        !failed.context.contains_key("_outputs.rescue"),
+        "no fallback for a bug"
+    );
+    let status = engine
+        .backend()
+        .read_status(&exploding)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.final_status.unwrap()["reason"], json!(message));
     for run in &steady {
         let report = engine.report(run).await.unwrap();

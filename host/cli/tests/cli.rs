@@ -281,7 +281,10 @@ fn out_of_range_numbers_are_one_line_from_validate_and_run() {
         let stdout = String::from_utf8_lossy(&validated.stdout);
         assert_eq!(validated.status.code(), Some(2), "{stdout}");
         assert_eq!(stdout.lines().count(), 1, "{stdout}");
-        assert!(stdout.contains(expected), "expected {expected:?} in {stdout}");
+        assert!(
+            stdout.contains(expected),
+            "expected {expected:?} in {stdout}"
+        );
         let ran = flowcraft(&["run", file, "--plugins", dist.to_str().unwrap()]);
         assert_eq!(ran.status.code(), Some(2), "{}", stderr(&ran));
         assert!(stderr(&ran).contains(expected), "{}", stderr(&ran));
@@ -293,7 +296,9 @@ fn validate_with_blueprints_finds_unknown_subflows_and_warns_of_cycles() {
     let dir = std::env::temp_dir().join(format!("flowcraft-cli-subflows-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let subflow = |id: &str, child: &str| {
-        format!(r#"{{"id":"{id}","nodes":[{{"id":"s","uses":"subflow","params":{{"blueprintId":"{child}"}}}}]}}"#)
+        format!(
+            r#"{{"id":"{id}","nodes":[{{"id":"s","uses":"subflow","params":{{"blueprintId":"{child}"}}}}]}}"#
+        )
     };
     std::fs::write(dir.join("a.json"), subflow("a", "b")).unwrap();
     std::fs::write(dir.join("b.json"), subflow("b", "a")).unwrap();
