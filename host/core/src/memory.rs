@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::error;
 
-use crate::context::{ContextChange, ContextMap};
+use crate::context::{ContextChange, ContextMap, ContextValue};
 use crate::engine::{Engine, EngineError, RunReport, time_until};
 use crate::progress::{AwaitReason, RunProgress, RunState};
 use crate::runner::NodeRunner;
@@ -63,7 +63,7 @@ impl MemoryBackend {
             state: Mutex::new(snapshot),
             sender,
             timers: Arc::new(AtomicUsize::new(0)),
-            item_limit: None,
+            item_limit: Some(crate::limits::MAX_CONTEXT_BYTES),
         };
         backend.rearm_timers();
         (backend, JobReceiver { receiver })
@@ -71,8 +71,8 @@ impl MemoryBackend {
 
     /// Refuses (permanently, as Cosmos DB does with HTTP 413 past its 2 MB
     /// item limit) a write that would leave a run's context, or its status
-    /// with the final status, larger than `bytes` of JSON. No limit by
-    /// default.
+    /// with the final status, larger than `bytes` of JSON. By default
+    /// [`MAX_CONTEXT_BYTES`](crate::limits::MAX_CONTEXT_BYTES), Cosmos DB's limit.
     pub fn with_item_limit(mut self, bytes: usize) -> Self {
         self.item_limit = Some(bytes);
         self
@@ -207,18 +207,17 @@ impl ContextStore for MemoryBackend {
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
-        if self.item_limit.is_some() {
-            let mut after = state
-                .contexts
-                .get(run_id)
-                .map(|context| (**context).clone())
-                .unwrap_or_default();
-            for change in changes {
-                change.apply_to(&mut after);
+        if let Some(limit) = self.item_limit {
+            let current = state.contexts.get(run_id);
+            let size = size_after(current.map(Arc::as_ref), changes);
+            if size > limit {
+                return Err(StoreError::refused(
+                    "memory store",
+                    format!(
+                        "the context of run '{run_id}' would be {size} bytes, more than the limit of {limit} bytes; keep large data outside the run context"
+                    ),
+                ));
             }
-            self.check_size(&format!("context of run '{run_id}'"), &after)?;
-            state.contexts.insert(run_id.to_owned(), Arc::new(after));
-            return Ok(());
         }
         // Copy-on-write: copies only while a job still holds an older snapshot.
         let context = Arc::make_mut(state.contexts.entry(run_id.to_owned()).or_default());
@@ -227,6 +226,33 @@ impl ContextStore for MemoryBackend {
         }
         Ok(())
     }
+}
+
+/// The JSON size of `context` (none: empty) after `changes`, counted from
+/// the values' text without serializing anything: `{"key":value,…}`, give or
+/// take escapes in the keys.
+fn size_after(context: Option<&ContextMap>, changes: &[ContextChange]) -> usize {
+    let entry = |key: &str, value: &ContextValue| key.len() + value.json().len() + 4;
+    let mut size = 2 + context.map_or(0, |context| {
+        context.iter().map(|(key, value)| entry(key, value)).sum()
+    });
+    let mut touched: HashMap<&str, Option<&ContextValue>> = HashMap::new();
+    for change in changes {
+        let value = match change {
+            ContextChange::Set { value, .. } => Some(value),
+            ContextChange::Delete { .. } => None,
+        };
+        touched.insert(change.key(), value);
+    }
+    for (key, value) in touched {
+        if let Some(old) = context.and_then(|context| context.get(key)) {
+            size -= entry(key, old);
+        }
+        if let Some(new) = value {
+            size += entry(key, new);
+        }
+    }
+    size
 }
 
 impl StatusStore for MemoryBackend {
