@@ -543,6 +543,33 @@ impl Fleet {
         }
     }
 
+    /// The peak resident memory (VmHWM) of each running worker, in bytes.
+    pub fn peak_rss(&self) -> Vec<u64> {
+        self.workers
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(|child| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                    .expect("the worker's /proc status");
+                let kib = status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("VmHWM:"))
+                    .and_then(|value| {
+                        value
+                            .trim()
+                            .trim_end_matches(" kB")
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .expect("VmHWM in /proc status");
+                kib * 1024
+            })
+            .collect()
+    }
+
     /// Lines of every worker's log that contain `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         let ledger = self.ledger.lock().unwrap();

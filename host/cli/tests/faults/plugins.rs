@@ -1,9 +1,14 @@
-//! Scenario 5, hostile and broken bundles inside real runs: an endless loop,
-//! a memory bomb, a panic, output that is not JSON, output over the limit,
-//! each with and without a fallback; and a bundle file replaced by garbage
-//! while a run that needs it is under way. Retryable failures are retried
-//! and then fall back; fatal ones fail the run at once; every failure names
-//! its cause; the worker keeps serving ordinary runs throughout.
+//! Scenario 5, hostile and broken bundles inside real runs on two workers: an
+//! endless loop, a memory bomb, a panic, output that is not JSON, output over
+//! the limit, and issue 14's attacks on the host API (forged engine keys,
+//! deep and large writes, a huge action, dynamic nodes that ask for more
+//! time, attempts or another bundle's code, dynamic-node, log floods and
+//! forged log lines), each with and without a fallback; and a bundle file
+//! replaced by garbage while a run that needs it is under way. Retryable
+//! failures are retried and then fall back; fatal ones fail the run at once;
+//! every failure names its cause; each run ends as the embedded reference
+//! run does; the workers keep serving ordinary runs throughout, within
+//! [`PEAK_RSS_BOUND`] of memory each.
 
 use std::path::Path;
 use std::time::Duration;
@@ -72,6 +77,42 @@ const HOSTILE: &[(&str, &str, &str, bool, &str)] = &[
     ),
 ];
 
+/// Hostile node types whose attack is carried by the dynamic nodes they add
+/// or by their logs: (uses, params, extra config, the failing node and the
+/// cause its failure must name; `None`: the run completes, harmlessly).
+const CONTAINED: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
+    // The spinner asks for an hour and gets its spawner's second.
+    (
+        "spawn-spin",
+        "{}",
+        r#"{"timeout": 1000}"#,
+        Some(("spinner", "time limit of 1000 ms exceeded")),
+    ),
+    // The retrier asks for a million attempts: out of range, so its spawner fails.
+    (
+        "spawn-retry",
+        "{}",
+        "{}",
+        Some(("bad", "config.maxRetries 1000000 is out of range")),
+    ),
+    (
+        "spawn-foreign",
+        "{}",
+        "{}",
+        Some((
+            "bad",
+            "of type 'twin-fetch', which the bundle of 'spawn-foreign' does not implement",
+        )),
+    ),
+    ("log-flood", r#"{"lines": 20000, "bytes": 100}"#, "{}", None),
+    ("log-forge", "{}", "{}", None),
+];
+
+/// The most resident memory a worker may reach in this scenario. Its own
+/// peak under the hostile runs is printed; the bound leaves room for eight
+/// calls at their 64 MiB memory limit.
+const PEAK_RSS_BOUND: u64 = 512 << 20;
+
 fn hostile_blueprint(uses: &str, params: &str, config: &str, fallback: bool) -> Value {
     let mut config: Map<String, Value> = serde_json::from_str(config).unwrap();
     config.insert("maxRetries".into(), json!(2));
@@ -86,6 +127,15 @@ fn hostile_blueprint(uses: &str, params: &str, config: &str, fallback: bool) -> 
     let suffix = if fallback { "-fb" } else { "" };
     json!({"id": format!("h-{uses}{suffix}"), "nodes": nodes,
            "edges": [{"source": "bad", "target": "after"}]})
+}
+
+/// One node of a [`CONTAINED`] type (with two attempts), alone: what it
+/// leads to is its dynamic nodes' doing.
+fn contained_blueprint(uses: &str, params: &str, config: &str) -> Value {
+    let mut config: Map<String, Value> = serde_json::from_str(config).unwrap();
+    config.insert("maxRetries".into(), json!(2));
+    json!({"id": format!("h-{uses}"), "nodes": [{"id": "bad", "uses": uses,
+        "params": serde_json::from_str::<Value>(params).unwrap(), "config": config}]})
 }
 
 /// Ordinary work that must go on meanwhile (conformance nodes only).
@@ -120,9 +170,12 @@ async fn hostile_nodes_fail_with_their_cause_and_the_worker_keeps_serving() {
         blueprints.push(hostile_blueprint(uses, params, config, false));
         blueprints.push(hostile_blueprint(uses, params, config, true));
     }
+    for (uses, params, config, _) in CONTAINED {
+        blueprints.push(contained_blueprint(uses, params, config));
+    }
     let stand = Stand::new("hostile", &blueprints).await;
     let reference = Reference::load_from(plugins.path()).await;
-    let fleet = Fleet::spawn_with(&stand, 1, &["--concurrency", "8"], plugins.path(), &[]);
+    let fleet = Fleet::spawn_with(&stand, 2, &["--concurrency", "8"], plugins.path(), &[]);
     let tag = unique();
 
     let mut runs: Vec<(String, Value, ContextMap)> = Vec::new();
@@ -176,9 +229,32 @@ async fn hostile_nodes_fail_with_their_cause_and_the_worker_keeps_serving() {
         let hostile = HOSTILE
             .iter()
             .find(|h| id.starts_with(&format!("h-{}", h.0)));
-        match hostile {
-            None => completed += 1,
-            Some((uses, _, _, retryable, cause)) => {
+        let contained = CONTAINED
+            .iter()
+            .find(|c| id.starts_with(&format!("h-{}", c.0)));
+        match (hostile, contained) {
+            (None, Some((uses, _, _, Some((node, cause))))) => {
+                let third = ledger.executions(run, node, 3);
+                if third != 0 {
+                    problems.push(format!(
+                        "run {run}: '{uses}''s node '{node}' ran a third attempt"
+                    ));
+                }
+                if report
+                    .errors
+                    .iter()
+                    .any(|e| e.node_id == *node && e.message.contains(cause))
+                {
+                    failed_as_designed += 1;
+                } else {
+                    problems.push(format!(
+                        "run {run}: errors {:?} do not name '{cause}' on '{node}'",
+                        report.errors
+                    ));
+                }
+            }
+            (None, _) => completed += 1,
+            (Some((uses, _, _, retryable, cause)), _) => {
                 let attempts = if *retryable { 2 } else { 1 };
                 for attempt in 1..=attempts {
                     if ledger.executions(run, "bad", attempt) != 1 {
@@ -211,15 +287,36 @@ async fn hostile_nodes_fail_with_their_cause_and_the_worker_keeps_serving() {
             }
         }
     }
+    drop(ledger);
+    let forged = fleet.log_lines("2025-01-01T00:00:00");
+    if let Some(line) = forged.iter().find(|line| line.starts_with("2025-01-01")) {
+        problems.push(format!("a guest forged a line of the worker's log: {line}"));
+    }
+    if fleet.log_lines("guest log budget").is_empty() {
+        problems.push("the log flood was not cut with a notice".into());
+    }
+    let peaks = fleet.peak_rss();
+    println!(
+        "hostile scenario: peak worker RSS {:?} MiB (bound {} MiB)",
+        peaks.iter().map(|b| b >> 20).collect::<Vec<_>>(),
+        PEAK_RSS_BOUND >> 20
+    );
+    if let Some(peak) = peaks.iter().find(|peak| **peak > PEAK_RSS_BOUND) {
+        problems.push(format!(
+            "a worker reached {} MiB of resident memory",
+            peak >> 20
+        ));
+    }
+    let ledger = fleet.ledger.lock().unwrap();
     Row {
         scenario: "5 hostile plugins".into(),
         runs: runs.len(),
-        faults_injected: (HOSTILE.len() * 2 + 1) as u64,
+        faults_injected: (HOSTILE.len() * 2 + CONTAINED.len() + 1) as u64,
         runs_completed: completed,
         runs_failed_as_designed: failed_as_designed,
         runs_lost: runs.len() - reports.len(),
         duplicate_effects: ledger.repeated(&ids).len(),
-        notes: "spin/hog/panic retried then fell back; non-JSON and oversized output fatal; a bundle broken mid-run kept its previous version serving".into(),
+        notes: "spin/hog/panic retried then fell back; non-JSON, oversized output and host-API attacks fatal; dynamic nodes clamped and confined; logs escaped and cut; a bundle broken mid-run kept its previous version serving".into(),
     }
     .record();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
