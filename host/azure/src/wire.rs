@@ -309,4 +309,23 @@ mod tests {
         let bad_signal = decode(r#"{"runId":"r","blueprintId":"b","nodeId":"n","signal":"bogus"}"#);
         assert!(matches!(bad_signal, Err(DecodeError::NotAJob(_))));
     }
+
+    proptest::proptest! {
+        /// Any queue message text decodes to jobs or to an error naming
+        /// what is wrong; nothing panics, however deep or odd the JSON.
+        #[test]
+        fn any_message_text_decodes_or_is_refused(
+            text in "\\PC{0,64}",
+            json in "[\\[\\]{}\",:a-z0-9 ]{0,64}",
+            depth in 0usize..400,
+        ) {
+            let nested = format!("{}{}{}", "[".repeat(depth), json, "]".repeat(depth));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&nested);
+            for candidate in [&text, &json, &nested, &encoded] {
+                if let Err(error) = decode_group(candidate) {
+                    proptest::prop_assert!(!error.to_string().is_empty());
+                }
+            }
+        }
+    }
 }
