@@ -51,8 +51,6 @@ pub const MAX_DYNAMIC_NODES_PER_CALL: usize = 1_000;
 pub const MAX_NODES: usize = 10_000;
 /// Edges of one blueprint.
 pub const MAX_EDGES: usize = 50_000;
-/// Characters of one expression (condition, transform, loop condition).
-pub const MAX_EXPRESSION_CHARS: usize = 4_096;
 /// Bytes of context writes (keys and JSON values) one node call may make.
 pub const DEFAULT_WRITE_BYTES: usize = 1 << 20;
 /// Bytes of one run's context: Cosmos DB's item limit, applied to every store.

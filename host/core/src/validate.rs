@@ -10,10 +10,8 @@ use crate::blueprint::Blueprint;
 use crate::builtin::is_builtin;
 use crate::context::is_engine_key;
 use crate::dynamic::ALLOWED_TYPES_KEY;
-use crate::expression::{EvaluatorMode, Expression};
-use crate::limits::{
-    self, MAX_EDGES, MAX_EXPRESSION_CHARS, MAX_NODES, NodeLimits, check_json_depth,
-};
+use crate::expression::{EvaluatorMode, Expression, MAX_SOURCE_LEN};
+use crate::limits::{self, MAX_EDGES, MAX_NODES, NodeLimits, check_json_depth};
 use crate::plan::requested_mode;
 
 /// One thing wrong with a blueprint.
@@ -322,18 +320,19 @@ fn check_expression(
     role: &str,
     report: &mut impl FnMut(String, String),
 ) {
-    // Property mode keeps upstream's behaviour: an invalid path evaluates to
-    // undefined at run time, so it is not a load-time error.
-    let length = source.chars().count();
-    if length > MAX_EXPRESSION_CHARS {
+    // Checked for both languages: a property path is not parsed below.
+    if source.len() > MAX_SOURCE_LEN {
         report(
             location.to_owned(),
             format!(
-                "{role} is {length} characters long, more than the limit of {MAX_EXPRESSION_CHARS}"
+                "{role} is {} bytes long, more than the limit of {MAX_SOURCE_LEN}",
+                source.len()
             ),
         );
         return;
     }
+    // Property mode keeps upstream's behaviour: an invalid path evaluates to
+    // undefined at run time, so it is not a load-time error.
     if mode == EvaluatorMode::Safe
         && let Err(error) = Expression::parse(source, mode)
     {
