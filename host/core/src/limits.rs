@@ -142,14 +142,14 @@ impl NodeLimits {
 }
 
 /// `config.timeout`: `None` when absent or 0 (the runner's default applies,
-/// as upstream ignores a falsy timeout); else 0 < ms ≤ [`MAX_TIMEOUT_MS`].
+/// as upstream ignores a falsy timeout); else 1 ≤ ms ≤ [`MAX_TIMEOUT_MS`].
 pub fn timeout(value: Option<&Number>) -> Result<Option<Duration>, LimitError> {
     let Some(number) = value else {
         return Ok(None);
     };
     match number.as_f64() {
-        Some(ms) if ms == 0.0 => Ok(None),
-        Some(ms) if ms > 0.0 && ms <= MAX_TIMEOUT_MS => Ok(Some(millis(ms))),
+        Some(0.0) => Ok(None),
+        Some(ms) if (1.0..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Some(millis(ms))),
         _ => Err(LimitError::new(
             "config.timeout",
             number,

@@ -77,10 +77,17 @@ const HOSTILE: &[(&str, &str, &str, bool, &str)] = &[
     ),
 ];
 
+type Contained = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
 /// Hostile node types whose attack is carried by the dynamic nodes they add
 /// or by their logs: (uses, params, extra config, the failing node and the
 /// cause its failure must name; `None`: the run completes, harmlessly).
-const CONTAINED: &[(&str, &str, &str, Option<(&str, &str)>)] = &[
+const CONTAINED: &[Contained] = &[
     // The spinner asks for an hour and gets its spawner's second.
     (
         "spawn-spin",
