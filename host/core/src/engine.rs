@@ -393,12 +393,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
 
     /// Fails `job`'s node with `message` if it is still scheduled or awaiting.
     async fn fail_node(&self, job: &Job, message: String) -> Result<(), EngineError> {
-        let progress = self
-            .backend
-            .load_progress(&job.run_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownRun(job.run_id.clone()))?;
-        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
+        let (_, plan) = self.run_plan(&job.run_id).await?;
         self.settle(&plan, &job.run_id, |p| p.fail(&job.node_id, &message))
             .await
     }
@@ -694,12 +689,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     /// errors that no redelivery will repair (the embedded driver's queue
     /// ran dry), so that it does not stay `running`.
     pub async fn abandon(&self, run_id: &str, problem: &str) -> Result<(), EngineError> {
-        let progress = self
-            .backend
-            .load_progress(run_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
-        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
+        let (progress, plan) = self.run_plan(run_id).await?;
         let node = progress.pending.first().cloned().unwrap_or_default();
         let message = format!(
             "the run stopped with nodes scheduled but no job left to run them, after this error: {problem}"
@@ -712,12 +702,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     /// worker running one of its nodes may interrupt it (the Azure worker
     /// does) and drop its result. The `cancelled` status is published once.
     pub async fn cancel(&self, run_id: &str) -> Result<(), EngineError> {
-        let progress = self
-            .backend
-            .load_progress(run_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
-        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
+        let (_, plan) = self.run_plan(run_id).await?;
         self.settle(&plan, run_id, |p| p.cancel()).await
     }
 
@@ -790,6 +775,17 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             Some(state) => self.publish(&record, state, None).await?,
         }
         Ok(advance.schedule)
+    }
+
+    /// A run's progress record and the plan it executes.
+    async fn run_plan(&self, run_id: &str) -> Result<(RunProgress, Arc<Plan>), EngineError> {
+        let progress = self
+            .backend
+            .load_progress(run_id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        let plan = self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
+        Ok((progress, plan))
     }
 
     fn plan(&self, blueprint_id: &str) -> Result<Arc<Plan>, EngineError> {

@@ -361,6 +361,17 @@ mod tests {
             .collect()
     }
 
+    /// `found` holds one problem starting with each of `expected`, and no other.
+    fn assert_reported_once_each(found: &[String], expected: &[&str]) {
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for prefix in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(prefix)),
+                "missing {prefix}: {found:#?}"
+            );
+        }
+    }
+
     #[test]
     fn a_valid_blueprint_has_no_problems() {
         assert!(problems(r#"{"id":"b","nodes":[{"id":"A","uses":"const"},{"id":"B","uses":"wait"}],"edges":[{"source":"A","target":"B","condition":"result.output > 1"}]}"#).is_empty());
@@ -383,13 +394,7 @@ mod tests {
             "edge #0 (A -> Q): target 'Q' is not a node",
             "edge #0 (A -> Q): transform does not parse",
         ];
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-        for prefix in expected {
-            assert!(
-                found.iter().any(|p| p.starts_with(prefix)),
-                "missing {prefix}: {found:#?}"
-            );
-        }
+        assert_reported_once_each(&found, &expected);
     }
 
     #[test]
@@ -411,13 +416,7 @@ mod tests {
             "node 'D': params.chunkSize 0 is out of range",
             "node 'E': params.outputKey '_outputs.A' is one of the engine's",
         ];
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
-        for prefix in expected {
-            assert!(
-                found.iter().any(|p| p.starts_with(prefix)),
-                "missing {prefix}: {found:#?}"
-            );
-        }
+        assert_reported_once_each(&found, &expected);
     }
 
     #[test]
