@@ -490,6 +490,11 @@ impl RunProgress {
             entry.status = NodeStatus::Waiting;
             entry.arrivals.clear();
             entry.attempt = 0;
+            // A body node still scheduled or paused from the last round
+            // starts over too: its job is dropped when it arrives, and the
+            // run must not wait for it.
+            self.pending.remove(id);
+            self.awaiting.remove(id);
         }
         if !completion.dynamic_nodes.is_empty() && !self.state.is_terminal() {
             self.add_dynamic(blueprint, node, completion);

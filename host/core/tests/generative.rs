@@ -222,6 +222,18 @@ async fn regressions_found_by_the_generators() {
         r#"{"id":"self","nodes":[{"id":"n0","uses":"fail","config":{"maxRetries":3,"fallback":"n0"}}]}"#,
         // A valid retry delay of 1 000 s: the run ends (with the clock paused).
         r#"{"id":"self","nodes":[{"id":"n0","uses":"flaky","config":{"maxRetries":3,"retryDelay":1000000}}]}"#,
+        // A loop whose controller re-arms a body node that is still
+        // scheduled (a self-looping node behind the `continue` edge): the
+        // node stayed pending while waiting, and the run could never end.
+        r#"{"id":"self","nodes":[{"id":"n0","uses":"const","config":{"fallback":"n1","joinStrategy":"any"}},
+            {"id":"n1","uses":"subflow","params":{"blueprintId":"self"},"config":{"fallback":"n3"},"inputs":"k"},
+            {"id":"n2","uses":"loop-controller","params":{"condition":"('a') ?? (input)"}},
+            {"id":"n3","uses":"echo","params":{"action":"b"},"inputs":"n0"},
+            {"id":"n4","uses":"spawn","params":{"nodes":[]}}],
+          "edges":[{"source":"n4","target":"n4","action":"a"},{"source":"n2","target":"n0"},{"source":"n4","target":"n3"},
+            {"source":"n2","target":"n2"},{"source":"n0","target":"n2"},
+            {"source":"n2","target":"n4","action":"continue"},{"source":"n1","target":"n3","action":"break"},
+            {"source":"n0","target":"n1","action":"a"},{"source":"n1","target":"n2","condition":"(result.output) ? (-1) : (null)"}]}"#,
         // Two nodes that are each other's fallback.
         r#"{"id":"self","nodes":[{"id":"n0","uses":"fail","config":{"fallback":"n1"}},
             {"id":"n1","uses":"fail","config":{"fallback":"n0"}}],"edges":[{"source":"n0","target":"n1"}]}"#,
