@@ -277,6 +277,7 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
         .run_id
         .clone()
         .context("resume needs a run id (or --state FILE)")?;
+    refuse_file_as_run_id("resume", &run_id)?;
     let output = args.output_value()?;
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
     engine
@@ -298,11 +299,22 @@ pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
         .run_id
         .clone()
         .context("retry needs a run id (or --state FILE)")?;
+    refuse_file_as_run_id("retry", &run_id)?;
     let patch = context_argument(args.context.as_deref())?;
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
     engine.retry(&run_id, patch).await?;
     println!("{}", run_status(engine.backend(), &run_id).await?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run id that names a file is a state file given without `--state`.
+fn refuse_file_as_run_id(command: &str, run_id: &str) -> Result<()> {
+    if Path::new(run_id).is_file() {
+        bail!(
+            "{run_id} is a file: did you mean `{command} --state {run_id}`? (a run id names a run on Azure)"
+        );
+    }
+    Ok(())
 }
 
 /// What a reconciler pass did (upstream's shape).

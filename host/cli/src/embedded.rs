@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use flowcraft_core::blueprint::Blueprint;
-use flowcraft_core::context::ContextMap;
+use flowcraft_core::context::{ContextMap, ContextValue};
 use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::memory::{self, JobReceiver, MemoryBackend, MemorySnapshot, TimerPolicy};
@@ -234,6 +234,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             blueprints,
         )?;
     }
+    explain_awaiting(&report, args.state.as_deref());
     Ok(finish(&report))
 }
 
@@ -297,6 +298,7 @@ async fn continue_saved(
         saved.step_limit,
         saved.blueprints,
     )?;
+    explain_awaiting(&report, Some(state));
     Ok(finish(&report))
 }
 
@@ -347,6 +349,35 @@ fn save_state(
         store: engine.backend().snapshot(),
     }
     .save(path)
+}
+
+/// For an awaiting run, says on stderr which nodes wait and how to go on:
+/// the `resume` command, or how to keep the state when none was saved.
+fn explain_awaiting(report: &RunReport, state: Option<&Path>) {
+    if report.state != RunState::Awaiting {
+        return;
+    }
+    let nodes: Vec<String> = report
+        .context
+        .get(flowcraft_core::engine::AWAITING_IDS_KEY)
+        .map(ContextValue::to_value)
+        .and_then(|ids| serde_json::from_value(ids).ok())
+        .unwrap_or_default();
+    let first = nodes.first().map_or("NODE", String::as_str);
+    let how = match state {
+        Some(path) => format!(
+            "continue with: flowcraft-host resume --state {} --node {first} [--action A] [--output JSON] --plugins DIR",
+            path.display()
+        ),
+        None => format!(
+            "its state was not saved: run again with --state FILE, then: flowcraft-host resume --state FILE --node {first}"
+        ),
+    };
+    eprintln!(
+        "run '{}' is awaiting (nodes: {}); {how}",
+        report.run_id,
+        nodes.join(", ")
+    );
 }
 
 /// What `run`, `resume` and `retry` print: `{"runId","status","context","errors"}`.

@@ -42,7 +42,16 @@ pub fn json_argument(flag: &str, text: &str) -> Result<Value> {
         ),
         None => ("argument".to_owned(), text.to_owned()),
     };
-    serde_json::from_str(&body).with_context(|| format!("{flag}: the {source} is not valid JSON"))
+    serde_json::from_str(&body).with_context(|| {
+        let hint = if source == "argument" && Path::new(text).is_file() {
+            format!("; {text} is a file: use @{text}")
+        } else if source == "argument" {
+            format!("; to pass a string, quote it: '\"{text}\"'")
+        } else {
+            String::new()
+        };
+        format!("{flag}: the {source} is not valid JSON{hint}")
+    })
 }
 
 /// Parses `--context`: a JSON object.

@@ -3,7 +3,7 @@
 //! the process's log.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -76,7 +76,7 @@ const LOG_QUEUE_LINES: usize = 8_192;
 static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
 /// Logs to stderr: `info` (per-node progress) or, with `quiet`, warnings
-/// only; `FLOWCRAFT_LOG` overrides the filter.
+/// only; `FLOWCRAFT_LOG` overrides the filter. Colours only on a terminal.
 ///
 /// Records go through a queue of [`LOG_QUEUE_LINES`] lines that a thread of
 /// its own writes to stderr, so that logging never waits for stderr: when
@@ -89,8 +89,11 @@ pub fn init_logging(quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let (writer, guard) = log_queue(std::io::stderr());
     *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    // Colours only for a person at a terminal, and never with NO_COLOR.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(writer)
         .with_target(false)
         .without_time()

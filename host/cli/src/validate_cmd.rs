@@ -21,7 +21,7 @@ pub struct ValidateArgs {
     files: Vec<PathBuf>,
     /// Check `uses` keys against the bundles in DIR (without it, only built-ins
     /// are known and plugin node types are not checked).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_PLUGINS")]
     plugins: Option<PathBuf>,
     /// Check `subflow` references against the blueprints in DIR (and the
     /// files given): an unknown blueprint id is an error, a cycle of
@@ -35,6 +35,11 @@ pub async fn validate(args: ValidateArgs) -> Result<ExitCode> {
         Some(dir) => Some(PluginHost::load(PluginConfig::new(dir)).await?),
         None => None,
     };
+    if host.is_none() {
+        eprintln!(
+            "note: node types were not checked: give the bundles with --plugins DIR (or FLOWCRAFT_PLUGINS)"
+        );
+    }
     let implements = |uses: &str| host.as_ref().is_none_or(|h| h.implements(uses));
     let read: Vec<(&PathBuf, Result<Blueprint>)> = args
         .files

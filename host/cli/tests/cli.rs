@@ -322,3 +322,141 @@ fn validate_with_blueprints_finds_unknown_subflows_and_warns_of_cycles() {
         "{stdout}"
     );
 }
+
+/// A wait, resumed from its state file the way a new user tries it, with
+/// the usual slips: each slip is answered with the way forward.
+#[test]
+fn resume_slips_are_answered_with_the_way_forward() {
+    let dist = dist();
+    let plugins = dist.to_str().unwrap();
+    let blueprint = write_temp(
+        "approval.json",
+        r#"{"id":"approval-flow","nodes":[{"id":"approval","uses":"wait"}]}"#,
+    );
+    let blueprint = blueprint.to_str().unwrap();
+    let state = write_temp("approval-state.json", "");
+    let state = state.to_str().unwrap();
+    let context_file = write_temp("ctx.json", r#"{"a":1}"#);
+
+    let unsaved = flowcraft(&["run", blueprint, "--plugins", plugins]);
+    assert_eq!(unsaved.status.code(), Some(0), "{}", stderr(&unsaved));
+    assert!(
+        stderr(&unsaved).contains(
+            "is awaiting (nodes: approval); its state was not saved: run again with --state FILE"
+        ),
+        "{}",
+        stderr(&unsaved)
+    );
+    let ran = flowcraft(&["run", blueprint, "--plugins", plugins, "--state", state]);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    let expected = format!(
+        "is awaiting (nodes: approval); continue with: flowcraft-host resume --state {state} --node approval"
+    );
+    assert!(stderr(&ran).contains(&expected), "{}", stderr(&ran));
+
+    let slips: [(Vec<&str>, String); 4] = [
+        (
+            vec!["resume", state],
+            format!("{state} is a file: did you mean `resume --state {state}`?"),
+        ),
+        (
+            vec!["resume", "--state", state, "--node", "aproval", "--plugins", plugins],
+            "Cannot resume: Node 'aproval' is not in an awaiting state. Blueprint 'approval-flow' has no node 'aproval' (awaiting: approval)".into(),
+        ),
+        (
+            vec!["resume", "--state", state, "--output", "approved", "--plugins", plugins],
+            r#"--output: the argument is not valid JSON; to pass a string, quote it: '"approved"'"#.into(),
+        ),
+        (
+            vec!["run", blueprint, "--plugins", plugins, "--context", context_file.to_str().unwrap()],
+            format!("{} is a file: use @{}", context_file.display(), context_file.display()),
+        ),
+    ];
+    for (args, expected) in slips {
+        let output = flowcraft(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(&expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+
+    let resumed = flowcraft(&[
+        "resume",
+        "--state",
+        state,
+        "--output",
+        r#""ok""#,
+        "--plugins",
+        plugins,
+    ]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let again = flowcraft(&["resume", "--state", state, "--plugins", plugins]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again)
+            .contains("Cannot resume: The provided context is not in an awaiting state. Run '")
+            && stderr(&again).contains("' is completed; only an awaiting run can be resumed"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn validate_says_when_node_types_were_not_checked_and_logs_have_no_colour_off_a_terminal() {
+    let blueprint = write_temp(
+        "typo.json",
+        r#"{"id":"typo","nodes":[{"id":"g","uses":"gret"}]}"#,
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args(["validate", blueprint.to_str().unwrap()])
+        .env_remove("FLOWCRAFT_PLUGINS")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains("note: node types were not checked: give the bundles with --plugins DIR (or FLOWCRAFT_PLUGINS)"),
+        "{}",
+        stderr(&output)
+    );
+    let checked = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args(["validate", blueprint.to_str().unwrap()])
+        .env("FLOWCRAFT_PLUGINS", dist())
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("unknown node type (uses) 'gret'"));
+
+    let logged = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args([
+            "run",
+            "plugins-example/orders/blueprints/order-approval.json",
+            "--plugins",
+        ])
+        .arg(dist())
+        .args([
+            "--context",
+            "@plugins-example/orders/blueprints/order-approval.context.json",
+        ])
+        .current_dir(root())
+        .env_remove("NO_COLOR")
+        .env_remove("FLOWCRAFT_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(logged.status.code(), Some(0), "{}", stderr(&logged));
+    assert!(
+        stderr(&logged).contains("node finished"),
+        "{}",
+        stderr(&logged)
+    );
+    assert!(
+        !stderr(&logged).contains('\u{1b}'),
+        "colour codes in piped logs"
+    );
+}

@@ -155,10 +155,13 @@ pub enum EngineError {
     },
     #[error("cannot start blueprint '{blueprint}': {message}")]
     Pin { blueprint: String, message: String },
-    #[error("Cannot resume: The provided context is not in an awaiting state.")]
-    NotAwaiting,
-    #[error("Cannot resume: Node '{0}' is not in an awaiting state.")]
-    NodeNotAwaiting(String),
+    #[error(
+        "Cannot resume: The provided context is not in an awaiting state. Run '{run}' is {}; only an awaiting run can be resumed",
+        state.as_str()
+    )]
+    NotAwaiting { run: String, state: RunState },
+    #[error("Cannot resume: Node '{node}' is not in an awaiting state. {hint}")]
+    NodeNotAwaiting { node: String, hint: String },
     #[error(
         "cannot retry run '{run}': it is {}; only a failed run can be retried",
         state.as_str()
@@ -592,31 +595,23 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         action: Option<String>,
         output: Option<Value>,
     ) -> Result<(), EngineError> {
-        let progress = self
-            .backend
-            .load_progress(run_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
+        let (progress, plan) = self.run_plan(run_id).await?;
+        if progress.awaiting.is_empty() {
+            return Err(EngineError::NotAwaiting {
+                run: run_id.to_owned(),
+                state: progress.state,
+            });
+        }
         let node_id = match node {
             Some(id) => id.to_owned(),
-            None => progress
-                .awaiting
-                .keys()
-                .next()
-                .cloned()
-                .ok_or(EngineError::NotAwaiting)?,
+            None => progress.awaiting.keys().next().cloned().unwrap_or_default(),
         };
-        if progress.awaiting.is_empty() {
-            return Err(EngineError::NotAwaiting);
-        }
         match progress.awaiting.get(&node_id) {
-            None => Err(EngineError::NodeNotAwaiting(node_id)),
+            None => Err(not_awaiting(&plan, &progress, &node_id)),
             Some(AwaitReason::Subflow { child_run_id }) => {
                 Box::pin(self.resume(child_run_id, None, action, output)).await
             }
             Some(_) => {
-                let plan =
-                    self.plan_version(&progress.blueprint_id, &progress.blueprint_version)?;
                 self.resume_node(&plan, &progress, &node_id, action, output, Vec::new())
                     .await
             }
@@ -1379,7 +1374,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         mut changes: Vec<ContextChange>,
     ) -> Result<(), EngineError> {
         let Some(node) = self.definition(plan, progress, node_id) else {
-            return Err(EngineError::NodeNotAwaiting(node_id.to_owned()));
+            return Err(not_awaiting(plan, progress, node_id));
         };
         let snapshot = self.load_snapshot(&progress.run_id).await?;
         let output = output.clone().or_else(|| {
@@ -1409,7 +1404,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .await?
             .unwrap_or(false);
         if !unpaused {
-            return Err(EngineError::NodeNotAwaiting(node_id.to_owned()));
+            return Err(not_awaiting(plan, progress, node_id));
         }
         info!(run = %progress.run_id, node = %node_id, "node resumed");
         let stands_in_for = progress.stand_ins.get(node_id).map(String::as_str);
@@ -1839,6 +1834,28 @@ fn keep_as_continuation(job: Job) -> Option<Job> {
         }
     });
     job
+}
+
+/// Why `node` of `progress`'s run cannot be resumed, naming the nodes that can.
+fn not_awaiting(plan: &Plan, progress: &RunProgress, node: &str) -> EngineError {
+    let awaiting: Vec<&str> = progress.awaiting.keys().map(String::as_str).collect();
+    let awaiting = match awaiting.as_slice() {
+        [] => "no node is awaiting".to_owned(),
+        nodes => format!("awaiting: {}", nodes.join(", ")),
+    };
+    let known = plan.node(node).is_some() || progress.dynamic_node(node).is_some();
+    let hint = if known {
+        format!("Resume an awaiting node ({awaiting})")
+    } else {
+        format!(
+            "Blueprint '{}' has no node '{node}' ({awaiting})",
+            plan.blueprint.id
+        )
+    };
+    EngineError::NodeNotAwaiting {
+        node: node.to_owned(),
+        hint,
+    }
 }
 
 /// The message a panic was raised with.

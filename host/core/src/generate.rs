@@ -42,9 +42,9 @@ pub fn runner(property: &str, default_cases: u32) -> TestRunner {
                 .map_or(0, |elapsed| elapsed.as_nanos() as u64)
         });
     let cases = cases(default_cases);
-    println!(
+    report(&format!(
         "generative {property}: {cases} cases, seed {seed} ({SEED_VARIABLE}={seed} repeats them)"
-    );
+    ));
     let mut bytes = [0u8; 32];
     for chunk in bytes.chunks_mut(8) {
         chunk.copy_from_slice(&seed.to_le_bytes());
@@ -57,6 +57,13 @@ pub fn runner(property: &str, default_cases: u32) -> TestRunner {
         ..ProptestConfig::default()
     };
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
+/// Prints `line` on stderr past the test harness's capture, so that the
+/// suite's output shows every generative run's seed and counts.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Native node types for generated blueprints, deterministic given their

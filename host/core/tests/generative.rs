@@ -201,7 +201,10 @@ fn validation_never_panics_and_accepted_runs_end_consistently() {
             *endings.borrow_mut().entry(ending).or_default() += 1;
             Ok(())
         });
-    println!("generative blueprints: endings {:?}", endings.borrow());
+    generate::report(&format!(
+        "generative blueprints: endings {:?}",
+        endings.borrow()
+    ));
     if let Err(failure) = outcome {
         panic!("{failure}");
     }

@@ -227,7 +227,8 @@ pub async fn run_case<D: Driver>(
             )
             .await;
         match (&step.error, resumed) {
-            (Some(expected), Err(error)) if error == *expected => continue,
+            // Upstream's message first; guidance may follow it.
+            (Some(expected), Err(error)) if error.starts_with(expected.as_str()) => continue,
             (Some(expected), outcome) => {
                 differences.push(format!(
                     "{phase}: expected error {expected:?}, got {outcome:?}"
