@@ -67,18 +67,18 @@ pub async fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let mut invalid = 0;
     for (path, blueprint) in &read {
         let problems = match blueprint {
-            Ok(blueprint) => validate_blueprint(blueprint, &catalog)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            Ok(blueprint) => problems_of(blueprint, &catalog, host.as_ref()),
             Err(error) => vec![format!("{error:#}")],
         };
-        if problems.is_empty() {
-            println!("{}: ok", path.display());
-        } else {
-            invalid += 1;
-            for problem in problems {
-                println!("{}: {problem}", path.display());
+        match (problems.is_empty(), blueprint) {
+            (true, Ok(blueprint)) => {
+                println!("{}: ok{}", path.display(), expected_actions(blueprint))
+            }
+            _ => {
+                invalid += 1;
+                for problem in problems {
+                    println!("{}: {problem}", path.display());
+                }
             }
         }
     }
@@ -92,4 +92,47 @@ pub async fn validate(args: ValidateArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(crate::EXIT_INVALID)
     })
+}
+
+/// Every problem of `blueprint`: its validation, and once that passes and
+/// bundles are given, its `metadata.plugins` bindings (as `run` pins them).
+fn problems_of(
+    blueprint: &Blueprint,
+    catalog: &Catalog<'_>,
+    host: Option<&PluginHost>,
+) -> Vec<String> {
+    let mut problems: Vec<String> = validate_blueprint(blueprint, catalog)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if let (true, Some(host)) = (problems.is_empty(), host)
+        && let Err(error) = host.pin(blueprint)
+    {
+        problems.push(format!("metadata.plugins: {error}"));
+    }
+    problems
+}
+
+/// `; actions: A → x, y; B → z`: the actions each node's out-edges expect,
+/// so that a typo in an edge's `action` shows next to the node's real ones.
+fn expected_actions(blueprint: &Blueprint) -> String {
+    let mut by_node: Vec<(&str, Vec<&str>)> = Vec::new();
+    for edge in &blueprint.edges {
+        let Some(action) = edge.action.as_deref().filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        match by_node.iter_mut().find(|(node, _)| *node == edge.source) {
+            Some((_, actions)) if actions.contains(&action) => {}
+            Some((_, actions)) => actions.push(action),
+            None => by_node.push((&edge.source, vec![action])),
+        }
+    }
+    if by_node.is_empty() {
+        return String::new();
+    }
+    let listed: Vec<String> = by_node
+        .iter()
+        .map(|(node, actions)| format!("{node} → {}", actions.join(", ")))
+        .collect();
+    format!("; actions: {}", listed.join("; "))
 }

@@ -460,3 +460,51 @@ fn validate_says_when_node_types_were_not_checked_and_logs_have_no_colour_off_a_
         "colour codes in piped logs"
     );
 }
+
+/// An action typo: `validate` lists the actions each node's edges expect,
+/// and the run says on stderr that the node's action matched no edge.
+/// A binding to a bundle version that is not loaded fails `validate` as it
+/// fails `run`.
+#[test]
+fn validate_lists_expected_actions_and_checks_bindings() {
+    let dist = dist();
+    let plugins = dist.to_str().unwrap();
+    let typo = write_temp(
+        "typo-action.json",
+        r#"{"id":"route","nodes":[{"id":"classify","uses":"act","params":{"value":1,"action":"large"}},
+            {"id":"big","uses":"echo"},{"id":"small","uses":"echo"}],
+           "edges":[{"source":"classify","target":"big","action":"lage"},
+                    {"source":"classify","target":"small","action":"small"}]}"#,
+    );
+    let typo = typo.to_str().unwrap();
+    let validated = flowcraft(&["validate", typo, "--plugins", plugins]);
+    let stdout = String::from_utf8_lossy(&validated.stdout);
+    assert_eq!(validated.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("ok; actions: classify → lage, small"),
+        "{stdout}"
+    );
+    let ran = flowcraft(&["run", typo, "--plugins", plugins]);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    assert!(
+        stderr(&ran)
+            .contains("the node's action matches none of its edges and it has no default edge")
+            && stderr(&ran).contains("action=large"),
+        "{}",
+        stderr(&ran)
+    );
+
+    let pinned = write_temp(
+        "pinned.json",
+        r#"{"id":"pinned","metadata":{"plugins":{"conformance":"9.9.9"}},"nodes":[{"id":"a","uses":"echo"}]}"#,
+    );
+    let pinned = pinned.to_str().unwrap();
+    let validated = flowcraft(&["validate", pinned, "--plugins", plugins]);
+    let stdout = String::from_utf8_lossy(&validated.stdout);
+    assert_eq!(validated.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("metadata.plugins: blueprint 'pinned':"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("9.9.9"), "{stdout}");
+}

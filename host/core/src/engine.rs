@@ -1019,6 +1019,14 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             &view,
         );
         drop(view);
+        if let Some(action) = success
+            .action
+            .as_deref()
+            .filter(|_| !builtin::is_builtin(&node.uses))
+            && let Some(expected) = routing::unmatched_action(plan, &node.id, action)
+        {
+            warn!(run = %run_id, node = %node.id, action = %action, expected = %expected.join(", "), "the node's action matches none of its edges and it has no default edge: nothing follows it");
+        }
         // A worker that remembers contexts keeps the snapshot: if no other
         // job settles meanwhile, the context after this write is the snapshot
         // with the changes applied, and nothing needs to be read back.

@@ -236,6 +236,22 @@ pub fn route(
     routing
 }
 
+/// The actions `node`'s out-edges expect, when `action` matches none of them
+/// and no default edge leaves `node` either: the result takes nothing, and
+/// a typo in the action (or in an edge's) ends the path silently.
+pub fn unmatched_action<'a>(plan: &'a Plan, node: &str, action: &str) -> Option<Vec<&'a str>> {
+    let mut expected = Vec::new();
+    for (_, edge) in plan.analysis.edges_from(&plan.blueprint, node) {
+        match edge.action.as_deref().filter(|a| !a.is_empty()) {
+            None => return None,
+            Some(wanted) if wanted == action => return None,
+            Some(wanted) if !expected.contains(&wanted) => expected.push(wanted),
+            Some(_) => {}
+        }
+    }
+    (!expected.is_empty()).then_some(expected)
+}
+
 /// Edges leaving `node` (and the failed node a fallback stands in for),
 /// de-duplicated on (source, target, action, condition), in declaration order.
 fn candidate_edges(plan: &Plan, node: &str, stands_in_for: Option<&str>) -> Vec<usize> {
@@ -310,5 +326,41 @@ impl<'a> ParsedOnce<'a> {
     /// The parsed context.
     pub fn get(&self) -> &Map<String, Value> {
         self.parsed.get_or_init(|| context_to_object(self.context))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blueprint::Blueprint;
+    use serde_json::json;
+
+    fn plan(edges: Value) -> Plan {
+        let blueprint: Blueprint = serde_json::from_value(json!({"id": "b", "nodes": [
+            {"id": "A", "uses": "x"}, {"id": "B", "uses": "x"}, {"id": "C", "uses": "x"}],
+            "edges": edges}))
+        .unwrap();
+        Plan::new(blueprint, Default::default()).unwrap()
+    }
+
+    #[test]
+    fn an_action_matching_no_edge_and_no_default_edge_is_told_apart() {
+        let actions = plan(json!([
+            {"source": "A", "target": "B", "action": "large"},
+            {"source": "A", "target": "C", "action": "small"}]));
+        assert_eq!(
+            unmatched_action(&actions, "A", "lage"),
+            Some(vec!["large", "small"])
+        );
+        assert_eq!(unmatched_action(&actions, "A", "large"), None);
+        assert_eq!(
+            unmatched_action(&actions, "B", "large"),
+            None,
+            "no out-edges"
+        );
+        let with_default = plan(json!([
+            {"source": "A", "target": "B", "action": "large"},
+            {"source": "A", "target": "C"}]));
+        assert_eq!(unmatched_action(&with_default, "A", "lage"), None);
     }
 }
