@@ -1502,7 +1502,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             self.write_changes(&job.run_id, &changes).await?;
             let (node_id, fallback) = (node.id.clone(), fallback.to_owned());
             return self
-                .settle(plan, &job.run_id, move |p| p.fall_back(&node_id, &fallback))
+                .settle(plan, &job.run_id, move |p| {
+                    p.fall_back(&node_id, &fallback, &message)
+                })
                 .await;
         }
         let node_id = node.id.clone();

@@ -579,15 +579,30 @@ impl RunProgress {
 
     /// Records that `node` failed and hands over to its fallback node, which
     /// will route the failed node's edges when it completes.
-    pub fn fall_back(&mut self, node: &str, fallback: &str) -> Advance {
-        let mut advance = Advance::default();
+    /// A fallback that is itself scheduled or awaiting cannot stand in: the
+    /// node fails with `message` and a note why. One that ran before runs
+    /// again, its attempts counted afresh.
+    pub fn fall_back(&mut self, node: &str, fallback: &str, message: &str) -> Advance {
         if self.status(node) != NodeStatus::Scheduled {
             return Advance {
                 duplicate: true,
                 ..Advance::default()
             };
         }
+        let busy = match self.status(fallback) {
+            NodeStatus::Scheduled => Some("scheduled"),
+            NodeStatus::Awaiting => Some("awaiting"),
+            _ => None,
+        };
+        if let Some(busy) = busy {
+            let message = format!(
+                "{message} (its fallback '{fallback}' is {busy} itself, so it cannot stand in)"
+            );
+            return self.fail(node, &message);
+        }
+        let mut advance = Advance::default();
         self.leave(node, NodeStatus::Done);
+        self.nodes.entry(fallback.to_owned()).or_default().attempt = 0;
         if self.state == RunState::Failed {
             // Frozen: the handover is recorded and the fallback waits,
             // scheduled but not enqueued, for a retry.
@@ -1042,7 +1057,7 @@ mod tests {
         );
         assert_eq!(p.start(&an.start_nodes).schedule, vec!["A", "N"]);
         p.fail("A", "boom");
-        let handover = p.fall_back("N", "F");
+        let handover = p.fall_back("N", "F", "boom");
         assert!(handover.schedule.is_empty(), "nothing runs in a failed run");
         assert_eq!(p.status("N"), NodeStatus::Done);
         assert_eq!(p.status("F"), NodeStatus::Scheduled);

@@ -237,6 +237,10 @@ async fn regressions_found_by_the_generators() {
             {"source":"n2","target":"n2"},{"source":"n0","target":"n2"},
             {"source":"n2","target":"n4","action":"continue"},{"source":"n1","target":"n3","action":"break"},
             {"source":"n0","target":"n1","action":"a"},{"source":"n1","target":"n2","condition":"(result.output) ? (-1) : (null)"}]}"#,
+        // A failing start node whose fallback is a `wait` node already
+        // awaiting: the fallback was scheduled while it still awaited.
+        r#"{"id":"self","nodes":[{"id":"n0","uses":"wait"},{"id":"n1","uses":"fail","config":{"maxRetries":3,"fallback":"n0"}}],
+          "edges":[{"source":"n0","target":"n0","action":"a"},{"source":"n1","target":"n1","action":"b"},{"source":"n0","target":"n1"}]}"#,
         // Two nodes that are each other's fallback.
         r#"{"id":"self","nodes":[{"id":"n0","uses":"fail","config":{"fallback":"n1"}},
             {"id":"n1","uses":"fail","config":{"fallback":"n0"}}],"edges":[{"source":"n0","target":"n1"}]}"#,
