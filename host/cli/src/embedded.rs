@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::builtin::is_builtin;
 use flowcraft_core::context::{ContextMap, ContextValue};
 use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
 use flowcraft_core::expression::EvaluatorMode;
@@ -51,16 +52,36 @@ struct ExecutionArgs {
 
 impl ExecutionArgs {
     /// Loads the bundles with the `[grants.BUNDLE]` sections of `config`.
-    async fn plugin_host(&self, config: Option<&Path>) -> Result<PluginHost> {
+    /// Without `--plugins`, blueprints of built-in nodes only run on no
+    /// bundles at all.
+    async fn plugin_host(
+        &self,
+        config: Option<&Path>,
+        blueprints: &[Blueprint],
+    ) -> Result<PluginHost> {
         let grants = crate::config::ConfigFile::load(config)?.grants;
-        load_plugins(
-            self.plugins.dir()?,
-            self.plugins.cache_dir.clone(),
-            grants,
-            None,
-        )
-        .await
+        let dir = match (&self.plugins.plugins, builtins_only(blueprints)) {
+            (None, true) => no_bundles_dir()?,
+            _ => self.plugins.dir()?.to_owned(),
+        };
+        load_plugins(&dir, self.plugins.cache_dir.clone(), grants, None).await
     }
+}
+
+/// Whether every node of `blueprints` is a built-in (`wait`, `sleep`, ...).
+fn builtins_only(blueprints: &[Blueprint]) -> bool {
+    blueprints
+        .iter()
+        .flat_map(|blueprint| &blueprint.nodes)
+        .all(|node| is_builtin(&node.uses))
+}
+
+/// An empty bundle directory, for runs that need no bundles.
+fn no_bundles_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join("flowcraft-host-no-bundles");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the empty bundle directory {}", dir.display()))?;
+    Ok(dir)
 }
 
 #[derive(Args)]
@@ -216,7 +237,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         Evaluator::Safe => EvaluatorMode::Safe,
         Evaluator::Property => EvaluatorMode::Property,
     };
-    let host = args.execution.plugin_host(args.config.as_deref()).await?;
+    let host = args
+        .execution
+        .plugin_host(args.config.as_deref(), &blueprints)
+        .await?;
     let plans = plan_all(&blueprints, &|uses| host.implements(uses), evaluator)?;
     let (backend, mut receiver) = MemoryBackend::new();
     let engine = engine(backend, host, plans, evaluator, args.step_limit);
@@ -284,7 +308,7 @@ async fn continue_saved(
 ) -> Result<ExitCode> {
     let saved = SavedRun::load(state)?;
     let evaluator: EvaluatorMode = saved.evaluator.parse().unwrap_or_default();
-    let host = execution.plugin_host(config).await?;
+    let host = execution.plugin_host(config, &saved.blueprints).await?;
     let plans = plan_all(&saved.blueprints, &|uses| host.implements(uses), evaluator)?;
     let (backend, mut receiver) = MemoryBackend::from_snapshot(saved.store);
     let engine = engine(backend, host, plans, evaluator, saved.step_limit);

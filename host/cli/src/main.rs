@@ -122,7 +122,7 @@ struct PluginArgs {
     /// Directory of node bundles (*.wasm).
     #[arg(long, value_name = "DIR", env = "FLOWCRAFT_PLUGINS")]
     plugins: Option<PathBuf>,
-    /// Where compiled bundles are cached [default: DIR/.cache].
+    /// Where compiled bundles are cached [default: flowcraft-host in the user's cache directory, $XDG_CACHE_HOME or ~/.cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
@@ -179,15 +179,47 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("flowcraft-host: {error:#}");
+            eprintln!("flowcraft-host: {}", error_line(&error));
             ExitCode::from(EXIT_INVALID)
         }
     }
 }
 
+/// `error` and its causes on one line, each fact once: a cause whose text
+/// an outer message already quotes is left out.
+pub(crate) fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let error = anyhow::Error::new(io)
+            .context(format!(
+                "cannot read plugins directory x: {}; check --plugins",
+                std::io::Error::from(std::io::ErrorKind::NotFound)
+            ))
+            .context("cannot load plugins from x");
+        assert_eq!(
+            super::error_line(&error),
+            "cannot load plugins from x: cannot read plugins directory x: entity not found; check --plugins"
+        );
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {

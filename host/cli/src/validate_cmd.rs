@@ -68,7 +68,12 @@ pub async fn validate(args: ValidateArgs) -> Result<ExitCode> {
     for (path, blueprint) in &read {
         let problems = match blueprint {
             Ok(blueprint) => problems_of(blueprint, &catalog, host.as_ref()),
-            Err(error) => vec![format!("{error:#}")],
+            Err(error) => {
+                // The message names the file itself.
+                invalid += 1;
+                println!("{}", crate::error_line(error));
+                continue;
+            }
         };
         match (problems.is_empty(), blueprint) {
             (true, Ok(blueprint)) => {

@@ -508,3 +508,58 @@ fn validate_lists_expected_actions_and_checks_bindings() {
     );
     assert!(stdout.contains("9.9.9"), "{stdout}");
 }
+
+/// Each fact of an error is said once; a blueprint of built-in nodes runs
+/// without `--plugins`.
+#[test]
+fn errors_say_each_fact_once_and_builtins_need_no_bundles() {
+    let missing = flowcraft(&[
+        "run",
+        "plugins-example/orders/blueprints/order-approval.json",
+        "--plugins",
+        "no/such/dir",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(
+        stderr(&missing)
+            .matches("No such file or directory")
+            .count(),
+        1,
+        "{}",
+        stderr(&missing)
+    );
+    let not_a_blueprint = write_temp("not-a-blueprint.json", r#"{"a":1}"#);
+    let validated = flowcraft(&["validate", not_a_blueprint.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&validated.stdout);
+    assert_eq!(validated.status.code(), Some(2));
+    assert_eq!(
+        stdout.matches("not-a-blueprint.json").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(stdout.contains("is not a Flowcraft blueprint"), "{stdout}");
+
+    let builtins = write_temp(
+        "builtins.json",
+        r#"{"id":"nap","nodes":[{"id":"pause","uses":"sleep","params":{"duration":0}}]}"#,
+    );
+    let ran = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args(["run", builtins.to_str().unwrap()])
+        .env_remove("FLOWCRAFT_PLUGINS")
+        .env("FLOWCRAFT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    let result: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(result["status"], "completed");
+    let needs_bundles = flowcraft(&[
+        "run",
+        "plugins-example/orders/blueprints/order-approval.json",
+    ]);
+    assert_eq!(needs_bundles.status.code(), Some(2));
+    assert!(
+        stderr(&needs_bundles).contains("--plugins DIR is required"),
+        "{}",
+        stderr(&needs_bundles)
+    );
+}

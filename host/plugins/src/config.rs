@@ -97,10 +97,14 @@ impl PluginConfig {
         }
     }
 
-    /// The cache directory in effect.
+    /// The cache directory in effect: `cache_dir`, else `flowcraft-host` in
+    /// the user's cache directory (`$XDG_CACHE_HOME`, `~/.cache` on Linux),
+    /// not the plugins directory, which is what users ship. Without a user
+    /// cache directory: `.cache` in the plugins directory.
     pub fn effective_cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
+            .or_else(|| dirs::cache_dir().map(|dir| dir.join("flowcraft-host")))
             .unwrap_or_else(|| self.plugins_dir.join(".cache"))
     }
 

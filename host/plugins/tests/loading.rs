@@ -109,13 +109,22 @@ async fn the_second_load_comes_from_the_disk_cache() {
 }
 
 #[tokio::test]
-async fn the_default_cache_lives_in_the_plugins_dir() {
+async fn the_default_cache_lives_in_the_users_cache_dir_not_the_plugins_dir() {
     let dir = plugins_dir(&["testkit/trivial.wasm"]);
-    let host = PluginHost::load(PluginConfig::new(dir.path()))
-        .await
-        .unwrap();
+    let config = PluginConfig::new(dir.path());
+    let expected = dirs::cache_dir().map_or_else(
+        || dir.path().join(".cache"),
+        |user| user.join("flowcraft-host"),
+    );
+    assert_eq!(config.effective_cache_dir(), expected);
+    let host = PluginHost::load(config).await.unwrap();
     assert_eq!(host.bundles().len(), 1);
-    assert!(dir.path().join(".cache").is_dir());
+    assert!(expected.is_dir());
+    assert_eq!(
+        dir.path().join(".cache").exists(),
+        dirs::cache_dir().is_none(),
+        "the bundle directory stays as shipped"
+    );
 }
 
 #[tokio::test]
