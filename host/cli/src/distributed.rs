@@ -232,6 +232,7 @@ async fn run_status(backend: &AzureBackend, run_id: &str) -> Result<serde_json::
                 "pending": p.pending,
                 "awaiting": p.awaiting.keys().collect::<Vec<_>>(),
                 "errors": p.errors,
+                "warnings": p.warnings,
                 "steps": p.steps,
                 "retries": p.retries,
                 "retriedErrors": p.retried_errors,

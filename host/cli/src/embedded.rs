@@ -15,7 +15,7 @@ use flowcraft_core::engine::{Engine, EngineSettings, RunReport};
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::memory::{self, JobReceiver, MemoryBackend, MemorySnapshot, TimerPolicy};
 use flowcraft_core::plan::PlanRegistry;
-use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunState};
+use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunError, RunState};
 use flowcraft_core::runner::NodeRunner;
 use flowcraft_plugins::PluginHost;
 use serde::{Deserialize, Serialize};
@@ -413,6 +413,9 @@ struct RunResult<'a> {
     /// Written as the JSON text each value is kept as (nothing is parsed).
     context: &'a ContextMap,
     errors: Vec<RunResultError<'a>>,
+    /// Present when something went wrong without failing the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<RunResultError<'a>>,
 }
 
 #[derive(Serialize)]
@@ -422,20 +425,24 @@ struct RunResultError<'a> {
     message: &'a str,
 }
 
+fn result_errors(errors: &[RunError]) -> Vec<RunResultError<'_>> {
+    errors
+        .iter()
+        .map(|e| RunResultError {
+            node_id: &e.node_id,
+            message: &e.message,
+        })
+        .collect()
+}
+
 /// Prints the run's result and picks the exit status.
 fn finish(report: &RunReport) -> ExitCode {
     let result = RunResult {
         run_id: &report.run_id,
         status: report.state.as_str(),
         context: &report.context,
-        errors: report
-            .errors
-            .iter()
-            .map(|e| RunResultError {
-                node_id: &e.node_id,
-                message: &e.message,
-            })
-            .collect(),
+        errors: result_errors(&report.errors),
+        warnings: result_errors(&report.warnings),
     };
     let printed = serde_json::to_string(&result).map(|text| {
         // A closed stdout (`| head`) is the reader's choice, not an error.

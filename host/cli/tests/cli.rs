@@ -486,13 +486,11 @@ fn validate_lists_expected_actions_and_checks_bindings() {
     );
     let ran = flowcraft(&["run", typo, "--plugins", plugins]);
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
-    assert!(
-        stderr(&ran)
-            .contains("the node's action matches none of its edges and it has no default edge")
-            && stderr(&ran).contains("action=large"),
-        "{}",
-        stderr(&ran)
-    );
+    let warning = "node 'classify' returned action 'large', which matches none of its edges (they expect: lage, small) and it has no default edge: nothing follows it";
+    assert!(stderr(&ran).contains(warning), "{}", stderr(&ran));
+    let result: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(result["warnings"][0]["nodeId"], "classify", "{result}");
+    assert_eq!(result["warnings"][0]["message"], warning, "{result}");
 
     let pinned = write_temp(
         "pinned.json",

@@ -196,6 +196,8 @@ pub struct RunReport {
     pub state: RunState,
     pub context: ContextMap,
     pub errors: Vec<crate::progress::RunError>,
+    /// What went wrong without failing the run.
+    pub warnings: Vec<crate::progress::RunError>,
 }
 
 /// The engine: plans, a backend and a node runner.
@@ -636,6 +638,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             state: progress.state,
             context,
             errors: progress.errors,
+            warnings: progress.warnings,
         })
     }
 
@@ -1019,13 +1022,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             &view,
         );
         drop(view);
-        if let Some(action) = success
-            .action
-            .as_deref()
-            .filter(|_| !builtin::is_builtin(&node.uses))
-            && let Some(expected) = routing::unmatched_action(plan, &node.id, action)
-        {
-            warn!(run = %run_id, node = %node.id, action = %action, expected = %expected.join(", "), "the node's action matches none of its edges and it has no default edge: nothing follows it");
+        let warning = unmatched_action_warning(plan, node, success.action.as_deref());
+        if let Some(warning) = &warning {
+            warn!(run = %run_id, node = %node.id, "{warning}");
         }
         // A worker that remembers contexts keeps the snapshot: if no other
         // job settles meanwhile, the context after this write is the snapshot
@@ -1087,6 +1086,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             dynamic_nodes: success.dynamic_nodes,
             rearm,
             reopen: false,
+            warning,
         };
         let blueprint = &plan.blueprint;
         let analysis = &plan.analysis;
@@ -1119,6 +1119,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             gather: Some(node.id.clone()),
             rearm: Default::default(),
             reopen: true,
+            warning: None,
         };
         let (blueprint, analysis) = (&plan.blueprint, &plan.analysis);
         let node_id = node.id.clone();
@@ -1844,6 +1845,22 @@ fn keep_as_continuation(job: Job) -> Option<Job> {
         }
     });
     job
+}
+
+/// The warning for a plugin node whose `action` matches none of its edges
+/// while no default edge leaves it either: nothing follows it, silently.
+fn unmatched_action_warning(
+    plan: &Plan,
+    node: &NodeDefinition,
+    action: Option<&str>,
+) -> Option<String> {
+    let action = action.filter(|_| !builtin::is_builtin(&node.uses))?;
+    let expected = routing::unmatched_action(plan, &node.id, action)?;
+    Some(format!(
+        "node '{}' returned action '{action}', which matches none of its edges (they expect: {}) and it has no default edge: nothing follows it",
+        node.id,
+        expected.join(", ")
+    ))
 }
 
 /// Why `node` of `progress`'s run cannot be resumed, naming the nodes that can.

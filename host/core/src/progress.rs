@@ -226,6 +226,10 @@ pub struct RunProgress {
     /// Child runs started in this run's tree (kept on the root run).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub subflow_runs: u32,
+    /// What went wrong without failing the run (an action that matched no
+    /// edge), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<RunError>,
 }
 
 /// What a transition asks the caller to do next.
@@ -257,6 +261,8 @@ pub struct Completion {
     /// The node is not finished: it goes back to waiting (keeping its
     /// arrivals) for the dynamic nodes it added, and routes nothing now.
     pub reopen: bool,
+    /// Something the run's result should mention (see [`RunProgress::warnings`]).
+    pub warning: Option<String>,
 }
 
 /// The graph a run executes: the blueprint plus its dynamic additions.
@@ -371,6 +377,7 @@ impl RunProgress {
             retries: 0,
             retried_errors: Vec::new(),
             subflow_runs: 0,
+            warnings: Vec::new(),
         }
     }
 
@@ -465,6 +472,12 @@ impl RunProgress {
             return advance;
         }
         self.leave(node, NodeStatus::Done);
+        if let Some(warning) = &completion.warning {
+            self.warnings.push(RunError {
+                node_id: node.to_owned(),
+                message: warning.clone(),
+            });
+        }
         if completion.reopen && !self.state.is_terminal() {
             self.nodes.entry(node.to_owned()).or_default().status = NodeStatus::Waiting;
             self.add_dynamic(blueprint, node, completion);
@@ -841,6 +854,7 @@ mod tests {
             gather: None,
             rearm: BTreeSet::new(),
             reopen: false,
+            warning: None,
         }
     }
 
