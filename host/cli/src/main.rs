@@ -80,7 +80,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one workflow to its end in embedded mode and print {"runId","status","context","errors"}.
+    /// Run one workflow to its end in embedded mode and print {"runId","status","context","errors"} (and "warnings" when there are any).
     Run(embedded::RunArgs),
     /// Resume an awaiting run: on Azure (RUN_ID) or saved by `run --state FILE`.
     Resume(embedded::ResumeArgs),
