@@ -561,3 +561,39 @@ fn errors_say_each_fact_once_and_builtins_need_no_bundles() {
         stderr(&needs_bundles)
     );
 }
+
+/// The README's input forms, as the resolver reads them: a plain name is a
+/// node's output, else the context key; a name starting with `_` is the
+/// context key of exactly that name, never a path.
+#[test]
+fn inputs_resolve_as_the_readme_says() {
+    let dist = dist();
+    let blueprint = write_temp(
+        "inputs.json",
+        r#"{"id":"inputs","nodes":[{"id":"plain","uses":"echo","inputs":"items"},
+            {"id":"underscore","uses":"echo","inputs":"_raw.items"},
+            {"id":"exact","uses":"echo","inputs":"_items"}]}"#,
+    );
+    let output = flowcraft(&[
+        "run",
+        blueprint.to_str().unwrap(),
+        "--plugins",
+        dist.to_str().unwrap(),
+        "--context",
+        r#"{"items": [1, 2], "_items": [3]}"#,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let context = &result["context"];
+    assert_eq!(
+        context["_outputs.plain"],
+        serde_json::json!([1, 2]),
+        "{result}"
+    );
+    assert_eq!(context["_outputs.underscore"], Value::Null, "{result}");
+    assert_eq!(
+        context["_outputs.exact"],
+        serde_json::json!([3]),
+        "{result}"
+    );
+}
