@@ -438,16 +438,6 @@ impl RunProgress {
         advance
     }
 
-    /// Schedules one node directly (a fallback, a re-delivery of a retry).
-    pub fn schedule_direct(&mut self, node: &str) -> Advance {
-        let mut advance = Advance::default();
-        if self.status(node) != NodeStatus::Scheduled {
-            self.schedule(node, &mut advance);
-        }
-        self.conclude(&mut advance);
-        advance
-    }
-
     /// Records that `node` finished with a routed result.
     pub fn complete(
         &mut self,
