@@ -141,20 +141,33 @@ impl NodeLimits {
     }
 }
 
+/// `number` as a duration of milliseconds in `range`, else the error for
+/// `field` that states the range (`allowed`).
+fn millis_in(
+    field: &str,
+    number: &Number,
+    range: std::ops::RangeInclusive<f64>,
+    allowed: &str,
+) -> Result<Duration, LimitError> {
+    match number.as_f64() {
+        Some(ms) if range.contains(&ms) => Ok(millis(ms)),
+        _ => Err(LimitError::new(field, number, allowed)),
+    }
+}
+
 /// `config.timeout`: `None` when absent or 0 (the runner's default applies,
 /// as upstream ignores a falsy timeout); else 1 ≤ ms ≤ [`MAX_TIMEOUT_MS`].
 pub fn timeout(value: Option<&Number>) -> Result<Option<Duration>, LimitError> {
-    let Some(number) = value else {
-        return Ok(None);
-    };
-    match number.as_f64() {
-        Some(0.0) => Ok(None),
-        Some(ms) if (1.0..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Some(millis(ms))),
-        _ => Err(LimitError::new(
+    match value {
+        None => Ok(None),
+        Some(number) if number.as_f64() == Some(0.0) => Ok(None),
+        Some(number) => millis_in(
             "config.timeout",
             number,
-            format!("milliseconds from 1 to {MAX_TIMEOUT_MS} (one day), or 0 for the default"),
-        )),
+            1.0..=MAX_TIMEOUT_MS,
+            &format!("milliseconds from 1 to {MAX_TIMEOUT_MS} (one day), or 0 for the default"),
+        )
+        .map(Some),
     }
 }
 
@@ -163,14 +176,12 @@ pub fn retry_delay(value: Option<&Number>) -> Result<Duration, LimitError> {
     let Some(number) = value else {
         return Ok(Duration::ZERO);
     };
-    match number.as_f64() {
-        Some(ms) if (0.0..=MAX_RETRY_DELAY_MS).contains(&ms) => Ok(millis(ms)),
-        _ => Err(LimitError::new(
-            "config.retryDelay",
-            number,
-            format!("milliseconds from 0 to {MAX_RETRY_DELAY_MS} (one day)"),
-        )),
-    }
+    millis_in(
+        "config.retryDelay",
+        number,
+        0.0..=MAX_RETRY_DELAY_MS,
+        &format!("milliseconds from 0 to {MAX_RETRY_DELAY_MS} (one day)"),
+    )
 }
 
 /// `config.maxRetries` as total attempts: values below 1 mean 1 (upstream),
