@@ -157,11 +157,12 @@ fn jitter(bound: Duration) -> Duration {
 /// (whole seconds, or an HTTP date: the time until then, zero if past).
 pub fn advised_wait<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Duration> {
     for name in ["x-ms-retry-after-ms", "retry-after-ms"] {
-        if let Some(ms) = header(name).and_then(|v| v.trim().parse::<f64>().ok())
-            && ms.is_finite()
-            && ms >= 0.0
+        // A value no duration can hold (negative, not finite, 1e300) is ignored.
+        if let Some(wait) = header(name)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
         {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+            return Some(wait);
         }
     }
     let value = header("retry-after")?.trim();
@@ -292,6 +293,8 @@ mod tests {
         let advised = wait(&[("retry-after", soon)]).unwrap();
         assert!(advised > Duration::from_secs(28) && advised <= Duration::from_secs(30));
         assert_eq!(wait(&[("x-ms-retry-after-ms", "-1")]), None);
+        assert_eq!(wait(&[("x-ms-retry-after-ms", "1e300")]), None);
+        assert_eq!(wait(&[("retry-after-ms", "NaN")]), None);
         assert_eq!(wait(&[("retry-after", "soon")]), None);
         assert_eq!(wait(&[]), None);
     }
