@@ -31,6 +31,11 @@ pub struct MemorySnapshot {
     pub contexts: HashMap<String, Arc<ContextMap>>,
     pub progress: HashMap<String, RunProgress>,
     pub statuses: HashMap<String, RunStatusRecord>,
+    /// Each context's JSON size ([`context_size`]), kept up to date by
+    /// writes so that checking the item limit does not walk the context;
+    /// measured once when missing (after loading a saved state).
+    #[serde(skip)]
+    pub context_sizes: HashMap<String, usize>,
 }
 
 /// All four stores in memory, plus the queue.
@@ -206,10 +211,15 @@ impl ContextStore for MemoryBackend {
         run_id: &str,
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         if let Some(limit) = self.item_limit {
-            let current = state.contexts.get(run_id);
-            let size = size_after(current.map(Arc::as_ref), changes);
+            let current = state.contexts.get(run_id).map(Arc::as_ref);
+            let before = *state
+                .context_sizes
+                .entry(run_id.to_owned())
+                .or_insert_with(|| context_size(current));
+            let size = size_after(before, current, changes);
             if size > limit {
                 return Err(StoreError::refused(
                     "memory store",
@@ -218,6 +228,7 @@ impl ContextStore for MemoryBackend {
                     ),
                 ));
             }
+            state.context_sizes.insert(run_id.to_owned(), size);
         }
         // Copy-on-write: copies only while a job still holds an older snapshot.
         let context = Arc::make_mut(state.contexts.entry(run_id.to_owned()).or_default());
@@ -228,14 +239,24 @@ impl ContextStore for MemoryBackend {
     }
 }
 
-/// The JSON size of `context` (none: empty) after `changes`, counted from
-/// the values' text without serializing anything: `{"key":value,…}`, give or
-/// take escapes in the keys.
-fn size_after(context: Option<&ContextMap>, changes: &[ContextChange]) -> usize {
-    let entry = |key: &str, value: &ContextValue| key.len() + value.json().len() + 4;
-    let mut size = 2 + context.map_or(0, |context| {
-        context.iter().map(|(key, value)| entry(key, value)).sum()
-    });
+/// The bytes one entry adds to a context's JSON: `"key":value,`, give or
+/// take escapes in the key; counted from the value's text.
+fn entry_size(key: &str, value: &ContextValue) -> usize {
+    key.len() + value.json().len() + 4
+}
+
+/// The JSON size of `context` (none: empty), without serializing it.
+fn context_size(context: Option<&ContextMap>) -> usize {
+    2 + context.map_or(0, |context| {
+        context
+            .iter()
+            .map(|(key, value)| entry_size(key, value))
+            .sum()
+    })
+}
+
+/// The size of `context`, `before` bytes now, once `changes` are applied.
+fn size_after(before: usize, context: Option<&ContextMap>, changes: &[ContextChange]) -> usize {
     let mut touched: HashMap<&str, Option<&ContextValue>> = HashMap::new();
     for change in changes {
         let value = match change {
@@ -244,12 +265,13 @@ fn size_after(context: Option<&ContextMap>, changes: &[ContextChange]) -> usize 
         };
         touched.insert(change.key(), value);
     }
+    let mut size = before;
     for (key, value) in touched {
         if let Some(old) = context.and_then(|context| context.get(key)) {
-            size -= entry(key, old);
+            size -= entry_size(key, old);
         }
         if let Some(new) = value {
-            size += entry(key, new);
+            size += entry_size(key, new);
         }
     }
     size
