@@ -523,6 +523,12 @@ mod tests {
     #[test]
     fn values_nested_too_deeply_are_refused() {
         let mut ctx = NodeContext::new(Arc::new(ContextMap::new()));
+        // Keeping the text checks it without recursing: any depth is safe to parse.
+        let abyss = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        assert!(
+            ctx.set("abyss", ContextValue::parse(abyss).unwrap())
+                .is_err()
+        );
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let error = ctx
             .set("deep", ContextValue::parse(deep).unwrap())

@@ -3,12 +3,11 @@
 //! Every function acts on the [`CallState`] of the call in progress: the run
 //! context view handed to this node (never another run's), the bundle's
 //! grants, and the call's labels and budgets for logging. Everything the
-//! guest passes is untrusted: a value's nesting depth is checked before it
-//! is parsed, and log records are escaped and budgeted (see
+//! guest passes is untrusted: a value is kept as checked text and refused
+//! when nested too deeply, and log records are escaped and budgeted (see
 //! [`crate::guest_log`]).
 
-use flowcraft_core::context::ContextValue;
-use flowcraft_core::limits::check_json_depth;
+use flowcraft_core::context::{ContextValue, ContextWriteError};
 
 use crate::bindings::{Host, LogLevel, TypesHost};
 use crate::call::MAX_GUEST_MESSAGE_BYTES;
@@ -26,16 +25,19 @@ impl Host for CallState {
     /// A refused write is answered to the guest and also fails the call
     /// (see [`CallState::fault`]): a node cannot ignore it and finish.
     fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
-        let written = check_json_depth("the value", &value)
-            .map_err(|e| format!("context-set '{key}': {e}"))
-            .and_then(|()| {
-                ContextValue::parse(value)
-                    .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))
-            })
+        // Keeping the text checks it without building a tree, at any depth;
+        // the context refuses a value nested too deeply.
+        let written = ContextValue::parse(value)
+            .map_err(|e| format!("context-set '{key}': the value is not valid JSON ({e})"))
             .and_then(|value| {
                 self.context
                     .set(&key, value)
-                    .map_err(|e| format!("context-set '{key}': {e}"))
+                    .map_err(|refused| match refused {
+                        ContextWriteError::TooDeep { error, .. } => {
+                            format!("context-set '{key}': {error}")
+                        }
+                        other => format!("context-set '{key}': {other}"),
+                    })
             });
         if let Err(refusal) = &written {
             self.fault
