@@ -1,6 +1,6 @@
 //! The clocks a guest sees, coarsened to whole milliseconds.
 //!
-//! Decision (issue 14, "Timing"): every clock a guest can read ticks in
+//! Decision: every clock a guest can read ticks in
 //! steps of [`CLOCK_RESOLUTION`] (1 ms), as browsers coarsen
 //! `performance.now()` (to 100 µs–1 ms) against timing side channels; the
 //! host's own clocks step in ~100 ns. Nodes need time for timestamps and
