@@ -303,8 +303,24 @@ async fn limits_are_checked_with_clear_errors() {
         .send(&format!("{biggest}A"), Duration::ZERO)
         .await
         .unwrap_err();
-    assert_eq!(err.kind, QueueErrorKind::InvalidRequest);
+    assert_eq!(err.kind, QueueErrorKind::MessageTooLarge);
     assert!(err.message.contains("65537 bytes"), "{err}");
+    // A job whose message is over the limit is refused for good: sending it
+    // again cannot succeed.
+    let err = queue
+        .enqueue(
+            Job::new("r", "b", &"n".repeat(MAX_MESSAGE_BYTES)),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent(), "{}", err.message);
+    assert!(
+        err.message
+            .starts_with("the job message is over Queue Storage's 64 KiB message limit"),
+        "{}",
+        err.message
+    );
     let err = queue
         .send("x", MAX_VISIBILITY + Duration::from_secs(1))
         .await

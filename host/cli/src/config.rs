@@ -11,10 +11,10 @@ use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use flowcraft_azure::backend::{AccountSetting, AzureConfig};
 use flowcraft_azure::credential::CredentialKind;
+use flowcraft_azure::queue::DEFAULT_QUEUE_NAME;
 use flowcraft_plugins::Grants;
 use serde::Deserialize;
 
-pub const DEFAULT_QUEUE: &str = "flowcraft-jobs";
 pub const DEFAULT_DATABASE: &str = "flowcraft";
 pub const DEFAULT_CONTEXT_CONTAINER: &str = "workflow-contexts";
 pub const DEFAULT_STATUS_CONTAINER: &str = "workflow-statuses";
@@ -233,7 +233,7 @@ impl AzureArgs {
             cosmos,
             credential,
             redis_url: redis,
-            queue: pick(&self.queue, &file.queue, DEFAULT_QUEUE),
+            queue: pick(&self.queue, &file.queue, DEFAULT_QUEUE_NAME),
             database: pick(&self.database, &file.database, DEFAULT_DATABASE),
             context_container: pick(
                 &self.context_container,

@@ -51,7 +51,7 @@
 //! leaves a remembered record as it was still asks Redis whether that record
 //! is current (a compare-and-set that writes nothing), since its outcome
 //! must come from the record as it stands. Without a remembered run, an
-//! update reads the hash first (`HMGET v r w`), as it always did.
+//! update reads the hash first (`HMGET v r w`).
 //!
 //! # Expiry
 //!
@@ -73,22 +73,29 @@
 //! its data after a restart (`LOADING`), within the bounds of
 //! [`crate::retry`]: a Redis restart of a few seconds delays operations
 //! instead of failing them; a longer outage fails them with a
-//! [`StoreError`] as before. Every error is a
+//! [`StoreError`]. Every error is a
 //! `StoreError { service: "redis", .. }` naming the operation, the run and
 //! the server (the URL without its password).
 
-use std::collections::HashMap;
+mod connection;
+mod remembered;
+mod scripts;
+#[cfg(test)]
+mod tests;
+
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowcraft_core::progress::RunProgress;
 use flowcraft_core::store::{CoordinationStore, StoreError};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, ServerErrorKind};
+use redis::{AsyncConnectionConfig, Client, Script};
 
-use crate::retry::{self, Backoff, RetryPolicy, Transient};
+use crate::retry::RetryPolicy;
+use connection::{Link, redact};
+use remembered::Memory;
+use scripts::{CREATE_SCRIPT, Cas, UPDATE_SCRIPT};
 
 const SERVICE: &str = "redis";
 
@@ -99,46 +106,6 @@ pub const PROGRESS_KEY_PREFIX: &str = "flowcraft:progress:";
 pub fn progress_key(run_id: &str) -> String {
     format!("{PROGRESS_KEY_PREFIX}{run_id}")
 }
-
-/// Creates the record unless the key exists.
-/// KEYS[1] = progress key; ARGV = record JSON, write token, TTL seconds (0 = none).
-/// Returns 1 when created (or already created by this very token), 0 when the key exists.
-const CREATE_SCRIPT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'w') == ARGV[2] then return 1 end
-  return 0
-end
-redis.call('HSET', KEYS[1], 'v', 1, 'r', ARGV[1], 'w', ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-return 1
-"#;
-
-/// Compare-and-set on the version and the write token.
-/// KEYS[1] = progress key; ARGV = expected version, expected write token
-/// (empty when the hash has none), record JSON (empty: write nothing, only
-/// compare), this write's token, TTL seconds (0 = none).
-/// Returns the version now stored when written, or when it matched and
-/// nothing was to be written, or when this very token wrote it already; -1
-/// when the record does not exist; on a conflict, the current
-/// `[v, r, w]` (`w` empty when absent).
-const UPDATE_SCRIPT: &str = r#"
-local v = redis.call('HGET', KEYS[1], 'v')
-if not v then return -1 end
-local w = redis.call('HGET', KEYS[1], 'w') or ''
-if v ~= ARGV[1] or w ~= ARGV[2] then
-  if w == ARGV[4] then return tonumber(v) end
-  return {v, redis.call('HGET', KEYS[1], 'r'), w}
-end
-if ARGV[3] == '' then return tonumber(v) end
-v = redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'r', ARGV[3], 'w', ARGV[4])
-if tonumber(ARGV[5]) > 0 then
-  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
-else
-  redis.call('PERSIST', KEYS[1])
-end
-return v
-"#;
 
 /// Tuning of [`RedisCoordination`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,24 +186,6 @@ struct Inner {
 /// other workers are still arbitrated by the compare-and-set.
 const UPDATE_LANES: usize = 256;
 
-/// The shared connection and what the last attempt to make one did.
-#[derive(Default)]
-struct Link {
-    /// Bumped for every new connection, so a failure on an old one does not
-    /// drop a newer one.
-    generation: u64,
-    connection: Option<MultiplexedConnection>,
-    /// Connection attempts so far, and the error of the last one if it failed.
-    attempts: u64,
-    last_error: Option<RedisError>,
-}
-
-/// A connection handed to one operation.
-struct Conn {
-    generation: u64,
-    connection: MultiplexedConnection,
-}
-
 /// One state of a run's progress hash: its version, write token and record.
 #[derive(Clone)]
 struct Seen {
@@ -246,35 +195,6 @@ struct Seen {
     record: Arc<RunProgress>,
     /// The length of the record's JSON, its weight in [`Memory`].
     size: usize,
-}
-
-/// What the update script answered.
-enum Cas {
-    /// The version now stored (after this write, or the one compared).
-    Written(i64),
-    /// The record does not exist.
-    Missing,
-    /// Another state is current: its `v`, `r` (absent if the hash has
-    /// none) and `w`.
-    Conflict(i64, Option<String>, String),
-}
-
-impl redis::FromRedisValue for Cas {
-    fn from_redis_value(value: redis::Value) -> Result<Self, redis::ParsingError> {
-        match value {
-            redis::Value::Int(-1) => Ok(Cas::Missing),
-            redis::Value::Int(version) => Ok(Cas::Written(version)),
-            redis::Value::Array(items) if items.len() == 3 => {
-                let mut items = items.into_iter();
-                let mut next = || items.next().unwrap_or_default();
-                let version = redis::from_redis_value(next())?;
-                let record = redis::from_redis_value(next())?;
-                let token = redis::from_redis_value::<Option<String>>(next())?;
-                Ok(Cas::Conflict(version, record, token.unwrap_or_default()))
-            }
-            other => Err(format!("unexpected reply of the update script: {other:?}").into()),
-        }
-    }
 }
 
 impl std::fmt::Debug for RedisCoordination {
@@ -341,31 +261,6 @@ impl RedisCoordination {
         Ok(store)
     }
 
-    /// Checks that the server answers (`PING`), e.g. at start-up.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.pong()
-            .await
-            .map_err(|err| self.error("ping", None, &err))
-    }
-
-    async fn pong(&self) -> Result<(), RedisError> {
-        let reply: String = self
-            .retrying(RetryPolicy::SETUP, "ping", |mut conn| async move {
-                let reply = redis::cmd("PING").query_async(&mut conn.connection).await;
-                (conn, reply)
-            })
-            .await?;
-        if reply == "PONG" {
-            Ok(())
-        } else {
-            Err(RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "unexpected reply to PING",
-                reply,
-            )))
-        }
-    }
-
     /// The server URL with its password masked.
     pub fn target(&self) -> &str {
         &self.inner.target
@@ -373,120 +268,6 @@ impl RedisCoordination {
 
     pub fn options(&self) -> &RedisOptions {
         &self.inner.options
-    }
-
-    fn link(&self) -> MutexGuard<'_, Link> {
-        // A panic while holding the lock cannot leave `Link` inconsistent.
-        self.inner
-            .link
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The shared connection, connecting first if there is none. Callers
-    /// that waited while another one tried to connect share its failure
-    /// instead of trying again.
-    async fn conn(&self) -> Result<Conn, RedisError> {
-        let seen = {
-            let link = self.link();
-            if let Some(connection) = &link.connection {
-                return Ok(Conn {
-                    generation: link.generation,
-                    connection: connection.clone(),
-                });
-            }
-            link.attempts
-        };
-        let _connecting = self.inner.connecting.lock().await;
-        {
-            let link = self.link();
-            if let Some(connection) = &link.connection {
-                return Ok(Conn {
-                    generation: link.generation,
-                    connection: connection.clone(),
-                });
-            }
-            if link.attempts != seen
-                && let Some(err) = &link.last_error
-            {
-                return Err(err.clone());
-            }
-        }
-        let result = self
-            .inner
-            .client
-            .get_multiplexed_async_connection_with_config(&self.inner.connection)
-            .await;
-        let mut link = self.link();
-        link.attempts += 1;
-        match result {
-            Ok(connection) => {
-                link.generation += 1;
-                link.connection = Some(connection.clone());
-                link.last_error = None;
-                if link.attempts > 1 {
-                    tracing::info!(server = %self.inner.target, "reconnected to Redis");
-                }
-                Ok(Conn {
-                    generation: link.generation,
-                    connection,
-                })
-            }
-            Err(err) => {
-                link.last_error = Some(err.clone());
-                Err(err)
-            }
-        }
-    }
-
-    /// Drops the shared connection if `err` means it is broken (unless it
-    /// was replaced already). Returns whether it did.
-    fn settle(&self, conn: &Conn, err: &RedisError) -> bool {
-        if !is_connection_error(err) {
-            return false;
-        }
-        let mut link = self.link();
-        if link.generation == conn.generation && link.connection.is_some() {
-            link.connection = None;
-            tracing::warn!(server = %self.inner.target, error = %err, "Redis connection lost; reconnecting on next use");
-        }
-        true
-    }
-
-    /// Runs `op` (named `operation` in log lines), again on a fresh
-    /// connection after a short back-off while the connection breaks or
-    /// cannot be made, or the server is still loading its data (within
-    /// `policy`). Only for operations that may safely run twice.
-    async fn retrying<T, F, Fut>(
-        &self,
-        policy: RetryPolicy,
-        operation: &str,
-        op: F,
-    ) -> Result<T, RedisError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: Future<Output = (Conn, Result<T, RedisError>)>,
-    {
-        let attempt = || async {
-            let (conn, result) = op(self.conn().await?).await;
-            if let Err(err) = &result {
-                self.settle(&conn, err);
-            }
-            result
-        };
-        let classify = |err: &RedisError| {
-            (is_connection_error(err) || is_busy(err)).then_some(Transient::Unreachable)
-        };
-        retry::retrying(
-            "Redis",
-            operation,
-            policy,
-            classify,
-            RedisError::to_string,
-            attempt,
-        )
-        .await
-        .0
     }
 
     /// Reads the run's hash (`HMGET v r w`) and deserializes the record;
@@ -550,77 +331,6 @@ impl RedisCoordination {
         }
     }
 
-    /// Runs a write script; while the connection breaks or cannot be made,
-    /// runs it again on a fresh one after a short back-off (within
-    /// [`RetryPolicy::DEFAULT`]). The write token makes a repeated run
-    /// report success (a reply that `applied` accepts) if an earlier one
-    /// was applied and nothing was written since; any other answer after a
-    /// broken write leaves the outcome unknown, so it is an error.
-    async fn write<T: redis::FromRedisValue>(
-        &self,
-        operation: &str,
-        run_id: &str,
-        invocation: &redis::ScriptInvocation<'_>,
-        applied: impl Fn(&T) -> bool,
-    ) -> Result<T, StoreError> {
-        let mut lost: Option<RedisError> = None;
-        let mut backoff = Backoff::new(RetryPolicy::DEFAULT);
-        loop {
-            let mut conn = match self.conn().await {
-                Ok(conn) => conn,
-                Err(err) if is_connection_error(&err) || is_busy(&err) => {
-                    self.back_off(&mut backoff, operation, run_id, err).await?;
-                    continue;
-                }
-                Err(err) => return Err(self.error(operation, Some(run_id), &err)),
-            };
-            match invocation.invoke_async(&mut conn.connection).await {
-                Ok(reply) => match lost {
-                    Some(err) if !applied(&reply) => {
-                        return Err(StoreError::new(
-                            SERVICE,
-                            format!(
-                                "{operation} of run {run_id} at {}: the connection broke during the write ({err}) and the record changed meanwhile, so whether the write was applied is unknown",
-                                self.inner.target
-                            ),
-                        ));
-                    }
-                    _ => return Ok(reply),
-                },
-                Err(err) if self.settle(&conn, &err) => {
-                    lost = Some(err.clone());
-                    self.back_off(&mut backoff, operation, run_id, err).await?;
-                }
-                // Refused without running the script.
-                Err(err) if is_busy(&err) => {
-                    self.back_off(&mut backoff, operation, run_id, err).await?;
-                }
-                Err(err) => return Err(self.error(operation, Some(run_id), &err)),
-            }
-        }
-    }
-
-    /// Waits before the next attempt of a write that failed on the
-    /// connection with `err`, or fails with it when the budget is spent.
-    async fn back_off(
-        &self,
-        backoff: &mut Backoff,
-        operation: &str,
-        run_id: &str,
-        err: RedisError,
-    ) -> Result<(), StoreError> {
-        let Some(wait) = backoff.next(Transient::Unreachable) else {
-            return Err(self.error(operation, Some(run_id), &err));
-        };
-        if backoff.attempts() == 2 {
-            tracing::warn!(server = %self.inner.target, operation, run = run_id, error = %err, "Redis unreachable; retrying with back-off");
-        } else {
-            tracing::debug!(server = %self.inner.target, operation, run = run_id, error = %err, "Redis still unreachable; retrying");
-        }
-        tokio::time::sleep(wait).await;
-        Ok(())
-    }
-
     /// A token no other write uses.
     fn token(&self) -> String {
         let count = self.inner.tokens.fetch_add(1, Ordering::Relaxed);
@@ -651,16 +361,6 @@ impl RedisCoordination {
         } else {
             0
         }
-    }
-
-    fn error(&self, operation: &str, run_id: Option<&str>, err: &RedisError) -> StoreError {
-        let run = run_id
-            .map(|run| format!(" of run {run}"))
-            .unwrap_or_default();
-        StoreError::new(
-            SERVICE,
-            format!("{operation}{run} at {}: {err}", self.inner.target),
-        )
     }
 
     fn decode(&self, run_id: &str, raw: &str) -> Result<RunProgress, StoreError> {
@@ -830,270 +530,5 @@ impl CoordinationStore for RedisCoordination {
                 "progress of run {run_id} is contended: {attempts} compare-and-set attempts lost to concurrent updates"
             ),
         ))
-    }
-}
-
-/// The last state of each live run's hash a store read or wrote, at most
-/// `runs` of them with records of at most `bytes` of JSON together: two
-/// generations of up to half that each; a state goes into the young one
-/// (also when it is looked up in the old one), and when the young one is
-/// full it becomes the old one and the old one is dropped. Approximately
-/// least recently used, in constant time per operation.
-struct Memory {
-    /// Bounds of one generation.
-    runs: usize,
-    bytes: usize,
-    generations: Mutex<Generations>,
-}
-
-#[derive(Default)]
-struct Generations {
-    young: Generation,
-    old: Generation,
-}
-
-#[derive(Default)]
-struct Generation {
-    states: HashMap<String, Seen>,
-    /// Total weight of `states` (see [`weight`]).
-    bytes: usize,
-}
-
-/// What a remembered state counts against the byte bound.
-fn weight(run_id: &str, seen: &Seen) -> usize {
-    run_id.len() + seen.token.len() + seen.size
-}
-
-impl Generation {
-    fn remove(&mut self, run_id: &str) -> Option<Seen> {
-        let seen = self.states.remove(run_id)?;
-        self.bytes -= weight(run_id, &seen);
-        Some(seen)
-    }
-}
-
-impl Memory {
-    fn new(runs: usize, bytes: usize) -> Self {
-        Self {
-            runs: runs.div_ceil(2),
-            bytes: bytes / 2,
-            generations: Mutex::default(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Generations> {
-        // Every change below leaves `Generations` consistent before it can panic.
-        self.generations
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn get(&self, run_id: &str) -> Option<Seen> {
-        if self.runs == 0 {
-            return None;
-        }
-        let mut generations = self.lock();
-        if let Some(seen) = generations.young.states.get(run_id) {
-            return Some(seen.clone());
-        }
-        let seen = generations.old.remove(run_id)?;
-        self.insert(&mut generations, run_id, seen.clone());
-        Some(seen)
-    }
-
-    fn put(&self, run_id: &str, seen: Seen) {
-        if self.runs == 0 {
-            return;
-        }
-        let mut generations = self.lock();
-        generations.old.remove(run_id);
-        generations.young.remove(run_id);
-        // A record this large would push out many others.
-        if weight(run_id, &seen) <= self.bytes / 4 {
-            self.insert(&mut generations, run_id, seen);
-        }
-    }
-
-    fn forget(&self, run_id: &str) {
-        if self.runs == 0 {
-            return;
-        }
-        let mut generations = self.lock();
-        generations.old.remove(run_id);
-        generations.young.remove(run_id);
-    }
-
-    /// Adds a state of a run that neither generation holds.
-    fn insert(&self, generations: &mut Generations, run_id: &str, seen: Seen) {
-        let added = weight(run_id, &seen);
-        let young = &generations.young;
-        if young.states.len() >= self.runs || young.bytes + added > self.bytes {
-            generations.old = std::mem::take(&mut generations.young);
-        }
-        generations.young.bytes += added;
-        generations.young.states.insert(run_id.to_owned(), seen);
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        let generations = self.lock();
-        generations.young.states.len() + generations.old.states.len()
-    }
-}
-
-/// Whether `err` means the connection is unusable (rather than the command
-/// being refused).
-/// Whether the server refused a command for now: still loading its data
-/// after a restart (`LOADING`), or `TRYAGAIN` / `MASTERDOWN`.
-fn is_busy(err: &RedisError) -> bool {
-    matches!(
-        err.kind(),
-        redis::ErrorKind::Server(
-            ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
-        )
-    )
-}
-
-fn is_connection_error(err: &RedisError) -> bool {
-    err.is_io_error()
-        || err.is_timeout()
-        || err.is_connection_dropped()
-        || err.is_connection_refusal()
-        || err.is_unrecoverable_error()
-}
-
-/// `url` with its password masked (or a placeholder if it does not parse,
-/// since it might contain one).
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                // Only fails for URLs that cannot have credentials.
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<unparseable URL>".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("redis://:s3cret@cache.example:6380/2"),
-            "redis://:***@cache.example:6380/2"
-        );
-        assert_eq!(
-            redact("rediss://user:pw@host:6380"),
-            "rediss://user:***@host:6380"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redact("not a url :pw@"), "<unparseable URL>");
-    }
-
-    fn state(version: i64, size: usize) -> Seen {
-        Seen {
-            version,
-            token: String::new(),
-            record: Arc::new(RunProgress::new(
-                "run",
-                "bp",
-                flowcraft_core::runner::Pins::default(),
-                10,
-            )),
-            size,
-        }
-    }
-
-    #[test]
-    fn memory_is_bounded_by_runs() {
-        let memory = Memory::new(4, 1 << 20);
-        for i in 0..100 {
-            memory.put(&format!("run-{i}"), state(i, 10));
-            assert!(memory.len() <= 4, "{} states after {i}", memory.len());
-        }
-        // The latest ones are kept, the oldest dropped.
-        assert_eq!(memory.get("run-99").map(|s| s.version), Some(99));
-        assert!(memory.get("run-0").is_none());
-        // Looking a state up keeps it: run-98 outlives the rotations that
-        // drop its peers.
-        for i in 100..110 {
-            assert_eq!(memory.get("run-98").map(|s| s.version), Some(98));
-            memory.put(&format!("run-{i}"), state(i, 10));
-        }
-        assert!(memory.get("run-98").is_some());
-        assert!(memory.get("run-101").is_none());
-        // A newer state replaces the remembered one; forgetting removes it.
-        memory.put("run-98", state(120, 10));
-        assert_eq!(memory.get("run-98").map(|s| s.version), Some(120));
-        memory.forget("run-98");
-        assert!(memory.get("run-98").is_none());
-    }
-
-    #[test]
-    fn memory_is_bounded_by_bytes() {
-        let memory = Memory::new(1000, 8000);
-        for i in 0..100 {
-            memory.put(&format!("run-{i:02}"), state(i, 394));
-            let generations = memory.lock();
-            assert!(generations.young.bytes + generations.old.bytes <= 8000);
-        }
-        // 400 bytes each: at most 20 fit.
-        assert!(memory.len() <= 20 && memory.len() >= 10, "{}", memory.len());
-        // Too large for the bound: not remembered, and not kept in an old state either.
-        memory.put("run-99", state(7, 1500));
-        assert!(memory.get("run-99").is_none());
-        assert_eq!(memory.get("run-98").map(|s| s.version), Some(98));
-    }
-
-    #[test]
-    fn memory_can_be_off() {
-        let memory = Memory::new(0, 1 << 20);
-        memory.put("run", state(1, 10));
-        assert!(memory.get("run").is_none());
-        assert_eq!(memory.len(), 0);
-    }
-
-    #[test]
-    fn update_replies_parse() {
-        use redis::{FromRedisValue, Value};
-        assert!(matches!(
-            Cas::from_redis_value(Value::Int(-1)),
-            Ok(Cas::Missing)
-        ));
-        assert!(matches!(
-            Cas::from_redis_value(Value::Int(7)),
-            Ok(Cas::Written(7))
-        ));
-        let conflict = Value::Array(vec![
-            Value::BulkString(b"5".to_vec()),
-            Value::BulkString(b"{}".to_vec()),
-            Value::BulkString(b"tok".to_vec()),
-        ]);
-        match Cas::from_redis_value(conflict) {
-            Ok(Cas::Conflict(5, Some(record), token)) => {
-                assert_eq!((record.as_str(), token.as_str()), ("{}", "tok"));
-            }
-            _ => panic!("not a conflict"),
-        }
-        let gone = Value::Array(vec![
-            Value::BulkString(b"5".to_vec()),
-            Value::Nil,
-            Value::BulkString(Vec::new()),
-        ]);
-        assert!(matches!(
-            Cas::from_redis_value(gone),
-            Ok(Cas::Conflict(5, None, token)) if token.is_empty()
-        ));
-        assert!(Cas::from_redis_value(Value::Okay).is_err());
-    }
-
-    #[test]
-    fn progress_keys_are_new_names() {
-        assert_eq!(progress_key("run-1"), "flowcraft:progress:run-1");
     }
 }
