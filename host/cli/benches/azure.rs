@@ -564,14 +564,16 @@ fn main() {
     runtime.block_on(async {
         let workloads = [chain(10), fan(8)];
         let blueprints = tempfile::tempdir().expect("temp dir");
-        let registry = PlanRegistry::new();
         for workload in &workloads {
             let path = blueprints
                 .path()
                 .join(format!("{}.json", workload.blueprint.id));
             std::fs::write(path, serde_json::to_string(&workload.blueprint).unwrap()).unwrap();
-            registry.insert(Plan::new(workload.blueprint.clone(), Default::default()).unwrap());
         }
+        let registry =
+            PlanRegistry::new(workloads.iter().map(|workload| {
+                Plan::new(workload.blueprint.clone(), Default::default()).unwrap()
+            }));
         let backend = AzureBackend::connect(&config)
             .await
             .expect("local services reachable");

@@ -65,9 +65,8 @@ fn fan(width: usize) -> Blueprint {
 
 /// Runs `blueprint` `runs` times; returns the wall time per run.
 async fn measure<R: NodeRunner>(runner: Arc<R>, blueprint: &Blueprint, runs: usize) -> Duration {
-    let registry = PlanRegistry::new();
-    registry.insert(Plan::new(blueprint.clone(), Default::default()).unwrap());
-    let registry = Arc::new(registry);
+    let plan = Plan::new(blueprint.clone(), Default::default()).unwrap();
+    let registry = Arc::new(PlanRegistry::new([plan]));
     let mut total = Duration::ZERO;
     for _ in 0..runs {
         let (backend, mut receiver) = MemoryBackend::new();

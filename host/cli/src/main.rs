@@ -26,10 +26,11 @@ use clap::{Args, Parser, Subcommand};
 static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Errors of the Azure SDK crates capture a backtrace when `RUST_BACKTRACE`
-/// is set, and some are made (and dropped) on every request: with it set,
-/// unwinding took 7 % of a busy worker's CPU. Their backtraces are never
-/// shown, so unless `RUST_LIB_BACKTRACE` says otherwise, library errors
-/// capture none; panics still print theirs under `RUST_BACKTRACE`.
+/// is set, and some are made (and dropped) on every request, so a busy
+/// worker would spend a noticeable share of its CPU unwinding for
+/// backtraces that are never shown. Unless `RUST_LIB_BACKTRACE` says
+/// otherwise, library errors capture none; panics still print theirs under
+/// `RUST_BACKTRACE`.
 fn skip_library_backtraces() {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // SAFETY: called first thing in `main`, before any other thread
@@ -45,10 +46,11 @@ const MIMALLOC_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc keeps memory it no longer uses for a second (`purge_delay`)
 /// before giving it back to the kernel. In a worker, large short-lived
 /// buffers (request bodies of big contexts) then stay resident long after
-/// they are freed: on the payload-16k benchmark peak RSS was 80 MiB with the
-/// delay and 70 MiB without, at the same CPU per node-job. A short embedded
-/// run keeps the delay (returning memory at once cost it about 0.6 ms). The
-/// `MIMALLOC_PURGE_DELAY` environment variable still decides when set.
+/// they are freed, which raises the worker's peak RSS on large payloads
+/// without saving CPU per node-job (see the payload rows in
+/// `bench/results/`). A short embedded run keeps the delay, since returning
+/// memory at once only adds to its run time. The `MIMALLOC_PURGE_DELAY`
+/// environment variable still decides when set.
 fn return_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option, which mimalloc reads whenever it

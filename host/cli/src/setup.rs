@@ -59,13 +59,14 @@ pub fn plan_all(
     if !report.is_empty() {
         bail!("invalid blueprint:\n  {}", report.join("\n  "));
     }
-    let registry = PlanRegistry::new();
-    for blueprint in blueprints {
-        let plan = Plan::new(blueprint.clone(), evaluator)
-            .with_context(|| format!("blueprint '{}'", blueprint.id))?;
-        registry.insert(plan);
-    }
-    Ok(Arc::new(registry))
+    let plans = blueprints
+        .iter()
+        .map(|blueprint| {
+            Plan::new(blueprint.clone(), evaluator)
+                .with_context(|| format!("blueprint '{}'", blueprint.id))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(PlanRegistry::new(plans)))
 }
 
 /// Log lines waiting for stderr at most; more are dropped (see [`init_logging`]).

@@ -155,10 +155,11 @@ async fn every_conformance_case_passes_on_the_azure_stores() {
     let mut plugin_config = PluginConfig::new(support::dist());
     plugin_config.cache_dir = Some(std::env::temp_dir().join("flowcraft-conformance-cache"));
     let host = PluginHost::load(plugin_config).await.expect("bundles load");
-    let registry = PlanRegistry::new();
-    for blueprint in blueprints {
-        registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
-    }
+    let registry = PlanRegistry::new(
+        blueprints
+            .into_iter()
+            .map(|blueprint| Plan::new(blueprint, Default::default()).expect("plan")),
+    );
     let engine = Engine::new(
         Arc::new(backend),
         Arc::new(host.clone()),

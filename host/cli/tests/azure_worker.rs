@@ -102,13 +102,14 @@ impl Harness {
             .await
             .expect("redis reachable");
         let dir = tempfile::tempdir().unwrap();
-        let registry = PlanRegistry::new();
+        let mut plans = Vec::new();
         for value in blueprints {
             let blueprint: Blueprint = serde_json::from_value(value.clone()).unwrap();
             let path = dir.path().join(format!("{}.json", blueprint.id));
             std::fs::write(path, serde_json::to_string_pretty(value).unwrap()).unwrap();
-            registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
+            plans.push(Plan::new(blueprint, Default::default()).expect("plan"));
         }
+        let registry = PlanRegistry::new(plans);
         let engine = Engine::new(
             Arc::new(backend),
             Arc::new(NoRunner),
@@ -1247,19 +1248,21 @@ async fn a_panicking_job_fails_its_run_and_other_runs_complete_on_azure() {
     let backend = AzureBackend::connect(&config)
         .await
         .expect("local services reachable (scripts/azure-local.sh start)");
-    let registry = PlanRegistry::new();
-    for value in [
-        json!({"id": "explodes", "nodes": [
-            {"id": "boom", "uses": "explode", "config": {"maxRetries": 3, "fallback": "rescue"}},
-            {"id": "rescue", "uses": "steady", "params": {"value": "rescued"}}]}),
-        json!({"id": "steady", "nodes": [
-            {"id": "one", "uses": "steady", "params": {"value": 1}},
-            {"id": "two", "uses": "steady", "params": {"value": 2}}],
-            "edges": [{"source": "one", "target": "two"}]}),
-    ] {
-        let blueprint: Blueprint = serde_json::from_value(value).unwrap();
-        registry.insert(Plan::new(blueprint, Default::default()).unwrap());
-    }
+    let registry = PlanRegistry::new(
+        [
+            json!({"id": "explodes", "nodes": [
+                {"id": "boom", "uses": "explode", "config": {"maxRetries": 3, "fallback": "rescue"}},
+                {"id": "rescue", "uses": "steady", "params": {"value": "rescued"}}]}),
+            json!({"id": "steady", "nodes": [
+                {"id": "one", "uses": "steady", "params": {"value": 1}},
+                {"id": "two", "uses": "steady", "params": {"value": 2}}],
+                "edges": [{"source": "one", "target": "two"}]}),
+        ]
+        .map(|value| {
+            let blueprint: Blueprint = serde_json::from_value(value).unwrap();
+            Plan::new(blueprint, Default::default()).unwrap()
+        }),
+    );
     let engine = Engine::new(
         Arc::new(backend),
         Arc::new(PanicsOnDemand),

@@ -24,10 +24,11 @@ struct Embedded {
 
 impl Driver for Embedded {
     async fn start(&self, case: &Case) -> String {
-        let registry = PlanRegistry::new();
-        for blueprint in case.blueprints() {
-            registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
-        }
+        let registry = PlanRegistry::new(
+            case.blueprints()
+                .into_iter()
+                .map(|blueprint| Plan::new(blueprint, Default::default()).expect("plan")),
+        );
         let (backend, receiver) = MemoryBackend::new();
         let engine = Engine::new(
             Arc::new(backend),

@@ -28,9 +28,8 @@ use support::azure::azure_config;
 
 fn registry(blueprint: &Value) -> Arc<PlanRegistry> {
     let blueprint: Blueprint = serde_json::from_value(blueprint.clone()).expect("a blueprint");
-    let registry = PlanRegistry::new();
-    registry.insert(Plan::new(blueprint, Default::default()).expect("a plan"));
-    Arc::new(registry)
+    let plan = Plan::new(blueprint, Default::default()).expect("a plan");
+    Arc::new(PlanRegistry::new([plan]))
 }
 
 async fn run_embedded(blueprint: &Value) -> RunReport {

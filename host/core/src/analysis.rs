@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::blueprint::{Blueprint, EdgeDefinition, NodeDefinition};
+use crate::builtin::Builtin;
 
-/// The uses key of the built-in loop controller.
-pub const LOOP_CONTROLLER: &str = "loop-controller";
+/// The uses key of the built-in loop controller ([`Builtin::LoopController`]).
+pub const LOOP_CONTROLLER: &str = Builtin::LoopController.as_str();
 
 /// What the engine needs to know about a blueprint's shape.
 #[derive(Debug, Clone, Default)]
@@ -78,7 +79,7 @@ impl Analysis {
         let loop_bodies = blueprint
             .nodes
             .iter()
-            .filter(|node| node.uses == LOOP_CONTROLLER)
+            .filter(|node| node.uses == Builtin::LoopController.as_str())
             .map(|node| (node.id.clone(), loop_body(blueprint, &node.id)))
             .collect();
         let mut node_index = HashMap::new();
@@ -206,7 +207,7 @@ fn loop_body(blueprint: &Blueprint, controller: &str) -> BTreeSet<String> {
     let is_controller = |id: &str| {
         blueprint
             .node(id)
-            .is_some_and(|node| node.uses == LOOP_CONTROLLER)
+            .is_some_and(|node| node.uses == Builtin::LoopController.as_str())
     };
     let mut body = BTreeSet::new();
     let mut stack: Vec<&str> = blueprint

@@ -1,4 +1,4 @@
-//! The node types the engine implements itself: `wait`, `sleep`,
+//! The node types the engine implements itself ([`Builtin`]): `wait`, `sleep`,
 //! `loop-controller`, `batch-scatter`, `batch-gather`, `subflow` and
 //! (unsupported, with a clear error) `webhook`. Each reads and writes the run
 //! context through the same [`NodeContext`] view a plugin gets.
@@ -37,9 +37,54 @@ pub enum BuiltinOutcome {
     },
 }
 
+/// A node type the engine implements itself; a plugin may not claim its
+/// `uses` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Builtin {
+    Wait,
+    Sleep,
+    Subflow,
+    BatchScatter,
+    BatchGather,
+    LoopController,
+    Webhook,
+}
+
+impl Builtin {
+    const ALL: [Self; 7] = [
+        Self::Wait,
+        Self::Sleep,
+        Self::Subflow,
+        Self::BatchScatter,
+        Self::BatchGather,
+        Self::LoopController,
+        Self::Webhook,
+    ];
+
+    /// The built-in whose `uses` key is `uses`, if any.
+    pub fn parse(uses: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|builtin| builtin.as_str() == uses)
+    }
+
+    /// Its `uses` key.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Wait => "wait",
+            Self::Sleep => "sleep",
+            Self::Subflow => "subflow",
+            Self::BatchScatter => "batch-scatter",
+            Self::BatchGather => "batch-gather",
+            Self::LoopController => "loop-controller",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
 /// Whether `uses` names a built-in node type.
 pub fn is_builtin(uses: &str) -> bool {
-    crate::runner::BUILTIN_NODE_TYPES.contains(&uses)
+    Builtin::parse(uses).is_some()
 }
 
 /// Runs built-in `node` with `input`.
@@ -52,9 +97,15 @@ pub fn execute(
     view: &ContextMap,
 ) -> Result<BuiltinOutcome, NodeFailure> {
     let params = node.params_or_empty();
-    match node.uses.as_str() {
-        "wait" => Ok(BuiltinOutcome::Wait { output: None }),
-        "sleep" => {
+    let Some(builtin) = Builtin::parse(&node.uses) else {
+        return Err(NodeFailure::fatal(format!(
+            "Implementation for '{}' not found.",
+            node.uses
+        )));
+    };
+    match builtin {
+        Builtin::Wait => Ok(BuiltinOutcome::Wait { output: None }),
+        Builtin::Sleep => {
             let wake_after =
                 crate::limits::sleep_duration(params.get("duration")).map_err(|cause| {
                     NodeFailure::fatal(format!("Node '{}' execution failed: {cause}", node.id))
@@ -64,7 +115,7 @@ pub fn execute(
                 wake_after,
             })
         }
-        "loop-controller" => {
+        Builtin::LoopController => {
             let keep_going = plan
                 .loop_conditions
                 .get(&node.id)
@@ -87,15 +138,12 @@ pub fn execute(
                 }
             }))
         }
-        "batch-scatter" => scatter(node, &params, input, context).map(BuiltinOutcome::Done),
-        "batch-gather" => gather(plan, node, &params, context),
-        "subflow" => subflow(plans, node, &params, input, context),
-        "webhook" => Err(NodeFailure::fatal(format!(
+        Builtin::BatchScatter => scatter(node, &params, input, context).map(BuiltinOutcome::Done),
+        Builtin::BatchGather => gather(plan, node, &params, context),
+        Builtin::Subflow => subflow(plans, node, &params, input, context),
+        Builtin::Webhook => Err(NodeFailure::fatal(format!(
             "Node '{}': webhook nodes are not supported by flowcraft-host (the Azure adapter has no webhook registration); use a 'wait' node and resume it",
             node.id
-        ))),
-        other => Err(NodeFailure::fatal(format!(
-            "Implementation for '{other}' not found."
         ))),
     }
 }
@@ -232,7 +280,7 @@ fn next_round(
     context: &mut NodeContext,
 ) -> Result<BuiltinOutcome, NodeFailure> {
     let Some(scatter) = plan.blueprint.nodes.iter().find(|candidate| {
-        candidate.uses == "batch-scatter"
+        candidate.uses == Builtin::BatchScatter.as_str()
             && candidate
                 .params
                 .as_ref()
@@ -256,7 +304,7 @@ fn next_round(
     Ok(BuiltinOutcome::Reopen {
         dynamic_nodes: vec![NodeDefinition {
             id: format!("{}_next_{round}", scatter.id),
-            uses: "batch-scatter".into(),
+            uses: Builtin::BatchScatter.as_str().into(),
             params: Some(params),
             inputs: scatter.inputs.clone(),
             config: None,
@@ -345,4 +393,18 @@ pub fn subflow_result(
         many => Value::Object(many.iter().map(|id| (id.clone(), output_of(id))).collect()),
     };
     (output, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_key_parses_back_to_it() {
+        for builtin in Builtin::ALL {
+            assert_eq!(Builtin::parse(builtin.as_str()), Some(builtin));
+        }
+        assert_eq!(Builtin::parse("const"), None);
+        assert!(!is_builtin("Wait"));
+    }
 }

@@ -13,6 +13,7 @@ use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 
 use crate::blueprint::{Blueprint, NodeDefinition};
+use crate::builtin::Builtin;
 use crate::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, NodeSuccess, PinError, Pins};
 
 /// Environment variable setting how many cases each generative property runs.
@@ -237,7 +238,14 @@ fn config() -> impl Strategy<Value = Option<Value>> {
 fn dynamic_nodes() -> impl Strategy<Value = Value> {
     let node = (
         prop::sample::select(&["d0", "d1", "d2", "n0"][..]),
-        prop::sample::select(&["const", "echo", "fail", "flaky", "wait", "nope"][..]),
+        prop::sample::select(vec![
+            "const",
+            "echo",
+            "fail",
+            "flaky",
+            Builtin::Wait.as_str(),
+            "nope",
+        ]),
         config(),
     )
         .prop_map(|(id, uses, config)| {
@@ -251,25 +259,35 @@ fn dynamic_nodes() -> impl Strategy<Value = Value> {
 }
 
 fn params(uses: &str) -> BoxedStrategy<Option<Value>> {
+    if let Some(builtin) = Builtin::parse(uses) {
+        return match builtin {
+            Builtin::Sleep => prop_oneof![
+                12 => prop::sample::select(vec![json!(0), json!(2), json!("0s"), json!(1)]),
+                1 => prop::sample::select(vec![json!(-1), json!(1e300), json!("99999999999d"), json!("soon")]),
+            ]
+                .prop_map(|duration| Some(json!({"duration": duration})))
+                .boxed(),
+            Builtin::LoopController => expression()
+                .prop_map(|condition| Some(json!({"condition": condition})))
+                .boxed(),
+            Builtin::Subflow => prop::sample::select(&["self", "self", "self", "missing"][..])
+                .prop_map(|child| Some(json!({"blueprintId": child})))
+                .boxed(),
+            _ => Just(None).boxed(),
+        };
+    }
     match uses {
-        "const" | "echo" => (json_value(), prop::option::of(prop::sample::select(&["a", "b"][..])))
+        "const" | "echo" => (
+            json_value(),
+            prop::option::of(prop::sample::select(&["a", "b"][..])),
+        )
             .prop_map(|(value, action)| Some(json!({"value": value, "action": action})))
             .boxed(),
-        "write" => prop::sample::select(&["k", "out", "_outputs.n0", "id", "blueprintId", "_batch.x"][..])
-            .prop_map(|key| Some(json!({"key": key})))
-            .boxed(),
-        "sleep" => prop_oneof![
-            12 => prop::sample::select(vec![json!(0), json!(2), json!("0s"), json!(1)]),
-            1 => prop::sample::select(vec![json!(-1), json!(1e300), json!("99999999999d"), json!("soon")]),
-        ]
-            .prop_map(|duration| Some(json!({"duration": duration})))
-            .boxed(),
-        "loop-controller" => expression()
-            .prop_map(|condition| Some(json!({"condition": condition})))
-            .boxed(),
-        "subflow" => prop::sample::select(&["self", "self", "self", "missing"][..])
-            .prop_map(|child| Some(json!({"blueprintId": child})))
-            .boxed(),
+        "write" => {
+            prop::sample::select(&["k", "out", "_outputs.n0", "id", "blueprintId", "_batch.x"][..])
+                .prop_map(|key| Some(json!({"key": key})))
+                .boxed()
+        }
         "spawn" => dynamic_nodes()
             .prop_map(|nodes| Some(json!({"nodes": nodes})))
             .boxed(),
@@ -280,25 +298,23 @@ fn params(uses: &str) -> BoxedStrategy<Option<Value>> {
 /// A node; its id is `n<index>`, or now and then a repeated, empty or
 /// dangling one.
 fn node(index: usize) -> impl Strategy<Value = Value> {
-    let uses = prop::sample::select(
-        &[
-            "const",
-            "const",
-            "echo",
-            "echo",
-            "fail",
-            "fatal",
-            "flaky",
-            "write",
-            "spawn",
-            "wait",
-            "sleep",
-            "loop-controller",
-            "subflow",
-            "const",
-            "echo",
-        ][..],
-    );
+    let uses = prop::sample::select(vec![
+        "const",
+        "const",
+        "echo",
+        "echo",
+        "fail",
+        "fatal",
+        "flaky",
+        "write",
+        "spawn",
+        Builtin::Wait.as_str(),
+        Builtin::Sleep.as_str(),
+        Builtin::LoopController.as_str(),
+        Builtin::Subflow.as_str(),
+        "const",
+        "echo",
+    ]);
     let id = prop_oneof![40 => Just(format!("n{index}")), 1 => node_id()];
     (
         id,

@@ -2,10 +2,11 @@
 //! expressions parsed once, plus the registry of loaded plans.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use crate::analysis::{Analysis, LOOP_CONTROLLER};
+use crate::analysis::Analysis;
 use crate::blueprint::{Blueprint, NodeDefinition};
+use crate::builtin::Builtin;
 use crate::expression::{EvaluatorMode, Expression, ExpressionError};
 
 /// A blueprint prepared for execution.
@@ -54,7 +55,11 @@ impl Plan {
             transforms.push(parse(&edge.transform)?);
         }
         let mut loop_conditions = HashMap::new();
-        for node in blueprint.nodes.iter().filter(|n| n.uses == LOOP_CONTROLLER) {
+        for node in blueprint
+            .nodes
+            .iter()
+            .filter(|n| n.uses == Builtin::LoopController.as_str())
+        {
             let source = node
                 .params
                 .as_ref()
@@ -82,39 +87,32 @@ fn parse_in(source: &str, mode: EvaluatorMode) -> Result<Expression, ExpressionE
     }
 }
 
-/// The blueprints this process can execute, by id and version. Several
-/// versions of one blueprint may be loaded at once: a run keeps executing the
-/// version it started with.
-#[derive(Debug, Default)]
+/// The blueprints this process can execute, by id and version, fixed when
+/// the registry is built. Several versions of one blueprint may be loaded at
+/// once: a run keeps executing the version it started with.
+#[derive(Debug)]
 pub struct PlanRegistry {
-    plans: RwLock<HashMap<String, Vec<Arc<Plan>>>>,
+    plans: HashMap<String, Vec<Arc<Plan>>>,
 }
 
 impl PlanRegistry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a plan, replacing a loaded plan of the same id and version; the
-    /// last one added is the version new runs start with.
-    pub fn insert(&self, plan: Plan) -> Arc<Plan> {
-        let plan = Arc::new(plan);
-        let mut plans = self.plans.write().expect("plan registry lock");
-        let versions = plans.entry(plan.blueprint.id.clone()).or_default();
-        let version = plan.blueprint.version_value();
-        versions.retain(|loaded| loaded.blueprint.version_value() != version);
-        versions.push(plan.clone());
-        plan
+    /// A registry of `plans`. A plan replaces an earlier one of the same id
+    /// and version; of each id, the last plan is the version new runs start
+    /// with.
+    pub fn new(plans: impl IntoIterator<Item = Plan>) -> Self {
+        let mut registry: HashMap<String, Vec<Arc<Plan>>> = HashMap::new();
+        for plan in plans {
+            let versions = registry.entry(plan.blueprint.id.clone()).or_default();
+            let version = plan.blueprint.version_value();
+            versions.retain(|loaded| loaded.blueprint.version_value() != version);
+            versions.push(Arc::new(plan));
+        }
+        Self { plans: registry }
     }
 
     /// The version new runs of `blueprint_id` start with.
     pub fn get(&self, blueprint_id: &str) -> Option<Arc<Plan>> {
-        self.plans
-            .read()
-            .expect("plan registry lock")
-            .get(blueprint_id)
-            .and_then(|versions| versions.last())
-            .cloned()
+        self.plans.get(blueprint_id)?.last().cloned()
     }
 
     /// The loaded plan of `blueprint_id` whose `blueprintVersion` is `version`.
@@ -124,8 +122,6 @@ impl PlanRegistry {
         version: &serde_json::Value,
     ) -> Option<Arc<Plan>> {
         self.plans
-            .read()
-            .expect("plan registry lock")
             .get(blueprint_id)?
             .iter()
             .find(|plan| plan.blueprint.version_value() == *version)
@@ -135,8 +131,6 @@ impl PlanRegistry {
     /// The loaded versions of `blueprint_id`, oldest first.
     pub fn versions(&self, blueprint_id: &str) -> Vec<serde_json::Value> {
         self.plans
-            .read()
-            .expect("plan registry lock")
             .get(blueprint_id)
             .map(|versions| {
                 versions
@@ -145,18 +139,6 @@ impl PlanRegistry {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .plans
-            .read()
-            .expect("plan registry lock")
-            .keys()
-            .cloned()
-            .collect();
-        ids.sort();
-        ids
     }
 }
 
@@ -172,10 +154,7 @@ mod tests {
 
     #[test]
     fn several_versions_stay_loaded_and_the_last_starts_runs() {
-        let registry = PlanRegistry::new();
-        registry.insert(plan("1"));
-        registry.insert(plan("2"));
-        registry.insert(plan("1"));
+        let registry = PlanRegistry::new([plan("1"), plan("2"), plan("1")]);
         assert_eq!(registry.get("b").unwrap().blueprint.version(), Some("1"));
         assert!(registry.get_version("b", &serde_json::json!("2")).is_some());
         assert!(registry.get_version("b", &serde_json::json!("3")).is_none());

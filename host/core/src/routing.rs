@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use crate::analysis::LOOP_CONTROLLER;
 use crate::blueprint::{NodeDefinition, NodeInputs};
+use crate::builtin::Builtin;
 use crate::context::{ContextMap, ContextValue, context_to_object};
 use crate::expression::{ConditionScope, PlainOutputs, TransformScope};
 use crate::plan::Plan;
@@ -191,7 +191,7 @@ pub fn route(
         }
     };
     let mut chosen: Vec<usize> = Vec::new();
-    if node.uses == LOOP_CONTROLLER {
+    if node.uses == Builtin::LoopController.as_str() {
         chosen = candidates
             .iter()
             .copied()

@@ -131,14 +131,3 @@ pub trait NodeRunner: Send + Sync + 'static {
         true
     }
 }
-
-/// The `uses` keys the engine implements itself; a plugin may not claim them.
-pub const BUILTIN_NODE_TYPES: &[&str] = &[
-    "wait",
-    "sleep",
-    "subflow",
-    "batch-scatter",
-    "batch-gather",
-    "loop-controller",
-    "webhook",
-];

@@ -5,9 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::analysis::LOOP_CONTROLLER;
 use crate::blueprint::Blueprint;
-use crate::builtin::is_builtin;
+use crate::builtin::{Builtin, is_builtin};
 use crate::context::is_engine_key;
 use crate::dynamic::ALLOWED_TYPES_KEY;
 use crate::expression::{EvaluatorMode, Expression, MAX_SOURCE_LEN};
@@ -102,8 +101,8 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
             }
         }
         let params = node.params_or_empty();
-        match node.uses.as_str() {
-            LOOP_CONTROLLER => {
+        match Builtin::parse(&node.uses) {
+            Some(Builtin::LoopController) => {
                 let has_continue = blueprint
                     .edges
                     .iter()
@@ -125,12 +124,12 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                     }
                 }
             }
-            "sleep" => {
+            Some(Builtin::Sleep) => {
                 if let Err(error) = limits::sleep_duration(params.get("duration")) {
                     report(here.clone(), error.to_string());
                 }
             }
-            "batch-gather" => {
+            Some(Builtin::BatchGather) => {
                 if let Some(key) = params.get("outputKey").and_then(|k| k.as_str())
                     && is_engine_key(key)
                 {
@@ -142,7 +141,7 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                     );
                 }
             }
-            "batch-scatter" => {
+            Some(Builtin::BatchScatter) => {
                 if let Some(size) = params.get("chunkSize").filter(|size| !size.is_null())
                     && let Err(error) = limits::chunk_size(size)
                 {
@@ -157,7 +156,7 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
                     );
                 }
             }
-            "subflow" => {
+            Some(Builtin::Subflow) => {
                 if let (Some(known), Some(child)) = (
                     catalog.knows_blueprint,
                     params.get("blueprintId").and_then(|b| b.as_str()),
@@ -242,7 +241,7 @@ fn subflow_targets(blueprint: &Blueprint) -> Vec<&str> {
     blueprint
         .nodes
         .iter()
-        .filter(|node| node.uses == "subflow")
+        .filter(|node| node.uses == Builtin::Subflow.as_str())
         .filter_map(|node| node.params.as_ref()?.get("blueprintId")?.as_str())
         .collect()
 }

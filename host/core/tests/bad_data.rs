@@ -82,8 +82,7 @@ fn engine_on(backend: MemoryBackend, blueprint: &str) -> TestEngine {
 
 fn engine_with(backend: MemoryBackend, blueprint: &str, nodes: Arc<Nodes>) -> TestEngine {
     let blueprint = Blueprint::from_json(blueprint).expect("blueprint");
-    let registry = PlanRegistry::new();
-    registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
+    let registry = PlanRegistry::new([Plan::new(blueprint, Default::default()).expect("plan")]);
     Engine::new(
         Arc::new(backend),
         nodes,

@@ -137,8 +137,7 @@ async fn run_case(
     let Some(plan) = accepted(&blueprint) else {
         return Ok("rejected");
     };
-    let registry = PlanRegistry::new();
-    registry.insert(plan);
+    let registry = PlanRegistry::new([plan]);
     let (backend, mut receiver) = MemoryBackend::new();
     let settings = EngineSettings {
         step_limit: 200,

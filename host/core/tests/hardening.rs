@@ -67,11 +67,10 @@ type TestEngine = Engine<MemoryBackend, TwoBundles>;
 /// An engine over the in-memory stores with `blueprints` loaded unvalidated,
 /// as a worker would meet a blueprint whose checks were skipped.
 fn engine_over(blueprints: &[Value]) -> (TestEngine, memory::JobReceiver) {
-    let registry = PlanRegistry::new();
-    for blueprint in blueprints {
+    let registry = PlanRegistry::new(blueprints.iter().map(|blueprint| {
         let blueprint: Blueprint = serde_json::from_value(blueprint.clone()).expect("blueprint");
-        registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
-    }
+        Plan::new(blueprint, Default::default()).expect("plan")
+    }));
     let (backend, receiver) = MemoryBackend::new();
     let engine = Engine::new(
         Arc::new(backend),

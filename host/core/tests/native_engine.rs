@@ -85,8 +85,7 @@ fn engine(
 ) {
     let blueprint = Blueprint::from_json(blueprint).expect("blueprint");
     let id = blueprint.id.clone();
-    let registry = PlanRegistry::new();
-    registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
+    let registry = PlanRegistry::new([Plan::new(blueprint, Default::default()).expect("plan")]);
     let (backend, receiver) = MemoryBackend::new();
     let engine = Engine::new(
         Arc::new(backend),
@@ -538,8 +537,7 @@ async fn a_job_an_upstream_worker_scheduled_runs_only_in_a_shared_fleet() {
         "edges":[{"source":"A","target":"B"},{"source":"B","target":"C"}]}"#;
     for shared in [false, true] {
         let blueprint = Blueprint::from_json(CHAIN).unwrap();
-        let registry = PlanRegistry::new();
-        registry.insert(Plan::new(blueprint, Default::default()).unwrap());
+        let registry = PlanRegistry::new([Plan::new(blueprint, Default::default()).unwrap()]);
         let (backend, mut receiver) = MemoryBackend::new();
         let engine = Engine::new(
             Arc::new(backend),

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flowcraft_core::builtin::is_builtin;
 use flowcraft_core::context::{NodeContext, WriteLimits};
-use flowcraft_core::runner::BUILTIN_NODE_TYPES;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -135,10 +135,7 @@ pub(crate) async fn load(
     let info = validate(described, &path, digest)?;
     let version = semver::Version::parse(&info.version).expect("validated");
     let grants = grants(&info.name);
-    let http = HttpAllowList::parse(&grants.http).map_err(|e| PluginError::Grant {
-        bundle: info.name.clone(),
-        reason: e.to_string(),
-    })?;
+    let http = grants.http_allow_list(&info.name)?;
     let info = BundleInfo {
         granted_config: grants.config.keys().cloned().collect(),
         granted_http: grants.http.clone(),
@@ -410,7 +407,7 @@ fn validate(
                 node.description.len()
             )));
         }
-        if BUILTIN_NODE_TYPES.contains(&node.uses.as_str()) {
+        if is_builtin(&node.uses) {
             return Err(invalid(format!(
                 "bundle {name} declares node type '{}', which is built into the engine; choose another `uses` key",
                 node.uses

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::error::PluginError;
+use crate::http::HttpAllowList;
+
 /// Default per-call time limit when the node has no `config.timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default linear-memory limit per instance.
@@ -152,4 +155,15 @@ pub struct Grants {
     /// `*.` are rejected when the host loads.
     #[serde(default)]
     pub http: Vec<String>,
+}
+
+impl Grants {
+    /// The parsed `http` grant of bundle `bundle`; an unusable entry is a
+    /// [`PluginError::Grant`] naming the bundle.
+    pub(crate) fn http_allow_list(&self, bundle: &str) -> Result<HttpAllowList, PluginError> {
+        HttpAllowList::parse(&self.http).map_err(|e| PluginError::Grant {
+            bundle: bundle.to_owned(),
+            reason: e.to_string(),
+        })
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! - async calls (guests yield to tokio at every epoch tick);
 //! - the pooling allocator, tuned to keep linear memories, tables and fiber
-//!   stacks resident between calls (a fresh instance per call costs ~10 µs);
+//!   stacks resident between calls, so that the fresh instance every call
+//!   gets reuses a slot's memory instead of mapping and zeroing new pages;
 //! - epoch interruption driven by a [`EpochTicker`] thread every [`EPOCH_TICK`];
 //! - the linker provides WASI p2 (with nothing granted, see [`crate::sandbox`]),
 //!   `wasi:http` (outgoing-handler and types; requests pass only the calling

@@ -24,7 +24,6 @@ use crate::call;
 use crate::config::{Grants, PluginConfig};
 use crate::engine::Runtime;
 use crate::error::PluginError;
-use crate::http::HttpAllowList;
 use crate::registry::Registry;
 use crate::watch::{self, WatchGuard};
 
@@ -212,10 +211,7 @@ impl NodeRunner for PluginHost {
 /// any bundle loads.
 fn check_grants(config: &PluginConfig) -> Result<(), PluginError> {
     for (bundle, grants) in &config.grants {
-        HttpAllowList::parse(&grants.http).map_err(|e| PluginError::Grant {
-            bundle: bundle.clone(),
-            reason: e.to_string(),
-        })?;
+        grants.http_allow_list(bundle)?;
     }
     Ok(())
 }

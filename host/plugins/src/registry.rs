@@ -18,7 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use flowcraft_core::blueprint::{Blueprint, BundleRequirement};
-use flowcraft_core::runner::{BUILTIN_NODE_TYPES, NodeFailure, PinError, Pins};
+use flowcraft_core::builtin::is_builtin;
+use flowcraft_core::runner::{NodeFailure, PinError, Pins};
 use serde_json::Value;
 
 use crate::bundle::Bundle;
@@ -253,7 +254,7 @@ fn plugin_uses(blueprint: &Blueprint) -> Vec<(&str, &str)> {
             keys.push((node.id.as_str(), worker.as_str()));
         }
     }
-    keys.retain(|(_, uses)| !BUILTIN_NODE_TYPES.contains(uses));
+    keys.retain(|(_, uses)| !is_builtin(uses));
     keys
 }
 

@@ -105,7 +105,7 @@ impl Stand {
             .await
             .expect("local services reachable (scripts/azure-local.sh start)");
         let dir = tempfile::tempdir().unwrap();
-        let registry = PlanRegistry::new();
+        let mut plans = Vec::new();
         for value in blueprints {
             let blueprint: Blueprint = serde_json::from_value(value.clone()).unwrap();
             let version = blueprint
@@ -114,8 +114,9 @@ impl Stand {
                 .unwrap_or_default();
             let path = dir.path().join(format!("{}{version}.json", blueprint.id));
             std::fs::write(path, serde_json::to_string_pretty(value).unwrap()).unwrap();
-            registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
+            plans.push(Plan::new(blueprint, Default::default()).expect("plan"));
         }
+        let registry = PlanRegistry::new(plans);
         let engine = Engine::new(
             Arc::new(backend),
             Arc::new(NoRunner),
@@ -282,11 +283,10 @@ impl Reference {
     }
 
     pub async fn run(&self, blueprints: &[Value], id: &str, initial: &ContextMap) -> RunReport {
-        let registry = PlanRegistry::new();
-        for value in blueprints {
+        let registry = PlanRegistry::new(blueprints.iter().map(|value| {
             let blueprint: Blueprint = serde_json::from_value(value.clone()).unwrap();
-            registry.insert(Plan::new(blueprint, Default::default()).expect("plan"));
-        }
+            Plan::new(blueprint, Default::default()).expect("plan")
+        }));
         let (backend, mut receiver) = MemoryBackend::new();
         let engine = Engine::new(
             Arc::new(backend),
