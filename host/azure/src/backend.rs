@@ -12,13 +12,14 @@
 use std::time::Duration;
 
 use flowcraft_core::context::{ContextChange, ContextMap};
+use flowcraft_core::final_status::FinalOutcome;
 use flowcraft_core::progress::{RunProgress, RunState};
 use flowcraft_core::store::{
     ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore, StoreError,
     StoredContext,
 };
+use flowcraft_worker::WorkerBackend;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::cosmos::{CosmosConnection, CosmosSetupError, CosmosStores};
@@ -147,11 +148,6 @@ impl AzureBackend {
     pub fn queue(&self) -> &AzureQueue {
         &self.queue
     }
-
-    /// Runs whose status is `running` and that made no progress for `threshold`.
-    pub async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
-        self.cosmos.status.stalled_runs(threshold.as_secs()).await
-    }
 }
 
 /// The queue's account and the Cosmos connection of `config`, with the
@@ -193,6 +189,18 @@ pub async fn accounts(
         connection = connection.with_credential(credential);
     }
     Ok((account, connection))
+}
+
+impl WorkerBackend for AzureBackend {
+    type Queue = AzureQueue;
+
+    fn lease_queue(&self) -> &AzureQueue {
+        &self.queue
+    }
+
+    async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
+        self.cosmos.status.stalled_runs(threshold.as_secs()).await
+    }
 }
 
 impl JobQueue for AzureBackend {
@@ -243,13 +251,9 @@ impl StatusStore for AzureBackend {
     async fn publish_terminal(
         &self,
         run_id: &str,
-        status: RunState,
-        final_status: &RawValue,
+        outcome: &FinalOutcome<'_>,
     ) -> Result<(), StoreError> {
-        self.cosmos
-            .status
-            .publish_terminal(run_id, status, final_status)
-            .await
+        self.cosmos.status.publish_terminal(run_id, outcome).await
     }
 
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {

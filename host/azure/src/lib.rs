@@ -19,3 +19,4 @@ pub mod redis_store;
 pub mod retry;
 pub mod storage_account;
 pub mod wire;
+pub mod worker;

@@ -48,16 +48,7 @@ pub fn encode(job: &Job) -> String {
     base64::engine::general_purpose::STANDARD.encode(to_json(job))
 }
 
-/// What a message stands for: one job, or a group of one run's jobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    /// The message's job first, then one first attempt per `also` node.
-    pub jobs: Vec<Job>,
-    /// The id of the message the holding worker wrote the group into. A
-    /// message with another id and this text is a copy (a duplicated
-    /// delivery) of jobs that worker still holds.
-    pub lease: Option<String>,
-}
+pub use flowcraft_worker::Group;
 
 /// The message text standing for `jobs` (at least one): `jobs[0]` with the
 /// node ids of the rest as `also`, and the id of the message it is written

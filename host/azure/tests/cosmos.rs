@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::feed::FeedScope;
 use flowcraft_azure::cosmos::{CosmosConnection, CosmosSetupError, CosmosStores};
-use flowcraft_core::context::{ContextChange, ContextMap, context_from_value, context_to_object};
+use flowcraft_core::context::{
+    ContextChange, ContextMap, ContextValue, context_from_value, context_to_object,
+};
+use flowcraft_core::final_status::{self, FinalOutcome};
 use flowcraft_core::progress::RunState;
 use flowcraft_core::store::{ContextStore, StatusStore};
 use futures_util::TryStreamExt;
@@ -292,17 +295,19 @@ async fn terminal_statuses_are_never_overwritten() {
 async fn final_statuses_small_and_large_are_published_whole() {
     let stores = stores("publish").await;
     let store = &stores.status;
-    let large_context = json!({"rows": (0..400).map(|i| json!({"row": i, "text": "x".repeat(100)})).collect::<Vec<_>>()});
-    let small = json!({"status": "failed", "reason": "node B failed"});
-    let large = json!({"status": "completed", "payload": {"context": large_context, "serializedContext": large_context.to_string(), "status": "completed"}});
-    assert!(
-        large.to_string().len() > 32 << 10,
-        "large enough for read and replace"
-    );
-    for (run, final_status, state) in [
-        ("small", &small, RunState::Failed),
-        ("large", &large, RunState::Completed),
+    let rows: Vec<Value> = (0..400)
+        .map(|i| json!({"row": i, "text": "x".repeat(100)}))
+        .collect();
+    let large_context: ContextMap = [("rows".to_owned(), ContextValue::from(&Value::from(rows)))]
+        .into_iter()
+        .collect();
+    let large = FinalOutcome::Completed(&large_context);
+    assert!(large.size() > 32 << 10, "large enough for read and replace");
+    for (run, outcome) in [
+        ("small", FinalOutcome::Failed("node B failed")),
+        ("large", large),
     ] {
+        let expected: Value = serde_json::from_str(final_status::document(&outcome).get()).unwrap();
         for existing in [true, false] {
             let run_id = format!("{run}-{existing}");
             if existing {
@@ -311,11 +316,10 @@ async fn final_statuses_small_and_large_are_published_whole() {
                     .await
                     .unwrap();
             }
-            let text = serde_json::value::to_raw_value(final_status).unwrap();
-            store.publish_terminal(&run_id, state, &text).await.unwrap();
+            store.publish_terminal(&run_id, &outcome).await.unwrap();
             let record = store.read_status(&run_id).await.unwrap().unwrap();
-            assert_eq!(record.status, state, "{run_id}");
-            assert_eq!(record.final_status.as_ref(), Some(final_status), "{run_id}");
+            assert_eq!(record.status, outcome.state(), "{run_id}");
+            assert_eq!(record.final_status.as_ref(), Some(&expected), "{run_id}");
         }
     }
     drop_database(&stores, "publish").await;

@@ -19,7 +19,6 @@ use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
 use flowcraft_core::store::{CoordinationStore, StatusStore};
 use flowcraft_plugins::{Grants, PluginHost, WatchGuard};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::PluginArgs;
@@ -318,38 +317,11 @@ fn refuse_file_as_run_id(command: &str, run_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// What a reconciler pass did (upstream's shape).
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReconcileSummary {
-    pub stalled_runs: usize,
-    pub reconciled_runs: usize,
-    pub failed_runs: usize,
-}
-
-/// Reconciles every run whose status has not changed for `stalled_after`.
-pub async fn reconcile_stalled<R: NodeRunner>(
-    engine: &Engine<AzureBackend, R>,
-    stalled_after: Duration,
-) -> Result<ReconcileSummary> {
-    let mut summary = ReconcileSummary::default();
-    for run_id in engine.backend().stalled_runs(stalled_after).await? {
-        summary.stalled_runs += 1;
-        match engine.reconcile(&run_id).await {
-            Ok(enqueued) if !enqueued.is_empty() => summary.reconciled_runs += 1,
-            Ok(_) => {}
-            Err(problem) => {
-                tracing::warn!(run = %run_id, error = %problem, "reconciling failed");
-                summary.failed_runs += 1;
-            }
-        }
-    }
-    Ok(summary)
-}
-
 pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
-    let summary = reconcile_stalled(&engine, Duration::from_secs(args.stalled_after)).await?;
+    let summary =
+        flowcraft_worker::reconcile_stalled(&engine, Duration::from_secs(args.stalled_after))
+            .await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -40,7 +40,7 @@ struct ExecutionArgs {
     #[command(flatten)]
     plugins: PluginArgs,
     /// Nodes executed at the same time.
-    #[arg(long, default_value_t = default_concurrency())]
+    #[arg(long, default_value_t = default_run_concurrency())]
     concurrency: usize,
     /// Print only warnings and errors on stderr (no per-node progress).
     #[arg(long)]
@@ -182,7 +182,11 @@ impl ResumeArgs {
     }
 }
 
-fn default_concurrency() -> usize {
+/// Jobs at once for `run` unless configured: 4 per core. The embedded
+/// stores answer in microseconds, so a job rarely waits and a few per core
+/// keep the cores busy (a worker on Azure needs far more in flight; see
+/// `flowcraft_worker::default_concurrency`).
+fn default_run_concurrency() -> usize {
     std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
 }
 

@@ -1301,7 +1301,10 @@ async fn a_panicking_job_fails_its_run_and_other_runs_complete_on_azure() {
         );
         for message in queue.receive(32, Duration::from_secs(30)).await.unwrap() {
             for job in wire::decode_group(&message.text).unwrap().jobs {
-                engine.handle(&job).await.expect("the panic is contained");
+                engine
+                    .handle_and_send(&job)
+                    .await
+                    .expect("the panic is contained");
             }
             queue.delete(&message).await.unwrap();
         }

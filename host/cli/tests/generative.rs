@@ -72,7 +72,7 @@ async fn run_on_azure(backend: Arc<AzureBackend>, blueprint: &Value, run_id: Str
         assert!(Instant::now() < deadline, "run {run_id} did not end");
         for message in queue.receive(1, Duration::from_secs(30)).await.unwrap() {
             for job in wire::decode_group(&message.text).unwrap().jobs {
-                engine.handle(&job).await.expect("stores answer");
+                engine.handle_and_send(&job).await.expect("stores answer");
             }
             queue.delete(&message).await.unwrap();
         }

@@ -153,8 +153,12 @@ pub fn context_to_object(context: &ContextMap) -> Map<String, Value> {
         .collect()
 }
 
-/// Context keys only the engine writes: the document identity and the
-/// run's identity. A store adds its own (see [`ContextStore::reserved_keys`](crate::store::ContextStore::reserved_keys)).
+/// Context keys naming the document itself: set when a run starts, never
+/// changed (an operator's retry patch may not name them either).
+pub const IDENTITY_KEYS: &[&str] = &["id", "runId"];
+
+/// Context keys only the engine writes: the document identity
+/// ([`IDENTITY_KEYS`]) and the run's identity. A store adds its own (see [`ContextStore::reserved_keys`](crate::store::ContextStore::reserved_keys)).
 pub const ENGINE_KEYS: &[&str] = &[
     "id",
     "runId",

@@ -15,6 +15,7 @@ pub mod context_cache;
 pub mod dynamic;
 pub mod engine;
 pub mod expression;
+pub mod final_status;
 #[cfg(feature = "generate")]
 pub mod generate;
 pub mod limits;

@@ -128,9 +128,12 @@ impl MemoryBackend {
                         .iter()
                         .filter_map(|(node, reason)| match reason {
                             AwaitReason::Timer { wake_up_at } => {
-                                let mut job =
-                                    Job::new(&progress.run_id, &progress.blueprint_id, node);
-                                job.signal = Some(JobSignal::Wake);
+                                let job = Job::signalled(
+                                    &progress.run_id,
+                                    &progress.blueprint_id,
+                                    node,
+                                    JobSignal::Wake,
+                                );
                                 Some((job, time_until(wake_up_at)))
                             }
                             _ => None,
@@ -406,7 +409,7 @@ pub async fn drive<R: NodeRunner>(
         tokio::select! {
             Some(job) = receiver.receiver.recv(), if tasks.len() < concurrency => {
                 let engine = engine.clone();
-                tasks.spawn(async move { engine.handle(&job).await });
+                tasks.spawn(async move { engine.handle_and_send(&job).await });
             }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 let problem = match joined {

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::context::{ContextChange, ContextMap};
+use crate::final_status::{self, FinalOutcome};
 use crate::progress::{RunProgress, RunState};
 
 /// A backend outage or refusal. A transient one is retried later (the job
@@ -95,6 +95,15 @@ impl Job {
             node_id: node_id.to_owned(),
             attempt: None,
             signal: None,
+        }
+    }
+
+    /// A job for `node_id` that carries `signal` (a timer fired, a child
+    /// run settled) instead of asking to run the node.
+    pub fn signalled(run_id: &str, blueprint_id: &str, node_id: &str, signal: JobSignal) -> Self {
+        Self {
+            signal: Some(signal),
+            ..Self::new(run_id, blueprint_id, node_id)
         }
     }
 
@@ -181,25 +190,27 @@ pub trait StatusStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<RunStatusRecord>, StoreError>> + Send;
     /// Writes a run's terminal status for a caller that holds the run's only
     /// transition into it (the engine's progress record guarantees one), so
-    /// the store may skip the read that guards [`Self::write_status`].
-    /// `final_status` is the `finalStatus` document as JSON text: a store
-    /// that can write it as text avoids a parsed copy of a large final
-    /// context. The default parses it and calls `write_status`.
+    /// the store may skip the read that guards [`Self::write_status`]. The
+    /// store writes `outcome` in its own document shape; the default is
+    /// upstream's `finalStatus` ([`final_status::document`]) through
+    /// `write_status`. A permanent refusal of a completed run's status (too
+    /// large) is answered as such: the caller publishes
+    /// [`FinalOutcome::CompletedWithoutContext`] instead.
     fn publish_terminal(
         &self,
         run_id: &str,
-        status: RunState,
-        final_status: &RawValue,
+        outcome: &FinalOutcome<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let document = final_status::document(outcome);
+        let state = outcome.state();
         async move {
-            let final_status = serde_json::from_str(final_status.get()).map_err(|error| {
+            let final_status = serde_json::from_str(document.get()).map_err(|error| {
                 StoreError::refused(
                     "status",
                     format!("the final status of run '{run_id}' is not JSON ({error})"),
                 )
             })?;
-            self.write_status(run_id, status, Some(final_status))
-                .await?;
+            self.write_status(run_id, state, Some(final_status)).await?;
             Ok(())
         }
     }

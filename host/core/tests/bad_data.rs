@@ -193,7 +193,9 @@ async fn a_job_for_a_node_the_blueprint_lacks_is_refused_and_the_run_goes_on() {
         .start_run("chain", Some("r".into()), Default::default())
         .await
         .unwrap();
-    let stray = engine.handle(&Job::new(&run, "chain", "nosuch")).await;
+    let stray = engine
+        .handle_and_send(&Job::new(&run, "chain", "nosuch"))
+        .await;
     match stray {
         Err(error @ EngineError::UnknownNode { .. }) => {
             assert!(!error.is_transient());
@@ -211,7 +213,9 @@ async fn a_job_for_a_node_the_blueprint_lacks_is_refused_and_the_run_goes_on() {
     assert_eq!(report.state, RunState::Completed);
     assert!(report.errors.is_empty());
     // Once the run is over, a stray job is still not a duplicate to drop.
-    let late = engine.handle(&Job::new(&run, "chain", "nosuch")).await;
+    let late = engine
+        .handle_and_send(&Job::new(&run, "chain", "nosuch"))
+        .await;
     assert!(
         matches!(late, Err(EngineError::UnknownNode { .. })),
         "{late:?}"
@@ -232,7 +236,7 @@ async fn a_run_whose_context_document_is_gone_fails_naming_it_and_the_way_back()
     let (backend, mut receiver) = MemoryBackend::from_snapshot(stored);
     let engine = engine_on(backend, CHAIN);
     engine
-        .handle(&Job::new(&run, "chain", "A"))
+        .handle_and_send(&Job::new(&run, "chain", "A"))
         .await
         .expect("a missing document fails the run, not the job");
     let report = memory::drive(&engine, &mut receiver, &run, 4, TimerPolicy::Wait)

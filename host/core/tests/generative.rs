@@ -101,7 +101,7 @@ async fn drain(
         }
         // An error here is a job refused for a reason (a stray node); the
         // property is that nothing panics and the records stay consistent.
-        let _ = engine.handle(&job).await;
+        let _ = engine.handle_and_send(&job).await;
         let progress = engine
             .backend()
             .load_progress(&job.run_id)

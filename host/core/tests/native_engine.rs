@@ -137,8 +137,8 @@ async fn every_job_delivered_twice_changes_nothing() {
         .unwrap();
     let mut deliveries = BTreeMap::<String, usize>::new();
     while let Ok(job) = receiver.try_recv() {
-        twice.handle(&job).await.unwrap();
-        twice.handle(&job).await.unwrap();
+        twice.handle_and_send(&job).await.unwrap();
+        twice.handle_and_send(&job).await.unwrap();
         *deliveries.entry(job.node_id.clone()).or_default() += 1;
     }
     let report = twice.report(&run).await.unwrap();
@@ -187,7 +187,7 @@ async fn reconcile_resends_lost_jobs_and_nothing_else() {
         .await
         .unwrap();
     let start = receiver.try_recv().expect("the start job");
-    engine.handle(&start).await.unwrap();
+    engine.handle_and_send(&start).await.unwrap();
     let lost: Vec<String> = std::iter::from_fn(|| receiver.try_recv().ok())
         .map(|job| job.node_id)
         .collect();
@@ -221,7 +221,7 @@ async fn runs_started_by_an_upstream_client_are_adopted() {
         .await
         .unwrap();
     engine
-        .handle(&Job::new("upstream-run", &id, "A"))
+        .handle_and_send(&Job::new("upstream-run", &id, "A"))
         .await
         .unwrap();
     let report = memory::drive(&engine, &mut receiver, "upstream-run", 2, TimerPolicy::Wait)
@@ -236,7 +236,7 @@ async fn a_job_for_an_unknown_run_is_an_error_not_a_silent_drop() {
     use flowcraft_core::engine::EngineError;
     use flowcraft_core::store::Job;
     let (engine, _receiver, id) = engine(DIAMOND);
-    let outcome = engine.handle(&Job::new("nobody", &id, "A")).await;
+    let outcome = engine.handle_and_send(&Job::new("nobody", &id, "A")).await;
     assert!(matches!(outcome, Err(EngineError::UnknownRun(run)) if run == "nobody"));
 }
 
@@ -416,10 +416,10 @@ async fn a_late_delivery_of_a_retried_attempt_is_dropped() {
         .await
         .unwrap();
     let first = receiver.try_recv().expect("attempt 1");
-    engine.handle(&first).await.unwrap();
+    engine.handle_and_send(&first).await.unwrap();
     let retry = receiver.try_recv().expect("attempt 2 enqueued");
     assert_eq!(retry.attempt, Some(2));
-    engine.handle(&first).await.unwrap();
+    engine.handle_and_send(&first).await.unwrap();
     assert!(
         receiver.try_recv().is_err(),
         "the late delivery enqueued another retry"
@@ -482,11 +482,11 @@ async fn a_sleep_longer_than_the_longest_queue_delay_is_chained() {
         .await
         .unwrap();
     let start = receiver.try_recv().expect("the sleep job");
-    engine.handle(&start).await.unwrap();
+    engine.handle_and_send(&start).await.unwrap();
     assert_eq!(engine.backend().pending_timers(), 1, "the first wake-up");
     let mut early = Job::new(&run, &id, "S");
     early.signal = Some(JobSignal::Wake);
-    engine.handle(&early).await.unwrap();
+    engine.handle_and_send(&early).await.unwrap();
     assert_eq!(
         engine.backend().pending_timers(),
         2,
@@ -497,7 +497,7 @@ async fn a_sleep_longer_than_the_longest_queue_delay_is_chained() {
     assert!(receiver.try_recv().is_err(), "B must not be scheduled yet");
 }
 
-/// `handle_continuing` answers the run's successors instead of enqueueing
+/// `handle` answers the run's successors instead of enqueueing
 /// them (the caller runs them itself), and a run driven that way ends
 /// exactly as one driven through the queue alone.
 #[tokio::test]
@@ -508,14 +508,14 @@ async fn a_continuing_step_hands_back_its_successors() {
         .await
         .unwrap();
     let start = receiver.try_recv().expect("the start job");
-    let next = engine.handle_continuing(&start).await.unwrap();
+    let next = engine.handle(&start).await.unwrap();
     assert!(receiver.try_recv().is_err(), "nothing was enqueued");
     let mut pair: Vec<&str> = next.iter().map(|job| job.node_id.as_str()).collect();
     pair.sort();
     assert_eq!(pair, ["B", "C"]);
     let mut work = next;
     while let Some(job) = work.pop() {
-        work.extend(engine.handle_continuing(&job).await.unwrap());
+        work.extend(engine.handle(&job).await.unwrap());
         assert!(receiver.try_recv().is_err(), "nothing was enqueued");
     }
     let report = engine.report(&run).await.unwrap();
@@ -569,7 +569,10 @@ async fn a_job_an_upstream_worker_scheduled_runs_only_in_a_shared_fleet() {
             .apply_changes(&run, &written)
             .await
             .unwrap();
-        engine.handle(&Job::new(&run, "c", "B")).await.unwrap();
+        engine
+            .handle_and_send(&Job::new(&run, "c", "B"))
+            .await
+            .unwrap();
         if shared {
             let report = memory::drive(&engine, &mut receiver, &run, 1, TimerPolicy::Wait)
                 .await

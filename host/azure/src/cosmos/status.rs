@@ -22,6 +22,7 @@ use azure_data_cosmos::feed::FeedScope;
 use azure_data_cosmos::models::{PatchInstructions, PatchOperation};
 use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
 use azure_data_cosmos::{CosmosError, Query};
+use flowcraft_core::final_status::{self, FinalOutcome};
 use flowcraft_core::progress::RunState;
 use flowcraft_core::store::{RunStatusRecord, StatusStore, StoreError};
 use futures_util::TryStreamExt;
@@ -288,10 +289,12 @@ impl StatusStore for CosmosStatusStore {
     async fn publish_terminal(
         &self,
         run_id: &str,
-        status: RunState,
-        final_status: &RawValue,
+        outcome: &FinalOutcome<'_>,
     ) -> Result<(), StoreError> {
         check_run_id(run_id)?;
+        let status = outcome.state();
+        let final_status = final_status::document(outcome);
+        let final_status = final_status.as_ref();
         if final_status.get().len() > PATCHED_FINAL_STATUS_LIMIT {
             return self
                 .write_guarded(run_id, status, Some(final_status))

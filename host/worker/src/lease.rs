@@ -2,26 +2,27 @@
 //! deletion, return or dead-lettering.
 //!
 //! A message stands for one job, or, once this worker has taken on a
-//! fan-out, for a *group* of jobs of one run (`wire::encode_group`). The
-//! jobs a finished job schedules for its own run are handed back by the
-//! engine instead of being sent; the lease keeps up to [`GROUP_LIMIT`] and
-//! sends the rest as messages of their own. It makes the kept ones durable
-//! by rewriting its message into the group of every job it still stands for
-//! (one request, however many jobs), and only then runs them: at once in
-//! the worker's free slots, the others as slots free up. A chain is the
-//! group of one: each step rewrites the message into the next job.
+//! fan-out, for a [`Group`] of jobs of one run. The engine answers the jobs
+//! a finished job schedules for its own run instead of sending them; the
+//! lease keeps up to [`GROUP_LIMIT`] and sends the rest as messages of their
+//! own. It makes the kept ones durable by rewriting its message into the
+//! group of every job it still stands for (one request, however many jobs),
+//! and only then runs them: at once in the worker's free slots, the others
+//! as slots free up. A chain is the group of one: each step rewrites the
+//! message into the next job.
 //!
-//! A group message also names its own message id (`lease`): a message that
-//! carries a group under another id is a copy of one (a duplicated
+//! A group message also names its own message id (its lease): a message
+//! that carries a group under another id is a copy of one (a duplicated
 //! delivery) whose jobs the holder of the original runs, and is dropped.
 //!
 //! If this worker dies, the message reappears with the jobs it stood for at
 //! its last rewrite. The worker that receives it runs them all; those that
 //! are already done are recognised as duplicates and skipped, the others run
 //! again (at least once, as any redelivered job). The message is deleted
-//! only when every job of the lease has been handled; a job that failed for
-//! a transient reason leaves the message to reappear, and one that failed
-//! for good is dead-lettered on its own.
+//! only when every job of the lease has been handled; what happens on an
+//! error is [`Disposition`]'s: a transient failure leaves the message to
+//! reappear, one that another delivery may fix returns it after a delay, and
+//! one that fails for good dead-letters the job on its own.
 //!
 //! Groups are off in a fleet shared with upstream's TypeScript workers: they
 //! read `nodeId` only, so the lease keeps at most one job (the successor it
@@ -30,26 +31,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowcraft_azure::queue::ReceivedMessage;
-use flowcraft_azure::wire;
-use flowcraft_core::engine::EngineError;
-use flowcraft_core::store::{Job, JobQueue, StatusStore, StoreError};
+use flowcraft_core::engine::{Engine, EngineError};
+use flowcraft_core::runner::NodeRunner;
+use flowcraft_core::store::{Job, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::{Cancellations, Worker, poison};
+use crate::cancel::Cancellations;
+use crate::policy::{self, Disposition};
+use crate::queue::{Delivery, Group, LeaseQueue, WorkerBackend};
 
 /// The most jobs one message stands for. A fan-out wider than this is
 /// shared with other workers through the queue; up to this many of its
 /// branches wait for this worker's slots (in turn with newly received jobs)
 /// rather than costing a send, a receive and a delete each.
-const GROUP_LIMIT: usize = 16;
+pub const GROUP_LIMIT: usize = 16;
 
 /// What every lease of a worker shares.
-#[derive(Clone)]
-pub(super) struct LeaseSettings {
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
     /// How long a message stays invisible; renewed at half of it.
     pub visibility: Duration,
     /// Deliveries after which a message is dead-lettered.
@@ -57,6 +59,8 @@ pub(super) struct LeaseSettings {
     /// Whether a lease may run several jobs at once under its message.
     pub groups: bool,
 }
+
+type Message<B> = <<B as WorkerBackend>::Queue as LeaseQueue>::Message;
 
 /// A job of the lease that ended: the job, the extra slot it held (none when
 /// it ran in the lease's own slot) and what the engine answered.
@@ -68,44 +72,35 @@ type Ended = (
 
 /// Handles one message to the end. The caller holds one of the worker's
 /// slots for it; jobs run alongside take further slots from `slots`.
-pub(super) async fn process(
-    engine: Arc<Worker>,
+pub async fn process<B: WorkerBackend, R: NodeRunner>(
+    engine: Arc<Engine<B, R>>,
     cancellations: Arc<Cancellations>,
     slots: Arc<Semaphore>,
-    message: ReceivedMessage,
+    message: Message<B>,
     settings: LeaseSettings,
 ) {
-    if message.dequeue_count > settings.max_dequeue {
-        let reason = format!(
-            "delivered {} times without completing (limit {})",
-            message.dequeue_count, settings.max_dequeue
-        );
-        return poison(&engine, &message, &reason).await;
+    let queue = engine.backend().lease_queue();
+    if let Some(reason) = policy::over_delivered(message.dequeue_count(), settings.max_dequeue) {
+        return over_delivered(&engine, message, &reason).await;
     }
-    let jobs = match wire::decode_group(&message.text) {
-        Ok(wire::Group {
+    let jobs = match queue.group(&message) {
+        Ok(Group {
             lease: Some(lease), ..
-        }) if lease != message.id => {
-            // The holder of message `lease` still stands for these jobs (or
-            // has handled them): this is a copy, a duplicated delivery.
-            info!(message = %message.id, holder = %lease, "dropping a copy of another message's group of jobs");
-            if let Err(problem) = engine.backend().queue().delete(&message).await {
-                warn!(message = %message.id, error = %problem, "could not delete the copy; it will be dropped again when it reappears");
+        }) if lease != message.id() => {
+            info!(message = %message.id(), holder = %lease, "dropping a copy of another message's group of jobs");
+            if let Err(problem) = queue.delete(&message).await {
+                warn!(message = %message.id(), error = %problem, "could not delete the copy; it will be dropped again when it reappears");
             }
             return;
         }
         Ok(group) => group.jobs,
         Err(problem) => {
-            return poison(
-                &engine,
-                &message,
-                &format!("undecodable message: {problem}"),
-            )
-            .await;
+            let reason = format!("undecodable message: {problem}");
+            return dead_letter(queue, &message, &reason).await;
         }
     };
     let lease = Lease {
-        engine,
+        engine: engine.clone(),
         slots,
         renew_at: Instant::now() + settings.visibility / 2,
         settings,
@@ -121,11 +116,53 @@ pub(super) async fn process(
     lease.run(&cancellations).await;
 }
 
-struct Lease {
-    engine: Arc<Worker>,
+/// A message delivered more often than allowed is dead-lettered without
+/// running its jobs (they may be what kills workers), unless none of them
+/// has work left: then its earlier deletes were lost, and it is deleted.
+async fn over_delivered<B: WorkerBackend, R: NodeRunner>(
+    engine: &Engine<B, R>,
+    message: Message<B>,
+    reason: &str,
+) {
+    let queue = engine.backend().lease_queue();
+    let mut outstanding = false;
+    for job in queue
+        .group(&message)
+        .map(|group| group.jobs)
+        .unwrap_or_default()
+    {
+        // A failed check counts as work left: dead-letter rather than drop.
+        outstanding |= engine.is_outstanding(&job).await.unwrap_or(true);
+    }
+    if outstanding || queue.group(&message).is_err() {
+        return dead_letter(queue, &message, reason).await;
+    }
+    info!(message = %message.id(), "deleting a message delivered too often whose jobs are all handled");
+    if let Err(problem) = queue.delete(&message).await {
+        warn!(message = %message.id(), error = %problem, "could not delete it; it is checked again when it reappears");
+    }
+}
+
+/// Moves `message` to the dead-letter queue with `reason`, then deletes it.
+pub async fn dead_letter<Q: LeaseQueue>(queue: &Q, message: &Q::Message, reason: &str) {
+    error!(message = %message.id(), reason, "moving message to the poison queue");
+    match queue.dead_letter(message, reason).await {
+        Ok(()) => {
+            if let Err(problem) = queue.delete(message).await {
+                warn!(error = %problem, "poisoned message could not be deleted from the job queue");
+            }
+        }
+        Err(problem) => {
+            error!(error = %problem, "could not write to the poison queue; the message stays in the job queue")
+        }
+    }
+}
+
+struct Lease<B: WorkerBackend, R> {
+    engine: Arc<Engine<B, R>>,
     slots: Arc<Semaphore>,
     settings: LeaseSettings,
-    message: ReceivedMessage,
+    message: Message<B>,
     /// When the message's invisibility is next renewed.
     renew_at: Instant,
     /// Whether the message's text was rewritten since it was received.
@@ -137,15 +174,19 @@ struct Lease {
     /// Jobs the message stands for that are running.
     running: Vec<Job>,
     tasks: JoinSet<Ended>,
-    /// The first transient failure (or unknown blueprint): the message is
-    /// left to reappear instead of being deleted.
+    /// The first error that keeps the message (see [`Disposition`]): it is
+    /// left to reappear, or returned, instead of being deleted.
     left: Option<(Job, EngineError)>,
     /// The lease's only job failed for good, with this reason: the message
     /// itself is dead-lettered.
     poisoned: Option<String>,
 }
 
-impl Lease {
+impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
+    fn queue(&self) -> &B::Queue {
+        self.engine.backend().lease_queue()
+    }
+
     async fn run(mut self, cancellations: &Cancellations) {
         let run_id = self.waiting[0].run_id.clone();
         let mut cancelled = cancellations.watch(&run_id);
@@ -163,7 +204,7 @@ impl Lease {
                 },
                 permit = self.slots.clone().acquire_owned(), if self.settings.groups && !self.waiting.is_empty() => {
                     let job = self.waiting.remove(0);
-                    self.start(job, Some(permit.expect("the semaphore is never closed")));
+                    self.start(job, permit.ok());
                 }
                 () = tokio::time::sleep_until(self.renew_at) => {
                     if !self.renew(&run_id).await {
@@ -171,22 +212,24 @@ impl Lease {
                         return;
                     }
                 }
-                () = cancelled.wait() => {
-                    // Dropping the tasks stops their nodes (a WebAssembly call
-                    // ends at its next await point) before they write anything.
-                    for job in &self.running {
-                        info!(run = %run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
-                    }
-                    self.abandon();
-                    if let Err(problem) = self.engine.backend().queue().delete(&self.message).await {
-                        warn!(run = %run_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
-                    }
-                    return;
-                }
+                () = cancelled.wait() => return self.interrupt(&run_id).await,
             }
             self.start_waiting();
         }
         self.settle().await;
+    }
+
+    /// The run was cancelled: dropping the tasks stops their nodes (a
+    /// WebAssembly call ends at its next await point) before they write
+    /// anything, and the message goes.
+    async fn interrupt(&mut self, run_id: &str) {
+        for job in &self.running {
+            info!(run = %run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
+        }
+        self.abandon();
+        if let Err(problem) = self.queue().delete(&self.message).await {
+            warn!(run = %run_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
+        }
     }
 
     /// Starts waiting jobs while there are slots for them.
@@ -217,7 +260,7 @@ impl Lease {
         self.running.push(job.clone());
         let engine = self.engine.clone();
         self.tasks.spawn(async move {
-            let outcome = engine.handle_continuing(&job).await;
+            let outcome = engine.handle(&job).await;
             (job, permit, outcome)
         });
     }
@@ -236,28 +279,23 @@ impl Lease {
             Some(permit) => drop(permit),
             None => self.own_slot_free = true,
         }
-        match outcome {
-            Ok(next) => self.hand_off(next).await,
-            Err(problem)
-                if problem.is_transient()
-                    || matches!(
-                        problem,
-                        EngineError::UnknownBlueprint(_)
-                            | EngineError::UnknownBlueprintVersion { .. }
-                            | EngineError::Panicked { .. }
-                    ) =>
-            {
+        let problem = match outcome {
+            Ok(next) => return self.hand_off(next).await,
+            Err(problem) => problem,
+        };
+        match Disposition::of(&problem) {
+            Disposition::Redeliver | Disposition::ReturnLater => {
                 if problem.is_transient() {
                     warn!(run = %job.run_id, node = %job.node_id, error = %problem, "backend error; the job will be delivered again");
                 }
                 self.left.get_or_insert((job, problem));
             }
-            Err(problem) => {
+            Disposition::DeadLetter => {
                 let alone = !self.rewritten && self.running.is_empty() && self.waiting.is_empty();
                 if alone {
                     self.poisoned = Some(problem.to_string());
                 } else {
-                    self.poison_job(&job, &problem.to_string()).await;
+                    self.dead_letter_job(&job, &problem.to_string()).await;
                 }
             }
         }
@@ -283,29 +321,29 @@ impl Lease {
         if next.is_empty() {
             return;
         }
-        let group: Vec<Job> = self
+        let jobs: Vec<Job> = self
             .running
             .iter()
             .chain(&self.waiting)
             .chain(&next)
             .cloned()
             .collect();
-        let lease = (group.len() > 1).then_some(self.message.id.as_str());
-        let text = wire::encode_group(&group, lease);
-        let queue = self.engine.backend().queue();
+        let group = Group {
+            lease: (jobs.len() > 1).then(|| self.message.id().to_owned()),
+            jobs,
+        };
+        let queue = self.engine.backend().lease_queue();
         match queue
-            .replace_text(&self.message, &text, self.settings.visibility)
+            .rewrite(&mut self.message, &group, self.settings.visibility)
             .await
         {
-            Ok(renewed) => {
-                self.message.pop_receipt = renewed.pop_receipt;
-                self.message.text = text;
+            Ok(()) => {
                 self.rewritten = true;
                 self.renew_at = Instant::now() + self.settings.visibility / 2;
                 self.waiting.extend(next);
             }
             Err(problem) => {
-                warn!(run = %group[0].run_id, error = %problem, "could not rewrite the finished job's message; sending the next jobs instead");
+                warn!(run = %group.jobs[0].run_id, error = %problem, "could not rewrite the finished job's message; sending the next jobs instead");
                 for (job, problem) in self.send_each(next).await {
                     warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job either; the reconciler will re-send it");
                     self.left.get_or_insert((job, EngineError::Store(problem)));
@@ -333,16 +371,13 @@ impl Lease {
     /// Keeps the message invisible and marks the run alive. False if the
     /// message could not be renewed (it now belongs to whoever gets it next).
     async fn renew(&mut self, run_id: &str) -> bool {
-        let queue = self.engine.backend().queue();
-        match queue
-            .update_visibility(&self.message, self.settings.visibility)
+        let queue = self.engine.backend().lease_queue();
+        if let Err(problem) = queue
+            .hide(&mut self.message, self.settings.visibility)
             .await
         {
-            Ok(renewed) => self.message.pop_receipt = renewed.pop_receipt,
-            Err(problem) => {
-                error!(run = %run_id, error = %problem, "could not renew a running job's visibility; abandoning it");
-                return false;
-            }
+            error!(run = %run_id, error = %problem, "could not renew a running job's visibility; abandoning it");
+            return false;
         }
         self.renew_at = Instant::now() + self.settings.visibility / 2;
         if let Err(problem) = self.engine.backend().touch(run_id).await {
@@ -353,46 +388,42 @@ impl Lease {
 
     /// Dead-letters one job of a group; the message goes on standing for the
     /// others.
-    async fn poison_job(&self, job: &Job, reason: &str) {
-        let queue = self.engine.backend().queue();
+    async fn dead_letter_job(&self, job: &Job, reason: &str) {
         error!(run = %job.run_id, node = %job.node_id, reason, "moving job to the poison queue");
-        if let Err(problem) = queue.send_poison(&wire::encode(job), reason).await {
+        if let Err(problem) = self.queue().dead_letter_job(job, reason).await {
             error!(error = %problem, "could not write to the poison queue; the job's message will be delivered again");
         }
     }
 
     /// Every job has ended: delete, return or dead-letter the message.
-    async fn settle(self) {
-        let queue = self.engine.backend().queue();
-        let message = &self.message;
+    async fn settle(mut self) {
         if let Some(reason) = &self.poisoned {
-            return poison(&self.engine, message, reason).await;
+            return dead_letter(self.queue(), &self.message, reason).await;
         }
-        let Some((job, problem)) = self.left else {
-            if let Err(problem) = queue.delete(message).await {
-                warn!(message = %message.id, error = %problem, "jobs done but their message could not be deleted; a redelivery will be ignored");
+        let Some((job, problem)) = self.left.take() else {
+            if let Err(problem) = self.queue().delete(&self.message).await {
+                warn!(message = %self.message.id(), error = %problem, "jobs done but their message could not be deleted; a redelivery will be ignored");
             }
             return;
         };
-        match problem {
-            problem if problem.is_transient() => {}
-            problem if message.dequeue_count >= self.settings.max_dequeue => {
+        let dequeue_count = self.message.dequeue_count();
+        match Disposition::of(&problem) {
+            Disposition::Redeliver => {}
+            _ if dequeue_count >= self.settings.max_dequeue => {
                 // Its last allowed delivery: no worker took it, so dead-letter it
                 // now with the reason (naming the blueprint) rather than after one
                 // more round trip with only a delivery count as the reason.
                 let reason = format!(
-                    "{problem} (delivered {} times; limit {})",
-                    message.dequeue_count, self.settings.max_dequeue
+                    "{problem} (delivered {dequeue_count} times; limit {})",
+                    self.settings.max_dequeue
                 );
-                poison(&self.engine, message, &reason).await
+                dead_letter(self.queue(), &self.message, &reason).await
             }
-            problem => {
-                // Another worker (another blueprint version) may have it, or
-                // a job that panicked may pass on another delivery: give the
-                // message back with a delay; the dequeue limit bounds the hand-offs.
+            _ => {
                 warn!(run = %job.run_id, blueprint = %job.blueprint_id, error = %problem, "returning the job to the queue");
-                let delay = self.settings.visibility.min(Duration::from_secs(30));
-                if let Err(problem) = queue.update_visibility(message, delay).await {
+                let delay = policy::return_delay(self.settings.visibility);
+                let queue = self.engine.backend().lease_queue();
+                if let Err(problem) = queue.hide(&mut self.message, delay).await {
                     warn!(error = %problem, "could not return the job to the queue; it reappears after the visibility timeout");
                 }
             }

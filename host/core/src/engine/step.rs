@@ -1,0 +1,402 @@
+//! The job step: what the engine does with one delivered job. It reads the
+//! job's view of its run, drops duplicates and stale deliveries, runs the
+//! node (or reuses the result an earlier, crashed delivery stored) and hands
+//! the result to [`super::outcome`]. A panic anywhere in the step is
+//! contained: the node fails instead of the worker.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+use tracing::{error, info};
+
+use super::attempt::{Attempt, Attempted};
+use super::outcome::Finished;
+use super::{Engine, EngineError};
+use crate::blueprint::NodeDefinition;
+use crate::builtin;
+use crate::context::{ContextMap, ContextValue};
+use crate::plan::Plan;
+use crate::progress::{NodeStatus, RunProgress, RunState};
+use crate::routing::{OUTPUT_KEY_PREFIX, action_key, output_key};
+use crate::runner::{NodeRunner, NodeSuccess, Pins};
+use crate::store::{Backend, Job, JobSignal};
+
+/// Context key of dynamic nodes a node returned (for recovery after a crash).
+pub(super) const DYNAMIC_KEY_PREFIX: &str = "_dynamicNodes.";
+
+/// What handling a job needs from its run's progress record.
+pub(super) struct JobView {
+    pub version: Value,
+    /// Settlements so far (see [`RunProgress::settled`]).
+    pub settled: u64,
+    pub state: RunState,
+    pub status: NodeStatus,
+    /// The attempt the node is at.
+    pub attempt: u32,
+    /// A subflow node whose child run exists already.
+    pub has_child: bool,
+    /// The failed node this node stands in for as its fallback.
+    pub stand_in: Option<String>,
+    /// The node's definition when it was added at runtime.
+    pub dynamic: Option<NodeDefinition>,
+    pub pins: Pins,
+    /// How often the run was retried (names new child runs).
+    pub retries: u32,
+    /// The blueprint ids of this run and the runs above it (see
+    /// [`RunProgress::lineage`]).
+    pub lineage: Vec<String>,
+    /// The run at the top of this run's tree of subflows.
+    pub root_run_id: String,
+}
+
+impl JobView {
+    fn of(progress: &RunProgress, node: &str) -> Self {
+        Self {
+            version: progress.blueprint_version.clone(),
+            settled: progress.settled,
+            state: progress.state,
+            status: progress.status(node),
+            attempt: progress.attempt(node),
+            has_child: progress.children.contains_key(node),
+            stand_in: progress.stand_ins.get(node).cloned(),
+            dynamic: progress.dynamic_node(node).cloned(),
+            pins: progress.pins.clone(),
+            retries: progress.retries,
+            lineage: progress.lineage(),
+            root_run_id: progress.root_run_id().to_owned(),
+        }
+    }
+}
+
+impl<B: Backend, R: NodeRunner> Engine<B, R> {
+    /// Handles one job. Answers the jobs it scheduled for the job's run
+    /// without delay (the nodes that follow), which the caller must make
+    /// durable: send them ([`Self::send`]) or run them itself. A panic
+    /// anywhere in the job step is contained: the job's node fails with the
+    /// panic's message (see [`Self::contain`]).
+    #[must_use = "the jobs a step scheduled are lost unless sent or run"]
+    pub async fn handle(&self, job: &Job) -> Result<Vec<Job>, EngineError> {
+        match AssertUnwindSafe(self.step(job)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => self.contain(job, panic_message(panic.as_ref())).await,
+        }
+    }
+
+    /// Whether `job` still has work to do: its run is not over and its node
+    /// is scheduled at the job's attempt, or awaiting (for a signal job). A
+    /// job of no known run counts as outstanding. A worker asks this before
+    /// dead-lettering a message delivered too often: one whose jobs were
+    /// all handled (its deletes were lost) is no poison.
+    pub async fn is_outstanding(&self, job: &Job) -> Result<bool, EngineError> {
+        let view = self
+            .backend
+            .read_progress(&job.run_id, |p| JobView::of(p, &job.node_id))
+            .await?;
+        Ok(view.is_none_or(|view| {
+            !view.state.is_terminal()
+                && job.attempt() >= view.attempt
+                && matches!(view.status, NodeStatus::Scheduled | NodeStatus::Awaiting)
+        }))
+    }
+
+    /// The job step panicked: its node fails, fatally (a bug is not
+    /// retried, and no fallback hides it), so that the run follows the
+    /// usual failure rules instead of staying `running` with nobody working
+    /// on it. A node that had settled before the panic is left as it is.
+    /// If failing the node panics or fails as well, the answer is
+    /// [`EngineError::Panicked`], for the caller to deliver the job again.
+    async fn contain(&self, job: &Job, panic: String) -> Result<Vec<Job>, EngineError> {
+        error!(run = %job.run_id, node = %job.node_id, panic = %panic, "internal error: the job step panicked; failing the node");
+        let message = format!(
+            "Node '{}': internal error in flowcraft-host while handling this node: {panic}",
+            job.node_id
+        );
+        let failing = AssertUnwindSafe(self.fail_node(job, message))
+            .catch_unwind()
+            .await;
+        let then = match failing {
+            Ok(Ok(scheduled)) => return Ok(scheduled),
+            Ok(Err(error)) if error.is_transient() => return Err(error),
+            Ok(Err(error)) => error.to_string(),
+            Err(again) => panic_message(again.as_ref()),
+        };
+        Err(EngineError::Panicked {
+            run: job.run_id.clone(),
+            node: job.node_id.clone(),
+            message: format!("{panic}; then: {then}"),
+        })
+    }
+
+    /// Fails `job`'s node with `message` if it is still scheduled or awaiting.
+    async fn fail_node(&self, job: &Job, message: String) -> Result<Vec<Job>, EngineError> {
+        let (_, plan) = self.run_plan(&job.run_id).await?;
+        self.settle(&plan, &job.run_id, |p| p.fail(&job.node_id, &message))
+            .await
+    }
+
+    /// The job step.
+    async fn step(&self, job: &Job) -> Result<Vec<Job>, EngineError> {
+        let view = self.job_view(job).await?;
+        let plan = self.plan_version(&job.blueprint_id, &view.version)?;
+        let known = plan.node(&job.node_id).is_some() || view.dynamic.is_some();
+        if !known && view.status != NodeStatus::Scheduled {
+            // Not a duplicate of one of the run's jobs: a stray message.
+            return Err(EngineError::UnknownNode {
+                run: job.run_id.clone(),
+                blueprint: plan.blueprint.id.clone(),
+                node: job.node_id.clone(),
+            });
+        }
+        if view.state.is_terminal() || job.signal.is_some() {
+            return self.signalled(&plan, job, view.state).await;
+        }
+        let view = self.caught_up(&plan, job, view).await?;
+        if view.status != NodeStatus::Scheduled || view.has_child || job.attempt() < view.attempt {
+            // A duplicate, or a late delivery of an attempt already retried.
+            return Ok(Vec::new());
+        }
+        let Some(node) = plan
+            .node(&job.node_id)
+            .cloned()
+            .or_else(|| view.dynamic.clone())
+        else {
+            let message = format!(
+                "Node '{}' not found in blueprint '{}'.",
+                job.node_id, plan.blueprint.id
+            );
+            return self
+                .settle(&plan, &job.run_id, |p| p.fail_run(&job.node_id, &message))
+                .await;
+        };
+        let snapshot = match self.cache.get(&job.run_id, view.settled) {
+            Some(remembered) => remembered,
+            None => match self.backend.load_context(&job.run_id).await? {
+                Some(context) => context.values,
+                None => return self.context_missing(&plan, &job.run_id, &node.id).await,
+            },
+        };
+        let attempted = match recorded_result(&node, &snapshot) {
+            Some(success) => Attempted::without_changes(Attempt::Success(success)),
+            None => {
+                let pin = view.pins.get(&node.uses).cloned();
+                self.attempt(&plan, pin, &node, job, snapshot.clone()).await
+            }
+        };
+        self.conclude(&plan, job, &node, &view, snapshot, attempted)
+            .await
+    }
+
+    /// The job's view of its run; a run started the upstream way (no
+    /// progress record yet) is adopted first.
+    async fn job_view(&self, job: &Job) -> Result<JobView, EngineError> {
+        let read = || {
+            self.backend
+                .read_progress(&job.run_id, |p| JobView::of(p, &job.node_id))
+        };
+        if let Some(view) = read().await? {
+            return Ok(view);
+        }
+        if self.adopt(job).await?
+            && let Some(view) = read().await?
+        {
+            return Ok(view);
+        }
+        Err(EngineError::UnknownRun(job.run_id.clone()))
+    }
+
+    /// A job for a run that is over (its status may still need publishing),
+    /// or one with a signal: a timer fired, or a child run settled.
+    async fn signalled(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        state: RunState,
+    ) -> Result<Vec<Job>, EngineError> {
+        let progress = self.progress(&job.run_id).await?;
+        if state.is_terminal() {
+            self.ensure_published(&progress).await?;
+            return Ok(Vec::new());
+        }
+        match job.signal {
+            Some(JobSignal::Wake) => self.wake(plan, &progress, &job.node_id).await,
+            _ => self.collect_child(plan, &progress, &job.node_id).await,
+        }
+    }
+
+    /// Hands the node's attempt to the outcome it asks for.
+    async fn conclude(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        node: &NodeDefinition,
+        view: &JobView,
+        snapshot: Arc<ContextMap>,
+        Attempted { attempt, changes }: Attempted,
+    ) -> Result<Vec<Job>, EngineError> {
+        match attempt {
+            Attempt::Success(success) => {
+                let finished = Finished {
+                    node,
+                    stands_in_for: view.stand_in.as_deref(),
+                    snapshot,
+                    changes,
+                    success,
+                    seen: Some(view.settled),
+                };
+                self.complete(plan, &job.run_id, finished).await
+            }
+            Attempt::Wait(pausing) => {
+                self.pause(plan, job, node, &snapshot, changes, pausing)
+                    .await
+            }
+            Attempt::Subflow(child_blueprint, initial) => {
+                self.start_child(plan, job, node, view, child_blueprint, initial)
+                    .await
+            }
+            Attempt::Reopen(dynamic_nodes) => {
+                self.reopen(plan, &job.run_id, node, changes, dynamic_nodes)
+                    .await
+            }
+            Attempt::Failure(failure) => self.failed(plan, job, node, failure).await,
+        }
+    }
+
+    /// In a fleet shared with upstream workers (see
+    /// [`EngineSettings::shared_with_upstream`](super::EngineSettings::shared_with_upstream)),
+    /// a job for a node this record has not scheduled was sent by one of
+    /// them: the record catches up first. Otherwise the view stays.
+    async fn caught_up(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        view: JobView,
+    ) -> Result<JobView, EngineError> {
+        if view.status == NodeStatus::Waiting
+            && self.settings.shared_with_upstream
+            && plan.node(&job.node_id).is_some()
+        {
+            return Ok(self.catch_up(job).await?.unwrap_or(view));
+        }
+        Ok(view)
+    }
+
+    /// The record takes the nodes with an output in the context as done and
+    /// schedules the job's node. Answers the job's new view.
+    async fn catch_up(&self, job: &Job) -> Result<Option<JobView>, EngineError> {
+        let Some(context) = self.backend.load_context(&job.run_id).await? else {
+            return Ok(None);
+        };
+        let done: Vec<String> = context
+            .values
+            .keys()
+            .filter_map(|key| key.strip_prefix(OUTPUT_KEY_PREFIX))
+            .map(str::to_owned)
+            .collect();
+        let node = job.node_id.clone();
+        let view = self
+            .backend
+            .update_progress(&job.run_id, move |p| {
+                p.catch_up(&done, &node);
+                JobView::of(p, &node)
+            })
+            .await?;
+        if view.is_some() {
+            info!(run = %job.run_id, node = %job.node_id, "took a job another worker scheduled");
+        }
+        Ok(view)
+    }
+
+    /// Takes over a run that another client started the upstream way (a
+    /// context document and queued start jobs, but no progress record):
+    /// records it with its start nodes and the job's node scheduled and the
+    /// nodes that already have an output done. The jobs are already queued,
+    /// so nothing is enqueued. Returns false when the run has no context.
+    async fn adopt(&self, job: &Job) -> Result<bool, EngineError> {
+        let Some(context) = self.backend.load_context(&job.run_id).await? else {
+            return Ok(false);
+        };
+        // A context without `blueprintVersion` counts as unversioned (upstream
+        // would drop such a job; that is the bug FC-52 describes).
+        let version = context
+            .values
+            .get("blueprintVersion")
+            .map_or(Value::Null, ContextValue::to_value);
+        let plan = self.plan_version(&job.blueprint_id, &version)?;
+        let pins = self.runner.pin(&plan.blueprint).unwrap_or_default();
+        let mut progress = RunProgress::new(
+            &job.run_id,
+            &plan.blueprint.id,
+            pins,
+            self.settings.step_limit,
+        );
+        progress.blueprint_version = version;
+        let done = |id: &str| context.values.contains_key(&output_key(id));
+        for node in plan.blueprint.nodes.iter().filter(|n| done(&n.id)) {
+            progress.nodes.entry(node.id.clone()).or_default().status = NodeStatus::Done;
+        }
+        let mut scheduled: Vec<String> = plan
+            .analysis
+            .start_nodes
+            .iter()
+            .filter(|id| !done(id))
+            .cloned()
+            .collect();
+        // A node the blueprint lacks is not scheduled: its job is refused
+        // (`UnknownNode`) while the run goes on.
+        if !done(&job.node_id)
+            && !scheduled.contains(&job.node_id)
+            && plan.node(&job.node_id).is_some()
+        {
+            scheduled.push(job.node_id.clone());
+        }
+        progress.start(&scheduled);
+        if self.backend.create_progress(&progress).await? {
+            info!(run = %job.run_id, blueprint = %plan.blueprint.id, "adopted a run started by another client");
+        }
+        Ok(true)
+    }
+}
+
+/// A plugin node whose output is already stored was run by an earlier
+/// delivery that crashed before settling: reuse its result.
+fn recorded_result(node: &NodeDefinition, snapshot: &ContextMap) -> Option<NodeSuccess> {
+    if builtin::is_builtin(&node.uses) {
+        return None;
+    }
+    let output = snapshot.get(&output_key(&node.id))?.to_value();
+    // A node that failed for good wrote a null output beside
+    // `_catch_error` before handing over to its fallback: not a result.
+    let handing_over = snapshot
+        .get("_catch_error")
+        .map(ContextValue::to_value)
+        .and_then(|error| error.get("nodeId").cloned())
+        .is_some_and(|failed| failed.as_str() == Some(&node.id));
+    if output.is_null() && handing_over {
+        return None;
+    }
+    let dynamic_nodes = snapshot
+        .get(&format!("{DYNAMIC_KEY_PREFIX}{}", node.id))
+        .and_then(|v| serde_json::from_str(v.json()).ok())
+        .unwrap_or_default();
+    Some(NodeSuccess {
+        output: Some(output),
+        action: snapshot
+            .get(&action_key(&node.id))
+            .and_then(ContextValue::as_string),
+        dynamic_nodes,
+    })
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match payload.downcast_ref::<&str>() {
+        Some(text) => (*text).to_owned(),
+        None => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+    }
+}
