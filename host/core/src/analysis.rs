@@ -9,9 +9,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use crate::blueprint::{Blueprint, EdgeDefinition, NodeDefinition};
 use crate::builtin::Builtin;
 
-/// The uses key of the built-in loop controller ([`Builtin::LoopController`]).
-pub const LOOP_CONTROLLER: &str = Builtin::LoopController.as_str();
-
 /// What the engine needs to know about a blueprint's shape.
 #[derive(Debug, Clone, Default)]
 pub struct Analysis {

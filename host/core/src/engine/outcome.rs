@@ -16,7 +16,7 @@ use super::settle::KnownContext;
 use super::step::DYNAMIC_KEY_PREFIX;
 use super::{Engine, EngineError};
 use crate::blueprint::NodeDefinition;
-use crate::builtin;
+use crate::builtin::{self, Builtin};
 use crate::context::{ContextChange, ContextMap, ContextValue};
 use crate::limits::{self, NodeLimits};
 use crate::plan::Plan;
@@ -335,7 +335,7 @@ fn loop_rearm(
     success: &NodeSuccess,
     changes: &mut Vec<ContextChange>,
 ) -> (bool, BTreeSet<String>) {
-    let continues = node.uses == crate::analysis::LOOP_CONTROLLER
+    let continues = Builtin::parse(&node.uses) == Some(Builtin::LoopController)
         && success.action.as_deref() == Some("continue");
     if !continues {
         return (false, BTreeSet::new());
