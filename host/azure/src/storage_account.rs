@@ -667,7 +667,7 @@ mod tests {
                 .message
                 .starts_with("the endpoint 'acct' is not a URL")
         );
-        // A key still wins: keys and SAS work as before.
+        // With an AccountKey the key signs requests, so no Entra ID credential is needed.
         let keyed = StorageAccount::parse(
             "QueueEndpoint=https://acct.queue.core.windows.net;AccountName=acct;AccountKey=a2V5",
         )

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use crate::blueprint::Blueprint;
+use crate::blueprint::{Blueprint, NodeDefinition};
 use crate::builtin::{Builtin, is_builtin};
 use crate::context::is_engine_key;
 use crate::dynamic::ALLOWED_TYPES_KEY;
@@ -42,7 +42,33 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut report =
         |location: String, message: String| problems.push(Problem { location, message });
-    let node_location = |id: &str| format!("node '{id}'");
+    let ids = check_unique_ids(blueprint, &mut report);
+    check_sizes(blueprint, &mut report);
+    check_metadata(blueprint, &mut report);
+    let mode = requested_mode(blueprint).unwrap_or(catalog.evaluator);
+    for node in &blueprint.nodes {
+        check_node(blueprint, node, catalog, &ids, mode, &mut report);
+    }
+    check_edges(blueprint, &ids, mode, &mut report);
+    check_bindings_and_strictness(blueprint, &mut report);
+    problems
+}
+
+/// Where a problem of node `id` is reported.
+fn node_location(id: &str) -> String {
+    format!("node '{id}'")
+}
+
+/// Whether node type `uses` is a built-in or implemented by a loaded bundle.
+fn knows(catalog: &Catalog<'_>, uses: &str) -> bool {
+    is_builtin(uses) || (catalog.implements)(uses)
+}
+
+/// The ids of the blueprint's nodes, reporting each duplicate.
+fn check_unique_ids<'a>(
+    blueprint: &'a Blueprint,
+    report: &mut impl FnMut(String, String),
+) -> HashSet<&'a str> {
     let mut ids = HashSet::new();
     for node in &blueprint.nodes {
         if !ids.insert(node.id.as_str()) {
@@ -52,127 +78,162 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
             );
         }
     }
-    check_sizes(blueprint, &mut report);
-    check_metadata(blueprint, &mut report);
-    let knows = |uses: &str| is_builtin(uses) || (catalog.implements)(uses);
-    let mode = requested_mode(blueprint).unwrap_or(catalog.evaluator);
-    for node in &blueprint.nodes {
-        let here = node_location(&node.id);
-        if !knows(&node.uses) {
+    ids
+}
+
+/// A node's type, limits, params depth and config, then its built-in params.
+fn check_node(
+    blueprint: &Blueprint,
+    node: &NodeDefinition,
+    catalog: &Catalog<'_>,
+    ids: &HashSet<&str>,
+    mode: EvaluatorMode,
+    report: &mut impl FnMut(String, String),
+) {
+    let here = node_location(&node.id);
+    if !knows(catalog, &node.uses) {
+        report(
+            here.clone(),
+            format!(
+                "unknown node type (uses) '{}': no loaded bundle implements it and it is not a built-in; add a bundle to --plugins or fix the key",
+                node.uses
+            ),
+        );
+    }
+    if let Err(error) = NodeLimits::of(node.config.as_ref()) {
+        report(here.clone(), error.to_string());
+    }
+    if let Some(params) = &node.params
+        && let Err(error) = check_json_depth("params", &params.to_string())
+    {
+        report(here.clone(), error.to_string());
+    }
+    check_node_config(node, ids, &here, report);
+    check_builtin_params(blueprint, node, catalog, mode, &here, report);
+}
+
+/// A node's `config.fallback` and `config.joinStrategy`.
+fn check_node_config(
+    node: &NodeDefinition,
+    ids: &HashSet<&str>,
+    here: &str,
+    report: &mut impl FnMut(String, String),
+) {
+    let Some(config) = &node.config else {
+        return;
+    };
+    if let Some(fallback) = &config.fallback {
+        if !ids.contains(fallback.as_str()) {
             report(
-                here.clone(),
-                format!(
-                    "unknown node type (uses) '{}': no loaded bundle implements it and it is not a built-in; add a bundle to --plugins or fix the key",
-                    node.uses
-                ),
+                here.to_owned(),
+                format!("fallback '{fallback}' is not a node of this blueprint"),
+            );
+        } else if fallback == &node.id {
+            report(
+                here.to_owned(),
+                "a node cannot be its own fallback; use config.maxRetries to run it again".into(),
             );
         }
-        if let Err(error) = NodeLimits::of(node.config.as_ref()) {
-            report(here.clone(), error.to_string());
-        }
-        if let Some(params) = &node.params
-            && let Err(error) = check_json_depth("params", &params.to_string())
-        {
-            report(here.clone(), error.to_string());
-        }
-        if let Some(config) = &node.config {
-            if let Some(fallback) = &config.fallback {
-                if !ids.contains(fallback.as_str()) {
-                    report(
-                        here.clone(),
-                        format!("fallback '{fallback}' is not a node of this blueprint"),
-                    );
-                } else if fallback == &node.id {
-                    report(
-                        here.clone(),
-                        "a node cannot be its own fallback; use config.maxRetries to run it again"
-                            .into(),
-                    );
-                }
+    }
+    if let Some(strategy) = &config.join_strategy
+        && strategy != "all"
+        && strategy != "any"
+    {
+        report(
+            here.to_owned(),
+            format!("joinStrategy '{strategy}' is invalid; use \"all\" or \"any\""),
+        );
+    }
+}
+
+/// The params (and, for a loop controller, the edges) each built-in node type needs.
+fn check_builtin_params(
+    blueprint: &Blueprint,
+    node: &NodeDefinition,
+    catalog: &Catalog<'_>,
+    mode: EvaluatorMode,
+    here: &str,
+    report: &mut impl FnMut(String, String),
+) {
+    let params = node.params_or_empty();
+    match Builtin::parse(&node.uses) {
+        Some(Builtin::LoopController) => {
+            let has_continue = blueprint
+                .edges
+                .iter()
+                .any(|e| e.source == node.id && e.action.as_deref() == Some("continue"));
+            if !has_continue {
+                report(
+                    here.to_owned(),
+                    "loop controller has no outgoing edge with action \"continue\"".into(),
+                );
             }
-            if let Some(strategy) = &config.join_strategy
-                && strategy != "all"
-                && strategy != "any"
+            let condition = params.get("condition").and_then(|c| c.as_str());
+            match condition {
+                None => report(
+                    here.to_owned(),
+                    "loop controller needs params.condition (an expression)".into(),
+                ),
+                Some(source) => check_expression(source, mode, here, "params.condition", report),
+            }
+        }
+        Some(Builtin::Sleep) => {
+            if let Err(error) = limits::sleep_duration(params.get("duration")) {
+                report(here.to_owned(), error.to_string());
+            }
+        }
+        Some(Builtin::BatchGather) => {
+            if let Some(key) = params.get("outputKey").and_then(|k| k.as_str())
+                && is_engine_key(key)
             {
                 report(
-                    here.clone(),
-                    format!("joinStrategy '{strategy}' is invalid; use \"all\" or \"any\""),
+                    here.to_owned(),
+                    format!(
+                        "params.outputKey '{key}' is one of the engine's context keys; choose another key"
+                    ),
                 );
             }
         }
-        let params = node.params_or_empty();
-        match Builtin::parse(&node.uses) {
-            Some(Builtin::LoopController) => {
-                let has_continue = blueprint
-                    .edges
-                    .iter()
-                    .any(|e| e.source == node.id && e.action.as_deref() == Some("continue"));
-                if !has_continue {
-                    report(
-                        here.clone(),
-                        "loop controller has no outgoing edge with action \"continue\"".into(),
-                    );
-                }
-                let condition = params.get("condition").and_then(|c| c.as_str());
-                match condition {
-                    None => report(
-                        here.clone(),
-                        "loop controller needs params.condition (an expression)".into(),
-                    ),
-                    Some(source) => {
-                        check_expression(source, mode, &here, "params.condition", &mut report)
-                    }
-                }
+        Some(Builtin::BatchScatter) => {
+            if let Some(size) = params.get("chunkSize").filter(|size| !size.is_null())
+                && let Err(error) = limits::chunk_size(size)
+            {
+                report(here.to_owned(), error.to_string());
             }
-            Some(Builtin::Sleep) => {
-                if let Err(error) = limits::sleep_duration(params.get("duration")) {
-                    report(here.clone(), error.to_string());
-                }
+            if let Some(worker) = params.get("workerUsesKey").and_then(|w| w.as_str())
+                && !knows(catalog, worker)
+            {
+                report(
+                    here.to_owned(),
+                    format!("params.workerUsesKey '{worker}' is not an implemented node type"),
+                );
             }
-            Some(Builtin::BatchGather) => {
-                if let Some(key) = params.get("outputKey").and_then(|k| k.as_str())
-                    && is_engine_key(key)
-                {
-                    report(
-                        here.clone(),
-                        format!(
-                            "params.outputKey '{key}' is one of the engine's context keys; choose another key"
-                        ),
-                    );
-                }
-            }
-            Some(Builtin::BatchScatter) => {
-                if let Some(size) = params.get("chunkSize").filter(|size| !size.is_null())
-                    && let Err(error) = limits::chunk_size(size)
-                {
-                    report(here.clone(), error.to_string());
-                }
-                if let Some(worker) = params.get("workerUsesKey").and_then(|w| w.as_str())
-                    && !knows(worker)
-                {
-                    report(
-                        here.clone(),
-                        format!("params.workerUsesKey '{worker}' is not an implemented node type"),
-                    );
-                }
-            }
-            Some(Builtin::Subflow) => {
-                if let (Some(known), Some(child)) = (
-                    catalog.knows_blueprint,
-                    params.get("blueprintId").and_then(|b| b.as_str()),
-                ) && !known(child)
-                {
-                    report(
-                        here.clone(),
-                        format!(
-                            "params.blueprintId '{child}' is not a loaded blueprint; pass it with --blueprints"
-                        ),
-                    );
-                }
-            }
-            _ => {}
         }
+        Some(Builtin::Subflow) => {
+            if let (Some(known), Some(child)) = (
+                catalog.knows_blueprint,
+                params.get("blueprintId").and_then(|b| b.as_str()),
+            ) && !known(child)
+            {
+                report(
+                    here.to_owned(),
+                    format!(
+                        "params.blueprintId '{child}' is not a loaded blueprint; pass it with --blueprints"
+                    ),
+                );
+            }
+        }
+        _ => {}
     }
+}
+
+/// Each edge's endpoints exist and its condition and transform parse.
+fn check_edges(
+    blueprint: &Blueprint,
+    ids: &HashSet<&str>,
+    mode: EvaluatorMode,
+    report: &mut impl FnMut(String, String),
+) {
     for (index, edge) in blueprint.edges.iter().enumerate() {
         let here = format!("edge #{index} ({} -> {})", edge.source, edge.target);
         for (role, id) in [("source", &edge.source), ("target", &edge.target)] {
@@ -184,12 +245,16 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
             }
         }
         if let Some(condition) = &edge.condition {
-            check_expression(condition, mode, &here, "condition", &mut report);
+            check_expression(condition, mode, &here, "condition", report);
         }
         if let Some(transform) = &edge.transform {
-            check_expression(transform, mode, &here, "transform", &mut report);
+            check_expression(transform, mode, &here, "transform", report);
         }
     }
+}
+
+/// The `metadata.plugins` bindings, and no cycles when `metadata.strict` is set.
+fn check_bindings_and_strictness(blueprint: &Blueprint, report: &mut impl FnMut(String, String)) {
     if let Err(message) = blueprint.plugin_bindings() {
         report("metadata".into(), message);
     }
@@ -208,7 +273,6 @@ pub fn validate(blueprint: &Blueprint, catalog: &Catalog<'_>) -> Vec<Problem> {
             ),
         );
     }
-    problems
 }
 
 /// Cycles through `subflow` references among `blueprints` (a blueprint

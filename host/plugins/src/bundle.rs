@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::bindings::flowcraft::node::types::NodeInfo;
 use crate::bindings::{
     BundlePre, CONTRACT_VERSION, GuestBundleInfo, HOST_INTERFACES, NODE_INTERFACE,
 };
@@ -344,90 +345,9 @@ fn validate(
         path: path.to_owned(),
         reason,
     };
-    let count = described.nodes.len();
-    if count > MAX_NODE_TYPES {
-        return Err(invalid(format!(
-            "describe() lists {count} node types, more than the limit of {MAX_NODE_TYPES} per bundle"
-        )));
-    }
-    let size = described.name.len()
-        + described.version.len()
-        + described
-            .nodes
-            .iter()
-            .map(|node| {
-                node.uses.len()
-                    + node.description.len()
-                    + node.params_schema.as_ref().map_or(0, String::len)
-            })
-            .sum::<usize>();
-    if size > MAX_DESCRIBE_BYTES {
-        return Err(invalid(format!(
-            "describe() returned {size} bytes, more than the limit of {MAX_DESCRIBE_BYTES} bytes"
-        )));
-    }
-    let name = described.name.trim();
-    if name.is_empty()
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
-    {
-        return Err(invalid(format!(
-            "bundle name {:?} is not usable: it must be non-empty, without spaces, control characters or '@'",
-            described.name
-        )));
-    }
-    semver::Version::parse(&described.version).map_err(|e| {
-        invalid(format!(
-            "bundle {name}: version '{}' is not a semantic version such as 1.2.0 ({e})",
-            described.version
-        ))
-    })?;
-    if described.nodes.is_empty() {
-        return Err(invalid(format!("bundle {name} declares no node types")));
-    }
-    let mut seen = BTreeSet::new();
-    for node in &described.nodes {
-        if node.uses.trim().is_empty() {
-            return Err(invalid(format!(
-                "bundle {name} declares a node type with an empty `uses` key"
-            )));
-        }
-        if node.uses.chars().any(char::is_control) {
-            return Err(invalid(format!(
-                "bundle {name} declares node type {:?}, whose `uses` key has control characters",
-                node.uses
-            )));
-        }
-        if node.description.len() > MAX_DESCRIPTION_BYTES {
-            return Err(invalid(format!(
-                "bundle {name}, node type '{}': the description is {} bytes, more than the limit of \
-                 {MAX_DESCRIPTION_BYTES} bytes",
-                node.uses,
-                node.description.len()
-            )));
-        }
-        if is_builtin(&node.uses) {
-            return Err(invalid(format!(
-                "bundle {name} declares node type '{}', which is built into the engine; choose another `uses` key",
-                node.uses
-            )));
-        }
-        if !seen.insert(node.uses.as_str()) {
-            return Err(invalid(format!(
-                "bundle {name} declares node type '{}' more than once",
-                node.uses
-            )));
-        }
-        if let Some(schema) = &node.params_schema {
-            serde_json::from_str::<serde_json::Value>(schema).map_err(|e| {
-                invalid(format!(
-                    "bundle {name}, node type '{}': params-schema is not valid JSON ({e})",
-                    node.uses
-                ))
-            })?;
-        }
-    }
+    check_describe_size(&described).map_err(invalid)?;
+    let name = check_name_and_version(&described).map_err(invalid)?;
+    check_node_types(name, &described.nodes).map_err(invalid)?;
     Ok(BundleInfo {
         name: name.to_owned(),
         version: described.version,
@@ -447,10 +367,108 @@ fn validate(
     })
 }
 
+/// The number of node types and the total bytes `describe()` returned are within limits.
+fn check_describe_size(described: &GuestBundleInfo) -> Result<(), String> {
+    let count = described.nodes.len();
+    if count > MAX_NODE_TYPES {
+        return Err(format!(
+            "describe() lists {count} node types, more than the limit of {MAX_NODE_TYPES} per bundle"
+        ));
+    }
+    let size = described.name.len()
+        + described.version.len()
+        + described
+            .nodes
+            .iter()
+            .map(|node| {
+                node.uses.len()
+                    + node.description.len()
+                    + node.params_schema.as_ref().map_or(0, String::len)
+            })
+            .sum::<usize>();
+    if size > MAX_DESCRIBE_BYTES {
+        return Err(format!(
+            "describe() returned {size} bytes, more than the limit of {MAX_DESCRIBE_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// The bundle's trimmed name, once it and the version are checked to be usable.
+fn check_name_and_version(described: &GuestBundleInfo) -> Result<&str, String> {
+    let name = described.name.trim();
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+    {
+        return Err(format!(
+            "bundle name {:?} is not usable: it must be non-empty, without spaces, control characters or '@'",
+            described.name
+        ));
+    }
+    semver::Version::parse(&described.version).map_err(|e| {
+        format!(
+            "bundle {name}: version '{}' is not a semantic version such as 1.2.0 ({e})",
+            described.version
+        )
+    })?;
+    Ok(name)
+}
+
+/// The node types: at least one, with usable, unique, non-built-in keys and bounded descriptions.
+fn check_node_types(name: &str, nodes: &[NodeInfo]) -> Result<(), String> {
+    if nodes.is_empty() {
+        return Err(format!("bundle {name} declares no node types"));
+    }
+    let mut seen = BTreeSet::new();
+    for node in nodes {
+        if node.uses.trim().is_empty() {
+            return Err(format!(
+                "bundle {name} declares a node type with an empty `uses` key"
+            ));
+        }
+        if node.uses.chars().any(char::is_control) {
+            return Err(format!(
+                "bundle {name} declares node type {:?}, whose `uses` key has control characters",
+                node.uses
+            ));
+        }
+        if node.description.len() > MAX_DESCRIPTION_BYTES {
+            return Err(format!(
+                "bundle {name}, node type '{}': the description is {} bytes, more than the limit of \
+                 {MAX_DESCRIPTION_BYTES} bytes",
+                node.uses,
+                node.description.len()
+            ));
+        }
+        if is_builtin(&node.uses) {
+            return Err(format!(
+                "bundle {name} declares node type '{}', which is built into the engine; choose another `uses` key",
+                node.uses
+            ));
+        }
+        if !seen.insert(node.uses.as_str()) {
+            return Err(format!(
+                "bundle {name} declares node type '{}' more than once",
+                node.uses
+            ));
+        }
+        if let Some(schema) = &node.params_schema {
+            serde_json::from_str::<serde_json::Value>(schema).map_err(|e| {
+                format!(
+                    "bundle {name}, node type '{}': params-schema is not valid JSON ({e})",
+                    node.uses
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::flowcraft::node::types::NodeInfo;
 
     #[test]
     fn headers_tell_components_from_modules() {
