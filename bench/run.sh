@@ -5,8 +5,9 @@
 # its own (so services that tests use on the default ports are left alone), runs bench/driver/main.mjs
 # and stops the stand-ins again. Prints one table; writes JSON and markdown to bench/results/.
 #
-# Usage: bench/run.sh [--quick] [--seconds N] [--in-flight N] [--workloads a,b] [--skip a,b] [--out DIR]
+# Usage: bench/run.sh [--quick] [--seconds N] [--in-flight N] [--workloads a,b] [--skip a,b] [--only a,b] [--out DIR]
 #   --quick  a smoke run of a few minutes (short windows, 20 runs in flight); results go to target/bench/
+#   --skip/--only  sections: one, three, mixed, idle, latency, embedded (e.g. --only latency)
 # Environment: BENCH_QUEUE_PORT (default 20001), BENCH_COSMOS_PORT (28081), BENCH_REDIS_PORT (20379),
 # CARGO_TARGET_DIR, BENCH_WORKER_LOG (worker log filter, default warn; logs in target/bench/logs/).
 set -euo pipefail

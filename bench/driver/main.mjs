@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The benchmark driver: flowcraft-host against the TypeScript reference worker on the same local
 // services. Measures each workload with one worker of each kind, then three; a mixed fleet; an idle
-// worker of each kind; and the embedded comparison. Prints one table and writes it, with the raw
-// measurements and a description of the machine, as JSON and markdown.
+// worker of each kind; the latency a single user sees; and the embedded comparison. Prints one table
+// and writes it, with the raw measurements and a description of the machine, as JSON and markdown.
 //
 // Started by bench/run.sh, which builds everything and starts private services; it passes their
 // client environment (`scripts/azure-local.sh env`), BENCH_SERVICES_DIR (their pid files),
@@ -10,8 +10,9 @@
 //
 // Options: --quick (short windows and 20 runs in flight, for a smoke test), --seconds N (measurement
 // window, default 30), --in-flight N (runs in flight, default 100), --workloads a,b (names from
-// workloads.mjs), --skip a,b (of: three, mixed, idle, embedded), --out DIR (where results go;
-// default bench/results, or the scratch directory for --quick).
+// workloads.mjs), --skip a,b and --only a,b (sections, of: one, three, mixed, idle, latency, embedded;
+// `one` is each workload with one worker of each kind), --out DIR (where results go; default
+// bench/results, or the scratch directory for --quick).
 
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -19,6 +20,7 @@ import os from "node:os";
 import { parseArgs } from "node:util";
 import { workloads } from "../workloads/workloads.mjs";
 import { measureEmbedded } from "./embedded.mjs";
+import { measureLatency } from "./latency.mjs";
 import { measureFleet, measureIdle } from "./measure.mjs";
 import { buildRows, formatMarkdown, formatNumber, formatText } from "./report.mjs";
 import { Services } from "./services.mjs";
@@ -32,6 +34,7 @@ const { values: options } = parseArgs({
     "in-flight": { type: "string" },
     workloads: { type: "string" },
     skip: { type: "string", default: "" },
+    only: { type: "string" },
     out: { type: "string" },
   },
 });
@@ -48,8 +51,25 @@ const settings = {
   mixedStuckAfterSeconds: 30,
   idleSeconds: quick ? 4 : 20,
   embeddedRepetitions: quick ? 3 : 15,
+  // The latency section: runs back to back per workload; runs after an idle pause, and the pause.
+  latencyRuns: quick ? 8 : 30,
+  latencyIdleRepetitions: quick ? 3 : 5,
+  latencyIdleSeconds: quick ? 2 : 4,
+  latencyPollMs: 5,
 };
-const skip = new Set(options.skip.split(",").filter(Boolean));
+
+/** The sections of the benchmark, in the order they run; `--skip` and `--only` name them. */
+const SECTIONS = ["one", "three", "mixed", "idle", "latency", "embedded"];
+const sectionList = (text) => {
+  const names = (text ?? "").split(",").filter(Boolean);
+  const unknown = names.filter((name) => !SECTIONS.includes(name));
+  if (unknown.length) throw new Error(`no section named ${unknown.join(", ")}; known: ${SECTIONS.join(", ")}`);
+  return new Set(names);
+};
+const skip = sectionList(options.skip);
+const only = options.only ? sectionList(options.only) : null;
+/** True when the options leave `section` in. */
+const runs = (section) => (!only || only.has(section)) && !skip.has(section);
 const selected = options.workloads ? workloads.filter((w) => options.workloads.split(",").includes(w.name)) : workloads;
 if (selected.length === 0) throw new Error(`no workload named ${options.workloads}; known: ${workloads.map((w) => w.name).join(", ")}`);
 
@@ -101,6 +121,34 @@ function summary(side, m) {
     `runs ${m.outcomes.correct} correct / ${m.outcomes.wrong} wrong / ${m.outcomes.stuck} stuck`;
 }
 
+/** The latency section's p50 figures of one worker kind, for the progress lines. */
+function latencySummary(side, m) {
+  const figures = [
+    ...m.backToBack.map((b) => `${b.workload} back to back p50 ${formatNumber(b.p50)} ms`),
+    `after ${m.afterIdle.idleSeconds} s idle p50 ${formatNumber(m.afterIdle.p50)} ms`,
+    ...(m.startWait ? [`start→wait p50 ${formatNumber(m.startWait.p50)} ms`] : []),
+  ];
+  return `${side}: ${figures.join(", ")}`;
+}
+
+/**
+ * The latency section with one worker of each kind in turn, each on resources of its own: back to
+ * back for chain-10 and fan-8 (those that --workloads selects), after idle and start→wait for chain-10.
+ */
+async function measureLatencyBothKinds(services, env, stamp) {
+  const latencyWorkloads = {
+    backToBack: selected.filter((w) => ["chain-10", "fan-8"].includes(w.name)),
+    afterIdle: workloads.find((w) => w.name === "chain-10"),
+  };
+  const latency = {};
+  for (const kind of ["host", "ts"]) {
+    progress(`latency, one ${kind} worker, one run at a time...`);
+    latency[kind] = await measureLatency({ services, paths, env, kind, workloads: latencyWorkloads, settings, tag: `${stamp}-latency-${kind}`, logDir });
+    progress(latencySummary(kind, latency[kind]));
+  }
+  return latency;
+}
+
 async function main() {
   const env = { ...process.env };
   const services = new Services(env, process.env.BENCH_SERVICES_DIR ?? `${scratchDir}/services`);
@@ -108,7 +156,7 @@ async function main() {
   const results = { startedAt: startedAt.toISOString(), machine: machineDescription(), settings: { ...settings, quick }, distributed: [] };
   const stamp = startedAt.toISOString().replace(/[-:]/g, "").slice(0, 13);
   try {
-    const workerCounts = skip.has("three") ? [1] : [1, 3];
+    const workerCounts = [1, 3].filter((n) => runs(n === 1 ? "one" : "three"));
     for (const workers of workerCounts) {
       for (const workload of selected) {
         const sides = {};
@@ -129,7 +177,7 @@ async function main() {
         results.distributed.push({ workload: workload.name, workers, ...sides });
       }
     }
-    if (!skip.has("mixed")) {
+    if (runs("mixed")) {
       results.mixed = [];
       for (const workload of workloads.filter((w) => ["chain-10", "fan-8"].includes(w.name))) {
         progress(`mixed fleet (1 TS + 1 host --mixed-fleet), ${workload.name}...`);
@@ -147,14 +195,17 @@ async function main() {
         results.mixed.push(measurement);
       }
     }
-    if (!skip.has("idle")) {
+    if (runs("idle")) {
       results.idle = {};
       for (const kind of ["host", "ts"]) {
         progress(`idle ${kind} worker, ${settings.idleSeconds} s...`);
         results.idle[kind] = await measureIdle({ services, paths, env, kind, seconds: settings.idleSeconds, logDir });
       }
     }
-    if (!skip.has("embedded")) {
+    if (runs("latency")) {
+      results.latency = await measureLatencyBothKinds(services, env, stamp);
+    }
+    if (runs("embedded")) {
       progress(`embedded comparison, ${settings.embeddedRepetitions} runs each...`);
       results.embedded = measureEmbedded({ paths, repetitions: settings.embeddedRepetitions, tmpDir: scratchDir });
     }
@@ -193,6 +244,8 @@ mean ${formatNumber(m.otherProcessesCoresInWindows.mean)} cores, max ${formatNum
 
 Settings: ${s.inFlight} runs in flight (closed loop), ${s.warmupSeconds} s warm-up (and until every slot ended a run),
 ${s.windowSeconds} s measurement window (mixed fleet ${s.mixedWindowSeconds} s), idle ${s.idleSeconds} s, embedded best of ${s.embeddedRepetitions} runs${s.quick ? " — QUICK smoke run, not a measurement" : ""}.
+Latency: one worker, one run at a time, its status read every ${s.latencyPollMs} ms; ${s.latencyRuns} runs back to back,
+${s.latencyIdleRepetitions} runs each after ${s.latencyIdleSeconds} s idle (the host's CLI start→wait likewise).
 
 Requests are counted at the services in the measurement window, without the driver's own (run starts, status polls).
 Runs correct / wrong / stuck count every run of the measurement (warm-up, window and drain).

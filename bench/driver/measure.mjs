@@ -12,12 +12,13 @@ import { subtractCounts } from "./services.mjs";
 const IDLE_SETTLE_SECONDS = 5;
 
 /** Queue and database names of a measurement (3–63 lowercase letters, digits and hyphens). */
-function resourceNames(tag) {
+export function resourceNames(tag) {
   const name = `bench-${tag}`.toLowerCase().replace(/[^a-z0-9-]/g, "-").slice(0, 63);
   return { queue: name, database: name, contextContainer: "workflow-contexts", statusContainer: "workflow-statuses" };
 }
 
-function percentile(sorted, q) {
+/** The `q` quantile of ascending `sorted` (nearest rank), or null when empty. */
+export function percentile(sorted, q) {
   return sorted.length ? sorted[Math.round((sorted.length - 1) * q)] : null;
 }
 

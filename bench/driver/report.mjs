@@ -11,6 +11,9 @@ const GOALS = {
   allCorrect: { text: "all correct", met: (r) => r.notCorrect === 0 && r.correct > 0 },
   idleCores: { text: "host ≤ 0.02", met: (r) => r.host <= 0.02 },
   idleReceives: { text: "host ≤ 2", met: (r) => r.host <= 2 },
+  latencyBackToBack: { text: "host/TS ≤ 1/6", met: (r) => r.ratio <= 1 / 6 },
+  latencyAfterIdle: { text: "host/TS ≤ 1", met: (r) => r.ratio <= 1 },
+  latencyStartWait: { text: "host ≤ 1/2 × TS after-idle p50", met: (r) => r.ratio <= 1 / 2 },
 };
 
 export function formatNumber(value) {
@@ -143,12 +146,49 @@ function idleRows(idle) {
   ];
 }
 
+/** Outcome counts summed over series (`{correct, wrong, stuck}` each). */
+function addOutcomes(series) {
+  const sum = { correct: 0, wrong: 0, stuck: 0 };
+  for (const { outcomes } of series) for (const key of Object.keys(sum)) sum[key] += outcomes[key];
+  return sum;
+}
+
+/**
+ * The latency section: p50 and p95 of each series, host beside TS; for the host's CLI start→wait the
+ * TS column is the TS worker's after-idle p50, the figure its goal compares with.
+ */
+function latencyRows({ host, ts }) {
+  const rows = [];
+  for (const h of host.backToBack) {
+    const t = ts.backToBack.find((series) => series.workload === h.workload);
+    const section = `latency ${h.workload} back to back`;
+    rows.push(row(section, "p50 (ms)", h.p50, t?.p50, "latencyBackToBack"));
+    rows.push(row(section, "p95 (ms)", h.p95, t?.p95));
+  }
+  const idle = `latency ${host.afterIdle.workload} after ${host.afterIdle.idleSeconds} s idle`;
+  rows.push(row(idle, "p50 (ms)", host.afterIdle.p50, ts.afterIdle.p50, "latencyAfterIdle"));
+  rows.push(row(idle, "p95 (ms)", host.afterIdle.p95, ts.afterIdle.p95));
+  const cli = host.startWait;
+  if (cli) {
+    const section = `latency ${cli.workload} CLI start→wait after ${cli.idleSeconds} s idle`;
+    rows.push(row(section, "p50 (ms); TS: after-idle run p50", cli.p50, ts.afterIdle.p50, "latencyStartWait"));
+    rows.push(row(section, "p95 (ms)", cli.p95, ""));
+    rows.push(row(section, "  start process / wait process p50 (ms)", `${formatNumber(cli.startProcessMsP50)} / ${formatNumber(cli.waitProcessMsP50)}`, ""));
+  }
+  const series = (side) => [...side.backToBack, side.afterIdle, ...(side.startWait ? [side.startWait] : [])];
+  const hostOutcomes = addOutcomes(series(host));
+  const tsOutcomes = addOutcomes(series(ts));
+  rows.push(row("latency runs", "runs correct / wrong / stuck", outcomeText(hostOutcomes), outcomeText(tsOutcomes), "noWrongRuns", { hostWrong: hostOutcomes.wrong + hostOutcomes.stuck }));
+  return rows;
+}
+
 export function buildRows(results) {
   return [
     ...results.distributed.flatMap(distributedRows),
     ...scalingRows(results.distributed, results.machine.cores),
     ...(results.mixed ? mixedRows(results.mixed) : []),
     ...(results.idle ? idleRows(results.idle) : []),
+    ...(results.latency ? latencyRows(results.latency) : []),
     ...(results.embedded ? embeddedRows(results.embedded) : []),
   ];
 }

@@ -6,7 +6,8 @@
 // (and at least `warmupSeconds` passed), then a measurement window of `windowSeconds`, then a drain
 // in which no new run starts. Every run, in any phase, is checked against the workload's expected
 // outputs. The driver's own requests (starts, status polls) are counted so they can be taken out of
-// the services' counts.
+// the services' counts. `timedRun` is one run on its own, timed as a single user sees it (the latency
+// section).
 
 import { Buffer } from "node:buffer";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -70,6 +71,30 @@ function verdict(status, workload) {
   if (!context) return { outcome: "wrong", why: "completed without a final context" };
   const problem = checkOutputs(context, workload.expectedOutputs, workload.initialContext);
   return problem ? { outcome: "wrong", why: problem } : { outcome: "correct" };
+}
+
+/**
+ * One run on its own, as a single user sees it: starts it, then reads its status every `pollMs`
+ * until it is terminal (or `stuckAfterMs` passed). Returns its verdict and `ms`, the time from
+ * starting it to reading the terminal status (so at most `pollMs` plus one read late).
+ */
+export async function timedRun(client, workload, runId, { pollMs, stuckAfterMs }) {
+  const begun = performance.now();
+  await client.start(workload, runId);
+  for (;;) {
+    await sleep(pollMs);
+    const status = await client.status(runId);
+    const ms = performance.now() - begun;
+    if (status && TERMINAL.has(status.status)) return { runId, ms, ...verdict(status, workload) };
+    if (ms > stuckAfterMs) return { runId, ms, outcome: "stuck", why: `still ${status?.status ?? "without status"}` };
+  }
+}
+
+/** The verdict on a run that should be over by now (e.g. `flowcraft-host wait` returned): read once. */
+export async function runOutcome(client, workload, runId) {
+  const status = await client.status(runId);
+  if (status && TERMINAL.has(status.status)) return verdict(status, workload);
+  return { outcome: "stuck", why: `still ${status?.status ?? "without status"}` };
 }
 
 /**
