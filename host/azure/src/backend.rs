@@ -9,6 +9,7 @@
 //! credential that no service uses, is a configuration error; a credential
 //! that cannot get a token fails here, before any service is contacted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowcraft_core::context::{ContextChange, ContextMap};
@@ -30,6 +31,7 @@ use crate::credential::{
 use crate::queue::{AzureQueue, QueueError};
 use crate::redis_store::RedisCoordination;
 use crate::storage_account::{ConnectionStringError, StorageAccount};
+use crate::wakeups::Wakeups;
 
 /// How a service's account is given.
 #[derive(Clone)]
@@ -119,6 +121,7 @@ pub struct AzureBackend {
     queue: AzureQueue,
     cosmos: CosmosStores,
     redis: RedisCoordination,
+    wakeups: Arc<Wakeups>,
 }
 
 impl AzureBackend {
@@ -137,16 +140,26 @@ impl AzureBackend {
         let redis = RedisCoordination::connect(&config.redis_url)
             .await
             .map_err(AzureSetupError::Redis)?;
+        // The URL opened for the coordination store above.
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(|error| AzureSetupError::Redis(StoreError::new("redis", error.to_string())))?;
+        let wakeups = Arc::new(Wakeups::new(client, &config.queue));
         Ok(Self {
             queue,
             cosmos,
             redis,
+            wakeups,
         })
     }
 
     /// The job queue, for the worker's receive loop and poison handling.
     pub fn queue(&self) -> &AzureQueue {
         &self.queue
+    }
+
+    /// The announcements of sent messages and written statuses.
+    pub fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
     }
 }
 
@@ -201,11 +214,17 @@ impl WorkerBackend for AzureBackend {
     async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
         self.cosmos.status.stalled_runs(threshold.as_secs()).await
     }
+
+    async fn wait_for_work(&self, poll: Duration) {
+        self.wakeups.wait(poll).await
+    }
 }
 
 impl JobQueue for AzureBackend {
     async fn enqueue(&self, job: Job, delay: Duration) -> Result<(), StoreError> {
-        self.queue.enqueue(job, delay).await
+        self.queue.enqueue(job, delay).await?;
+        self.wakeups.message_sent(delay);
+        Ok(())
     }
 }
 
@@ -238,10 +257,16 @@ impl StatusStore for AzureBackend {
         status: RunState,
         final_status: Option<Value>,
     ) -> Result<bool, StoreError> {
-        self.cosmos
+        let written = self
+            .cosmos
             .status
             .write_status(run_id, status, final_status)
-            .await
+            .await?;
+        // What `wait` waits for: a run that ended or awaits.
+        if written && status != RunState::Running {
+            self.wakeups.status_written(run_id, status.as_str());
+        }
+        Ok(written)
     }
 
     async fn read_status(&self, run_id: &str) -> Result<Option<RunStatusRecord>, StoreError> {
@@ -253,7 +278,10 @@ impl StatusStore for AzureBackend {
         run_id: &str,
         outcome: &FinalOutcome<'_>,
     ) -> Result<(), StoreError> {
-        self.cosmos.status.publish_terminal(run_id, outcome).await
+        self.cosmos.status.publish_terminal(run_id, outcome).await?;
+        self.wakeups
+            .status_written(run_id, outcome.state().as_str());
+        Ok(())
     }
 
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {

@@ -18,5 +18,6 @@ pub mod queue;
 pub mod redis_store;
 pub mod retry;
 pub mod storage_account;
+pub mod wakeups;
 pub mod wire;
 pub mod worker;

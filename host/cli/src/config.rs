@@ -116,6 +116,7 @@ pub struct WorkerFile {
     pub max_dequeue_count: Option<u32>,
     pub reconcile_interval_seconds: Option<u64>,
     pub stalled_after_seconds: Option<u64>,
+    pub idle_poll_ms: Option<u64>,
     pub reconciler: Option<bool>,
     pub mixed_fleet: Option<bool>,
 }

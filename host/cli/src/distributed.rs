@@ -16,6 +16,7 @@ use flowcraft_azure::backend::{AzureBackend, AzureConfig};
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::expression::EvaluatorMode;
+use flowcraft_core::progress::RunState;
 use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
 use flowcraft_core::store::{CoordinationStore, StatusStore};
 use flowcraft_plugins::{Grants, PluginHost, WatchGuard};
@@ -211,6 +212,7 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
     let run_id = engine
         .start_run(&args.blueprint_id, args.run_id.clone(), initial)
         .await?;
+    announce(&engine).await;
     println!("{run_id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -244,32 +246,50 @@ async fn run_status(backend: &AzureBackend, run_id: &str) -> Result<serde_json::
     Ok(json!({"runId": run_id, "status": status, "progress": progress}))
 }
 
+/// The longest `wait` goes without reading the status document: the
+/// fallback for a lost announcement (see `flowcraft_azure::wakeups`).
+const STATUS_FALLBACK: Duration = Duration::from_secs(1);
+
 pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
     let backend = backend(&args.azure).await?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    // Subscribed before the first read, so that no announcement falls between.
+    let mut changes = backend.wakeups().status_changes(&args.run_id).await;
     let mut pause = Duration::from_millis(100);
     loop {
         if let Some(status) = backend.read_status(&args.run_id).await?
-            && (status.status.is_terminal()
-                || status.status == flowcraft_core::progress::RunState::Awaiting)
+            && (status.status.is_terminal() || status.status == RunState::Awaiting)
         {
             println!("{}", serde_json::to_string(&status)?);
             return Ok(match status.status {
-                flowcraft_core::progress::RunState::Completed
-                | flowcraft_core::progress::RunState::Awaiting => ExitCode::SUCCESS,
+                RunState::Completed | RunState::Awaiting => ExitCode::SUCCESS,
                 _ => ExitCode::from(1),
             });
         }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             eprintln!(
                 "flowcraft-host: run '{}' is still running after {} s",
                 args.run_id, args.timeout
             );
             return Ok(ExitCode::from(1));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        match &mut changes {
+            Some(changes) => {
+                let _ = tokio::time::timeout(STATUS_FALLBACK.min(left), changes.next()).await;
+            }
+            None => {
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(STATUS_FALLBACK);
+            }
+        }
     }
+}
+
+/// Publishes what the command announced (the runs it started or resumed,
+/// for idle workers) before the process exits.
+async fn announce<R: NodeRunner>(engine: &Engine<AzureBackend, R>) {
+    engine.backend().wakeups().flush().await;
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
@@ -283,6 +303,7 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
     engine
         .resume(&run_id, args.node.as_deref(), args.action.clone(), output)
         .await?;
+    announce(&engine).await;
     println!("{}", run_status(engine.backend(), &run_id).await?);
     Ok(ExitCode::SUCCESS)
 }
@@ -303,6 +324,7 @@ pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
     let patch = context_argument(args.context.as_deref())?;
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
     engine.retry(&run_id, patch).await?;
+    announce(&engine).await;
     println!("{}", run_status(engine.backend(), &run_id).await?);
     Ok(ExitCode::SUCCESS)
 }
@@ -322,6 +344,7 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<ExitCode> {
     let summary =
         flowcraft_worker::reconcile_stalled(&engine, Duration::from_secs(args.stalled_after))
             .await?;
+    announce(&engine).await;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
 }

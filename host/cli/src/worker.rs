@@ -40,6 +40,11 @@ pub struct WorkerArgs {
     /// Seconds without progress after which a running run counts as stalled [default: 300].
     #[arg(long)]
     pub stalled_after: Option<u64>,
+    /// Longest wait between two receives while idle, in ms: the start delay of a run nobody
+    /// announces (one started by a TypeScript client), and the idle cost, one receive per
+    /// interval. Runs started by flowcraft-host wake an idle worker at once [default: 200].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub idle_poll_ms: Option<u64>,
     /// Do not run the reconciler in this worker.
     #[arg(long)]
     pub no_reconciler: bool,
@@ -121,6 +126,12 @@ fn worker_settings(args: &WorkerArgs, file: &WorkerFile, mixed_fleet: bool) -> W
             .or(file.stalled_after_seconds)
             .map_or(defaults.stalled_after, seconds),
         groups: !mixed_fleet,
+        idle_poll: args
+            .idle_poll_ms
+            .or(file.idle_poll_ms)
+            .map_or(defaults.idle_poll, |ms| {
+                Duration::from_millis(ms.clamp(10, 60_000))
+            }),
     }
 }
 

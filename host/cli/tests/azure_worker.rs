@@ -1334,3 +1334,95 @@ async fn a_panicking_job_fails_its_run_and_other_runs_complete_on_azure() {
         assert_eq!(report.context["_outputs.two"], json!(2));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Wake-ups
+
+impl Harness {
+    /// Subscribers of this queue's wake-up channel (idle workers).
+    async fn wake_listeners(&self) -> i64 {
+        let mut connection = self.redis.clone();
+        let channel = format!("flowcraft:wake:{}", self.config.queue);
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        counts.first().map_or(0, |(_, count)| *count)
+    }
+
+    /// Cuts every pub/sub connection of the Redis server (all tests'); their
+    /// listeners poll until they subscribe again.
+    async fn cut_pubsub(&self) {
+        let mut connection = self.redis.clone();
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
+
+/// A worker that polls once a minute takes a run our client starts at once:
+/// the start is announced on Redis. After every pub/sub connection is cut,
+/// the worker subscribes again and the next announced run is taken at once
+/// as well. (Without the wake-up each run would wait for the minute's poll,
+/// past this test's limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_takes_an_announced_run_at_once() {
+    let h = Harness::new("wake", &[chain_blueprint("wake")]).await;
+    let workers = h.workers(1, &["--idle-poll-ms", "60000", "--no-reconciler"]);
+    for round in 0..2 {
+        eventually(
+            "the idle worker to listen",
+            Duration::from_secs(30),
+            || async { (h.wake_listeners().await > 0).then_some(()) },
+        )
+        .await;
+        let run = h
+            .start(
+                "wake",
+                &format!("wake-{round}-{}", unique()),
+                json!({"_inputs.start": round}),
+            )
+            .await;
+        let status = h.wait_final(&run, &workers, Duration::from_secs(30)).await;
+        assert_eq!(status.status, RunState::Completed, "round {round}");
+        h.cut_pubsub().await;
+    }
+}
+
+/// With every wake-up lost (pub/sub connections cut again and again), runs
+/// still start and complete: idle workers find them by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_complete_by_polling_when_every_wake_up_is_lost() {
+    let h = Harness::new("nowake", &[chain_blueprint("nowake")]).await;
+    let workers = h.workers(2, &["--idle-poll-ms", "500"]);
+    let cutter = {
+        let mut connection = h.redis.clone();
+        tokio::spawn(async move {
+            loop {
+                let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("pubsub")
+                    .query_async(&mut connection)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut runs = Vec::new();
+    for i in 0..10 {
+        let run = format!("nowake-{i}-{}", unique());
+        runs.push(h.start("nowake", &run, json!({"_inputs.start": i})).await);
+    }
+    for run in &runs {
+        let status = h.wait_final(run, &workers, Duration::from_secs(60)).await;
+        assert_eq!(status.status, RunState::Completed, "{run}");
+    }
+    cutter.abort();
+}

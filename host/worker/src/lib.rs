@@ -4,7 +4,9 @@
 //!
 //! - receives in batches of up to 32, only as many as there are free slots,
 //!   so a slow job never holds back the next receive;
-//! - backs off exponentially while the queue is empty;
+//! - while the queue is empty, waits for a wake-up
+//!   ([`WorkerBackend::wait_for_work`]) or [`WorkerSettings::idle_poll`],
+//!   whichever comes first, before it receives again;
 //! - renews a running job's lease (and the run's liveness) so that a long
 //!   node is not handed to a second worker;
 //! - interrupts a running node whose run was cancelled ([`cancel`]);
@@ -73,7 +75,16 @@ pub struct WorkerSettings {
     /// Whether a message may stand for several jobs (not in a fleet shared
     /// with upstream workers, which read one job per message).
     pub groups: bool,
+    /// The longest an idle worker goes without polling the queue: the
+    /// latency of a message nobody announces, and the idle cost (one
+    /// receive per `idle_poll`).
+    pub idle_poll: Duration,
 }
+
+/// The default [`WorkerSettings::idle_poll`]: five receives a second while
+/// idle, so that a run nobody announces (one started by a TypeScript client)
+/// waits 100 ms for its first job on average.
+pub const DEFAULT_IDLE_POLL: Duration = Duration::from_millis(200);
 
 impl Default for WorkerSettings {
     fn default() -> Self {
@@ -84,6 +95,7 @@ impl Default for WorkerSettings {
             reconcile_every: Some(Duration::from_secs(60)),
             stalled_after: Duration::from_secs(300),
             groups: true,
+            idle_poll: DEFAULT_IDLE_POLL,
         }
     }
 }
@@ -125,6 +137,7 @@ pub async fn run<B: WorkerBackend, R: NodeRunner>(
             max_dequeue: settings.max_dequeue,
             groups: settings.groups,
         },
+        idle_poll: settings.idle_poll,
     };
     receiver.receive_until(&mut jobs, shutdown).await;
     info!(
@@ -150,6 +163,7 @@ struct Receiver<B, R> {
     slots: Arc<Semaphore>,
     cancellations: Arc<Cancellations>,
     lease: LeaseSettings,
+    idle_poll: Duration,
 }
 
 impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
@@ -157,7 +171,6 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
     /// each, until `shutdown` resolves.
     async fn receive_until(&self, jobs: &mut JoinSet<()>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut idle = Duration::ZERO;
         loop {
             while jobs.try_join_next().is_some() {}
             let free = self.slots.available_permits().min(RECEIVE_BATCH);
@@ -177,13 +190,11 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
                 Vec::new()
             });
             if messages.is_empty() {
-                idle = next_backoff(idle);
                 tokio::select! {
                     _ = &mut shutdown => return,
-                    _ = tokio::time::sleep(idle) => continue,
+                    _ = self.engine.backend().wait_for_work(self.idle_poll) => continue,
                 }
             }
-            idle = Duration::ZERO;
             for message in messages {
                 self.start(jobs, message).await;
             }
@@ -208,9 +219,4 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
             drop(permit);
         });
     }
-}
-
-/// 50 ms, doubling, at most 2 s.
-fn next_backoff(current: Duration) -> Duration {
-    (current * 2).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }

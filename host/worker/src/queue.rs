@@ -109,4 +109,12 @@ pub trait WorkerBackend: Backend {
         &self,
         threshold: Duration,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Resolves when work may be waiting: a message was announced as due
+    /// (a deployment that announces what it sends wakes an idle worker at
+    /// once), or after `poll` at the latest (messages nobody announces are
+    /// found by polling). The default only waits for `poll`.
+    fn wait_for_work(&self, poll: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(poll)
+    }
 }

@@ -129,6 +129,7 @@ fn settings() -> WorkerSettings {
         reconcile_every: Some(Duration::from_secs(5)),
         stalled_after: Duration::from_secs(20),
         groups: true,
+        idle_poll: Duration::from_millis(200),
     }
 }
 
@@ -399,6 +400,7 @@ async fn under_every_fault_each_run_completes_with_each_node_once() {
             fail_send_every: 4,
             lose_delete_every: 2,
             send_delay: Duration::from_millis(150),
+            ..Faults::default()
         });
         let runs: Vec<String> = (0..12).map(|i| format!("run-{i}")).collect();
         for (i, run) in runs.iter().enumerate() {
@@ -454,4 +456,44 @@ async fn a_message_delivered_too_often_whose_jobs_are_done_is_deleted_not_dead_l
         queue.dead_letters()
     );
     assert_eq!(nodes.effects.count("r", "N"), 1);
+}
+
+/// An idle worker polls once a minute here; a run started meanwhile is
+/// announced and taken at once. With every wake-up dropped it still runs,
+/// found by the next poll.
+#[tokio::test(start_paused = true)]
+async fn an_idle_worker_takes_announced_work_at_once_and_polls_for_the_rest() {
+    for drop_wakeups in [false, true] {
+        let (engine, nodes) = engine(&[one_node("o", "step", "{}")]);
+        engine.backend().queue.set_faults(Faults {
+            drop_wakeups,
+            ..Faults::default()
+        });
+        let settings = WorkerSettings {
+            idle_poll: Duration::from_secs(60),
+            reconcile_every: None,
+            ..settings()
+        };
+        let idle = Duration::from_secs(300);
+        let starter = engine.clone();
+        let started = tokio::spawn(async move {
+            tokio::time::sleep(idle).await;
+            start(&starter, "o", "r").await;
+            tokio::time::Instant::now()
+        });
+        work_until(&engine, settings, completed(&engine, &["r"])).await;
+        let waited = started.await.unwrap().elapsed();
+        assert_eq!(nodes.effects.count("r", "N"), 1);
+        if drop_wakeups {
+            assert!(
+                waited <= Duration::from_secs(60),
+                "found by the next poll: {waited:?}"
+            );
+        } else {
+            assert!(
+                waited < Duration::from_millis(10),
+                "woken at once: {waited:?}"
+            );
+        }
+    }
 }

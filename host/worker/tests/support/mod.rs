@@ -65,6 +65,8 @@ pub struct Faults {
     pub lose_delete_every: u32,
     /// Sent messages become visible after this much (times 1, 2 or 3, in turn).
     pub send_delay: Duration,
+    /// Sends are not announced: idle workers find them only by polling.
+    pub drop_wakeups: bool,
 }
 
 /// A dead-lettered message or job.
@@ -94,6 +96,8 @@ struct QueueState {
 pub struct FakeQueue {
     state: Mutex<QueueState>,
     changed: Notify,
+    /// Announces sent messages as they become due (see `wait_for_work`).
+    due: std::sync::Arc<Notify>,
 }
 
 impl FakeQueue {
@@ -187,6 +191,14 @@ impl FakeQueue {
         state.store(body.clone(), delay);
         if every(faults.duplicate_every, n) {
             state.store(body, delay);
+        }
+        drop(state);
+        if !faults.drop_wakeups {
+            let due = self.due.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                due.notify_one();
+            });
         }
         self.changed.notify_waiters();
         Ok(())
@@ -468,6 +480,10 @@ impl WorkerBackend for FakeBackend {
 
     fn lease_queue(&self) -> &FakeQueue {
         &self.queue
+    }
+
+    async fn wait_for_work(&self, poll: Duration) {
+        let _ = tokio::time::timeout(poll, self.queue.due.notified()).await;
     }
 
     async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
