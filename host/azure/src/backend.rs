@@ -310,6 +310,18 @@ impl CoordinationStore for AzureBackend {
         self.redis.read_progress(run_id, read).await
     }
 
+    async fn read_progress_remembered<T, F>(
+        &self,
+        run_id: &str,
+        read: F,
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&RunProgress) -> T + Send,
+    {
+        self.redis.read_progress_remembered(run_id, read).await
+    }
+
     async fn update_progress<T, F>(&self, run_id: &str, change: F) -> Result<Option<T>, StoreError>
     where
         T: Send + 'static,

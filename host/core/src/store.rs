@@ -245,6 +245,23 @@ pub trait CoordinationStore: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: FnOnce(&RunProgress) -> T + Send;
+    /// Like [`Self::read_progress`], but answered without a round trip
+    /// from the record as this store last wrote or read it, when it
+    /// remembers the run. Such an answer may be out of date (another writer
+    /// may have changed the record since); the next
+    /// [`Self::update_progress`] of the run is applied to the record as it
+    /// stands. The default reads.
+    fn read_progress_remembered<T, F>(
+        &self,
+        run_id: &str,
+        read: F,
+    ) -> impl Future<Output = Result<Option<T>, StoreError>> + Send
+    where
+        T: Send + 'static,
+        F: FnOnce(&RunProgress) -> T + Send,
+    {
+        self.read_progress(run_id, read)
+    }
     /// Applies `change` to the run's record atomically (compare-and-set,
     /// retried on conflict, so `change` may run more than once and must
     /// depend only on the record). `None` if the run has no record.

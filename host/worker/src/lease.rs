@@ -6,10 +6,18 @@
 //! a finished job schedules for its own run instead of sending them; the
 //! lease keeps up to [`GROUP_LIMIT`] and sends the rest as messages of their
 //! own. It makes the kept ones durable by rewriting its message into the
-//! group of every job it still stands for (one request, however many jobs),
-//! and only then runs them: at once in the worker's free slots, the others
-//! as slots free up. A chain is the group of one: each step rewrites the
-//! message into the next job.
+//! group of every job it still stands for (one request, however many jobs)
+//! and runs them at once in the worker's free slots, the others as slots
+//! free up. A chain is the group of one: each step rewrites the message into
+//! the next job.
+//!
+//! The rewrite is under way while the next jobs run: a step need not wait
+//! for it, since nothing a job does depends on its own message. The
+//! message's other requests (renewal, deletion, a further rewrite) wait for
+//! it. If the worker dies before the rewrite lands, the message reappears as
+//! it was: its jobs are done and dropped, and the jobs that followed them
+//! are re-sent by the reconciler, as for any job lost between settling and
+//! sending. A failed rewrite is tried again at the next renewal.
 //!
 //! A group message also names its own message id (its lease): a message
 //! that carries a group under another id is a copy of one (a duplicated
@@ -35,7 +43,7 @@ use flowcraft_core::engine::{Engine, EngineError};
 use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::store::{Job, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -62,6 +70,10 @@ pub struct LeaseSettings {
 
 type Message<B> = <<B as WorkerBackend>::Queue as LeaseQueue>::Message;
 
+/// A rewrite under way, a task of its own: it holds the message and gives
+/// it back.
+type Rewrite<B> = JoinHandle<(Message<B>, Result<(), StoreError>)>;
+
 /// A job of the lease that ended: the job, the extra slot it held (none when
 /// it ran in the lease's own slot) and what the engine answered.
 type Ended = (
@@ -72,16 +84,19 @@ type Ended = (
 
 /// Handles one message to the end. The caller holds one of the worker's
 /// slots for it; jobs run alongside take further slots from `slots`.
+/// Answers whether its jobs ran to their end (the message was deleted after
+/// them), rather than being returned, left, dead-lettered or dropped.
 pub async fn process<B: WorkerBackend, R: NodeRunner>(
     engine: Arc<Engine<B, R>>,
     cancellations: Arc<Cancellations>,
     slots: Arc<Semaphore>,
     message: Message<B>,
     settings: LeaseSettings,
-) {
+) -> bool {
     let queue = engine.backend().lease_queue();
     if let Some(reason) = policy::over_delivered(message.dequeue_count(), settings.max_dequeue) {
-        return over_delivered(&engine, message, &reason).await;
+        over_delivered(&engine, message, &reason).await;
+        return false;
     }
     let jobs = match queue.group(&message) {
         Ok(Group {
@@ -91,12 +106,13 @@ pub async fn process<B: WorkerBackend, R: NodeRunner>(
             if let Err(problem) = queue.delete(&message).await {
                 warn!(message = %message.id(), error = %problem, "could not delete the copy; it will be dropped again when it reappears");
             }
-            return;
+            return false;
         }
         Ok(group) => group.jobs,
         Err(problem) => {
             let reason = format!("undecodable message: {problem}");
-            return dead_letter(queue, &message, &reason).await;
+            dead_letter(queue, &message, &reason).await;
+            return false;
         }
     };
     let lease = Lease {
@@ -104,16 +120,20 @@ pub async fn process<B: WorkerBackend, R: NodeRunner>(
         slots,
         renew_at: Instant::now() + settings.visibility / 2,
         settings,
-        message,
+        message_id: message.id().to_owned(),
+        message: Some(message),
+        rewriting: None,
+        outdated: false,
         rewritten: false,
         own_slot_free: true,
         waiting: jobs,
+        successors: Vec::new(),
         running: Vec::new(),
         tasks: JoinSet::new(),
         left: None,
         poisoned: None,
     };
-    lease.run(&cancellations).await;
+    lease.run(&cancellations).await
 }
 
 /// A message delivered more often than allowed is dead-lettered without
@@ -162,7 +182,13 @@ struct Lease<B: WorkerBackend, R> {
     engine: Arc<Engine<B, R>>,
     slots: Arc<Semaphore>,
     settings: LeaseSettings,
-    message: Message<B>,
+    /// The message, while no rewrite holds it.
+    message: Option<Message<B>>,
+    message_id: String,
+    rewriting: Option<Rewrite<B>>,
+    /// The jobs changed since the last rewrite started, or it failed: the
+    /// message is to be rewritten again.
+    outdated: bool,
     /// When the message's invisibility is next renewed.
     renew_at: Instant,
     /// Whether the message's text was rewritten since it was received.
@@ -171,6 +197,9 @@ struct Lease<B: WorkerBackend, R> {
     own_slot_free: bool,
     /// Jobs the message stands for that have not started.
     waiting: Vec<Job>,
+    /// Those of them that earlier jobs of this lease scheduled (the others
+    /// came with the message).
+    successors: Vec<Job>,
     /// Jobs the message stands for that are running.
     running: Vec<Job>,
     tasks: JoinSet<Ended>,
@@ -187,7 +216,7 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
         self.engine.backend().lease_queue()
     }
 
-    async fn run(mut self, cancellations: &Cancellations) {
+    async fn run(mut self, cancellations: &Cancellations) -> bool {
         let run_id = self.waiting[0].run_id.clone();
         let mut cancelled = cancellations.watch(&run_id);
         self.start_waiting();
@@ -198,7 +227,7 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
                     Some(Err(panic)) => {
                         error!(run = %run_id, error = %panic, "a job panicked; its message will be delivered again");
                         self.abandon();
-                        return;
+                        return false;
                     }
                     None => {}
                 },
@@ -206,17 +235,31 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
                     let job = self.waiting.remove(0);
                     self.start(job, permit.ok());
                 }
-                () = tokio::time::sleep_until(self.renew_at) => {
-                    if !self.renew(&run_id).await {
-                        self.abandon();
-                        return;
+                landed = async { self.rewriting.as_mut().expect("guarded").await }, if self.rewriting.is_some() => {
+                    self.rewriting = None;
+                    match landed {
+                        Ok(landed) => self.landed(landed),
+                        Err(problem) => {
+                            error!(run = %run_id, error = %problem, "the message's rewrite failed; its jobs will be delivered again");
+                            self.abandon();
+                            return false;
+                        }
                     }
                 }
-                () = cancelled.wait() => return self.interrupt(&run_id).await,
+                () = tokio::time::sleep_until(self.renew_at), if self.rewriting.is_none() => {
+                    if !self.renew(&run_id).await {
+                        self.abandon();
+                        return false;
+                    }
+                }
+                () = cancelled.wait() => {
+                    self.interrupt(&run_id).await;
+                    return false;
+                }
             }
             self.start_waiting();
         }
-        self.settle().await;
+        self.settle().await
     }
 
     /// The run was cancelled: dropping the tasks stops their nodes (a
@@ -227,7 +270,10 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
             info!(run = %run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
         }
         self.abandon();
-        if let Err(problem) = self.queue().delete(&self.message).await {
+        let Some(message) = self.take_message().await else {
+            return;
+        };
+        if let Err(problem) = self.queue().delete(&message).await {
             warn!(run = %run_id, error = %problem, "interrupted job's message could not be deleted; its redelivery will be dropped");
         }
     }
@@ -258,9 +304,19 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
 
     fn start(&mut self, job: Job, permit: Option<OwnedSemaphorePermit>) {
         self.running.push(job.clone());
+        let successor = match self.successors.iter().position(|s| *s == job) {
+            Some(position) => {
+                self.successors.swap_remove(position);
+                true
+            }
+            None => false,
+        };
         let engine = self.engine.clone();
         self.tasks.spawn(async move {
-            let outcome = engine.handle(&job).await;
+            let outcome = match successor {
+                true => engine.handle_successor(&job).await,
+                false => engine.handle(&job).await,
+            };
             (job, permit, outcome)
         });
     }
@@ -321,35 +377,59 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
         if next.is_empty() {
             return;
         }
-        let jobs: Vec<Job> = self
-            .running
-            .iter()
-            .chain(&self.waiting)
-            .chain(&next)
-            .cloned()
-            .collect();
+        self.successors.extend(next.iter().cloned());
+        self.waiting.extend(next);
+        self.rewrite();
+    }
+
+    /// Starts rewriting the message into the group of every job the lease
+    /// stands for, or marks it outdated while another rewrite is under way.
+    fn rewrite(&mut self) {
+        let Some(mut message) = self.message.take() else {
+            self.outdated = true;
+            return;
+        };
+        let jobs: Vec<Job> = self.running.iter().chain(&self.waiting).cloned().collect();
         let group = Group {
-            lease: (jobs.len() > 1).then(|| self.message.id().to_owned()),
+            lease: (jobs.len() > 1).then(|| self.message_id.clone()),
             jobs,
         };
-        let queue = self.engine.backend().lease_queue();
-        match queue
-            .rewrite(&mut self.message, &group, self.settings.visibility)
-            .await
-        {
-            Ok(()) => {
-                self.rewritten = true;
-                self.renew_at = Instant::now() + self.settings.visibility / 2;
-                self.waiting.extend(next);
-            }
+        self.rewritten = true;
+        self.outdated = false;
+        let engine = self.engine.clone();
+        let visibility = self.settings.visibility;
+        self.rewriting = Some(tokio::spawn(async move {
+            let queue = engine.backend().lease_queue();
+            let written = queue.rewrite(&mut message, &group, visibility).await;
+            (message, written)
+        }));
+    }
+
+    /// A rewrite ended: the message is back; the next one starts if the
+    /// jobs changed meanwhile. A failed one is tried again at the renewal.
+    fn landed(&mut self, (message, written): (Message<B>, Result<(), StoreError>)) {
+        self.message = Some(message);
+        match written {
+            Ok(()) => self.renew_at = Instant::now() + self.settings.visibility / 2,
             Err(problem) => {
-                warn!(run = %group.jobs[0].run_id, error = %problem, "could not rewrite the finished job's message; sending the next jobs instead");
-                for (job, problem) in self.send_each(next).await {
-                    warn!(run = %job.run_id, node = %job.node_id, error = %problem, "could not send a scheduled job either; the reconciler will re-send it");
-                    self.left.get_or_insert((job, EngineError::Store(problem)));
-                }
+                warn!(message = %self.message_id, error = %problem, "could not rewrite the message into the jobs that follow; trying again at the next renewal (if this worker dies first, the reconciler re-sends them)");
+                self.outdated = true;
+                return;
             }
         }
+        if self.outdated {
+            self.rewrite();
+        }
+    }
+
+    /// The message, once a rewrite under way has landed; `None` if that
+    /// rewrite's task failed (the message reappears after its visibility
+    /// timeout).
+    async fn take_message(&mut self) -> Option<Message<B>> {
+        if let Some(rewriting) = self.rewriting.take() {
+            self.message = rewriting.await.ok().map(|(message, _)| message);
+        }
+        self.message.take()
     }
 
     /// Sends each job as a message of its own; answers those that failed.
@@ -371,15 +451,18 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
     /// Keeps the message invisible and marks the run alive. False if the
     /// message could not be renewed (it now belongs to whoever gets it next).
     async fn renew(&mut self, run_id: &str) -> bool {
-        let queue = self.engine.backend().lease_queue();
-        if let Err(problem) = queue
-            .hide(&mut self.message, self.settings.visibility)
-            .await
-        {
-            error!(run = %run_id, error = %problem, "could not renew a running job's visibility; abandoning it");
-            return false;
+        if self.outdated {
+            // The rewrite renews the message as well.
+            self.rewrite();
+        } else {
+            let queue = self.engine.backend().lease_queue();
+            let message = self.message.as_mut().expect("no rewrite is under way");
+            if let Err(problem) = queue.hide(message, self.settings.visibility).await {
+                error!(run = %run_id, error = %problem, "could not renew a running job's visibility; abandoning it");
+                return false;
+            }
+            self.renew_at = Instant::now() + self.settings.visibility / 2;
         }
-        self.renew_at = Instant::now() + self.settings.visibility / 2;
         if let Err(problem) = self.engine.backend().touch(run_id).await {
             warn!(run = %run_id, error = %problem, "could not mark the run alive");
         }
@@ -396,17 +479,23 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
     }
 
     /// Every job has ended: delete, return or dead-letter the message.
-    async fn settle(mut self) {
+    /// Answers whether the jobs were all handled.
+    async fn settle(mut self) -> bool {
+        let Some(mut message) = self.take_message().await else {
+            return false;
+        };
+        let queue = self.engine.backend().lease_queue();
         if let Some(reason) = &self.poisoned {
-            return dead_letter(self.queue(), &self.message, reason).await;
+            dead_letter(queue, &message, reason).await;
+            return false;
         }
         let Some((job, problem)) = self.left.take() else {
-            if let Err(problem) = self.queue().delete(&self.message).await {
-                warn!(message = %self.message.id(), error = %problem, "jobs done but their message could not be deleted; a redelivery will be ignored");
+            if let Err(problem) = queue.delete(&message).await {
+                warn!(message = %self.message_id, error = %problem, "jobs done but their message could not be deleted; a redelivery will be ignored");
             }
-            return;
+            return true;
         };
-        let dequeue_count = self.message.dequeue_count();
+        let dequeue_count = message.dequeue_count();
         match Disposition::of(&problem) {
             Disposition::Redeliver => {}
             _ if dequeue_count >= self.settings.max_dequeue => {
@@ -417,16 +506,16 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
                     "{problem} (delivered {dequeue_count} times; limit {})",
                     self.settings.max_dequeue
                 );
-                dead_letter(self.queue(), &self.message, &reason).await
+                dead_letter(queue, &message, &reason).await
             }
             _ => {
                 warn!(run = %job.run_id, blueprint = %job.blueprint_id, error = %problem, "returning the job to the queue");
                 let delay = policy::return_delay(self.settings.visibility);
-                let queue = self.engine.backend().lease_queue();
-                if let Err(problem) = queue.hide(&mut self.message, delay).await {
+                if let Err(problem) = queue.hide(&mut message, delay).await {
                     warn!(error = %problem, "could not return the job to the queue; it reappears after the visibility timeout");
                 }
             }
         }
+        false
     }
 }

@@ -5,8 +5,13 @@
 //! - receives in batches of up to 32, only as many as there are free slots,
 //!   so a slow job never holds back the next receive;
 //! - while the queue is empty, waits for a wake-up
-//!   ([`WorkerBackend::wait_for_work`]) or [`WorkerSettings::idle_poll`],
-//!   whichever comes first, before it receives again;
+//!   ([`WorkerBackend::wait_for_work`]), a job's end, or
+//!   [`WorkerSettings::idle_poll`], whichever comes first, before it
+//!   receives again; for [`HOT_WINDOW`] after its last message's jobs ran to
+//!   their end it polls every [`HOT_POLL`] instead, so that the next run of
+//!   a client that starts one after another (without announcing them)
+//!   starts at once (a message it only returned does not count: a worker
+//!   that cannot run a job must not outpace the one that can);
 //! - renews a running job's lease (and the run's liveness) so that a long
 //!   node is not handed to a second worker;
 //! - interrupts a running node whose run was cancelled ([`cancel`]);
@@ -48,6 +53,7 @@ use flowcraft_core::engine::Engine;
 use flowcraft_core::runner::NodeRunner;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 pub use queue::{Delivery, Group, LeaseQueue, WorkerBackend};
@@ -58,6 +64,14 @@ use lease::LeaseSettings;
 
 /// The most messages received at once (Azure Queue Storage's limit).
 const RECEIVE_BATCH: usize = 32;
+
+/// How long a worker whose last job ended polls at the short interval.
+pub const HOT_WINDOW: Duration = Duration::from_secs(1);
+
+/// The poll interval within [`HOT_WINDOW`]: about 200 receives in the second
+/// after a worker's last job (fewer where a receive takes longer, as on
+/// Azure), none once it is idle.
+pub const HOT_POLL: Duration = Duration::from_millis(5);
 
 /// The worker's tunables.
 #[derive(Debug, Clone)]
@@ -115,7 +129,7 @@ pub async fn run<B: WorkerBackend, R: NodeRunner>(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let mut jobs: JoinSet<()> = JoinSet::new();
+    let mut jobs: JoinSet<bool> = JoinSet::new();
     let reconciler = settings.reconcile_every.map(|every| {
         tokio::spawn(reconcile::reconcile_periodically(
             engine.clone(),
@@ -169,10 +183,14 @@ struct Receiver<B, R> {
 impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
     /// Receives messages while there are free slots and starts a lease for
     /// each, until `shutdown` resolves.
-    async fn receive_until(&self, jobs: &mut JoinSet<()>, shutdown: impl Future<Output = ()>) {
+    async fn receive_until(&self, jobs: &mut JoinSet<bool>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // When a lease whose jobs ran to their end last ended.
+        let mut worked_at = None;
         loop {
-            while jobs.try_join_next().is_some() {}
+            while let Some(ended) = jobs.try_join_next() {
+                worked(ended, &mut worked_at);
+            }
             let free = self.slots.available_permits().min(RECEIVE_BATCH);
             if free == 0 {
                 tokio::select! {
@@ -190,9 +208,16 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
                 Vec::new()
             });
             if messages.is_empty() {
+                let hot = jobs.is_empty()
+                    && worked_at.is_some_and(|at: Instant| at.elapsed() < HOT_WINDOW);
+                let pause = if hot { HOT_POLL } else { self.idle_poll };
                 tokio::select! {
                     _ = &mut shutdown => return,
-                    _ = self.engine.backend().wait_for_work(self.idle_poll) => continue,
+                    _ = self.engine.backend().wait_for_work(pause) => continue,
+                    Some(ended) = jobs.join_next(), if !jobs.is_empty() => {
+                        worked(ended, &mut worked_at);
+                        continue;
+                    }
                 }
             }
             for message in messages {
@@ -203,7 +228,7 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
     }
 
     /// Starts the lease of `message` in a slot of its own.
-    async fn start(&self, jobs: &mut JoinSet<()>, message: <B::Queue as LeaseQueue>::Message) {
+    async fn start(&self, jobs: &mut JoinSet<bool>, message: <B::Queue as LeaseQueue>::Message) {
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return;
         };
@@ -215,8 +240,16 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
             self.lease.clone(),
         );
         jobs.spawn(async move {
-            lease.await;
+            let worked = lease.await;
             drop(permit);
+            worked
         });
+    }
+}
+
+/// Notes when a lease whose jobs ran to their end (`Ok(true)`) ended.
+fn worked(ended: Result<bool, tokio::task::JoinError>, worked_at: &mut Option<Instant>) {
+    if matches!(ended, Ok(true)) {
+        *worked_at = Some(Instant::now());
     }
 }

@@ -428,6 +428,23 @@ impl CoordinationStore for RedisCoordination {
         Ok(seen.map(|seen| read(&seen.record)))
     }
 
+    /// The remembered record, when there is one: the job that follows a
+    /// settlement on this worker reads the record that settlement wrote.
+    async fn read_progress_remembered<T, F>(
+        &self,
+        run_id: &str,
+        read: F,
+    ) -> Result<Option<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&RunProgress) -> T + Send,
+    {
+        match self.inner.memory.get(run_id) {
+            Some(seen) => Ok(Some(read(&seen.record))),
+            None => self.read_progress(run_id, read).await,
+        }
+    }
+
     async fn update_progress<T, F>(
         &self,
         run_id: &str,

@@ -27,6 +27,15 @@ use crate::store::{Backend, Job, JobSignal};
 /// Context key of dynamic nodes a node returned (for recovery after a crash).
 pub(super) const DYNAMIC_KEY_PREFIX: &str = "_dynamicNodes.";
 
+/// How a job reached the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Through a queue: it may be a duplicate.
+    Received,
+    /// From an earlier step's answer, in this process.
+    HandedOver,
+}
+
 /// What handling a job needs from its run's progress record.
 pub(super) struct JobView {
     pub version: Value,
@@ -53,6 +62,16 @@ pub(super) struct JobView {
 }
 
 impl JobView {
+    /// Whether `job` runs its node on this view: its run goes on, the node
+    /// is scheduled at the job's attempt and no child run stands for it.
+    fn runs(&self, job: &Job) -> bool {
+        !self.state.is_terminal()
+            && job.signal.is_none()
+            && self.status == NodeStatus::Scheduled
+            && !self.has_child
+            && job.attempt() >= self.attempt
+    }
+
     fn of(progress: &RunProgress, node: &str) -> Self {
         Self {
             version: progress.blueprint_version.clone(),
@@ -79,7 +98,25 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     /// panic's message (see [`Self::contain`]).
     #[must_use = "the jobs a step scheduled are lost unless sent or run"]
     pub async fn handle(&self, job: &Job) -> Result<Vec<Job>, EngineError> {
-        match AssertUnwindSafe(self.step(job)).catch_unwind().await {
+        self.contained(job, Delivery::Received).await
+    }
+
+    /// [`Self::handle`] for a job this process got from an earlier step's
+    /// answer and runs itself: nobody else was sent it, so its view may be
+    /// the record as this process's store last wrote it (no read; see
+    /// `job_view`). A job that came through a queue may be a duplicate, and
+    /// is checked against the stored record.
+    #[must_use = "the jobs a step scheduled are lost unless sent or run"]
+    pub async fn handle_successor(&self, job: &Job) -> Result<Vec<Job>, EngineError> {
+        self.contained(job, Delivery::HandedOver).await
+    }
+
+    /// The job step, with a panic contained.
+    async fn contained(&self, job: &Job, delivery: Delivery) -> Result<Vec<Job>, EngineError> {
+        match AssertUnwindSafe(self.step(job, delivery))
+            .catch_unwind()
+            .await
+        {
             Ok(outcome) => outcome,
             Err(panic) => self.contain(job, panic_message(panic.as_ref())).await,
         }
@@ -138,8 +175,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     }
 
     /// The job step.
-    async fn step(&self, job: &Job) -> Result<Vec<Job>, EngineError> {
-        let view = self.job_view(job).await?;
+    async fn step(&self, job: &Job, delivery: Delivery) -> Result<Vec<Job>, EngineError> {
+        let view = self.job_view(job, delivery).await?;
         let plan = self.plan_version(&job.blueprint_id, &view.version)?;
         let known = plan.node(&job.node_id).is_some() || view.dynamic.is_some();
         if !known && view.status != NodeStatus::Scheduled {
@@ -154,7 +191,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             return self.signalled(&plan, job, view.state).await;
         }
         let view = self.caught_up(&plan, job, view).await?;
-        if view.status != NodeStatus::Scheduled || view.has_child || job.attempt() < view.attempt {
+        if !view.runs(job) {
             // A duplicate, or a late delivery of an attempt already retried.
             return Ok(Vec::new());
         }
@@ -190,17 +227,33 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     }
 
     /// The job's view of its run; a run started the upstream way (no
-    /// progress record yet) is adopted first.
-    async fn job_view(&self, job: &Job) -> Result<JobView, EngineError> {
-        let read = || {
-            self.backend
-                .read_progress(&job.run_id, |p| JobView::of(p, &job.node_id))
-        };
-        if let Some(view) = read().await? {
+    /// progress record yet) is adopted first. For a successor handed over
+    /// in process, a view that says the job is to run may come from the
+    /// record as this worker's store last saw it (see
+    /// [`read_progress_remembered`]): the job that follows a settlement on
+    /// this worker then costs no read. That view is the record as it was
+    /// when this node was scheduled or later; what another writer changed
+    /// since (a parallel branch, a cancel) is applied first when the job
+    /// settles. Any other answer is read afresh, so that a job is never
+    /// dropped on an out-of-date record.
+    ///
+    /// [`read_progress_remembered`]: crate::store::CoordinationStore::read_progress_remembered
+    async fn job_view(&self, job: &Job, delivery: Delivery) -> Result<JobView, EngineError> {
+        let of = |p: &RunProgress| JobView::of(p, &job.node_id);
+        if delivery == Delivery::HandedOver {
+            let remembered = self
+                .backend
+                .read_progress_remembered(&job.run_id, of)
+                .await?;
+            if let Some(view) = remembered.filter(|view| view.runs(job)) {
+                return Ok(view);
+            }
+        }
+        if let Some(view) = self.backend.read_progress(&job.run_id, of).await? {
             return Ok(view);
         }
         if self.adopt(job).await?
-            && let Some(view) = read().await?
+            && let Some(view) = self.backend.read_progress(&job.run_id, of).await?
         {
             return Ok(view);
         }
