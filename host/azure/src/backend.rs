@@ -125,21 +125,30 @@ pub struct AzureBackend {
 }
 
 impl AzureBackend {
-    /// Connects to (and with `create_resources` creates) everything.
+    /// Connects to (and with `create_resources` creates) everything; the
+    /// three services at once, so that a short-lived client command waits
+    /// for the slowest of them rather than for all three in turn.
     pub async fn connect(config: &AzureConfig) -> Result<Self, AzureSetupError> {
         let (account, connection) = accounts(config, AzureCredential::from_env).await?;
-        let queue = AzureQueue::connect(&account, &config.queue, config.create_resources).await?;
-        let cosmos = CosmosStores::connect(
-            &connection,
-            &config.database,
-            &config.context_container,
-            &config.status_container,
-            config.create_resources,
-        )
-        .await?;
-        let redis = RedisCoordination::connect(&config.redis_url)
-            .await
-            .map_err(AzureSetupError::Redis)?;
+        let queue = async {
+            Ok(AzureQueue::connect(&account, &config.queue, config.create_resources).await?)
+        };
+        let cosmos = async {
+            Ok(CosmosStores::connect(
+                &connection,
+                &config.database,
+                &config.context_container,
+                &config.status_container,
+                config.create_resources,
+            )
+            .await?)
+        };
+        let redis = async {
+            RedisCoordination::connect(&config.redis_url)
+                .await
+                .map_err(AzureSetupError::Redis)
+        };
+        let (queue, cosmos, redis) = tokio::try_join!(queue, cosmos, redis)?;
         // The URL opened for the coordination store above.
         let client = redis::Client::open(config.redis_url.as_str())
             .map_err(|error| AzureSetupError::Redis(StoreError::new("redis", error.to_string())))?;
