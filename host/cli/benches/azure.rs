@@ -21,15 +21,17 @@
 //! your own (`FLOWCRAFT_*_PORT`, see scripts/azure-local/README.md).
 //! Run with `cargo bench -p flowcraft-host --bench azure`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flowcraft_azure::backend::{AccountSetting, AzureBackend, AzureConfig};
+use flowcraft_azure::backend::{AzureBackend, AzureConfig};
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::context::ContextMap;
 use flowcraft_core::engine::{Engine, EngineSettings};
@@ -103,30 +105,6 @@ fn fan(width: usize) -> Workload {
             json!({"id": "bench-fan", "nodes": nodes, "edges": edges}),
         )
         .unwrap(),
-    }
-}
-
-/// The local services' settings from the environment, or exit with the instruction.
-fn config() -> AzureConfig {
-    let variable = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            eprintln!(
-                "{name} is not set: start the local services first: scripts/azure-local.sh start; eval \"$(scripts/azure-local.sh env)\""
-            );
-            std::process::exit(1);
-        })
-    };
-    let tag = format!("bench-azure-{}", std::process::id());
-    AzureConfig {
-        storage: AccountSetting::ConnectionString(variable("AZURE_STORAGE_CONNECTION_STRING")),
-        cosmos: AccountSetting::ConnectionString(variable("COSMOS_DB_CONNECTION_STRING")),
-        credential: None,
-        redis_url: variable("REDIS_URL"),
-        queue: tag.clone(),
-        database: format!("flowcraft-{tag}"),
-        context_container: "workflow-contexts".into(),
-        status_container: "workflow-statuses".into(),
-        create_resources: true,
     }
 }
 
@@ -295,7 +273,7 @@ impl Workers {
     fn spawn(&mut self, count: usize, config: &AzureConfig, blueprints: &Path) {
         for _ in 0..count {
             let child = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
-                .args(["--plugins", dist().to_str().unwrap()])
+                .args(["--plugins", support::dist().to_str().unwrap()])
                 .args(["--blueprints", blueprints.to_str().unwrap()])
                 .arg("--create-resources")
                 .env("FLOWCRAFT_QUEUE", &config.queue)
@@ -324,10 +302,6 @@ impl Drop for Workers {
             let _ = child.wait();
         }
     }
-}
-
-fn dist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins-example/dist")
 }
 
 /// What a batch of runs did.
@@ -551,11 +525,11 @@ fn main() {
         println!("azure bench: skipped (run with cargo bench -p flowcraft-host --bench azure)");
         return;
     }
-    let config = config();
+    let config = support::local_config("bench-azure");
     assert!(
-        dist().join("conformance.wasm").exists(),
+        support::dist().join("conformance.wasm").exists(),
         "{} is missing: run scripts/build-plugins.sh first",
-        dist().join("conformance.wasm").display()
+        support::dist().join("conformance.wasm").display()
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -577,7 +551,7 @@ fn main() {
         let backend = AzureBackend::connect(&config)
             .await
             .expect("local services reachable");
-        let mut plugin_config = PluginConfig::new(dist());
+        let mut plugin_config = PluginConfig::new(support::dist());
         plugin_config.cache_dir = Some(std::env::temp_dir().join("flowcraft-bench-cache"));
         let host = PluginHost::load(plugin_config).await.expect("bundles load");
         let client = Arc::new(Engine::new(

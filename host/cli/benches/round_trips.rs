@@ -15,11 +15,12 @@
 //! first ones warm the worker up). Run with
 //! `cargo bench -p flowcraft-host --bench round_trips`.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowcraft_azure::backend::{AccountSetting, AzureBackend, AzureConfig};
+use flowcraft_azure::backend::AzureBackend;
 use flowcraft_azure::queue::{AzureQueue, ReceivedMessage};
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::context::{ContextChange, ContextMap};
@@ -288,34 +289,6 @@ fn chain() -> Blueprint {
     serde_json::from_value(json!({"id": "trace-chain", "nodes": nodes, "edges": edges})).unwrap()
 }
 
-/// The local services' settings from the environment, or exit with the instruction.
-fn config() -> AzureConfig {
-    let variable = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            eprintln!(
-                "{name} is not set: start the local services first: scripts/azure-local.sh start; eval \"$(scripts/azure-local.sh env)\""
-            );
-            std::process::exit(1);
-        })
-    };
-    let tag = format!("bench-trips-{}", std::process::id());
-    AzureConfig {
-        storage: AccountSetting::ConnectionString(variable("AZURE_STORAGE_CONNECTION_STRING")),
-        cosmos: AccountSetting::ConnectionString(variable("COSMOS_DB_CONNECTION_STRING")),
-        credential: None,
-        redis_url: variable("REDIS_URL"),
-        queue: tag.clone(),
-        database: format!("flowcraft-{tag}"),
-        context_container: "workflow-contexts".into(),
-        status_container: "workflow-statuses".into(),
-        create_resources: true,
-    }
-}
-
-fn dist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins-example/dist")
-}
-
 /// The longest chain of requests in `requests` each of which started after
 /// the one before it ended: the round trips the run waited for one after
 /// another (a request under way beside others, like a message rewrite
@@ -372,7 +345,7 @@ fn print_trace(requests: &[Request]) {
 
 #[tokio::main]
 async fn main() {
-    let config = config();
+    let config = support::local_config("bench-trips");
     let blueprint = chain();
     let registry = || {
         Arc::new(PlanRegistry::new([Plan::new(
@@ -384,7 +357,7 @@ async fn main() {
     let backend = AzureBackend::connect(&config)
         .await
         .expect("local services reachable");
-    let mut plugin_config = PluginConfig::new(dist());
+    let mut plugin_config = PluginConfig::new(support::dist());
     plugin_config.cache_dir = Some(std::env::temp_dir().join("flowcraft-bench-cache"));
     let host = Arc::new(PluginHost::load(plugin_config).await.expect("bundles load"));
     let trace = Arc::new(Trace::default());

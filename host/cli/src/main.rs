@@ -39,6 +39,20 @@ fn skip_library_backtraces() {
     }
 }
 
+/// Before its first request the Cosmos DB SDK asks the Azure instance
+/// metadata service (169.254.169.254) for the VM's id, for its user agent,
+/// through an HTTP client of its own: a client command that lives for one
+/// request pays that at every start, and up to 2 s where that address drops
+/// packets (outside Azure). Unless `COSMOS_DISABLE_IMDS` says otherwise,
+/// client commands skip it; a worker asks once when it starts.
+fn skip_vm_metadata_probe() {
+    if std::env::var_os("COSMOS_DISABLE_IMDS").is_none() {
+        // SAFETY: called in `main` before the runtime starts, while this is
+        // the only thread, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("COSMOS_DISABLE_IMDS", "1") };
+    }
+}
+
 /// `mi_option_purge_delay` in mimalloc's option enum (the bindings leave
 /// most options out "for stability"; its value is the same in v2 and v3).
 const MIMALLOC_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -149,6 +163,7 @@ fn main() -> ExitCode {
         return_freed_memory_promptly();
         tokio::runtime::Builder::new_multi_thread()
     } else {
+        skip_vm_metadata_probe();
         tokio::runtime::Builder::new_current_thread()
     };
     let runtime = match builder.enable_all().build() {
