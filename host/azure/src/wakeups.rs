@@ -18,16 +18,21 @@
 //! connection breaks connects again after a second; until then its worker
 //! polls.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::Client;
 use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 use tracing::{debug, warn};
 
 /// How long a broken subscription waits before it connects again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// The longest a connection or a `PUBLISH` may take: Redis out of reach
+/// delays no announcement past this, and `wait` falls back to polling.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The announcements of one queue (see the module docs).
 pub struct Wakeups {
@@ -36,7 +41,7 @@ pub struct Wakeups {
     channel: String,
     announcer: mpsc::UnboundedSender<Announcement>,
     /// The worker's subscription, made by its first wait.
-    listener: OnceCell<std::sync::Arc<Notify>>,
+    listener: OnceCell<Arc<Notify>>,
 }
 
 enum Announcement {
@@ -102,8 +107,14 @@ impl Wakeups {
     /// A subscription to `run_id`'s status announcements: resolves on each
     /// one. `None` if Redis cannot be subscribed to (then poll).
     pub async fn status_changes(&self, run_id: &str) -> Option<StatusChanges> {
-        let mut subscription = self.client.get_async_pubsub().await.ok()?;
-        subscription.subscribe(status_channel(run_id)).await.ok()?;
+        let subscribe = async {
+            let mut subscription = self.client.get_async_pubsub().await.ok()?;
+            subscription.subscribe(status_channel(run_id)).await.ok()?;
+            Some(subscription)
+        };
+        let subscription = tokio::time::timeout(REDIS_TIMEOUT, subscribe)
+            .await
+            .ok()??;
         Some(StatusChanges {
             stream: subscription.into_on_message(),
         })
@@ -125,8 +136,8 @@ impl StatusChanges {
 }
 
 /// Starts the subscription task of a worker; answers what it notifies.
-fn listen(client: Client, channel: String) -> std::sync::Arc<Notify> {
-    let due = std::sync::Arc::new(Notify::new());
+fn listen(client: Client, channel: String) -> Arc<Notify> {
+    let due = Arc::new(Notify::new());
     let notify = due.clone();
     tokio::spawn(async move {
         loop {
@@ -140,13 +151,16 @@ fn listen(client: Client, channel: String) -> std::sync::Arc<Notify> {
 }
 
 /// Follows `channel`, notifying `due` when an announced message is due.
-async fn subscribe(
-    client: &Client,
-    channel: &str,
-    due: &std::sync::Arc<Notify>,
-) -> redis::RedisResult<()> {
-    let mut subscription = client.get_async_pubsub().await?;
-    subscription.subscribe(channel).await?;
+async fn subscribe(client: &Client, channel: &str, due: &Arc<Notify>) -> redis::RedisResult<()> {
+    let connect = async {
+        let mut subscription = client.get_async_pubsub().await?;
+        subscription.subscribe(channel).await?;
+        redis::RedisResult::Ok(subscription)
+    };
+    let timed_out = || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+    let subscription = tokio::time::timeout(REDIS_TIMEOUT, connect)
+        .await
+        .map_err(|_| timed_out())??;
     let mut messages = subscription.into_on_message();
     while let Some(message) = messages.next().await {
         let Ok(at) = message.get_payload::<u64>() else {
@@ -167,7 +181,9 @@ async fn subscribe(
 }
 
 /// The publishing task: publishes announcements in the order they come,
-/// several messages due now as one.
+/// several messages due now as one. After a failure the rest of the batch is
+/// dropped (announcements are hints), so that an outage costs one attempt
+/// per batch, not one per announcement.
 async fn publish(
     client: Client,
     channel: String,
@@ -181,12 +197,14 @@ async fn publish(
         }
         let now = unix_millis(SystemTime::now());
         let mut announced_now = false;
+        let mut failed = false;
         for announcement in batch {
             let (to, payload) = match announcement {
                 Announcement::Flush(done) => {
                     let _ = done.send(());
                     continue;
                 }
+                _ if failed => continue,
                 Announcement::Message(at) if at <= now && announced_now => continue,
                 Announcement::Message(at) => {
                     announced_now |= at <= now;
@@ -197,6 +215,7 @@ async fn publish(
             if let Err(error) = send(&client, &mut connection, &to, &payload).await {
                 warn!(channel = %to, error = %error, "could not publish a wake-up; listeners find the work by polling");
                 connection = None;
+                failed = true;
             }
         }
     }
@@ -210,7 +229,14 @@ async fn send(
     payload: &str,
 ) -> redis::RedisResult<()> {
     if connection.is_none() {
-        *connection = Some(client.get_multiplexed_async_connection().await?);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        *connection = Some(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        );
     }
     let Some(connection) = connection.as_mut() else {
         return Ok(());
