@@ -145,17 +145,14 @@ async fn over_delivered<B: WorkerBackend, R: NodeRunner>(
     reason: &str,
 ) {
     let queue = engine.backend().lease_queue();
-    let mut outstanding = false;
-    for job in queue
-        .group(&message)
-        .map(|group| group.jobs)
-        .unwrap_or_default()
-    {
-        // A failed check counts as work left: dead-letter rather than drop.
-        outstanding |= engine.is_outstanding(&job).await.unwrap_or(true);
-    }
-    if outstanding || queue.group(&message).is_err() {
+    let Ok(group) = queue.group(&message) else {
         return dead_letter(queue, &message, reason).await;
+    };
+    for job in &group.jobs {
+        // A failed check counts as work left: dead-letter rather than drop.
+        if engine.is_outstanding(job).await.unwrap_or(true) {
+            return dead_letter(queue, &message, reason).await;
+        }
     }
     info!(message = %message.id(), "deleting a message delivered too often whose jobs are all handled");
     if let Err(problem) = queue.delete(&message).await {
