@@ -21,45 +21,63 @@ struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts a server on a private port; if it exits at once (its port was
+    /// taken after all), tries the next one.
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let mut server = Self { port, child: None };
-        server.restart();
-        server
+        for _ in 0..5 {
+            let mut server = Self {
+                port: private_port(),
+                child: None,
+            };
+            if server.launch().is_ok() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 ports");
     }
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts the server (again) on its port and waits until it answers.
+    /// Starts the server again on its port and waits until it answers.
     fn restart(&mut self) {
+        if let Err(status) = self.launch() {
+            panic!("redis-server on port {} exited: {status}", self.port);
+        }
+    }
+
+    /// Spawns the server and waits until it answers; answers its exit status
+    /// if it exits first (most likely its port is in use).
+    fn launch(&mut self) -> Result<(), std::process::ExitStatus> {
         assert!(self.child.is_none(), "server already running");
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (apt-get install -y redis-server)");
-        self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            if let Some(status) = child.try_wait().expect("redis-server status") {
+                return Err(status);
+            }
             let pong = client
                 .get_connection_with_timeout(Duration::from_millis(200))
                 .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
             if pong.is_ok() {
-                return;
+                self.child = Some(child);
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not come up: {pong:?}",
-                self.port
-            );
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!(
+                    "redis-server on port {} did not come up: {pong:?}",
+                    self.port
+                );
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -84,6 +102,25 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A loopback port that is free now and stays free for the test's server:
+/// it lies below Linux's ephemeral range (32768 and up), which outgoing
+/// connections take their local ports from, so the other tests' clients
+/// cannot occupy it. Tests in one process step through the range; processes
+/// start at different places.
+fn private_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (std::process::id().wrapping_mul(613) + step * 7) % COUNT;
+        let port = u16::try_from(port).expect("below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
