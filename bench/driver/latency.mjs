@@ -4,9 +4,9 @@
 //   - back to back: the next run starts as soon as the last one is over (a busy worker);
 //   - after idle: each run starts after `idleSeconds` with nothing to do (a worker that slows its
 //     receives down on an empty queue pays for it here);
-//   - start→wait (flowcraft-host only): after the same idle pause, `flowcraft-host start` and then
-//     `flowcraft-host wait`, two fresh processes as a user's shell runs them, timed from spawning
-//     `start` to `wait` exiting (the wake-up path as a user of the CLI sees it).
+//   - by the CLI (flowcraft-host only), after the same idle pause, timed from spawning `start` until
+//     the run's end is printed (the wake-up path as a user of the CLI sees it): `start --wait`, one
+//     process; and `start`, then `wait`, two processes as a shell script runs them.
 // Every run is checked; percentiles are over the runs that ended, right or wrong (a user sees a wrong
 // run end too; the TS worker loses fan-8 outputs), not the stuck ones, as in the other sections. A
 // few unmeasured runs go first in each series, so that the worker's start-up is not in the figures.
@@ -74,48 +74,79 @@ function hostCommand(paths, env, args) {
   return { status: result.status, stdout: result.stdout ?? "", stderr: (result.stderr ?? "").trim() };
 }
 
-/**
- * One run by the CLI, as in README "Running on Azure": `start` (without `--plugins`, as a client that
- * does not pin node versions) and, as soon as it has printed the run id, `wait`. Times the two
- * processes; the run is then checked from its status item.
- */
-async function startThenWait(client, paths, env, workload, runId) {
-  const begun = performance.now();
-  const start = hostCommand(paths, env, [
-    "start", workload.blueprintId, "--blueprints", paths.blueprints, "--context", JSON.stringify(workload.initialContext), "--run-id", runId,
-  ]);
-  const started = performance.now();
-  if (start.status !== 0) throw new Error(`flowcraft-host start ${workload.blueprintId} failed (${start.status}): ${start.stderr}`);
-  const printedId = start.stdout.trim();
-  if (printedId !== runId) throw new Error(`flowcraft-host start printed ${JSON.stringify(printedId)}, not the run id ${runId}`);
-  const wait = hostCommand(paths, env, ["wait", runId, "--timeout", String(STUCK_AFTER_MS / 1000)]);
-  const ended = performance.now();
-  const { outcome, why } = await runOutcome(client, workload, runId);
-  const waitProblem = wait.status === 0 ? null : `wait exited ${wait.status ?? "on its timeout"}: ${wait.stderr}`;
-  const reasons = [why, waitProblem].filter(Boolean).join("; ");
-  return { runId, ms: ended - begun, startMs: started - begun, waitMs: ended - started, outcome, why: reasons };
+/** The arguments of `flowcraft-host start` for one run of `workload`. */
+function startArguments(paths, workload, runId) {
+  return ["start", workload.blueprintId, "--blueprints", paths.blueprints, "--context", JSON.stringify(workload.initialContext), "--run-id", runId];
 }
 
-/** `repetitions` CLI start→wait runs of `workload`, each after `idleSeconds` with nothing to do. */
-async function startWaitAfterIdle(client, paths, env, workload, idleSeconds, repetitions, prefix) {
-  const measured = [];
+/** Throws unless the CLI command succeeded and printed `runId` as its first line. */
+function checkStarted(command, result, runId) {
+  if (result.status !== 0 && result.stdout === "") throw new Error(`flowcraft-host ${command} failed (${result.status}): ${result.stderr}`);
+  const printedId = result.stdout.split("\n")[0].trim();
+  if (printedId !== runId) throw new Error(`flowcraft-host ${command} printed ${JSON.stringify(printedId)}, not the run id ${runId}`);
+}
+
+/** The run's outcome from its status item, plus a note when the command waiting for it failed. */
+async function checkedOutcome(client, workload, runId, command, result) {
+  const { outcome, why } = await runOutcome(client, workload, runId);
+  const problem = result.status === 0 ? null : `${command} exited ${result.status ?? "on its timeout"}: ${result.stderr}`;
+  return { outcome, why: [why, problem].filter(Boolean).join("; ") };
+}
+
+/**
+ * One run by the CLI, as in README "Running on Azure": `start --wait` (without `--plugins`, as a
+ * client that does not pin node versions), timed until the process exits.
+ */
+async function startWaiting(client, paths, env, workload, runId) {
+  const begun = performance.now();
+  const result = hostCommand(paths, env, [...startArguments(paths, workload, runId), "--wait", "--timeout", String(STUCK_AFTER_MS / 1000)]);
+  const ended = performance.now();
+  checkStarted("start --wait", result, runId);
+  return { runId, ms: ended - begun, ...(await checkedOutcome(client, workload, runId, "start --wait", result)) };
+}
+
+/** One run by the CLI as a shell script does it: `start`, and once it has printed the run id, `wait`. */
+async function startThenWait(client, paths, env, workload, runId) {
+  const begun = performance.now();
+  const start = hostCommand(paths, env, startArguments(paths, workload, runId));
+  const started = performance.now();
+  if (start.status !== 0) throw new Error(`flowcraft-host start ${workload.blueprintId} failed (${start.status}): ${start.stderr}`);
+  checkStarted("start", start, runId);
+  const wait = hostCommand(paths, env, ["wait", runId, "--timeout", String(STUCK_AFTER_MS / 1000)]);
+  const ended = performance.now();
+  const checked = await checkedOutcome(client, workload, runId, "wait", wait);
+  return { runId, ms: ended - begun, startMs: started - begun, waitMs: ended - started, ...checked };
+}
+
+/**
+ * `repetitions` runs of `workload` by the CLI in each of its two forms, each run after `idleSeconds`
+ * with nothing to do: `{oneProcess, twoProcesses}`.
+ */
+async function cliAfterIdle(client, paths, env, workload, idleSeconds, repetitions, prefix) {
+  const oneProcess = [];
+  const twoProcesses = [];
   for (let i = 0; i < repetitions; i++) {
     await sleep(idleSeconds * 1000);
-    measured.push(await startThenWait(client, paths, env, workload, `${prefix}-${i}`));
+    oneProcess.push(await startWaiting(client, paths, env, workload, `${prefix}-one-${i}`));
+    await sleep(idleSeconds * 1000);
+    twoProcesses.push(await startThenWait(client, paths, env, workload, `${prefix}-two-${i}`));
   }
   const median = (values) => percentile(values.sort((a, b) => a - b), 0.5);
   return {
-    workload: workload.name,
-    idleSeconds,
-    ...summarize(measured, []),
-    startProcessMsP50: median(ended(measured).map((run) => run.startMs)),
-    waitProcessMsP50: median(ended(measured).map((run) => run.waitMs)),
+    oneProcess: { workload: workload.name, idleSeconds, ...summarize(oneProcess, []) },
+    twoProcesses: {
+      workload: workload.name,
+      idleSeconds,
+      ...summarize(twoProcesses, []),
+      startProcessMsP50: median(ended(twoProcesses).map((run) => run.startMs)),
+      waitProcessMsP50: median(ended(twoProcesses).map((run) => run.waitMs)),
+    },
   };
 }
 
 /**
  * The latency section for one worker of `kind` on fresh resources: back to back for each of
- * `workloads.backToBack`, after idle for `workloads.afterIdle`, and for `host` start→wait too.
+ * `workloads.backToBack`, after idle for `workloads.afterIdle`, and for `host` by the CLI too.
  * `settings`: latencyRuns, latencyIdleSeconds, latencyIdleRepetitions, latencyPollMs.
  */
 export async function measureLatency({ services, paths, env, kind, workloads, settings, tag, logDir }) {
@@ -137,7 +168,7 @@ export async function measureLatency({ services, paths, env, kind, workloads, se
     worker.assertRunning();
     if (kind === "host") {
       const cliEnv = { ...workerEnv, FLOWCRAFT_LOG: env.BENCH_WORKER_LOG ?? "warn" };
-      result.startWait = await startWaitAfterIdle(client, paths, cliEnv, workloads.afterIdle, idleSeconds, repetitions, `${names.queue}-cli`);
+      result.cli = await cliAfterIdle(client, paths, cliEnv, workloads.afterIdle, idleSeconds, repetitions, `${names.queue}-cli`);
       worker.assertRunning();
     }
     return result;

@@ -126,7 +126,7 @@ function latencySummary(side, m) {
   const figures = [
     ...m.backToBack.map((b) => `${b.workload} back to back p50 ${formatNumber(b.p50)} ms`),
     `after ${m.afterIdle.idleSeconds} s idle p50 ${formatNumber(m.afterIdle.p50)} ms`,
-    ...(m.startWait ? [`start→wait p50 ${formatNumber(m.startWait.p50)} ms`] : []),
+    ...(m.cli ? [`start --wait p50 ${formatNumber(m.cli.oneProcess.p50)} ms`, `start, then wait p50 ${formatNumber(m.cli.twoProcesses.p50)} ms`] : []),
   ];
   return `${side}: ${figures.join(", ")}`;
 }

@@ -189,7 +189,9 @@ async fn publish(
     channel: String,
     mut announcements: mpsc::UnboundedReceiver<Announcement>,
 ) {
-    let mut connection: Option<MultiplexedConnection> = None;
+    // Connected ahead of the first announcement, which then costs one round
+    // trip (a client command announces once, right before it exits).
+    let mut connection = connect(&client).await.ok();
     while let Some(first) = announcements.recv().await {
         let mut batch = vec![first];
         while let Ok(next) = announcements.try_recv() {
@@ -229,14 +231,7 @@ async fn send(
     payload: &str,
 ) -> redis::RedisResult<()> {
     if connection.is_none() {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        *connection = Some(
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?,
-        );
+        *connection = Some(connect(client).await?);
     }
     let Some(connection) = connection.as_mut() else {
         return Ok(());
@@ -247,6 +242,16 @@ async fn send(
         .query_async::<i64>(connection)
         .await
         .map(|_| ())
+}
+
+/// A publishing connection that gives up after [`REDIS_TIMEOUT`].
+async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 /// Milliseconds since the Unix epoch (0 before it).

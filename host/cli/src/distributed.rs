@@ -5,6 +5,7 @@
 //! the same engine, so a run started here is executed by any worker.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use flowcraft_azure::backend::{AzureBackend, AzureConfig};
+use flowcraft_azure::wakeups::StatusChanges;
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::expression::EvaluatorMode;
@@ -55,6 +57,13 @@ pub struct StartArgs {
     /// Bundles to pin the run's node types to (workers then run exactly these versions).
     #[command(flatten)]
     plugins: PluginArgs,
+    /// After printing the run id, wait as `wait` does: print the final status
+    /// document and exit 0 when the run completed or awaits input, 1 otherwise.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds (exit status 1).
+    #[arg(long, default_value_t = 300, requires = "wait")]
+    timeout: u64,
     #[command(flatten)]
     azure: AzureArgs,
 }
@@ -209,12 +218,31 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         None => None,
     };
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), plugins).await?;
-    let run_id = engine
-        .start_run(&args.blueprint_id, args.run_id.clone(), initial)
-        .await?;
+    let requested = match (&args.run_id, args.wait) {
+        (Some(run_id), _) => Some(run_id.clone()),
+        // Known before the start, so that the subscription to the run's end
+        // is in place while the run starts.
+        (None, true) => Some(uuid::Uuid::new_v4().to_string()),
+        (None, false) => None,
+    };
+    let subscription = async {
+        match (&requested, args.wait) {
+            (Some(run_id), true) => engine.backend().wakeups().status_changes(run_id).await,
+            _ => None,
+        }
+    };
+    let (run_id, changes) = tokio::join!(
+        engine.start_run(&args.blueprint_id, requested.clone(), initial),
+        subscription
+    );
+    let run_id = run_id?;
     announce(&engine).await;
     println!("{run_id}");
-    Ok(ExitCode::SUCCESS)
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::io::stdout().flush()?;
+    wait_for_end(engine.backend(), &run_id, args.timeout, changes).await
 }
 
 pub async fn status(args: RunArgs) -> Result<ExitCode> {
@@ -252,12 +280,26 @@ const STATUS_FALLBACK: Duration = Duration::from_secs(1);
 
 pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
     let backend = backend(&args.azure).await?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
     // Subscribed before the first read, so that no announcement falls between.
-    let mut changes = backend.wakeups().status_changes(&args.run_id).await;
+    let changes = backend.wakeups().status_changes(&args.run_id).await;
+    wait_for_end(&backend, &args.run_id, args.timeout, changes).await
+}
+
+/// Waits until the run ends or awaits input, prints its status document and
+/// answers the exit status: 0 for completed or awaiting, 1 for failed or
+/// cancelled, or for a run still going after `timeout_secs`. `changes` is
+/// the subscription to the run's announcements, made before the status is
+/// first read (`None`: poll the status).
+async fn wait_for_end(
+    backend: &AzureBackend,
+    run_id: &str,
+    timeout_secs: u64,
+    mut changes: Option<StatusChanges>,
+) -> Result<ExitCode> {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let mut pause = Duration::from_millis(100);
     loop {
-        if let Some(status) = backend.read_status(&args.run_id).await?
+        if let Some(status) = backend.read_status(run_id).await?
             && (status.status.is_terminal() || status.status == RunState::Awaiting)
         {
             println!("{}", serde_json::to_string(&status)?);
@@ -268,10 +310,7 @@ pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            eprintln!(
-                "flowcraft-host: run '{}' is still running after {} s",
-                args.run_id, args.timeout
-            );
+            eprintln!("flowcraft-host: run '{run_id}' is still running after {timeout_secs} s");
             return Ok(ExitCode::from(1));
         }
         match &mut changes {

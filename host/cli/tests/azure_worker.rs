@@ -1395,6 +1395,55 @@ async fn an_idle_worker_takes_an_announced_run_at_once() {
     }
 }
 
+/// `start --wait` prints the run id, then the final status document, and
+/// exits 0 for a completed run and 1 for a failed one; it is told of the
+/// end by the run's announcement (the worker polls once a minute, so the
+/// start is taken through its wake-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_with_wait_prints_the_final_status_and_exits_by_it() {
+    let fail = json!({"id": "startwait-fail", "nodes": [{"id": "F", "uses": "fail"}], "edges": []});
+    let h = Harness::new("startwait", &[chain_blueprint("startwait"), fail]).await;
+    let workers = h.workers(1, &["--idle-poll-ms", "60000", "--no-reconciler"]);
+    eventually(
+        "the idle worker to listen",
+        Duration::from_secs(30),
+        || async { (h.wake_listeners().await > 0).then_some(()) },
+    )
+    .await;
+    for (blueprint, code, state) in [
+        ("startwait", 0, "completed"),
+        ("startwait-fail", 1, "failed"),
+    ] {
+        let run = format!("{blueprint}-{}", unique());
+        let output = h
+            .client(&[
+                "start",
+                blueprint,
+                "--run-id",
+                &run,
+                "--context",
+                r#"{"_inputs.start": 4}"#,
+                "--wait",
+                "--timeout",
+                "60",
+            ])
+            .await;
+        workers.assert_running();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{blueprint}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(lines.len(), 2, "{stdout}");
+        assert_eq!(lines[0], run);
+        let status: Value = serde_json::from_str(lines[1]).expect("a status document");
+        assert_eq!(status["status"], state, "{status}");
+    }
+}
+
 /// With every wake-up lost (pub/sub connections cut again and again), runs
 /// still start and complete: idle workers find them by polling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

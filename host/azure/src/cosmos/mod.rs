@@ -131,9 +131,10 @@ impl CosmosStores {
             let client = build_client(connection).await?;
             let db = client.database_client(database);
             ensure_database(&client, &db, database, create_resources).await?;
-            let context =
-                open_container(&db, database, context_container, create_resources).await?;
-            let status = open_container(&db, database, status_container, create_resources).await?;
+            let (context, status) = tokio::try_join!(
+                open_container(&db, database, context_container, create_resources),
+                open_container(&db, database, status_container, create_resources),
+            )?;
             Ok::<_, SetupFailure>(Self {
                 context: CosmosContextStore::new(context),
                 status: CosmosStatusStore::new(status),
@@ -181,8 +182,15 @@ fn sdk(operation: impl Into<String>) -> impl FnOnce(CosmosError) -> SetupFailure
 }
 
 async fn build_client(connection: &CosmosConnection) -> Result<CosmosClient, SetupFailure> {
-    let mut pool = ConnectionPoolOptions::builder()
-        .with_server_certificate_validation(ServerCertificateValidation::RequiredUnlessEmulator);
+    // An emulator on HTTPS has a self-signed certificate; one on plain HTTP
+    // has none, and asking for the lenient mode there would only make the SDK
+    // build two more HTTP clients (each loads the system's root certificates).
+    let validation = if connection.is_emulator() && connection.endpoint().scheme() == "https" {
+        ServerCertificateValidation::RequiredUnlessEmulator
+    } else {
+        ServerCertificateValidation::Required
+    };
+    let mut pool = ConnectionPoolOptions::builder().with_server_certificate_validation(validation);
     if connection.is_emulator() {
         // The local stand-in speaks HTTP/1.1 only.
         pool = pool.with_is_http2_allowed(false);

@@ -562,7 +562,11 @@ fn http_transport(account: &StorageAccount) -> Result<Transport, QueueError> {
         .read_timeout(READ_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
     if account.queue_endpoint().scheme() == "http" {
-        builder = builder.pool_idle_timeout(EMULATOR_POOL_IDLE);
+        // Plain HTTP needs no root certificates: trusting none spares loading
+        // the system's store (milliseconds of a short-lived CLI command).
+        builder = builder
+            .pool_idle_timeout(EMULATOR_POOL_IDLE)
+            .tls_certs_only([]);
     }
     let client = builder.build().map_err(|e| {
         QueueError::new(
