@@ -1,11 +1,13 @@
 //! What the conformance suites share: the case files of `conformance/cases/`,
-//! running one case through any [`Driver`] (embedded or Azure), and checking
+//! running one case through any [`Driver`] (embedded, or by workers off a
+//! queue on Azure or SQLite), and checking
 //! a run's report against a case's expectations. A failure names every
 //! differing key.
 
 #![allow(dead_code)] // each test binary uses the part it needs
 
 pub mod azure;
+pub mod queued;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -181,6 +183,25 @@ pub trait Driver {
         action: Option<String>,
         output: Option<Value>,
     ) -> impl Future<Output = Result<(), String>>;
+}
+
+/// Every blueprint the cases define (outside those that expect a
+/// rejection), each once; panics if two cases define one id differently.
+pub fn distinct_blueprints(cases: &[Case]) -> Vec<Blueprint> {
+    let mut all: BTreeMap<String, Blueprint> = BTreeMap::new();
+    for case in cases.iter().filter(|c| !c.expects_rejection()) {
+        for blueprint in case.blueprints() {
+            if let Some(existing) = all.get(&blueprint.id) {
+                assert_eq!(
+                    existing, &blueprint,
+                    "two cases define blueprint '{}' differently",
+                    blueprint.id
+                );
+            }
+            all.insert(blueprint.id.clone(), blueprint);
+        }
+    }
+    all.into_values().collect()
 }
 
 /// Runs one case; returns the differences found.
