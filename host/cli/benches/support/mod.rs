@@ -1,5 +1,7 @@
-//! What the Azure benchmarks share: the local services' settings and the
-//! example bundles.
+//! What the benchmarks share: the local services' settings and the example
+//! bundles.
+
+#![allow(dead_code)] // each benchmark uses the part it needs
 
 use std::path::{Path, PathBuf};
 
