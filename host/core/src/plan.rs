@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::analysis::Analysis;
 use crate::blueprint::{Blueprint, NodeDefinition};
 use crate::builtin::Builtin;
@@ -87,12 +89,25 @@ fn parse_in(source: &str, mode: EvaluatorMode) -> Result<Expression, ExpressionE
     }
 }
 
-/// The blueprints this process can execute, by id and version, fixed when
-/// the registry is built. Several versions of one blueprint may be loaded at
-/// once: a run keeps executing the version it started with.
+/// The blueprints this process can execute, by id and version. Several
+/// versions of one blueprint may be loaded at once: a run keeps executing
+/// the version it started with. Blueprints can be added while runs execute
+/// ([`Self::add`]); readers see each addition whole.
 #[derive(Debug)]
 pub struct PlanRegistry {
-    plans: HashMap<String, Vec<Arc<Plan>>>,
+    plans: ArcSwap<HashMap<String, Vec<Arc<Plan>>>>,
+}
+
+/// What [`PlanRegistry::add`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Added {
+    /// A new blueprint or a new version: new runs start with it.
+    New,
+    /// The same version was loaded with the same definition: nothing changed.
+    Unchanged,
+    /// The same version was loaded with another definition: refused, since
+    /// runs of that version may be under way.
+    Conflict,
 }
 
 impl PlanRegistry {
@@ -107,12 +122,39 @@ impl PlanRegistry {
             versions.retain(|loaded| loaded.blueprint.version_value() != version);
             versions.push(Arc::new(plan));
         }
-        Self { plans: registry }
+        Self {
+            plans: ArcSwap::from_pointee(registry),
+        }
+    }
+
+    /// Adds `plan` as the version new runs of its blueprint start with,
+    /// unless that version is loaded already.
+    pub fn add(&self, plan: Plan) -> Added {
+        let plan = Arc::new(plan);
+        let mut added = Added::New;
+        self.plans.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            let versions = next.entry(plan.blueprint.id.clone()).or_default();
+            let version = plan.blueprint.version_value();
+            added = match versions
+                .iter()
+                .find(|loaded| loaded.blueprint.version_value() == version)
+            {
+                Some(loaded) if loaded.blueprint == plan.blueprint => Added::Unchanged,
+                Some(_) => Added::Conflict,
+                None => {
+                    versions.push(plan.clone());
+                    Added::New
+                }
+            };
+            next
+        });
+        added
     }
 
     /// The version new runs of `blueprint_id` start with.
     pub fn get(&self, blueprint_id: &str) -> Option<Arc<Plan>> {
-        self.plans.get(blueprint_id)?.last().cloned()
+        self.plans.load().get(blueprint_id)?.last().cloned()
     }
 
     /// The loaded plan of `blueprint_id` whose `blueprintVersion` is `version`.
@@ -122,6 +164,7 @@ impl PlanRegistry {
         version: &serde_json::Value,
     ) -> Option<Arc<Plan>> {
         self.plans
+            .load()
             .get(blueprint_id)?
             .iter()
             .find(|plan| plan.blueprint.version_value() == *version)
@@ -131,6 +174,7 @@ impl PlanRegistry {
     /// The loaded versions of `blueprint_id`, oldest first.
     pub fn versions(&self, blueprint_id: &str) -> Vec<serde_json::Value> {
         self.plans
+            .load()
             .get(blueprint_id)
             .map(|versions| {
                 versions
@@ -139,6 +183,14 @@ impl PlanRegistry {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The version new runs start with of every blueprint, by id.
+    pub fn latest(&self) -> Vec<Arc<Plan>> {
+        let plans = self.plans.load();
+        let mut latest: Vec<Arc<Plan>> = plans.values().filter_map(|v| v.last().cloned()).collect();
+        latest.sort_by(|a, b| a.blueprint.id.cmp(&b.blueprint.id));
+        latest
     }
 }
 
@@ -159,5 +211,23 @@ mod tests {
         assert!(registry.get_version("b", &serde_json::json!("2")).is_some());
         assert!(registry.get_version("b", &serde_json::json!("3")).is_none());
         assert_eq!(registry.versions("b").len(), 2);
+    }
+
+    #[test]
+    fn an_added_version_starts_new_runs_and_a_changed_one_is_refused() {
+        let registry = PlanRegistry::new([plan("1")]);
+        assert_eq!(registry.add(plan("2")), Added::New);
+        assert_eq!(registry.get("b").unwrap().blueprint.version(), Some("2"));
+        assert_eq!(registry.add(plan("1")), Added::Unchanged);
+        let mut changed = plan("1");
+        changed.blueprint.nodes.push(
+            Blueprint::from_json(r#"{"id":"x","nodes":[{"id":"n","uses":"echo"}],"edges":[]}"#)
+                .unwrap()
+                .nodes
+                .remove(0),
+        );
+        assert_eq!(registry.add(changed), Added::Conflict);
+        assert_eq!(registry.versions("b").len(), 2);
+        assert_eq!(registry.latest().len(), 1);
     }
 }
