@@ -12,6 +12,7 @@ pub mod blueprint;
 pub mod builtin;
 pub mod context;
 pub mod context_cache;
+pub mod directory;
 pub mod dynamic;
 pub mod engine;
 pub mod expression;

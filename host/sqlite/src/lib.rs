@@ -21,6 +21,7 @@
 //! ([`WorkerBackend::wait_for_work`](flowcraft_worker::WorkerBackend::wait_for_work)).
 
 mod database;
+mod directory;
 mod queue;
 mod schema;
 mod stores;
@@ -35,6 +36,7 @@ use tokio::sync::Notify;
 
 use database::Database;
 
+pub use directory::SqliteWatch;
 pub use queue::{DeadLetter, SqliteMessage};
 
 /// The service name in this backend's [`StoreError`]s.
@@ -83,8 +85,14 @@ pub struct SqliteBackend {
     /// that concurrent jobs of one run do not fail each other's
     /// compare-and-set.
     progress_turns: Vec<tokio::sync::Mutex<()>>,
+    /// The run id of every status written, for long polls.
+    status_changes: tokio::sync::broadcast::Sender<String>,
     path: PathBuf,
 }
+
+/// Status announcements a slow listener may fall behind by before it is
+/// told it missed some (it then reads the status again).
+const STATUS_ANNOUNCEMENTS: usize = 1024;
 
 /// Stripes of [`SqliteBackend::progress_turns`].
 const PROGRESS_STRIPES: usize = 256;
@@ -104,6 +112,7 @@ impl SqliteBackend {
             progress_turns: (0..PROGRESS_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            status_changes: tokio::sync::broadcast::channel(STATUS_ANNOUNCEMENTS).0,
             path,
         })
     }

@@ -231,7 +231,8 @@ impl StatusStore for SqliteBackend {
                 self.item_limit,
             ));
         }
-        self.database
+        let written = self
+            .database
             .write(move |connection| {
                 let write = failed("write a status");
                 let current: Option<String> = connection
@@ -257,7 +258,11 @@ impl StatusStore for SqliteBackend {
                     .map_err(&write)?;
                 Ok(true)
             })
-            .await
+            .await?;
+        if written {
+            let _ = self.status_changes.send(run_id.to_owned());
+        }
+        Ok(written)
     }
 
     async fn read_status(&self, run_id: &str) -> Result<Option<RunStatusRecord>, StoreError> {
@@ -282,7 +287,8 @@ impl StatusStore for SqliteBackend {
 
     async fn reopen_failed(&self, run_id: &str) -> Result<bool, StoreError> {
         let run = run_id.to_owned();
-        self.database
+        let reopened = self
+            .database
             .write(move |connection| {
                 let reopened = connection
                     .execute(
@@ -293,7 +299,11 @@ impl StatusStore for SqliteBackend {
                     .map_err(failed("reopen a status"))?;
                 Ok(reopened == 1)
             })
-            .await
+            .await?;
+        if reopened {
+            let _ = self.status_changes.send(run_id.to_owned());
+        }
+        Ok(reopened)
     }
 }
 
@@ -331,7 +341,7 @@ fn read_status(connection: &Connection, run: &str) -> Result<Option<RunStatusRec
 }
 
 /// A run state from its name.
-fn parse_state(name: &str) -> Result<RunState, String> {
+pub(crate) fn parse_state(name: &str) -> Result<RunState, String> {
     serde_json::from_value(Value::String(name.to_owned()))
         .map_err(|_| format!("unknown status '{name}'"))
 }

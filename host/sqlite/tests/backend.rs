@@ -514,3 +514,112 @@ async fn a_failed_write_in_a_batch_leaves_the_others_committed() {
     }
     assert_eq!(refused, 10);
 }
+
+async fn started_run(backend: &SqliteBackend, run_id: &str, blueprint: &str, state: RunState) {
+    let progress = RunProgress::new(run_id, blueprint, Pins::default(), DEFAULT_STEP_LIMIT);
+    assert!(backend.create_progress(&progress).await.unwrap());
+    backend
+        .write_status(run_id, RunState::Running, None)
+        .await
+        .unwrap();
+    if state != RunState::Running {
+        backend.write_status(run_id, state, None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_a_page_at_a_time_with_filters() {
+    use flowcraft_core::directory::{ListError, RunDirectory, RunQuery};
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(&dir);
+    for i in 0..5 {
+        let state = if i % 2 == 0 {
+            RunState::Completed
+        } else {
+            RunState::Failed
+        };
+        let blueprint = if i < 3 { "a" } else { "b" };
+        started_run(&backend, &format!("run-{i}"), blueprint, state).await;
+    }
+    let ids = |page: &flowcraft_core::directory::RunPage| {
+        page.runs
+            .iter()
+            .map(|r| r.run_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut query = RunQuery {
+        limit: 2,
+        ..RunQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = backend.list_runs(&query).await.unwrap();
+        assert!(page.runs.len() <= 2);
+        seen.extend(page.runs);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    // Newest first; runs started in the same millisecond by id, descending.
+    let order: Vec<(i64, String)> = seen
+        .iter()
+        .map(|r| (r.started_at, r.run_id.clone()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(order, sorted);
+    let mut listed: Vec<String> = seen.iter().map(|r| r.run_id.clone()).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        (0..5).map(|i| format!("run-{i}")).collect::<Vec<_>>()
+    );
+
+    let failed_in_a = RunQuery {
+        status: Some(RunState::Failed),
+        blueprint_id: Some("a".into()),
+        limit: 10,
+        cursor: None,
+    };
+    assert_eq!(
+        ids(&backend.list_runs(&failed_in_a).await.unwrap()),
+        vec!["run-1"]
+    );
+    let bad = RunQuery {
+        limit: 10,
+        cursor: Some("nonsense".into()),
+        ..RunQuery::default()
+    };
+    assert!(matches!(
+        backend.list_runs(&bad).await,
+        Err(ListError::BadCursor(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_status_watch_ends_when_that_runs_status_is_written() {
+    use flowcraft_core::directory::{RunDirectory, StatusWatch};
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(open(&dir));
+    backend
+        .write_status("r1", RunState::Running, None)
+        .await
+        .unwrap();
+    let mut watch = backend.watch_status("r1").await;
+    backend
+        .write_status("other", RunState::Running, None)
+        .await
+        .unwrap();
+    backend
+        .write_status("r1", RunState::Completed, None)
+        .await
+        .unwrap();
+    // Ends at the announcement, not after the minute.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        watch.changed(Duration::from_secs(60)),
+    )
+    .await
+    .expect("the write of r1's status ended the wait");
+}
