@@ -21,6 +21,7 @@ pub mod final_status;
 pub mod generate;
 pub mod limits;
 pub mod memory;
+pub mod mermaid;
 pub mod plan;
 pub mod progress;
 pub mod routing;
