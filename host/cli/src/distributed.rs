@@ -28,7 +28,7 @@ use crate::PluginArgs;
 use crate::config::{AzureArgs, ConfigFile};
 use crate::embedded::{ResumeArgs, RetryArgs};
 use crate::inputs::{context_argument, read_blueprint_dir};
-use crate::setup::{load_plugins, plan_all};
+use crate::setup::{WorkerRuntime, load_plugins, plan_all};
 
 /// A command that names one run.
 #[derive(Args)]
@@ -122,12 +122,6 @@ impl NodeRunner for ClientRunner {
 
 type ClientEngine = Engine<AzureBackend, ClientRunner>;
 
-/// Runs whose latest context a worker remembers, per job it runs at once: a
-/// remembered context serves the job that follows on the same worker (a
-/// continuation, or a join whose other arrivals came here), so a few per
-/// slot are enough, and large contexts do not pile up.
-const CONTEXTS_PER_JOB: usize = 2;
-
 /// The worker's engine: Azure backend, the plugin runtime (watched for hot
 /// swap) sized for `concurrency` jobs at once, and the blueprints of
 /// `blueprints`; `mixed_fleet` when TypeScript workers share the runs.
@@ -139,31 +133,11 @@ pub async fn worker_engine(
     concurrency: usize,
     mixed_fleet: bool,
 ) -> Result<(Engine<AzureBackend, PluginHost>, WatchGuard)> {
-    let host = load_plugins(plugins, None, grants, Some(concurrency)).await?;
-    let watch = host
-        .watch()
-        .with_context(|| format!("cannot watch {} for bundle changes", plugins.display()))?;
-    let blueprints = read_blueprint_dir(blueprints)?;
-    let plans = plan_all(
-        &blueprints,
-        &|uses| host.implements(uses),
-        EvaluatorMode::Safe,
-    )?;
+    let runtime = WorkerRuntime::load(plugins, blueprints, grants, concurrency).await?;
     let backend = connect(config).await?;
-    let settings = EngineSettings {
-        // TypeScript workers write contexts without the settlement count the
-        // cache is checked against, and schedule jobs the record never saw.
-        context_cache: if mixed_fleet {
-            0
-        } else {
-            concurrency * CONTEXTS_PER_JOB
-        },
-        shared_with_upstream: mixed_fleet,
-        default_node_timeout: host.config().default_timeout,
-        ..EngineSettings::default()
-    };
-    let engine = Engine::new(Arc::new(backend), Arc::new(host), plans, settings);
-    Ok((engine, watch))
+    let settings = runtime.engine_settings(concurrency, mixed_fleet);
+    let engine = Engine::new(Arc::new(backend), runtime.host, runtime.plans, settings);
+    Ok((engine, runtime.watch))
 }
 
 async fn connect(config: &AzureConfig) -> Result<AzureBackend> {

@@ -10,6 +10,7 @@ mod embedded;
 mod graph;
 mod inputs;
 mod plugins_cmd;
+mod serve;
 mod setup;
 mod validate_cmd;
 mod worker;
@@ -98,6 +99,9 @@ struct Cli {
 enum Command {
     /// Run one workflow to its end in embedded mode and print {"runId","status","context","errors"} (and "warnings" when there are any).
     Run(embedded::RunArgs),
+    /// Run workers and the HTTP API in one process, keeping runs durably in a local SQLite
+    /// database (--data-dir); see README "serve".
+    Serve(serve::ServeArgs),
     /// Resume an awaiting run: on Azure (RUN_ID) or saved by `run --state FILE`.
     Resume(embedded::ResumeArgs),
     /// Start a run on Azure: write its documents the upstream way, enqueue its start nodes, print its id.
@@ -155,11 +159,11 @@ impl PluginArgs {
 fn main() -> ExitCode {
     skip_library_backtraces();
     let cli = Cli::parse();
-    // The worker runs many jobs at once on every core. Everything else —
+    // The worker (alone or in `serve`) runs many jobs at once on every core. Everything else —
     // above all an embedded run, whose jobs mostly follow one another — runs
     // on this thread: handing each job to another thread cost more than the
     // job (a 1000-node chain took twice as long on two threads).
-    let mut builder = if cli.command.is_none() {
+    let mut builder = if matches!(cli.command, None | Some(Command::Serve(_))) {
         return_freed_memory_promptly();
         tokio::runtime::Builder::new_multi_thread()
     } else {
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             None => worker::serve(cli.worker).await,
+            Some(Command::Serve(args)) => serve::serve(args).await,
             Some(Command::Run(args)) => embedded::run(args).await,
             Some(Command::Resume(args)) if args.is_embedded() => embedded::resume(args).await,
             Some(Command::Resume(args)) => distributed::resume(args).await,

@@ -1,6 +1,6 @@
 //! Building the engine's parts from what the user configured: the plugin
-//! runtime over a bundle directory, the validated, prepared blueprints, and
-//! the process's log.
+//! runtime over a bundle directory, the validated, prepared blueprints, a
+//! worker's engine settings, and the process's log.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -9,10 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::engine::EngineSettings;
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::plan::{Plan, PlanRegistry};
+use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::validate::{Catalog, validate};
-use flowcraft_plugins::{Grants, PluginConfig, PluginHost};
+use flowcraft_plugins::{Grants, PluginConfig, PluginHost, WatchGuard};
+
+use crate::inputs::read_blueprint_dir;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 /// Loads every bundle of `dir` with the given capability grants; `calls` is
@@ -171,5 +175,63 @@ mod tests {
             sent - dropped,
             "the rest is written"
         );
+    }
+}
+
+/// Runs whose latest context a worker remembers, per job it runs at once: a
+/// remembered context serves the job that follows on the same worker (a
+/// continuation, or a join whose other arrivals came here), so a few per
+/// slot are enough, and large contexts do not pile up.
+const CONTEXTS_PER_JOB: usize = 2;
+
+/// What a worker runs with besides its backend: the plugin runtime (watched
+/// for hot swap) and the blueprints' plans.
+pub struct WorkerRuntime {
+    pub host: Arc<PluginHost>,
+    pub watch: WatchGuard,
+    pub plans: Arc<PlanRegistry>,
+}
+
+impl WorkerRuntime {
+    /// Loads the bundles of `plugins` (sized for `concurrency` jobs at once,
+    /// watched) and plans the blueprints of `blueprints`.
+    pub async fn load(
+        plugins: &Path,
+        blueprints: &Path,
+        grants: BTreeMap<String, Grants>,
+        concurrency: usize,
+    ) -> Result<Self> {
+        let host = load_plugins(plugins, None, grants, Some(concurrency)).await?;
+        let watch = host
+            .watch()
+            .with_context(|| format!("cannot watch {} for bundle changes", plugins.display()))?;
+        let blueprints = read_blueprint_dir(blueprints)?;
+        let plans = plan_all(
+            &blueprints,
+            &|uses| host.implements(uses),
+            EvaluatorMode::Safe,
+        )?;
+        Ok(Self {
+            host: Arc::new(host),
+            watch,
+            plans,
+        })
+    }
+
+    /// The engine settings of a worker running `concurrency` jobs at once;
+    /// `mixed_fleet` when TypeScript workers share the runs.
+    pub fn engine_settings(&self, concurrency: usize, mixed_fleet: bool) -> EngineSettings {
+        EngineSettings {
+            // TypeScript workers write contexts without the settlement count the
+            // cache is checked against, and schedule jobs the record never saw.
+            context_cache: if mixed_fleet {
+                0
+            } else {
+                concurrency * CONTEXTS_PER_JOB
+            },
+            shared_with_upstream: mixed_fleet,
+            default_node_timeout: self.host.config().default_timeout,
+            ..EngineSettings::default()
+        }
     }
 }

@@ -96,7 +96,11 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
 }
 
 /// The worker's tunables from flags, then `--config`, then the defaults.
-fn worker_settings(args: &WorkerArgs, file: &WorkerFile, mixed_fleet: bool) -> WorkerSettings {
+pub(crate) fn worker_settings(
+    args: &WorkerArgs,
+    file: &WorkerFile,
+    mixed_fleet: bool,
+) -> WorkerSettings {
     let defaults = WorkerSettings::default();
     let seconds = Duration::from_secs;
     let reconciler = !args.no_reconciler && file.reconciler.unwrap_or(true);
@@ -137,7 +141,7 @@ fn worker_settings(args: &WorkerArgs, file: &WorkerFile, mixed_fleet: bool) -> W
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
 /// called (not when the future is first polled).
-fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

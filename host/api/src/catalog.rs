@@ -1,0 +1,152 @@
+//! `/api/v1/blueprints` and `/api/v1/bundles`: what this server can run.
+//! A blueprint version added with `PUT` is validated as `flowcraft-host
+//! validate` does and refused with every problem found; once added, new runs
+//! of the blueprint start with it and runs of earlier versions keep theirs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::directory::RunDirectory;
+use flowcraft_core::mermaid::mermaid;
+use flowcraft_core::plan::{Added, Plan};
+use flowcraft_core::runner::NodeRunner;
+use flowcraft_core::store::Backend;
+use flowcraft_core::validate::{Catalog, validate};
+use serde_json::{Value, json};
+
+use crate::{Api, ApiError, parse_body};
+
+/// `GET /api/v1/blueprints`: the version new runs start with of each.
+pub async fn list_blueprints<B: Backend + RunDirectory>(
+    State(api): State<Arc<Api<B>>>,
+) -> Json<Value> {
+    let registry = api.engine.plans();
+    let blueprints: Vec<Value> = registry
+        .latest()
+        .iter()
+        .map(|plan| {
+            let blueprint = &plan.blueprint;
+            json!({
+                "id": blueprint.id,
+                "version": blueprint.version_value(),
+                "versions": registry.versions(&blueprint.id),
+                "nodes": blueprint.nodes.len(),
+            })
+        })
+        .collect();
+    Json(json!({"blueprints": blueprints}))
+}
+
+/// `GET /api/v1/blueprints/{id}`: the definition, its loaded versions and
+/// its Mermaid flowchart.
+pub async fn read_blueprint<B: Backend + RunDirectory>(
+    State(api): State<Arc<Api<B>>>,
+    Path(blueprint_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let registry = api.engine.plans();
+    let plan = registry
+        .get(&blueprint_id)
+        .ok_or_else(|| ApiError::not_found(format!("blueprint '{blueprint_id}' not found")))?;
+    Ok(Json(json!({
+        "blueprint": plan.blueprint,
+        "versions": registry.versions(&blueprint_id),
+        "mermaid": mermaid(&plan.blueprint, None),
+    })))
+}
+
+/// `PUT /api/v1/blueprints/{id}`: adds a blueprint or a version of one.
+/// `201` when added, `200` when that version was loaded already with the
+/// same definition, `409` when it was loaded with another, `422` with the
+/// problems when it is not valid.
+pub async fn add_blueprint<B: Backend + RunDirectory>(
+    State(api): State<Arc<Api<B>>>,
+    Path(blueprint_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let blueprint: Blueprint = parse_body(body)?;
+    if blueprint.id != blueprint_id {
+        return Err(ApiError::bad_request(format!(
+            "the blueprint's id '{}' differs from '{blueprint_id}' in the path",
+            blueprint.id
+        )));
+    }
+    let registry = api.engine.plans();
+    let implements = |uses: &str| api.plugins.implements(uses);
+    let knows = |id: &str| id == blueprint.id || registry.get(id).is_some();
+    let catalog = Catalog {
+        implements: &implements,
+        knows_blueprint: Some(&knows),
+        evaluator: api.evaluator,
+    };
+    let problems: Vec<String> = validate(&blueprint, &catalog)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !problems.is_empty() {
+        let message = format!(
+            "blueprint '{blueprint_id}' is not valid: {}",
+            problems.join("; ")
+        );
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_blueprint",
+            message,
+        ));
+    }
+    let version = blueprint.version_value();
+    let plan = Plan::new(blueprint, api.evaluator).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_blueprint",
+            format!("blueprint '{blueprint_id}' is not valid: {error}"),
+        )
+    })?;
+    let answer = json!({"id": blueprint_id, "version": version});
+    match registry.add(plan) {
+        Added::New => Ok((StatusCode::CREATED, Json(answer)).into_response()),
+        Added::Unchanged => Ok(Json(answer).into_response()),
+        Added::Conflict => Err(ApiError::conflict(format!(
+            "version {version} of blueprint '{blueprint_id}' is loaded with another definition; give the new one another metadata.version"
+        ))),
+    }
+}
+
+/// `GET /api/v1/bundles`: the loaded node bundles with their node types
+/// and grants.
+pub async fn list_bundles<B: Backend + RunDirectory>(
+    State(api): State<Arc<Api<B>>>,
+) -> Json<Value> {
+    let bundles: Vec<Value> = api
+        .plugins
+        .bundles()
+        .iter()
+        .map(|bundle| {
+            json!({
+                "name": bundle.name,
+                "version": bundle.version,
+                "digest": bundle.digest,
+                "file": bundle.path.file_name().map(|name| name.to_string_lossy()),
+                "nodeTypes": bundle.nodes.iter().map(|node| node.uses.clone()).collect::<Vec<_>>(),
+                "grants": {"config": bundle.granted_config, "http": bundle.granted_http},
+            })
+        })
+        .collect();
+    let problems: Vec<Value> = api
+        .plugins
+        .problems()
+        .iter()
+        .map(|problem| {
+            json!({
+                "file": problem.path.file_name().map(|name| name.to_string_lossy()),
+                "error": problem.error,
+            })
+        })
+        .collect();
+    Json(json!({"bundles": bundles, "problems": problems}))
+}
