@@ -373,7 +373,10 @@ async fn blueprints_are_listed_read_and_added_after_validation() {
         .iter()
         .map(|b| b["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, vec!["chain", "doubling", "gate", "slow1000", "slow20000"]);
+    assert_eq!(
+        ids,
+        vec!["chain", "doubling", "gate", "slow1000", "slow20000"]
+    );
     let (status, chain) = server.get("/api/v1/blueprints/chain").await;
     assert_eq!(status, StatusCode::OK);
     assert!(

@@ -325,6 +325,10 @@ impl WorkerBackend for SqliteBackend {
         self
     }
 
+    /// Runs `running` or `awaiting` whose status has not changed for
+    /// `threshold`: an awaiting one may have lost its timer's wake-up job (its
+    /// process died between pausing and sending it), which the reconciler
+    /// sends again once the timer is due.
     async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
         let before = (now_ms() - millis(threshold)) / 1000;
         self.database
@@ -332,10 +336,14 @@ impl WorkerBackend for SqliteBackend {
                 let read = failed("find stalled runs");
                 let mut statement = connection
                     .prepare_cached(
-                        "SELECT run_id FROM statuses WHERE status = 'running' AND last_updated < ?1",
+                        "SELECT run_id FROM statuses
+                         WHERE status IN ('running', 'awaiting') AND last_updated < ?1
+                         ORDER BY last_updated, run_id",
                     )
                     .map_err(&read)?;
-                let rows = statement.query_map([before], |row| row.get(0)).map_err(&read)?;
+                let rows = statement
+                    .query_map([before], |row| row.get(0))
+                    .map_err(&read)?;
                 rows.collect::<Result<_, _>>().map_err(&read)
             })
             .await

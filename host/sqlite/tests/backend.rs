@@ -151,11 +151,15 @@ async fn a_terminal_status_is_never_overwritten_and_only_failed_reopens() {
 }
 
 #[tokio::test]
-async fn runs_without_a_status_change_for_the_threshold_are_stalled() {
+async fn running_and_awaiting_runs_without_a_status_change_for_the_threshold_are_stalled() {
     let dir = tempfile::tempdir().unwrap();
     let backend = open(&dir);
     backend
         .write_status("old", RunState::Running, None)
+        .await
+        .unwrap();
+    backend
+        .write_status("waiting", RunState::Awaiting, None)
         .await
         .unwrap();
     backend
@@ -178,7 +182,7 @@ async fn runs_without_a_status_change_for_the_threshold_are_stalled() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(
         backend.stalled_runs(Duration::ZERO).await.unwrap(),
-        vec!["old".to_owned()]
+        vec!["old".to_owned(), "waiting".to_owned()]
     );
 }
 

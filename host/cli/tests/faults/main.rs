@@ -3,7 +3,8 @@
 //! `scripts/azure-local.sh`), with faults injected by the test: duplicated and
 //! reordered deliveries, killed workers, jobs outliving their visibility
 //! timeout, unreachable and throttling services, hostile bundles, bad
-//! messages and documents, blueprint versions missing on a worker.
+//! messages and documents, blueprint versions missing on a worker; and
+//! `serve` on its SQLite backend killed again and again.
 //!
 //! Every scenario checks its runs against the same blueprint run in embedded
 //! mode, counts node executions from the workers' logs, and records one row
@@ -23,6 +24,7 @@ mod outages;
 mod plugins;
 mod redelivery;
 mod rollout;
+mod serve_kill;
 
 use flowcraft_core::context::ContextMap;
 use serde_json::{Map, Value, json};

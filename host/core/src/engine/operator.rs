@@ -131,14 +131,21 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     /// Gets a run moving again after jobs were lost (a worker crashed between
     /// settling a node and enqueueing its successors, say): re-enqueues every
     /// scheduled node, wakes overdue timers, re-checks subflow children and
-    /// re-publishes a terminal state. Returns the nodes it enqueued. Unlike
-    /// upstream's reconcile it never runs a node on a path that was not taken,
-    /// a failed node or an awaiting one.
+    /// re-publishes a terminal state, or the `awaiting` status of a run
+    /// whose resume was cut off before it took its node off `awaiting`.
+    /// Returns the nodes it enqueued. Unlike upstream's reconcile it never
+    /// runs a node on a path that was not taken, a failed node or an
+    /// awaiting one.
     pub async fn reconcile(&self, run_id: &str) -> Result<Vec<String>, EngineError> {
         let progress = self.progress(run_id).await?;
         if progress.state.is_terminal() {
             self.ensure_published(&progress).await?;
             return Ok(Vec::new());
+        }
+        if progress.state == RunState::Awaiting {
+            self.backend
+                .write_status(run_id, RunState::Awaiting, None)
+                .await?;
         }
         let mut jobs = Vec::new();
         for node in &progress.pending {

@@ -264,6 +264,15 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             action.as_deref(),
             output.as_ref(),
         ));
+        // Running before the node leaves `awaiting`: a resume cut off after
+        // that (its process died before the node's successors were sent)
+        // leaves a `running` run without jobs, which the reconciler finds.
+        if !progress.awaiting.contains_key(node_id) {
+            return Err(super::operator::not_awaiting(plan, progress, node_id));
+        }
+        self.backend
+            .write_status(&progress.run_id, RunState::Running, None)
+            .await?;
         let unpaused = self
             .backend
             .update_progress(&progress.run_id, |p| p.unpause(node_id))
