@@ -1,0 +1,210 @@
+//! `flowcraft-host serve` as a user runs it: the README's walkthrough (its
+//! `curl` lines run by `sh`), the refusal to listen publicly without a token,
+//! and a graceful stop that keeps an awaiting run for the next start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// `flowcraft-host ARGS` in `dir`, without Azure settings.
+fn host(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("COSMOS_DB_CONNECTION_STRING")
+        .env_remove("REDIS_URL")
+        .env("FLOWCRAFT_LOG", "warn");
+    command
+}
+
+/// A running `serve`, killed when dropped.
+struct Serving(Child);
+
+impl Serving {
+    fn start(mut command: Command, port: u16) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("serve starts");
+        let mut serving = Self(child);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = serving.0.try_wait() {
+                panic!("serve exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "serve did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        serving
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines of the README's "second way to try it" block.
+fn walkthrough_lines() -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let (_, after) = readme
+        .split_once("A second way to try it")
+        .expect("the README has the serve walkthrough");
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .map(|(block, _)| block)
+        .expect("a sh block");
+    block
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs one `curl` line of the walkthrough in `dir` against `port`; answers
+/// the JSON it printed.
+fn curl(dir: &Path, line: &str, port: u16) -> Value {
+    let line = line.replace("localhost:8080", &format!("localhost:{port}"));
+    let Output { status, stdout, .. } = Command::new("sh")
+        .args(["-c", &line])
+        .current_dir(dir)
+        .output()
+        .expect("sh runs");
+    assert!(status.success(), "{line}: {status}");
+    serde_json::from_slice(&stdout)
+        .unwrap_or_else(|_| panic!("{line}: not JSON: {}", String::from_utf8_lossy(&stdout)))
+}
+
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let lines = walkthrough_lines();
+    let serve_line = lines[0]
+        .strip_prefix("cargo run -p flowcraft-host -- ")
+        .expect("the walkthrough starts serve with cargo run");
+    // The repository's example directories, seen from a directory of the
+    // test's own (the database goes to ./.flowcraft there).
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        root().join("plugins-example"),
+        dir.path().join("plugins-example"),
+    )
+    .unwrap();
+    let port = free_port();
+    let args: Vec<&str> = serve_line.split_whitespace().collect();
+    let mut command = host(dir.path(), &args);
+    command.env("FLOWCRAFT_LISTEN", format!("127.0.0.1:{port}"));
+    let serving = Serving::start(command, port);
+
+    let started = curl(dir.path(), &lines[1], port);
+    assert_eq!(started["runId"], "order-1001", "{started}");
+    let awaiting = curl(dir.path(), &lines[2], port);
+    assert_eq!(awaiting["status"], "awaiting", "{awaiting}");
+    assert!(awaiting["awaiting"]["manager"].is_object(), "{awaiting}");
+    let resumed = curl(dir.path(), &lines[3], port);
+    assert_eq!(resumed["status"], "running", "{resumed}");
+    let completed = curl(dir.path(), &lines[4], port);
+    assert_eq!(completed["status"], "completed", "{completed}");
+    assert_eq!(
+        completed["context"]["_outputs.approve"]["message"],
+        "Order ORD-1001 approved: total 1453.50 EUR"
+    );
+    assert!(dir.path().join(".flowcraft/flowcraft.db").exists());
+    assert!(serving.terminate().success());
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = root().join("plugins-example/dist");
+    let blueprints = root().join("plugins-example/orders/blueprints");
+    let output = host(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--plugins",
+            plugins.to_str().unwrap(),
+            "--blueprints",
+            blueprints.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to serve the API on 0.0.0.0:0 without a token"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--auth-token"), "{stderr}");
+}
+
+#[test]
+fn a_stopped_server_keeps_an_awaiting_run_for_its_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = root().join("plugins-example/dist");
+    let blueprints = root().join("plugins-example/orders/blueprints");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        "data",
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--blueprints",
+        blueprints.to_str().unwrap(),
+    ];
+    let context = std::fs::read_to_string(blueprints.join("order-approval.context.json")).unwrap();
+    let start = format!(
+        "curl -s localhost:{port}/api/v1/runs -d '{{\"blueprintId\": \"order-manager-approval\", \"runId\": \"kept\", \"context\": {context}}}'"
+    );
+    let read = format!("curl -s 'localhost:{port}/api/v1/runs/kept?wait=10'");
+
+    let serving = Serving::start(host(dir.path(), &args), port);
+    curl(dir.path(), &start, port);
+    assert_eq!(curl(dir.path(), &read, port)["status"], "awaiting");
+    assert!(serving.terminate().success(), "serve exits 0 on SIGTERM");
+
+    let serving = Serving::start(host(dir.path(), &args), port);
+    let resume =
+        format!("curl -s localhost:{port}/api/v1/runs/kept/resume -d '{{\"action\": \"reject\"}}'");
+    assert_eq!(curl(dir.path(), &resume, port)["status"], "running");
+    let run = curl(dir.path(), &read, port);
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(
+        run["context"]["_outputs.reject"]["message"],
+        "Order ORD-1001 rejected: total 1453.50 EUR"
+    );
+    assert!(serving.terminate().success());
+}
