@@ -36,7 +36,7 @@ impl Tokens {
 
     fn accepts(&self, token: &str) -> bool {
         let presented = digest(token);
-        self.0.iter().any(|accepted| *accepted == presented)
+        self.0.contains(&presented)
     }
 }
 

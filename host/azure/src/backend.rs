@@ -29,7 +29,7 @@ use crate::credential::{
     STORAGE_SCOPE,
 };
 use crate::queue::{AzureQueue, QueueError};
-use crate::redis_store::RedisCoordination;
+use crate::redis_store::{RedisCoordination, RedisOptions, run_index_key};
 use crate::storage_account::{ConnectionStringError, StorageAccount};
 use crate::wakeups::Wakeups;
 
@@ -144,7 +144,11 @@ impl AzureBackend {
             .await?)
         };
         let redis = async {
-            RedisCoordination::connect(&config.redis_url)
+            let options = RedisOptions {
+                run_index: run_index_key(&config.database, &config.status_container),
+                ..RedisOptions::default()
+            };
+            RedisCoordination::connect_with(&config.redis_url, options)
                 .await
                 .map_err(AzureSetupError::Redis)
         };
@@ -169,6 +173,11 @@ impl AzureBackend {
     /// The announcements of sent messages and written statuses.
     pub fn wakeups(&self) -> &Wakeups {
         &self.wakeups
+    }
+
+    /// The progress records and the run index on Redis.
+    pub fn coordination(&self) -> &RedisCoordination {
+        &self.redis
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod cosmos;
 pub mod credential;
+pub mod directory;
 pub mod queue;
 pub mod redis_store;
 pub mod retry;

@@ -403,23 +403,8 @@ pub async fn poison(command: PoisonCommand) -> Result<ExitCode> {
         }
         PoisonCommand::Replay { ids, azure } => {
             let backend = backend(&azure).await?;
-            let queue = backend.queue();
-            let mut replayed = 0;
-            loop {
-                let batch = queue.receive_poison(32, Duration::from_secs(60)).await?;
-                if batch.is_empty() {
-                    break;
-                }
-                for poisoned in &batch {
-                    if ids.is_empty() || ids.contains(&poisoned.message.id) {
-                        queue.replay_poison(poisoned).await?;
-                        replayed += 1;
-                    }
-                }
-                if !ids.is_empty() && replayed == ids.len() {
-                    break;
-                }
-            }
+            let wanted = (!ids.is_empty()).then_some(ids.as_slice());
+            let replayed = backend.queue().replay_poisoned(wanted).await?.len();
             println!("{}", json!({ "replayed": replayed }));
             Ok(ExitCode::SUCCESS)
         }

@@ -99,8 +99,8 @@ struct Cli {
 enum Command {
     /// Run one workflow to its end in embedded mode and print {"runId","status","context","errors"} (and "warnings" when there are any).
     Run(embedded::RunArgs),
-    /// Run workers and the HTTP API in one process, keeping runs durably in a local SQLite
-    /// database (--data-dir); see README "serve".
+    /// Run workers and the HTTP API in one process: on Azure given the Azure settings, else
+    /// keeping runs durably in a local SQLite database (--data-dir); see README "serve".
     Serve(serve::ServeArgs),
     /// Resume an awaiting run: on Azure (RUN_ID) or saved by `run --state FILE`.
     Resume(embedded::ResumeArgs),

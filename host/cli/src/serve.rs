@@ -1,7 +1,9 @@
 //! `flowcraft-host serve`: one process that runs the workers and answers the
-//! HTTP API (`flowcraft_api`) on `--listen`, keeping runs durably in a SQLite
-//! database in `--data-dir` (`flowcraft_sqlite`). On SIGINT or SIGTERM it
-//! stops taking requests and jobs, finishes what is under way and exits 0.
+//! HTTP API (`flowcraft_api`) on `--listen`. Given Azure settings it is the
+//! Azure worker (the same settings and behaviour) plus the API; otherwise it
+//! keeps runs durably in a SQLite database in `--data-dir`
+//! (`flowcraft_sqlite`). On SIGINT or SIGTERM it stops taking requests and
+//! jobs, finishes what is under way and exits 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,9 +13,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use flowcraft_api::{Api, Tokens};
-use flowcraft_core::engine::Engine;
+use flowcraft_azure::backend::AzureBackend;
+use flowcraft_core::directory::RunDirectory;
+use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_sqlite::SqliteBackend;
+use flowcraft_worker::{WorkerBackend, WorkerSettings};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -32,7 +37,8 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     listen: SocketAddr,
-    /// Where the local backend keeps its database (created if missing).
+    /// Where the local backend keeps its database (created if missing); not
+    /// used with Azure settings.
     #[arg(
         long,
         value_name = "DIR",
@@ -57,11 +63,6 @@ pub struct ServeArgs {
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     crate::setup::init_logging(false);
     let file = ConfigFile::load(args.worker.azure.config.as_deref())?;
-    if args.worker.azure.resolve(&file.azure)?.is_some() {
-        bail!(
-            "`serve` keeps runs in its local database and does not run on Azure yet: unset the Azure settings (AZURE_STORAGE_CONNECTION_STRING, COSMOS_DB_CONNECTION_STRING, REDIS_URL or their --config keys), or run the Azure worker with `flowcraft-host --plugins DIR --blueprints DIR`"
-        );
-    }
     let tokens = Tokens::new(args.auth_tokens.iter().map(String::as_str));
     if !tokens.required() && !args.listen.ip().is_loopback() {
         bail!(
@@ -81,56 +82,97 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .clone()
         .or(file.worker.blueprints.clone())
         .context("--blueprints DIR is required (or worker.blueprints in --config)")?;
-    let tunables = worker_settings(&args.worker, &file.worker, false);
+    let azure = args.worker.azure.resolve(&file.azure)?;
+    let mixed_fleet =
+        azure.is_some() && (args.worker.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false));
+    let tunables = worker_settings(&args.worker, &file.worker, mixed_fleet);
     let runtime =
         WorkerRuntime::load(&plugins, &blueprints, file.grants, tunables.concurrency).await?;
-    let backend = SqliteBackend::open(&args.data_dir)?;
-    let database = backend.path().display().to_string();
-    let settings = runtime.engine_settings(tunables.concurrency, false);
-    let engine = Arc::new(Engine::new(
-        Arc::new(backend),
-        runtime.host.clone(),
-        runtime.plans.clone(),
-        settings,
-    ));
-    let (stop, stopping) = watch::channel(false);
-    let api = Arc::new(Api {
-        engine: engine.clone(),
-        plugins: runtime.host.clone(),
-        evaluator: EvaluatorMode::Safe,
+    let settings = runtime.engine_settings(tunables.concurrency, mixed_fleet);
+    let server = Server {
+        listen: args.listen,
         tokens,
-        shutdown: stopping.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: is another server running there? choose another --listen",
-                args.listen
-            )
-        })?;
-    let signal = shutdown_signal()?;
-    let stopped = |mut receiver: watch::Receiver<bool>| async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
-    let worker = tokio::spawn(flowcraft_worker::run(
-        engine,
         tunables,
-        stopped(stopping.clone()),
-    ));
-    let http = tokio::spawn(flowcraft_api::serve(
-        listener,
-        flowcraft_api::router(api),
-        stopped(stopping),
-    ));
-    info!(listen = %args.listen, database = %database, "serving: the API on http://{}", args.listen);
-    signal.await;
-    info!("shutting down: no more requests or jobs; finishing those under way");
-    let _ = stop.send(true);
-    let served = http.await.context("the HTTP server stopped unexpectedly")?;
-    served.context("the HTTP server failed")?;
-    worker.await.context("the worker stopped unexpectedly")?;
-    drop(runtime.watch);
-    info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    };
+    match azure {
+        Some(config) => {
+            let backend = AzureBackend::connect(&config).await?;
+            let where_runs_are = format!("Azure (queue {})", config.queue);
+            server
+                .run(backend, runtime, settings, &where_runs_are)
+                .await
+        }
+        None => {
+            let backend = SqliteBackend::open(&args.data_dir)?;
+            let where_runs_are = format!("the database {}", backend.path().display());
+            server
+                .run(backend, runtime, settings, &where_runs_are)
+                .await
+        }
+    }
+}
+
+/// What `serve` runs, whichever the backend.
+struct Server {
+    listen: SocketAddr,
+    tokens: Tokens,
+    tunables: WorkerSettings,
+}
+
+impl Server {
+    /// Runs the workers and the API over `backend` until SIGINT or SIGTERM.
+    async fn run<B: WorkerBackend + RunDirectory>(
+        self,
+        backend: B,
+        runtime: WorkerRuntime,
+        settings: EngineSettings,
+        where_runs_are: &str,
+    ) -> Result<ExitCode> {
+        let engine = Arc::new(Engine::new(
+            Arc::new(backend),
+            runtime.host.clone(),
+            runtime.plans.clone(),
+            settings,
+        ));
+        let (stop, stopping) = watch::channel(false);
+        let api = Arc::new(Api {
+            engine: engine.clone(),
+            plugins: runtime.host.clone(),
+            evaluator: EvaluatorMode::Safe,
+            tokens: self.tokens,
+            shutdown: stopping.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}: is another server running there? choose another --listen",
+                    self.listen
+                )
+            })?;
+        let signal = shutdown_signal()?;
+        let stopped = |mut receiver: watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        };
+        let worker = tokio::spawn(flowcraft_worker::run(
+            engine,
+            self.tunables,
+            stopped(stopping.clone()),
+        ));
+        let http = tokio::spawn(flowcraft_api::serve(
+            listener,
+            flowcraft_api::router(api),
+            stopped(stopping),
+        ));
+        info!(listen = %self.listen, runs = %where_runs_are, "serving: the API on http://{}", self.listen);
+        signal.await;
+        info!("shutting down: no more requests or jobs; finishing those under way");
+        let _ = stop.send(true);
+        let served = http.await.context("the HTTP server stopped unexpectedly")?;
+        served.context("the HTTP server failed")?;
+        worker.await.context("the worker stopped unexpectedly")?;
+        drop(runtime.watch);
+        info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    }
 }

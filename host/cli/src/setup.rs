@@ -122,61 +122,6 @@ pub fn flush_logs() {
     drop(LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
-#[cfg(test)]
-mod tests {
-    use std::io;
-    use std::sync::mpsc;
-
-    use super::*;
-
-    /// A sink that blocks its first write until released, as a full pipe
-    /// nobody reads would; then counts lines.
-    struct BlockedPipe {
-        release: Option<mpsc::Receiver<()>>,
-        lines: mpsc::Sender<()>,
-    }
-
-    impl Write for BlockedPipe {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            if let Some(release) = self.release.take() {
-                release.recv().ok();
-            }
-            self.lines.send(()).ok();
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn logging_never_waits_for_a_blocked_stderr() {
-        let (release, released) = mpsc::channel();
-        let (line, lines) = mpsc::channel();
-        let sink = BlockedPipe {
-            release: Some(released),
-            lines: line,
-        };
-        let (mut writer, guard) = log_queue(sink);
-        let sent = LOG_QUEUE_LINES + 100;
-        // Every write returns while the sink is blocked: the queue fills,
-        // then lines are dropped.
-        for n in 0..sent {
-            writer.write_all(format!("line {n}\n").as_bytes()).unwrap();
-        }
-        let dropped = writer.error_counter().dropped_lines();
-        assert!((99..=100).contains(&dropped), "{dropped} lines dropped");
-
-        release.send(()).unwrap();
-        drop(guard);
-        assert_eq!(
-            lines.try_iter().count(),
-            sent - dropped,
-            "the rest is written"
-        );
-    }
-}
 
 /// Runs whose latest context a worker remembers, per job it runs at once: a
 /// remembered context serves the job that follows on the same worker (a
@@ -233,5 +178,61 @@ impl WorkerRuntime {
             default_node_timeout: self.host.config().default_timeout,
             ..EngineSettings::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A sink that blocks its first write until released, as a full pipe
+    /// nobody reads would; then counts lines.
+    struct BlockedPipe {
+        release: Option<mpsc::Receiver<()>>,
+        lines: mpsc::Sender<()>,
+    }
+
+    impl Write for BlockedPipe {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if let Some(release) = self.release.take() {
+                release.recv().ok();
+            }
+            self.lines.send(()).ok();
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logging_never_waits_for_a_blocked_stderr() {
+        let (release, released) = mpsc::channel();
+        let (line, lines) = mpsc::channel();
+        let sink = BlockedPipe {
+            release: Some(released),
+            lines: line,
+        };
+        let (mut writer, guard) = log_queue(sink);
+        let sent = LOG_QUEUE_LINES + 100;
+        // Every write returns while the sink is blocked: the queue fills,
+        // then lines are dropped.
+        for n in 0..sent {
+            writer.write_all(format!("line {n}\n").as_bytes()).unwrap();
+        }
+        let dropped = writer.error_counter().dropped_lines();
+        assert!((99..=100).contains(&dropped), "{dropped} lines dropped");
+
+        release.send(()).unwrap();
+        drop(guard);
+        assert_eq!(
+            lines.try_iter().count(),
+            sent - dropped,
+            "the rest is written"
+        );
     }
 }

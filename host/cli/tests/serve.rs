@@ -1,6 +1,7 @@
 //! `flowcraft-host serve` as a user runs it: the README's walkthrough (its
 //! `curl` lines run by `sh`), the refusal to listen publicly without a token,
-//! and a graceful stop that keeps an awaiting run for the next start.
+//! a graceful stop that keeps an awaiting run for the next start, and `serve`
+//! with Azure settings (the local stand-ins) sharing its runs with the CLI.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -207,4 +208,84 @@ fn a_stopped_server_keeps_an_awaiting_run_for_its_next_start() {
         "Order ORD-1001 rejected: total 1453.50 EUR"
     );
     assert!(serving.terminate().success());
+}
+
+#[test]
+fn with_azure_settings_serve_is_a_worker_whose_runs_the_cli_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = root().join("plugins-example/dist");
+    let blueprints = root().join("plugins-example/orders/blueprints");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let deployment = format!("serve-azure-{}", std::process::id());
+    let azure = [
+        "--queue",
+        &deployment,
+        "--database",
+        &deployment,
+        "--create-resources",
+    ];
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--blueprints",
+        blueprints.to_str().unwrap(),
+    ];
+    args.extend(azure);
+    let serving = Serving::start(on_azure(host(dir.path(), &args)), port);
+    let run_id = format!("{deployment}-order");
+    let context = std::fs::read_to_string(blueprints.join("order-approval.context.json")).unwrap();
+    let start = format!(
+        "curl -s localhost:{port}/api/v1/runs -d '{{\"blueprintId\": \"order-manager-approval\", \"runId\": \"{run_id}\", \"context\": {context}}}'"
+    );
+    curl(dir.path(), &start, port);
+    let read = format!("curl -s 'localhost:{port}/api/v1/runs/{run_id}?wait=20'");
+    assert_eq!(curl(dir.path(), &read, port)["status"], "awaiting");
+
+    // The CLI client resumes it on Azure directly; the API sees the end.
+    let mut resume = vec![
+        "resume",
+        &run_id,
+        "--action",
+        "approve",
+        "--blueprints",
+        blueprints.to_str().unwrap(),
+    ];
+    resume.extend(azure);
+    let output = on_azure(host(dir.path(), &resume)).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let run = curl(dir.path(), &read, port);
+    assert_eq!(run["status"], "completed", "{run}");
+    let list = format!("curl -s 'localhost:{port}/api/v1/runs?blueprintId=order-manager-approval'");
+    assert_eq!(
+        curl(dir.path(), &list, port)["runs"][0]["runId"],
+        run_id.as_str()
+    );
+    assert_eq!(
+        curl(
+            dir.path(),
+            &format!("curl -s localhost:{port}/readyz"),
+            port
+        ),
+        serde_json::json!({"status": "ready"})
+    );
+    assert!(serving.terminate().success());
+}
+
+/// `command` with the local stand-ins' settings (`scripts/azure-local.sh env`).
+fn on_azure(mut command: Command) -> Command {
+    for name in [
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "COSMOS_DB_CONNECTION_STRING",
+        "REDIS_URL",
+    ] {
+        let value = std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: scripts/azure-local.sh start; eval \"$(scripts/azure-local.sh env)\"")
+        });
+        command.env(name, value);
+    }
+    command
 }

@@ -44,6 +44,48 @@ pub struct RunPage {
     pub next_cursor: Option<String>,
 }
 
+/// Where a page of runs ended: the start time and id of its last run.
+/// Pages are ordered newest first, ties by run id, descending; the text
+/// form is `<startedAt>:<runId>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCursor {
+    pub started_at: i64,
+    pub run_id: String,
+}
+
+impl RunCursor {
+    /// The cursor of the page that ends with `run`.
+    pub fn after(run: &RunSummary) -> Self {
+        Self {
+            started_at: run.started_at,
+            run_id: run.run_id.clone(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ListError> {
+        text.split_once(':')
+            .and_then(|(at, run)| {
+                Some(Self {
+                    started_at: at.parse().ok()?,
+                    run_id: run.to_owned(),
+                })
+            })
+            .ok_or_else(|| ListError::BadCursor(text.to_owned()))
+    }
+
+    /// Whether the run started at `started_at` with id `run_id` belongs to a
+    /// page after this cursor.
+    pub fn admits(&self, started_at: i64, run_id: &str) -> bool {
+        (started_at, run_id) < (self.started_at, self.run_id.as_str())
+    }
+}
+
+impl std::fmt::Display for RunCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.started_at, self.run_id)
+    }
+}
+
 /// Why a list query was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListError {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flowcraft_core::directory::{
-    DeadLetterView, ListError, RunDirectory, RunPage, RunQuery, RunSummary, StatusWatch,
+    DeadLetterView, ListError, RunCursor, RunDirectory, RunPage, RunQuery, RunSummary, StatusWatch,
 };
 use flowcraft_core::store::StoreError;
 use rusqlite::{Connection, params};
@@ -37,23 +37,11 @@ impl StatusWatch for SqliteWatch {
     }
 }
 
-/// A cursor: where a page ended (start time and run id of its last run).
-fn encode_cursor(run: &RunSummary) -> String {
-    format!("{}:{}", run.started_at, run.run_id)
-}
-
-fn decode_cursor(cursor: &str) -> Result<(i64, String), ListError> {
-    cursor
-        .split_once(':')
-        .and_then(|(at, run)| Some((at.parse().ok()?, run.to_owned())))
-        .ok_or_else(|| ListError::BadCursor(cursor.to_owned()))
-}
-
 /// Up to `limit + 1` runs of `query`, newest first.
 fn select_runs(
     connection: &Connection,
     query: &RunQuery,
-    after: Option<&(i64, String)>,
+    after: Option<&RunCursor>,
 ) -> Result<Vec<RunSummary>, StoreError> {
     let read = failed("list runs");
     let mut statement = connection
@@ -71,8 +59,8 @@ fn select_runs(
             params![
                 query.status.map(|state| state.as_str()),
                 query.blueprint_id,
-                after.map(|(at, _)| *at),
-                after.map(|(_, run)| run.as_str()),
+                after.map(|cursor| cursor.started_at),
+                after.map(|cursor| cursor.run_id.as_str()),
                 limit
             ],
             |row| {
@@ -107,7 +95,7 @@ impl RunDirectory for SqliteBackend {
     type Watch = SqliteWatch;
 
     async fn list_runs(&self, query: &RunQuery) -> Result<RunPage, ListError> {
-        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let after = query.cursor.as_deref().map(RunCursor::parse).transpose()?;
         let query = query.clone();
         let limit = query.limit;
         let mut runs = self
@@ -116,7 +104,7 @@ impl RunDirectory for SqliteBackend {
             .await?;
         let next_cursor = if runs.len() > limit {
             runs.truncate(limit);
-            runs.last().map(encode_cursor)
+            runs.last().map(|run| RunCursor::after(run).to_string())
         } else {
             None
         };

@@ -12,9 +12,12 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AzureQueue, MAX_MESSAGE_BYTES, POISON_SUFFIX, PeekedMessage, QueueError, ReceivedMessage,
-    validate_queue_name,
+    AzureQueue, MAX_MESSAGE_BYTES, MAX_MESSAGES_PER_RECEIVE, POISON_SUFFIX, PeekedMessage,
+    QueueError, ReceivedMessage, validate_queue_name,
 };
+
+/// How long a replay holds the poison records it took.
+const REPLAY_HOLD: Duration = Duration::from_secs(60);
 
 impl AzureQueue {
     /// The `<name>-poison` queue, created on first use.
@@ -96,6 +99,39 @@ impl AzureQueue {
         let id = self.send(&poisoned.entry.original, Duration::ZERO).await?;
         self.delete_poison(&poisoned.message).await?;
         Ok(id)
+    }
+
+    /// Replays the poison records with `ids` (all when `None`) and answers
+    /// the ids replayed. Records taken but not asked for are made visible
+    /// again at the end, so each record is looked at once.
+    pub async fn replay_poisoned(&self, ids: Option<&[String]>) -> Result<Vec<String>, QueueError> {
+        let mut replayed = Vec::new();
+        let mut passed_over = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let batch = self
+                .receive_poison(MAX_MESSAGES_PER_RECEIVE, REPLAY_HOLD)
+                .await?;
+            if batch.is_empty() || !batch.iter().any(|p| seen.insert(p.message.id.clone())) {
+                break;
+            }
+            for poisoned in batch {
+                if ids.is_none_or(|ids| ids.contains(&poisoned.message.id)) {
+                    self.replay_poison(&poisoned).await?;
+                    replayed.push(poisoned.message.id);
+                } else {
+                    passed_over.push(poisoned.message);
+                }
+            }
+            if ids.is_some_and(|ids| replayed.len() == ids.len()) {
+                break;
+            }
+        }
+        let poison = self.poison_queue().await?;
+        for message in &passed_over {
+            poison.update_visibility(message, Duration::ZERO).await?;
+        }
+        Ok(replayed)
     }
 
     /// Deletes a received poison record.

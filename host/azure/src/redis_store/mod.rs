@@ -18,7 +18,11 @@
 //! | `r` | the record, `RunProgress` as JSON |
 //! | `w` | token of the last write, unique to it (lets a write retried after a lost reply recognise itself; with `v`, names the record's state) |
 //!
-//! * create: one Lua script that writes the hash only if the key is absent;
+//! Beside them, one sorted set per deployment lists the runs by start time
+//! (the `index` module).
+//!
+//! * create: one Lua script that writes the hash only if the key is absent
+//!   (and enters the run in the index);
 //! * read: `HMGET v r w`, then the record is deserialized;
 //! * update: the change is applied to a copy of the record, which is written
 //!   by a Lua compare-and-set: it writes `r`, `w` and `v + 1` only if `v`
@@ -78,6 +82,7 @@
 //! the server (the URL without its password).
 
 mod connection;
+mod index;
 mod remembered;
 mod scripts;
 #[cfg(test)]
@@ -94,6 +99,8 @@ use redis::{AsyncConnectionConfig, Client, Script};
 
 use crate::retry::RetryPolicy;
 use connection::{Link, redact};
+use index::now_ms;
+pub use index::{IndexedRun, RunIndexPage, run_index_key};
 use remembered::Memory;
 use scripts::{CREATE_SCRIPT, Cas, UPDATE_SCRIPT};
 
@@ -132,6 +139,10 @@ pub struct RedisOptions {
     /// takes a few times its JSON size in memory); a record over an eighth
     /// of it is not remembered. Default: 8 MiB.
     pub remembered_bytes: usize,
+    /// The sorted set that lists the runs (see `index`): one per
+    /// deployment, named by [`run_index_key`]. Default: that of the default
+    /// database and status container.
+    pub run_index: String,
 }
 
 impl Default for RedisOptions {
@@ -144,6 +155,7 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_secs(5),
             remembered_runs: 4096,
             remembered_bytes: 8 << 20,
+            run_index: run_index_key("flowcraft", "workflow-statuses"),
         }
     }
 }
@@ -394,9 +406,12 @@ impl CoordinationStore for RedisCoordination {
         let mut invocation = self.inner.create.prepare_invoke();
         invocation
             .key(progress_key(run_id))
+            .key(&self.inner.options.run_index)
             .arg(record)
             .arg(&token)
-            .arg(self.ttl_for(progress));
+            .arg(self.ttl_for(progress))
+            .arg(now_ms())
+            .arg(run_id);
         let created: i64 = self
             .write("create progress", run_id, &invocation, |reply| *reply == 1)
             .await?;

@@ -2,8 +2,10 @@
 //! compare-and-set (see the `redis_store` module docs for the key layout),
 //! and the reply of the update script.
 
-/// Creates the record unless the key exists.
-/// KEYS[1] = progress key; ARGV = record JSON, write token, TTL seconds (0 = none).
+/// Creates the record unless the key exists, and enters the run in the run
+/// index.
+/// KEYS[1] = progress key, KEYS[2] = run index; ARGV = record JSON, write
+/// token, TTL seconds (0 = none), start time (Unix ms), run id.
 /// Returns 1 when created (or already created by this very token), 0 when the key exists.
 pub(super) const CREATE_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -12,6 +14,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 redis.call('HSET', KEYS[1], 'v', 1, 'r', ARGV[1], 'w', ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[5])
 return 1
 "#;
 
