@@ -81,7 +81,8 @@ impl From<EngineError> for ApiError {
             EngineError::Store(store) => store.into(),
             EngineError::UnknownRun(_)
             | EngineError::UnknownBlueprint(_)
-            | EngineError::UnknownNode { .. } => Self::not_found(message),
+            | EngineError::UnknownNode { .. }
+            | EngineError::NoWebhook { .. } => Self::not_found(message),
             EngineError::RunExists(_)
             | EngineError::NotAwaiting { .. }
             | EngineError::NodeNotAwaiting { .. }

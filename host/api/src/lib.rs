@@ -63,6 +63,10 @@ pub fn router<B: Backend + RunDirectory>(api: Arc<Api<B>>) -> Router {
         .route("/runs/{run_id}/resume", post(runs::resume::<B>))
         .route("/runs/{run_id}/cancel", post(runs::cancel::<B>))
         .route("/runs/{run_id}/retry", post(runs::retry::<B>))
+        .route(
+            "/webhooks/{run_id}/{node_id}",
+            post(runs::call_webhook::<B>),
+        )
         .route("/blueprints", get(catalog::list_blueprints::<B>))
         .route(
             "/blueprints/{blueprint_id}",

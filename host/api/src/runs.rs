@@ -334,6 +334,19 @@ pub async fn retry<B: Backend + RunDirectory>(
     status_answer(&api, &run_id, json!({"rescheduled": rescheduled})).await
 }
 
+/// `POST /api/v1/webhooks/{runId}/{nodeId}`: the body (any JSON; `{}` when
+/// empty) becomes the webhook node's output and the run goes on; a second
+/// call is a `409`.
+pub async fn call_webhook<B: Backend + RunDirectory>(
+    State(api): State<Arc<Api<B>>>,
+    Path((run_id, node_id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let payload: Value = parse_body(body)?;
+    api.engine.call_webhook(&run_id, &node_id, payload).await?;
+    status_answer(&api, &run_id, json!({})).await
+}
+
 /// `{"runId","status", …extra}` for an operation on a run.
 async fn status_answer<B: Backend>(
     api: &Api<B>,

@@ -48,6 +48,15 @@ fn gate() -> Value {
     ], "edges": [{"source": "A", "target": "W"}, {"source": "W", "target": "B"}]})
 }
 
+/// hook: A (const) → H (webhook) → B (echo of what the webhook was called with).
+fn hook() -> Value {
+    json!({"id": "hook", "nodes": [
+        {"id": "A", "uses": "const", "params": {"value": 1}},
+        {"id": "H", "uses": "webhook"},
+        {"id": "B", "uses": "echo"}
+    ], "edges": [{"source": "A", "target": "H"}, {"source": "H", "target": "B"}]})
+}
+
 /// doubling: G doubles context key `amount` (fails for a non-number).
 fn doubling() -> Value {
     json!({"id": "doubling", "nodes": [{"id": "G", "uses": "double", "inputs": "amount"}], "edges": []})
@@ -147,7 +156,17 @@ impl Server {
         let mut config = PluginConfig::new(dist());
         config.cache_dir = Some(std::env::temp_dir().join("flowcraft-api-test-cache"));
         let host = Arc::new(PluginHost::load(config).await.unwrap());
-        let plans = [chain(), gate(), doubling(), slow(1_000), slow(20_000)].map(|value| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let plans = [
+            chain(),
+            gate(),
+            hook(),
+            doubling(),
+            slow(1_000),
+            slow(20_000),
+        ]
+        .map(|value| {
             let blueprint: Blueprint = serde_json::from_value(value).unwrap();
             Plan::new(blueprint, EvaluatorMode::Safe).unwrap()
         });
@@ -155,7 +174,10 @@ impl Server {
             Arc::new(backend),
             host.clone(),
             Arc::new(PlanRegistry::new(plans)),
-            EngineSettings::default(),
+            EngineSettings {
+                public_url: Some(base.clone()),
+                ..EngineSettings::default()
+            },
         ));
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let api = Arc::new(Api {
@@ -177,8 +199,6 @@ impl Server {
             settings,
             stopped(stopping.clone()),
         ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(flowcraft_api::serve(
             listener,
             flowcraft_api::router(api),
@@ -282,6 +302,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     a_started_run_is_read_back_completed_and_a_retried_start_is_idempotent,
     an_awaiting_run_is_resumed_once,
+    a_webhook_node_waits_for_its_url_to_be_called_once,
     a_long_poll_answers_when_the_run_ends_or_its_seconds_are_up,
     a_failed_run_is_retried_with_a_context_patch,
     runs_are_listed_a_page_at_a_time_with_filters,
@@ -374,6 +395,62 @@ async fn an_awaiting_run_is_resumed_once(backing: Backing) {
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     let (status, missing) = server.post("/api/v1/runs/nobody/resume", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+}
+
+async fn a_webhook_node_waits_for_its_url_to_be_called_once(backing: Backing) {
+    let server = Server::start(backing, &[]).await;
+    let h1 = server.id("h1");
+    server
+        .post("/api/v1/runs", json!({"blueprintId": "hook", "runId": h1}))
+        .await;
+    let run = server.settled(&h1).await;
+    assert_eq!(run["status"], "awaiting", "{run}");
+    let url = run["context"]["_outputs.H"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no webhook URL in the node's output: {run}"))
+        .to_owned();
+    assert_eq!(url, format!("{}/api/v1/webhooks/{h1}/H", server.base));
+    assert_eq!(
+        run["context"]["_outputs.H"]["event"],
+        format!("webhook:{h1}:H")
+    );
+    assert_eq!(run["awaiting"]["H"]["reason"], "webhook", "{run}");
+
+    let called = server
+        .client
+        .post(&url)
+        .json(&json!({"paid": true, "amount": 12.5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(called.status(), StatusCode::OK);
+    let run = server.settled(&h1).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(
+        run["context"]["_outputs.B"],
+        json!({"paid": true, "amount": 12.5})
+    );
+
+    let path = url.trim_start_matches(&server.base);
+    let (status, again) = server.post(path, json!({"paid": false})).await;
+    assert_eq!(
+        (status, error_code(&again)),
+        (StatusCode::CONFLICT, "conflict"),
+        "{again}"
+    );
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("called already"),
+        "{again}"
+    );
+    let (status, body) = server
+        .post(&format!("/api/v1/webhooks/{h1}/A"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = server.post("/api/v1/webhooks/nobody/H", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
 
 async fn a_long_poll_answers_when_the_run_ends_or_its_seconds_are_up(backing: Backing) {
@@ -513,7 +590,7 @@ async fn blueprints_are_listed_read_and_added_after_validation(backing: Backing)
         .collect();
     assert_eq!(
         ids,
-        vec!["chain", "doubling", "gate", "slow1000", "slow20000"]
+        vec!["chain", "doubling", "gate", "hook", "slow1000", "slow20000"]
     );
     let (status, chain) = server.get("/api/v1/blueprints/chain").await;
     assert_eq!(status, StatusCode::OK);
@@ -599,6 +676,7 @@ async fn bundles_health_readiness_and_the_openapi_document(backing: Backing) {
         "/api/v1/runs/{runId}/resume",
         "/api/v1/runs/{runId}/cancel",
         "/api/v1/runs/{runId}/retry",
+        "/api/v1/webhooks/{runId}/{nodeId}",
         "/api/v1/blueprints",
         "/api/v1/blueprints/{blueprintId}",
         "/api/v1/bundles",

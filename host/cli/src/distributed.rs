@@ -132,10 +132,12 @@ pub async fn worker_engine(
     grants: BTreeMap<String, Grants>,
     concurrency: usize,
     mixed_fleet: bool,
+    public_url: Option<String>,
 ) -> Result<(Engine<AzureBackend, PluginHost>, WatchGuard)> {
     let runtime = WorkerRuntime::load(plugins, blueprints, grants, concurrency).await?;
     let backend = connect(config).await?;
-    let settings = runtime.engine_settings(concurrency, mixed_fleet);
+    let mut settings = runtime.engine_settings(concurrency, mixed_fleet);
+    settings.public_url = public_url;
     let engine = Engine::new(Arc::new(backend), runtime.host, runtime.plans, settings);
     Ok((engine, runtime.watch))
 }

@@ -88,7 +88,13 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let tunables = worker_settings(&args.worker, &file.worker, mixed_fleet);
     let runtime =
         WorkerRuntime::load(&plugins, &blueprints, file.grants, tunables.concurrency).await?;
-    let settings = runtime.engine_settings(tunables.concurrency, mixed_fleet);
+    let mut settings = runtime.engine_settings(tunables.concurrency, mixed_fleet);
+    settings.public_url = Some(
+        args.worker
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.listen)),
+    );
     let server = Server {
         listen: args.listen,
         tokens,

@@ -122,7 +122,6 @@ pub fn flush_logs() {
     drop(LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
-
 /// Runs whose latest context a worker remembers, per job it runs at once: a
 /// remembered context serves the job that follows on the same worker (a
 /// continuation, or a join whose other arrivals came here), so a few per

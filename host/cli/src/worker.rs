@@ -53,6 +53,10 @@ pub struct WorkerArgs {
     /// run the jobs they schedule; every message stands for one job.
     #[arg(long, alias = "no-context-cache")]
     pub mixed_fleet: bool,
+    /// The URL under which the API (`serve`) is reached, for the URLs `webhook` nodes give out
+    /// [default: with `serve`, http://<--listen>; otherwise the path alone].
+    #[arg(long, value_name = "URL", env = "FLOWCRAFT_PUBLIC_URL", value_parser = http_url)]
+    pub public_url: Option<String>,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -84,6 +88,7 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
         file.grants,
         tunables.concurrency,
         mixed_fleet,
+        args.public_url.clone(),
     )
     .await?;
     // Handlers first: a SIGTERM from the moment "worker started" is logged
@@ -93,6 +98,18 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
     flowcraft_worker::run(Arc::new(engine), tunables, shutdown).await;
     info!("worker stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An `http://` or `https://` URL (for `--public-url`).
+fn http_url(text: &str) -> Result<String, String> {
+    let scheme_ok = ["http://", "https://"]
+        .iter()
+        .any(|scheme| text.starts_with(scheme) && text.len() > scheme.len());
+    if scheme_ok {
+        Ok(text.trim_end_matches('/').to_owned())
+    } else {
+        Err("expected an http:// or https:// URL, such as https://flows.example.com".to_owned())
+    }
 }
 
 /// The worker's tunables from flags, then `--config`, then the defaults.

@@ -1,10 +1,11 @@
 //! The node types the engine implements itself ([`Builtin`]): `wait`, `sleep`,
-//! `loop-controller`, `batch-scatter`, `batch-gather`, `subflow` and
-//! (unsupported, with a clear error) `webhook`. Each reads and writes the run
-//! context through the same [`NodeContext`] view a plugin gets.
+//! `webhook`, `loop-controller`, `batch-scatter`, `batch-gather` and
+//! `subflow`. Each reads and writes the run context through the same
+//! [`NodeContext`] view a plugin gets.
 
 use std::time::Duration;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 
 use crate::blueprint::NodeDefinition;
@@ -21,6 +22,8 @@ pub enum BuiltinOutcome {
     Done(NodeSuccess),
     /// Paused until resumed; `output` is recorded now (sleep passes its input through).
     Wait { output: Option<Value> },
+    /// Paused until its webhook is called (the engine gives out the URL).
+    Webhook,
     /// Paused until `wake_after` has passed.
     Sleep {
         output: Option<Value>,
@@ -82,6 +85,22 @@ impl Builtin {
     }
 }
 
+/// What a path segment escapes: all but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The path of the API route that calls `node_id`'s webhook in `run_id`.
+pub fn webhook_path(run_id: &str, node_id: &str) -> String {
+    format!(
+        "/api/v1/webhooks/{}/{}",
+        utf8_percent_encode(run_id, PATH_SEGMENT),
+        utf8_percent_encode(node_id, PATH_SEGMENT)
+    )
+}
+
 /// Whether `uses` names a built-in node type.
 pub fn is_builtin(uses: &str) -> bool {
     Builtin::parse(uses).is_some()
@@ -141,10 +160,7 @@ pub fn execute(
         Builtin::BatchScatter => scatter(node, &params, input, context).map(BuiltinOutcome::Done),
         Builtin::BatchGather => gather(plan, node, &params, context),
         Builtin::Subflow => subflow(plans, node, &params, input, context),
-        Builtin::Webhook => Err(NodeFailure::fatal(format!(
-            "Node '{}': webhook nodes are not supported by flowcraft-host (the Azure adapter has no webhook registration); use a 'wait' node and resume it",
-            node.id
-        ))),
+        Builtin::Webhook => Ok(BuiltinOutcome::Webhook),
     }
 }
 

@@ -122,6 +122,9 @@ pub enum AwaitReason {
     Timer { wake_up_at: String },
     /// `subflow`: until the child run settles.
     Subflow { child_run_id: String },
+    /// `webhook`: until its URL is called (`POST` of the API's
+    /// `/api/v1/webhooks/{runId}/{nodeId}`); `event` names the call.
+    Webhook { url: String, event: String },
 }
 
 /// An error recorded against a run.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracing::info;
 
 use super::Engine;
@@ -87,7 +87,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         info!(run = %job.run_id, node = %node.id, uses = %node.uses, attempt = job.attempt(), "node started");
         if builtin::is_builtin(&node.uses) {
             let input = input.as_ref().map(ContextValue::to_value);
-            return self.run_builtin(plan, node, input, context, &snapshot);
+            return self.run_builtin(&job.run_id, plan, node, input, context, &snapshot);
         }
         let call = NodeCall {
             uses: node.uses.clone(),
@@ -152,6 +152,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     /// Runs a built-in node in process.
     fn run_builtin(
         &self,
+        run_id: &str,
         plan: &Plan,
         node: &NodeDefinition,
         input: Option<Value>,
@@ -168,6 +169,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 reason: AwaitReason::ExternalEvent,
                 wake_after: None,
             }),
+            Ok(BuiltinOutcome::Webhook) => self.webhook(run_id, &node.id),
             Ok(BuiltinOutcome::Sleep { output, wake_after }) => sleeping(node, output, wake_after),
             Ok(BuiltinOutcome::Subflow {
                 blueprint_id,
@@ -179,6 +181,22 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             attempt,
             changes: context.into_changes(),
         }
+    }
+
+    /// A `webhook` node pausing until its URL is called; its output, until
+    /// then, is upstream's `{url, event}`.
+    fn webhook(&self, run_id: &str, node_id: &str) -> Attempt {
+        let path = builtin::webhook_path(run_id, node_id);
+        let url = match &self.settings.public_url {
+            Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+            None => path,
+        };
+        let event = format!("webhook:{run_id}:{node_id}");
+        Attempt::Wait(Pausing {
+            output: Some(json!({"url": url, "event": event})),
+            reason: AwaitReason::Webhook { url, event },
+            wake_after: None,
+        })
     }
 }
 

@@ -1,14 +1,15 @@
 //! What an operator (or a client) does to runs: start one, resume a paused
-//! node, retry a failed run, cancel, reconcile a stalled run, read a run's
-//! report. Each sends the jobs it schedules itself.
+//! node, call a webhook, retry a failed run, cancel, reconcile a stalled run,
+//! read a run's report. Each sends the jobs it schedules itself.
 
 use serde_json::Value;
 use tracing::info;
 
 use super::{Engine, EngineError, RunReport};
+use crate::builtin::Builtin;
 use crate::context::{ContextChange, ContextMap, IDENTITY_KEYS};
 use crate::plan::Plan;
-use crate::progress::{AwaitReason, ParentLink, RunProgress, RunState};
+use crate::progress::{AwaitReason, NodeStatus, ParentLink, RunProgress, RunState};
 use crate::runner::NodeRunner;
 use crate::store::{Backend, Job, JobSignal};
 
@@ -108,6 +109,46 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 self.send(scheduled).await
             }
         }
+    }
+
+    /// Answers a call of `node_id`'s webhook in `run_id`: `payload` becomes
+    /// the node's output and the run goes on. A webhook is called once; a
+    /// second call finds the node no longer awaiting.
+    pub async fn call_webhook(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        payload: Value,
+    ) -> Result<(), EngineError> {
+        let (progress, plan) = self.run_plan(run_id).await?;
+        if let Some(AwaitReason::Webhook { .. }) = progress.awaiting.get(node_id) {
+            let scheduled = self
+                .resume_node(&plan, &progress, node_id, None, Some(payload), Vec::new())
+                .await?;
+            return self.send(scheduled).await;
+        }
+        let is_webhook = plan
+            .node(node_id)
+            .or_else(|| progress.dynamic_node(node_id))
+            .is_some_and(|node| node.uses == Builtin::Webhook.as_str());
+        if !is_webhook {
+            return Err(EngineError::NoWebhook {
+                run: run_id.to_owned(),
+                node: node_id.to_owned(),
+            });
+        }
+        Err(EngineError::NodeNotAwaiting {
+            node: node_id.to_owned(),
+            hint: format!(
+                "Its webhook is called once: run '{run_id}' is {}, and the node {}",
+                progress.state.as_str(),
+                match progress.status(node_id) {
+                    NodeStatus::Waiting => "has not run yet",
+                    NodeStatus::Scheduled => "is about to wait for its call",
+                    _ => "was called already",
+                }
+            ),
+        })
     }
 
     /// The current result of a run.

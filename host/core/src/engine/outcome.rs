@@ -466,6 +466,9 @@ pub(super) fn awaiting_marks(
             AwaitReason::Subflow { child_run_id } => {
                 json!({"reason": "subflow", "childRunId": child_run_id})
             }
+            AwaitReason::Webhook { url, event } => {
+                json!({"reason": "webhook", "url": url, "event": event})
+            }
         };
         details.insert(node.to_owned(), detail);
     }

@@ -36,6 +36,9 @@ pub struct EngineSettings {
     /// context (nodes with an output count as done) and the node runs.
     /// Otherwise such a job is stale and dropped.
     pub shared_with_upstream: bool,
+    /// The base URL of the API (`serve`'s) that answers webhook calls, as
+    /// `webhook` nodes give it out; `None`: they give the path alone.
+    pub public_url: Option<String>,
 }
 
 impl Default for EngineSettings {
@@ -49,6 +52,7 @@ impl Default for EngineSettings {
             default_node_timeout: Duration::from_secs(30),
             context_cache: 0,
             shared_with_upstream: false,
+            public_url: None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub enum EngineError {
     NotAwaiting { run: String, state: RunState },
     #[error("Cannot resume: Node '{node}' is not in an awaiting state. {hint}")]
     NodeNotAwaiting { node: String, hint: String },
+    #[error("run '{run}' has no webhook node '{node}'")]
+    NoWebhook { run: String, node: String },
     #[error(
         "cannot retry run '{run}': it is {}; only a failed run can be retried",
         state.as_str()
