@@ -3,6 +3,7 @@
 //! validate` does and refused with every problem found; once added, new runs
 //! of the blueprint start with it and runs of earlier versions keep theirs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,12 +13,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowcraft_core::blueprint::Blueprint;
-use flowcraft_core::directory::RunDirectory;
+use flowcraft_core::directory::{RunDirectory, RunQuery};
 use flowcraft_core::mermaid::mermaid;
 use flowcraft_core::plan::{Added, Plan};
+use flowcraft_core::progress::RunState;
 use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::store::Backend;
 use flowcraft_core::validate::{Catalog, validate};
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use crate::{Api, ApiError, parse_body};
@@ -117,11 +120,63 @@ pub async fn add_blueprint<B: Backend + RunDirectory>(
     }
 }
 
-/// `GET /api/v1/bundles`: the loaded node bundles with their node types
-/// and grants.
+/// Live runs whose pins `GET /api/v1/bundles` looks at, at most.
+const PINNED_SCAN: usize = 1_000;
+
+/// How many progress records that listing reads at once.
+const PIN_READS_IN_FLIGHT: usize = 16;
+
+/// The live runs (running or awaiting) pinned to each bundle digest, and
+/// whether there were more live runs than [`PINNED_SCAN`] to look at.
+async fn pinned_runs<B: Backend + RunDirectory>(
+    api: &Api<B>,
+) -> Result<(BTreeMap<String, Vec<String>>, bool), ApiError> {
+    let backend = api.engine.backend();
+    let mut live = Vec::new();
+    let mut truncated = false;
+    for status in [RunState::Running, RunState::Awaiting] {
+        let mut cursor = None;
+        loop {
+            let query = RunQuery {
+                status: Some(status),
+                blueprint_id: None,
+                limit: PINNED_SCAN,
+                cursor,
+            };
+            let page = backend.list_runs(&query).await?;
+            live.extend(page.runs.into_iter().map(|run| run.run_id));
+            cursor = page.next_cursor;
+            truncated |= live.len() >= PINNED_SCAN && cursor.is_some();
+            if cursor.is_none() || live.len() >= PINNED_SCAN {
+                break;
+            }
+        }
+    }
+    live.truncate(PINNED_SCAN);
+    let records: Vec<_> = futures_util::stream::iter(live)
+        .map(|run_id| async move { backend.load_progress(&run_id).await })
+        .buffered(PIN_READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let mut pinned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for progress in records.into_iter().flatten() {
+        let digests: BTreeSet<&String> = progress.pins.values().collect();
+        for digest in digests {
+            pinned
+                .entry(digest.clone())
+                .or_default()
+                .push(progress.run_id.clone());
+        }
+    }
+    Ok((pinned, truncated))
+}
+
+/// `GET /api/v1/bundles`: the loaded node bundles with their node types,
+/// grants and the live runs pinned to them.
 pub async fn list_bundles<B: Backend + RunDirectory>(
     State(api): State<Arc<Api<B>>>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
+    let (mut pinned, truncated) = pinned_runs(&api).await?;
     let bundles: Vec<Value> = api
         .plugins
         .bundles()
@@ -134,6 +189,7 @@ pub async fn list_bundles<B: Backend + RunDirectory>(
                 "file": bundle.path.file_name().map(|name| name.to_string_lossy()),
                 "nodeTypes": bundle.nodes.iter().map(|node| node.uses.clone()).collect::<Vec<_>>(),
                 "grants": {"config": bundle.granted_config, "http": bundle.granted_http},
+                "pinnedRuns": pinned.remove(&bundle.digest).unwrap_or_default(),
             })
         })
         .collect();
@@ -148,5 +204,9 @@ pub async fn list_bundles<B: Backend + RunDirectory>(
             })
         })
         .collect();
-    Json(json!({"bundles": bundles, "problems": problems}))
+    Ok(Json(json!({
+        "bundles": bundles,
+        "problems": problems,
+        "pinnedRunsComplete": !truncated,
+    })))
 }

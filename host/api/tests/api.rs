@@ -640,6 +640,15 @@ async fn blueprints_are_listed_read_and_added_after_validation(backing: Backing)
 
 async fn bundles_health_readiness_and_the_openapi_document(backing: Backing) {
     let server = Server::start(backing, &[]).await;
+    // An awaiting run stays pinned to the bundle of its nodes.
+    let pinned = server.id("pinned");
+    server
+        .post(
+            "/api/v1/runs",
+            json!({"blueprintId": "gate", "runId": pinned}),
+        )
+        .await;
+    assert_eq!(server.settled(&pinned).await["status"], "awaiting");
     let (status, bundles) = server.get("/api/v1/bundles").await;
     assert_eq!(status, StatusCode::OK);
     let conformance = bundles["bundles"]
@@ -660,6 +669,8 @@ async fn bundles_health_readiness_and_the_openapi_document(backing: Backing) {
             .unwrap()
             .contains(&json!("double"))
     );
+    assert_eq!(conformance["pinnedRuns"], json!([pinned]), "{bundles}");
+    assert_eq!(bundles["pinnedRunsComplete"], true);
     assert_eq!(
         server.get("/healthz").await,
         (StatusCode::OK, json!({"status": "ok"}))
