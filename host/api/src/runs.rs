@@ -248,7 +248,8 @@ async fn run_view<B: Backend>(api: &Api<B>, run_id: &str) -> Result<(Value, bool
 }
 
 /// Every node of the run's blueprint (and those it added at run time) with
-/// its state and the attempts it took.
+/// its state, the attempts it took, and when it was last scheduled
+/// (`startedAt`) and stopped being so (`finishedAt`), in Unix ms.
 fn node_views<B: Backend>(api: &Api<B>, progress: &RunProgress) -> Vec<Value> {
     let plan = api
         .engine
@@ -263,7 +264,15 @@ fn node_views<B: Backend>(api: &Api<B>, progress: &RunProgress) -> Vec<Value> {
                 NodeStatus::Waiting | NodeStatus::Skipped => 0,
                 _ => progress.nodes.get(&node.id).map_or(1, |n| n.attempt.max(1)),
             };
-            json!({"id": node.id, "uses": node.uses, "state": node_state(status), "attempts": attempts})
+            let times = progress.nodes.get(&node.id);
+            json!({
+                "id": node.id,
+                "uses": node.uses,
+                "state": node_state(status),
+                "attempts": attempts,
+                "startedAt": times.and_then(|n| n.started_at),
+                "finishedAt": times.and_then(|n| n.finished_at),
+            })
         })
         .collect()
 }

@@ -344,6 +344,14 @@ async fn a_started_run_is_read_back_completed_and_a_retried_start_is_idempotent(
         })
         .collect();
     assert_eq!(states, vec![("A", "completed", 1), ("B", "completed", 1)]);
+    let time = |node: usize, field: &str| {
+        run["nodes"][node][field]
+            .as_i64()
+            .unwrap_or_else(|| panic!("node {node} has no {field}: {run}"))
+    };
+    assert!(time(0, "startedAt") <= time(0, "finishedAt"), "{run}");
+    assert!(time(0, "finishedAt") <= time(1, "startedAt"), "{run}");
+    assert!(time(1, "startedAt") <= time(1, "finishedAt"), "{run}");
     assert!(run["finalStatus"].is_object(), "{run}");
 
     let (status, again) = server.post("/api/v1/runs", start).await;

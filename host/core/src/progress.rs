@@ -106,6 +106,14 @@ pub struct NodeProgress {
     /// recognised and dropped.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// When the node was last scheduled (Unix ms): from then on it is queued
+    /// or running. For operators; no transition reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// When it last stopped being scheduled (Unix ms): it finished, failed
+    /// or paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -690,6 +698,20 @@ impl RunProgress {
         }
         self.conclude(&mut advance);
         Ok(advance)
+    }
+
+    /// Records the times of a transition made at `now` (Unix ms): the nodes
+    /// it scheduled started then, and those that were scheduled before it
+    /// (`was_scheduled`) and are no more finished then.
+    pub fn stamp_times(&mut self, was_scheduled: &BTreeSet<String>, advance: &Advance, now: i64) {
+        for node in was_scheduled.difference(&self.pending) {
+            self.nodes.entry(node.clone()).or_default().finished_at = Some(now);
+        }
+        for node in &advance.schedule {
+            let entry = self.nodes.entry(node.clone()).or_default();
+            entry.started_at = Some(now);
+            entry.finished_at = None;
+        }
     }
 
     fn leave(&mut self, node: &str, status: NodeStatus) {

@@ -2,10 +2,12 @@
 //! node, call a webhook, retry a failed run, cancel, reconcile a stalled run,
 //! read a run's report. Each sends the jobs it schedules itself.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 use tracing::info;
 
-use super::{Engine, EngineError, RunReport};
+use super::{Engine, EngineError, RunReport, unix_ms};
 use crate::builtin::Builtin;
 use crate::context::{ContextChange, ContextMap, IDENTITY_KEYS};
 use crate::plan::Plan;
@@ -62,6 +64,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         progress.blueprint_version = plan.blueprint.version_value();
         progress.parent = parent;
         let advance = progress.start(&plan.analysis.start_nodes);
+        progress.stamp_times(&BTreeSet::new(), &advance, unix_ms());
         if !self.backend.create_progress(&progress).await? {
             return Err(EngineError::RunExists(run_id));
         }
@@ -269,7 +272,13 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         self.backend.reopen_failed(run_id).await?;
         let outcome = self
             .backend
-            .update_progress(run_id, |p| p.retry().map(|advance| (advance, p.clone())))
+            .update_progress(run_id, |p| {
+                let was_scheduled = p.pending.clone();
+                p.retry().map(|advance| {
+                    p.stamp_times(&was_scheduled, &advance, unix_ms());
+                    (advance, p.clone())
+                })
+            })
             .await?
             .ok_or_else(|| EngineError::UnknownRun(run_id.to_owned()))?;
         let (advance, record) = outcome.map_err(|state| EngineError::NotRetryable {

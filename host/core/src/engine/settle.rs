@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, unix_ms};
 use crate::context::{ContextChange, ContextMap};
 use crate::final_status::FinalOutcome;
 use crate::plan::Plan;
@@ -115,7 +115,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .backend
             .update_progress(run_id, |p| {
                 let settled_before = p.settled;
+                let was_scheduled = p.pending.clone();
                 let advance = transition(p);
+                p.stamp_times(&was_scheduled, &advance, unix_ms());
                 // Only a state change needs the record (to publish it).
                 let record = advance.new_state.map(|_| p.clone());
                 (advance, record, settled_before, p.settled)

@@ -5,6 +5,7 @@
 //! contained: the node fails instead of the worker.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use tracing::{error, info};
 
 use super::attempt::{Attempt, Attempted};
 use super::outcome::Finished;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, unix_ms};
 use crate::blueprint::NodeDefinition;
 use crate::builtin;
 use crate::context::{ContextMap, ContextValue};
@@ -405,7 +406,8 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         {
             scheduled.push(job.node_id.clone());
         }
-        progress.start(&scheduled);
+        let advance = progress.start(&scheduled);
+        progress.stamp_times(&BTreeSet::new(), &advance, unix_ms());
         if self.backend.create_progress(&progress).await? {
             info!(run = %job.run_id, blueprint = %plan.blueprint.id, "adopted a run started by another client");
         }

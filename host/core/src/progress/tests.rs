@@ -286,3 +286,28 @@ fn pause_then_unpause_and_complete() {
         vec!["B"]
     );
 }
+
+#[test]
+fn times_mark_when_nodes_were_scheduled_and_when_they_stopped_being() {
+    let (bp, an, mut p) = setup(DIAMOND_WITH_CONDITION);
+    let started = p.start(&an.start_nodes);
+    p.stamp_times(&BTreeSet::new(), &started, 100);
+    let was_scheduled = p.pending.clone();
+    let advance = p.complete(&bp, &an, "A", &done("A", &[("A", "B"), ("A", "C")]));
+    p.stamp_times(&was_scheduled, &advance, 250);
+    assert_eq!(times(&p, "A"), (Some(100), Some(250)));
+    assert_eq!(times(&p, "B"), (Some(250), None));
+    assert_eq!(times(&p, "C"), (Some(250), None));
+
+    // A duplicate settlement moves no time.
+    let was_scheduled = p.pending.clone();
+    let again = p.complete(&bp, &an, "A", &done("A", &[("A", "B"), ("A", "C")]));
+    p.stamp_times(&was_scheduled, &again, 999);
+    assert_eq!(times(&p, "A"), (Some(100), Some(250)));
+    assert_eq!(times(&p, "B"), (Some(250), None));
+}
+
+fn times(progress: &RunProgress, node: &str) -> (Option<i64>, Option<i64>) {
+    let node = &progress.nodes[node];
+    (node.started_at, node.finished_at)
+}
