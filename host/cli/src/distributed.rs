@@ -16,18 +16,20 @@ use clap::Args;
 use flowcraft_azure::backend::{AzureBackend, AzureConfig};
 use flowcraft_azure::wakeups::StatusChanges;
 use flowcraft_core::blueprint::Blueprint;
+use flowcraft_core::context::context_to_object;
 use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::progress::RunState;
 use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
 use flowcraft_core::store::{CoordinationStore, StatusStore};
 use flowcraft_plugins::{Grants, PluginHost, WatchGuard};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::PluginArgs;
 use crate::config::{AzureArgs, ConfigFile};
 use crate::embedded::{ResumeArgs, RetryArgs};
 use crate::inputs::{context_argument, read_blueprint_dir};
+use crate::remote::ServerArgs;
 use crate::setup::{WorkerRuntime, load_plugins, plan_all};
 
 /// A command that names one run.
@@ -39,6 +41,8 @@ pub struct RunArgs {
     blueprints: Option<PathBuf>,
     #[command(flatten)]
     azure: AzureArgs,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -66,6 +70,8 @@ pub struct StartArgs {
     timeout: u64,
     #[command(flatten)]
     azure: AzureArgs,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -76,6 +82,8 @@ pub struct WaitArgs {
     timeout: u64,
     #[command(flatten)]
     azure: AzureArgs,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Args)]
@@ -181,6 +189,18 @@ async fn client_engine(
 
 pub async fn start(args: StartArgs) -> Result<ExitCode> {
     let initial = context_argument(args.context.as_deref())?;
+    if let Some(remote) = args.server.remote() {
+        let context = Value::Object(context_to_object(&initial));
+        let run_id = remote
+            .start(&args.blueprint_id, args.run_id.as_deref(), context)
+            .await?;
+        println!("{run_id}");
+        if !args.wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::io::stdout().flush()?;
+        return remote.wait(&run_id, args.timeout).await;
+    }
     let plugins = match &args.plugins.plugins {
         Some(dir) => Some(
             load_plugins(
@@ -222,6 +242,10 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
 }
 
 pub async fn status(args: RunArgs) -> Result<ExitCode> {
+    if let Some(remote) = args.server.remote() {
+        println!("{}", remote.status(&args.run_id).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let backend = backend(&args.azure).await?;
     println!("{}", run_status(&backend, &args.run_id).await?);
     Ok(ExitCode::SUCCESS)
@@ -255,6 +279,9 @@ async fn run_status(backend: &AzureBackend, run_id: &str) -> Result<serde_json::
 const STATUS_FALLBACK: Duration = Duration::from_secs(1);
 
 pub async fn wait(args: WaitArgs) -> Result<ExitCode> {
+    if let Some(remote) = args.server.remote() {
+        return remote.wait(&args.run_id, args.timeout).await;
+    }
     let backend = backend(&args.azure).await?;
     // Subscribed before the first read, so that no announcement falls between.
     let changes = backend.wakeups().status_changes(&args.run_id).await;
@@ -314,6 +341,18 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
         .context("resume needs a run id (or --state FILE)")?;
     refuse_file_as_run_id("resume", &run_id)?;
     let output = args.output_value()?;
+    if let Some(remote) = args.server.remote() {
+        let answer = remote
+            .resume(
+                &run_id,
+                args.node.as_deref(),
+                args.action.as_deref(),
+                output,
+            )
+            .await?;
+        println!("{answer}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
     engine
         .resume(&run_id, args.node.as_deref(), args.action.clone(), output)
@@ -324,6 +363,10 @@ pub async fn resume(args: ResumeArgs) -> Result<ExitCode> {
 }
 
 pub async fn cancel(args: RunArgs) -> Result<ExitCode> {
+    if let Some(remote) = args.server.remote() {
+        println!("{}", remote.cancel(&args.run_id).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
     engine.cancel(&args.run_id).await?;
     println!("{}", run_status(engine.backend(), &args.run_id).await?);
@@ -337,6 +380,11 @@ pub async fn retry(args: RetryArgs) -> Result<ExitCode> {
         .context("retry needs a run id (or --state FILE)")?;
     refuse_file_as_run_id("retry", &run_id)?;
     let patch = context_argument(args.context.as_deref())?;
+    if let Some(remote) = args.server.remote() {
+        let context = Value::Object(context_to_object(&patch));
+        println!("{}", remote.retry(&run_id, context).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), None).await?;
     engine.retry(&run_id, patch).await?;
     announce(&engine).await;
@@ -374,6 +422,8 @@ pub enum PoisonCommand {
         max: u32,
         #[command(flatten)]
         azure: AzureArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Move poisoned messages back to the job queue, as they were.
     Replay {
@@ -382,12 +432,26 @@ pub enum PoisonCommand {
         ids: Vec<String>,
         #[command(flatten)]
         azure: AzureArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 
 pub async fn poison(command: PoisonCommand) -> Result<ExitCode> {
     match command {
-        PoisonCommand::List { max, azure } => {
+        PoisonCommand::List { server, .. } if server.server.is_some() => {
+            let remote = server.remote().context("--server names the server")?;
+            for letter in remote.dead_letters().await? {
+                println!("{letter}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PoisonCommand::Replay { ids, server, .. } if server.server.is_some() => {
+            let remote = server.remote().context("--server names the server")?;
+            println!("{}", remote.replay(&ids).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        PoisonCommand::List { max, azure, .. } => {
             let backend = backend(&azure).await?;
             for poisoned in backend.queue().peek_poison(max).await? {
                 println!(
@@ -403,7 +467,7 @@ pub async fn poison(command: PoisonCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        PoisonCommand::Replay { ids, azure } => {
+        PoisonCommand::Replay { ids, azure, .. } => {
             let backend = backend(&azure).await?;
             let wanted = (!ids.is_empty()).then_some(ids.as_slice());
             let replayed = backend.queue().replay_poisoned(wanted).await?.len();

@@ -137,6 +137,8 @@ pub struct ResumeArgs {
     pub blueprints: Option<PathBuf>,
     #[command(flatten)]
     pub azure: crate::config::AzureArgs,
+    #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
 }
 
 #[derive(Args)]
@@ -158,6 +160,8 @@ pub struct RetryArgs {
     pub blueprints: Option<PathBuf>,
     #[command(flatten)]
     pub azure: crate::config::AzureArgs,
+    #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
 }
 
 impl RetryArgs {

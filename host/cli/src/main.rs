@@ -10,6 +10,7 @@ mod embedded;
 mod graph;
 mod inputs;
 mod plugins_cmd;
+mod remote;
 mod serve;
 mod setup;
 mod validate_cmd;

@@ -289,3 +289,82 @@ fn on_azure(mut command: Command) -> Command {
     }
     command
 }
+
+#[test]
+fn client_commands_go_through_the_api_with_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = root().join("plugins-example/dist");
+    let blueprints = root().join("plugins-example/orders/blueprints");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        "data",
+        "--auth-token",
+        "secret",
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--blueprints",
+        blueprints.to_str().unwrap(),
+    ];
+    let serving = Serving::start(host(dir.path(), &args), port);
+    let server = format!("http://{listen}");
+    let client = |command: &[&str]| {
+        let mut full = command.to_vec();
+        full.extend(["--server", &server, "--token", "secret"]);
+        host(dir.path(), &full).output().unwrap()
+    };
+    let context = format!(
+        "@{}",
+        blueprints.join("order-approval.context.json").display()
+    );
+    let started = client(&[
+        "start",
+        "order-manager-approval",
+        "--run-id",
+        "remote-1",
+        "--context",
+        &context,
+        "--wait",
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let stdout = String::from_utf8(started.stdout).unwrap();
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("remote-1"));
+    let run: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(run["status"], "awaiting", "{run}");
+
+    let resumed = client(&["resume", "remote-1", "--action", "approve"]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    let waited = client(&["wait", "remote-1", "--timeout", "20"]);
+    assert!(waited.status.success(), "{waited:?}");
+    let run: Value = serde_json::from_slice(&waited.stdout).unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    let status = client(&["status", "remote-1"]);
+    let run: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(run["context"]["_outputs.approve"].is_object(), "{run}");
+
+    // A refused operation is the command's error, in the server's words.
+    let again = client(&["resume", "remote-1"]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("awaiting"),
+        "{stderr}"
+    );
+    let poison = client(&["poison", "list"]);
+    assert!(poison.status.success(), "{poison:?}");
+    assert!(poison.stdout.is_empty());
+
+    let untokened = host(dir.path(), &["status", "remote-1", "--server", &server])
+        .env_remove("FLOWCRAFT_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!untokened.status.success());
+    let stderr = String::from_utf8_lossy(&untokened.stderr);
+    assert!(stderr.contains("--token"), "{stderr}");
+    assert!(serving.terminate().success());
+}
