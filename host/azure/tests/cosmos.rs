@@ -326,10 +326,16 @@ async fn final_statuses_small_and_large_are_published_whole() {
 }
 
 #[tokio::test]
-async fn stalled_runs_are_old_running_runs_only() {
+async fn stalled_runs_are_old_running_and_awaiting_runs() {
     let stores = stores("stalled").await;
     let store = &stores.status;
-    for run in ["old-running", "fresh-running", "old-completed", "touched"] {
+    for run in [
+        "old-running",
+        "fresh-running",
+        "old-awaiting",
+        "old-completed",
+        "touched",
+    ] {
         store
             .write_status(run, RunState::Running, None)
             .await
@@ -339,9 +345,13 @@ async fn stalled_runs_are_old_running_runs_only() {
         .write_status("old-completed", RunState::Completed, None)
         .await
         .unwrap();
-    // Age three documents by an hour, behind the store's back.
+    store
+        .write_status("old-awaiting", RunState::Awaiting, None)
+        .await
+        .unwrap();
+    // Age four documents by an hour, behind the store's back.
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    for run in ["old-running", "old-completed", "touched"] {
+    for run in ["old-running", "old-awaiting", "old-completed", "touched"] {
         let mut document = raw_documents(store.container())
             .await
             .into_iter()
@@ -369,7 +379,7 @@ async fn stalled_runs_are_old_running_runs_only() {
     store.touch("no-such-run").await.unwrap();
 
     let stalled = store.stalled_runs(300).await.unwrap();
-    assert_eq!(stalled, vec!["old-running".to_owned()]);
+    assert_eq!(stalled, vec!["old-running", "old-awaiting"]);
     assert!(store.stalled_runs(7200).await.unwrap().is_empty());
     drop_database(&stores, "stalled").await;
 }

@@ -1025,6 +1025,56 @@ async fn fc57_reconcile_restarts_a_run_whose_job_was_lost() {
     assert_eq!(context["_outputs.B"], json!(1));
 }
 
+/// A `sleep` whose wake-up job was lost (its worker died between pausing the
+/// node and sending the wake-up) is woken by the reconciler once the run's
+/// awaiting status is old, and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_wakes_a_sleeping_run_whose_wake_up_was_lost() {
+    let blueprint = json!({"id": "napper", "nodes": [
+        {"id": "S", "uses": "sleep", "params": {"duration": 1}},
+        {"id": "B", "uses": "const", "params": {"value": "woke"}}
+    ], "edges": [{"source": "S", "target": "B"}]});
+    let h = Harness::new("napper", &[blueprint]).await;
+    let run = h
+        .start("napper", &format!("napper-{}", unique()), json!({}))
+        .await;
+    // This process runs the start job: S pauses and sends its wake-up ...
+    let start = h.take_queued().await;
+    let job = wire::decode(&start[0]).expect("a job");
+    h.engine.handle(&job).await.expect("S pauses");
+    assert_eq!(h.status(&run).await.unwrap().status, RunState::Awaiting);
+    // ... which is lost.
+    eventually("the wake-up message", Duration::from_secs(10), || async {
+        let taken = h.take_queued().await;
+        (!taken.is_empty()).then_some(())
+    })
+    .await;
+    // An hour of silence, behind the store's back.
+    let mut document = h.raw_status(&run).await;
+    document.insert("lastUpdated".into(), json!(now_seconds() - 3600));
+    h.stores
+        .status
+        .container()
+        .upsert_item(run.clone(), &run, &document, None)
+        .await
+        .unwrap();
+
+    let output = h.client(&["reconcile", "--stalled-after", "300"]).await;
+    assert!(output.status.success(), "{output:?}");
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(
+        summary,
+        json!({"stalledRuns": 1, "reconciledRuns": 1, "failedRuns": 0})
+    );
+    let workers = h.workers(1, &["--concurrency", "4"]);
+    let status = h.wait_final(&run, &workers, Duration::from_secs(30)).await;
+    assert_eq!(status.status, RunState::Completed);
+    assert_eq!(
+        context_of(h.raw_context(&run).await)["_outputs.B"],
+        json!("woke")
+    );
+}
+
 /// A message may stand for a group of one run's jobs: a worker that took a
 /// fan-out on itself rewrites its message into one. Whoever receives such a
 /// message runs every job of it that is still scheduled, a group whose

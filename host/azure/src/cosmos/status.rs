@@ -76,25 +76,39 @@ impl CosmosStatusStore {
         &self.container
     }
 
-    /// Run ids whose status is `running` and whose `lastUpdated` is more
-    /// than `threshold_seconds` ago — upstream's reconciler query
-    /// ([`STALLED_RUNS_QUERY`], `@threshold = floor(now) - threshold`), across
-    /// all partitions, every page. Items without a `runId` are skipped.
+    /// Run ids whose status is `running` or `awaiting` and whose
+    /// `lastUpdated` is more than `threshold_seconds` ago — upstream's
+    /// reconciler query ([`STALLED_RUNS_QUERY`], `@threshold = floor(now) -
+    /// threshold`) for each of the two statuses, across all partitions, every
+    /// page. Items without a `runId` are skipped. Upstream asks for `running`
+    /// only; an awaiting run is stalled when a worker died between pausing a
+    /// `sleep` node and sending its wake-up (the reconciler sends it).
     pub async fn stalled_runs(&self, threshold_seconds: u64) -> Result<Vec<String>, StoreError> {
         let threshold = now_seconds().saturating_sub_unsigned(threshold_seconds);
-        retry_transient("stalled-runs query", || self.query_stalled(threshold))
+        let mut runs = Vec::new();
+        for status in [RunState::Running, RunState::Awaiting] {
+            let found = retry_transient("stalled-runs query", || {
+                self.query_stalled(status, threshold)
+            })
             .await
             .map_err(|error| {
                 StoreError::new(
                     SERVICE,
                     format!("stalled-runs query failed: {}", one_line(&error)),
                 )
-            })
+            })?;
+            runs.extend(found);
+        }
+        Ok(runs)
     }
 
-    async fn query_stalled(&self, threshold: i64) -> Result<Vec<String>, CosmosError> {
+    async fn query_stalled(
+        &self,
+        status: RunState,
+        threshold: i64,
+    ) -> Result<Vec<String>, CosmosError> {
         let query = Query::from(STALLED_RUNS_QUERY)
-            .with_parameter("@status", RunState::Running.as_str())?
+            .with_parameter("@status", status.as_str())?
             .with_parameter("@threshold", threshold)?;
         let mut items = self
             .container

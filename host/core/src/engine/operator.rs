@@ -186,10 +186,16 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             self.ensure_published(&progress).await?;
             return Ok(Vec::new());
         }
+        // A resume cut off after it published `running` left the record
+        // awaiting: the status says so again. (A run found stalled while its
+        // status already says awaiting is looked at for due timers only.)
         if progress.state == RunState::Awaiting {
-            self.backend
-                .write_status(run_id, RunState::Awaiting, None)
-                .await?;
+            let published = self.backend.read_status(run_id).await?;
+            if published.is_none_or(|status| status.status != RunState::Awaiting) {
+                self.backend
+                    .write_status(run_id, RunState::Awaiting, None)
+                    .await?;
+            }
         }
         let mut jobs = Vec::new();
         for node in &progress.pending {
