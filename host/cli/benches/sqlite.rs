@@ -97,16 +97,24 @@ async fn main() {
             .iter()
             .map(|(name, _)| Plan::new(blueprint(name), Default::default()).expect("plan")),
     );
+    let tunables = WorkerSettings::default();
+    // As `serve` configures its engine: each job slot may remember the
+    // contexts of two runs, so that a step reads what its predecessor on
+    // this worker wrote from memory.
+    let settings = EngineSettings {
+        context_cache: tunables.concurrency * 2,
+        ..EngineSettings::default()
+    };
     let engine = Arc::new(Engine::new(
         Arc::new(backend),
         Arc::new(host),
         Arc::new(registry),
-        EngineSettings::default(),
+        settings,
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(flowcraft_worker::run(
         engine.clone(),
-        WorkerSettings::default(),
+        tunables,
         async {
             let _ = stopped.await;
         },
