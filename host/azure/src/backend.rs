@@ -16,8 +16,8 @@ use flowcraft_core::context::{ContextChange, ContextMap};
 use flowcraft_core::final_status::FinalOutcome;
 use flowcraft_core::progress::{RunProgress, RunState};
 use flowcraft_core::store::{
-    ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore, StoreError,
-    StoredContext,
+    Backend, ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore,
+    StoreError, StoredContext,
 };
 use flowcraft_worker::WorkerBackend;
 use serde_json::Value;
@@ -310,6 +310,8 @@ impl StatusStore for AzureBackend {
         self.cosmos.status.reopen_failed(run_id).await
     }
 }
+
+impl Backend for AzureBackend {}
 
 impl CoordinationStore for AzureBackend {
     async fn create_progress(&self, progress: &RunProgress) -> Result<bool, StoreError> {

@@ -29,8 +29,8 @@ use flowcraft_core::final_status::FinalOutcome;
 use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::progress::{RunProgress, RunState};
 use flowcraft_core::store::{
-    ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore, StoreError,
-    StoredContext,
+    Backend, ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore,
+    StoreError, StoredContext,
 };
 use flowcraft_plugins::{PluginConfig, PluginHost};
 use flowcraft_worker::{Group, LeaseQueue, WorkerBackend, WorkerSettings};
@@ -158,6 +158,8 @@ impl StatusStore for Traced {
         self.trace.record("cosmos reopen", request).await
     }
 }
+
+impl Backend for Traced {}
 
 impl CoordinationStore for Traced {
     async fn create_progress(&self, progress: &RunProgress) -> Result<bool, StoreError> {

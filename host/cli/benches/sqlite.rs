@@ -112,13 +112,9 @@ async fn main() {
         settings,
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(flowcraft_worker::run(
-        engine.clone(),
-        tunables,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let worker = tokio::spawn(flowcraft_worker::run(engine.clone(), tunables, async {
+        let _ = stopped.await;
+    }));
     for i in 0..20 {
         one_run(&engine, "bench-chain", format!("warm-{i}")).await;
     }

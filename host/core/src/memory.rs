@@ -21,8 +21,8 @@ use crate::engine::{Engine, EngineError, RunReport, time_until};
 use crate::progress::{AwaitReason, RunProgress, RunState};
 use crate::runner::NodeRunner;
 use crate::store::{
-    ContextStore, CoordinationStore, Job, JobQueue, JobSignal, RunStatusRecord, StatusStore,
-    StoreError, StoredContext,
+    Backend, ContextStore, CoordinationStore, Job, JobQueue, JobSignal, RunStatusRecord,
+    StatusStore, StoreError, StoredContext,
 };
 
 /// Everything the embedded stores hold, serializable.
@@ -331,6 +331,8 @@ impl StatusStore for MemoryBackend {
         }
     }
 }
+
+impl Backend for MemoryBackend {}
 
 impl CoordinationStore for MemoryBackend {
     async fn create_progress(&self, progress: &RunProgress) -> Result<bool, StoreError> {

@@ -275,10 +275,50 @@ pub trait CoordinationStore: Send + Sync + 'static {
         F: FnMut(&mut RunProgress) -> T + Send;
 }
 
-/// Everything the engine needs from a deployment.
-pub trait Backend: JobQueue + ContextStore + StatusStore + CoordinationStore {}
+/// Why a settlement ([`Backend::settle`]) was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SettleError {
+    /// The context write failed; the progress record was not changed.
+    #[error(transparent)]
+    Context(StoreError),
+    /// The progress change failed (the context write may have landed where
+    /// the two are not one transaction).
+    #[error(transparent)]
+    Progress(StoreError),
+}
 
-impl<T: JobQueue + ContextStore + StatusStore + CoordinationStore> Backend for T {}
+/// Everything the engine needs from a deployment.
+pub trait Backend: JobQueue + ContextStore + StatusStore + CoordinationStore {
+    /// Writes a job's context `changes`, then applies `change` to the run's
+    /// progress record as [`CoordinationStore::update_progress`] does (`None`
+    /// if the run has no record). A store with transactions does both in
+    /// one, so that a job's effects and the nodes it schedules are committed
+    /// together. The default makes the two writes one after the other: a
+    /// crash between them leaves the node's result in the context and its
+    /// settlement undone, and the job's redelivery finds the result and
+    /// settles it without running the node again.
+    fn settle<T, F>(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+        change: F,
+    ) -> impl Future<Output = Result<Option<T>, SettleError>> + Send
+    where
+        T: Send + 'static,
+        F: FnMut(&mut RunProgress) -> T + Send,
+    {
+        async move {
+            if !changes.is_empty() {
+                self.apply_changes(run_id, changes)
+                    .await
+                    .map_err(SettleError::Context)?;
+            }
+            self.update_progress(run_id, change)
+                .await
+                .map_err(SettleError::Progress)
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

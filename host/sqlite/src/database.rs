@@ -64,10 +64,11 @@ impl Database {
     /// Runs `work` in the next batch's transaction and answers its result
     /// once that transaction is committed (durable). If `work` fails, its
     /// changes are rolled back and the others of the batch stand.
-    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let request: Request = Box::new(move |connection| {
@@ -75,14 +76,19 @@ impl Database {
             let succeeded = result.is_ok();
             let completion: Completion = Box::new(move |commit| {
                 let committed = commit.map_err(|reason| {
-                    StoreError::new(SERVICE, format!("the write was not committed: {reason}"))
+                    E::from(StoreError::new(
+                        SERVICE,
+                        format!("the write was not committed: {reason}"),
+                    ))
                 });
                 let _ = answer.send(committed.and(result));
             });
             (succeeded, completion)
         });
-        self.requests.send(request).map_err(|_| writer_gone())?;
-        answered.await.map_err(|_| writer_gone())?
+        self.requests
+            .send(request)
+            .map_err(|_| E::from(writer_gone()))?;
+        answered.await.map_err(|_| E::from(writer_gone()))?
     }
 
     /// Runs `work` on a reader connection (on a blocking thread).

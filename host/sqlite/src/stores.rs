@@ -1,6 +1,7 @@
 //! The engine's stores over the database: contexts key by key, status
-//! documents, progress records by compare-and-set, and the job queue's
-//! sending side.
+//! documents, progress records by compare-and-set, a job's settlement (its
+//! context writes and the record's compare-and-set in one transaction), and
+//! the job queue's sending side.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,8 @@ use std::time::Duration;
 use flowcraft_core::context::{ContextChange, ContextMap, ContextValue};
 use flowcraft_core::progress::{RunProgress, RunState};
 use flowcraft_core::store::{
-    ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore, StoreError,
-    StoredContext,
+    Backend, ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, SettleError,
+    StatusStore, StoreError, StoredContext,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -405,28 +406,109 @@ impl CoordinationStore for SqliteBackend {
             let run = run_id.to_owned();
             let written = self
                 .database
-                .write(move |connection| {
-                    let written = connection
-                        .prepare_cached(
-                            "UPDATE progress SET record = ?3, version = version + 1
-                             WHERE run_id = ?1 AND version = ?2",
-                        )
-                        .and_then(|mut statement| statement.execute(params![run, version, encoded]))
-                        .map_err(failed("write a progress record"))?;
-                    Ok(written == 1)
-                })
+                .write(move |connection| compare_and_set(connection, &run, version, &encoded))
                 .await?;
             if written {
                 return Ok(Some(answer));
             }
         }
-        Err(StoreError::new(
-            SERVICE,
-            format!(
-                "run {run_id} is contended: its progress record changed under {MAX_UPDATE_ATTEMPTS} updates in a row"
-            ),
-        ))
+        Err(contended(run_id))
     }
+}
+
+/// A settlement's context write and compare-and-set, when the record
+/// changed meanwhile: the transaction is rolled back and tried again.
+enum SettleWrite {
+    Failed(SettleError),
+    Conflict,
+}
+
+impl From<StoreError> for SettleWrite {
+    fn from(error: StoreError) -> Self {
+        Self::Failed(SettleError::Progress(error))
+    }
+}
+
+impl Backend for SqliteBackend {
+    /// The context write and the record's compare-and-set in one
+    /// transaction: a job's effects and what it schedules are committed
+    /// together, with one commit.
+    async fn settle<T, F>(
+        &self,
+        run_id: &str,
+        changes: &[ContextChange],
+        mut change: F,
+    ) -> Result<Option<T>, SettleError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut RunProgress) -> T + Send,
+    {
+        let _turn = self.progress_turn(run_id).await;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let Some((version, mut record)) = self
+                .versioned_progress(run_id)
+                .await
+                .map_err(SettleError::Progress)?
+            else {
+                return Ok(None);
+            };
+            let before = record.clone();
+            let answer = change(&mut record);
+            let encoded = (record != before)
+                .then(|| encode_progress(&record))
+                .transpose()
+                .map_err(SettleError::Progress)?;
+            if encoded.is_none() && changes.is_empty() {
+                return Ok(Some(answer));
+            }
+            let (run, limit, changes) = (run_id.to_owned(), self.item_limit, changes.to_vec());
+            let written = self
+                .database
+                .write(move |connection| {
+                    write_changes(connection, &run, &changes, limit)
+                        .map_err(|error| SettleWrite::Failed(SettleError::Context(error)))?;
+                    match encoded {
+                        Some(encoded) if !compare_and_set(connection, &run, version, &encoded)? => {
+                            Err(SettleWrite::Conflict)
+                        }
+                        _ => Ok(()),
+                    }
+                })
+                .await;
+            match written {
+                Ok(()) => return Ok(Some(answer)),
+                Err(SettleWrite::Conflict) => {}
+                Err(SettleWrite::Failed(error)) => return Err(error),
+            }
+        }
+        Err(SettleError::Progress(contended(run_id)))
+    }
+}
+
+/// Writes `encoded` as `run`'s record if its version is still `version`.
+fn compare_and_set(
+    connection: &Connection,
+    run: &str,
+    version: i64,
+    encoded: &str,
+) -> Result<bool, StoreError> {
+    let written = connection
+        .prepare_cached(
+            "UPDATE progress SET record = ?3, version = version + 1
+             WHERE run_id = ?1 AND version = ?2",
+        )
+        .and_then(|mut statement| statement.execute(params![run, version, encoded]))
+        .map_err(failed("write a progress record"))?;
+    Ok(written == 1)
+}
+
+fn contended(run_id: &str) -> StoreError {
+    StoreError::new(
+        SERVICE,
+        format!(
+            "run {run_id} is contended: its progress record changed under {MAX_UPDATE_ATTEMPTS} updates in a row"
+        ),
+    )
 }
 
 impl SqliteBackend {

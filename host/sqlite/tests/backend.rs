@@ -9,7 +9,7 @@ use flowcraft_core::context::{ContextChange, ContextValue, context_from_value};
 use flowcraft_core::progress::{DEFAULT_STEP_LIMIT, RunProgress, RunState};
 use flowcraft_core::runner::Pins;
 use flowcraft_core::store::{
-    ContextStore, CoordinationStore, Job, JobQueue, StatusStore, StoreError,
+    Backend, ContextStore, CoordinationStore, Job, JobQueue, SettleError, StatusStore, StoreError,
 };
 use flowcraft_sqlite::{OpenError, SqliteBackend};
 use flowcraft_worker::{Delivery, LeaseQueue, WorkerBackend};
@@ -223,6 +223,76 @@ async fn concurrent_progress_updates_lose_nothing() {
             .unwrap(),
         None
     );
+}
+
+/// A settlement's context write and record change are one transaction:
+/// both land, or (the write refused) neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_writes_the_context_and_the_record_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(open(&dir).with_item_limit(2_000));
+    backend
+        .create_context("r1", context_from_value(json!({"small": 1})).unwrap())
+        .await
+        .unwrap();
+    assert!(backend.create_progress(&record("r1")).await.unwrap());
+
+    let settled = backend
+        .settle("r1", &[set("_outputs.A", json!("a"))], |p| {
+            p.steps += 1;
+            p.steps
+        })
+        .await
+        .unwrap();
+    assert_eq!(settled, Some(1));
+    let context = backend.load_context("r1").await.unwrap().unwrap();
+    assert_eq!(context.values["_outputs.A"].json(), "\"a\"");
+
+    let big = "x".repeat(3_000);
+    let refused = backend
+        .settle("r1", &[set("big", json!(big))], |p| p.steps += 1)
+        .await
+        .unwrap_err();
+    let SettleError::Context(error) = refused else {
+        panic!("not a context refusal: {refused:?}");
+    };
+    assert!(error.is_permanent(), "{error}");
+    assert_eq!(
+        backend.read_progress("r1", |p| p.steps).await.unwrap(),
+        Some(1),
+        "the record is unchanged"
+    );
+
+    // Concurrent settlements of one run lose neither writes nor counts.
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let backend = backend.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let key = format!("k{task}-{i}");
+                backend
+                    .settle("r1", &[set(&key, json!(i))], |p| p.steps += 1)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        backend.read_progress("r1", |p| p.steps).await.unwrap(),
+        Some(41)
+    );
+    let context = backend.load_context("r1").await.unwrap().unwrap();
+    assert_eq!(context.values.len(), 2 + 40);
+    let none = backend
+        .settle("nobody", &[set("k", json!(1))], |p| p.steps += 1)
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(backend.load_context("nobody").await.unwrap().is_none());
 }
 
 fn job(node: &str) -> Job {

@@ -1,8 +1,9 @@
 //! What a node's result does to its run: a finished node writes its output
 //! and its successors' inputs and settles (joins, skips, completion); a
 //! pausing one records why it waits; a failing one is retried, handed to its
-//! fallback or fails the run. Every outcome writes the context first and
-//! then settles the progress record (see [`super::settle`]).
+//! fallback or fails the run. Every outcome hands its context writes and
+//! its transition of the progress record to the store as one settlement
+//! (see [`super::settle`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -12,7 +13,7 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use super::attempt::Pausing;
-use super::settle::KnownContext;
+use super::settle::{KnownContext, Unsettled};
 use super::step::DYNAMIC_KEY_PREFIX;
 use super::{Engine, EngineError};
 use crate::blueprint::NodeDefinition;
@@ -103,15 +104,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 .into_iter()
                 .map(|(key, value)| ContextChange::Set { key, value }),
         );
-        if let Err(error) = self.write_changes(run_id, &changes).await {
-            return self.write_failed(plan, run_id, node, &changes, error).await;
-        }
-        let known = kept.map(|(seen, snapshot)| KnownContext {
-            seen,
-            snapshot,
-            changes,
-        });
-        info!(run = %run_id, node = %node.id, "node finished");
+        let known = kept.map(|(seen, snapshot)| KnownContext { seen, snapshot });
         let completion = Completion {
             sources: std::iter::once(node.id.clone())
                 .chain(stands_in_for.map(str::to_owned))
@@ -128,8 +121,33 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             reopen: false,
             warning,
         };
-        self.settle_completion(plan, run_id, &node.id, completion, known)
+        let bytes = written_bytes(&changes);
+        let settled = self
+            .settle_completion(plan, run_id, &node.id, changes, completion, known)
+            .await;
+        if settled.is_ok() {
+            info!(run = %run_id, node = %node.id, "node finished");
+        }
+        self.unless_refused(plan, run_id, node, bytes, settled)
             .await
+    }
+
+    /// A settlement's jobs; if the store refused its context write, the
+    /// node fails instead ([`Self::write_failed`]).
+    async fn unless_refused(
+        &self,
+        plan: &Plan,
+        run_id: &str,
+        node: &NodeDefinition,
+        bytes: usize,
+        settled: Result<Vec<Job>, Unsettled>,
+    ) -> Result<Vec<Job>, EngineError> {
+        match settled {
+            Err(Unsettled::Write(error)) => {
+                self.write_failed(plan, run_id, node, bytes, error).await
+            }
+            settled => Ok(settled?),
+        }
     }
 
     /// A node that is not finished adds `dynamic_nodes` and waits for them.
@@ -141,9 +159,6 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         changes: Vec<ContextChange>,
         dynamic_nodes: Vec<NodeDefinition>,
     ) -> Result<Vec<Job>, EngineError> {
-        if let Err(error) = self.write_changes(run_id, &changes).await {
-            return self.write_failed(plan, run_id, node, &changes, error).await;
-        }
         let completion = Completion {
             sources: vec![node.id.clone()],
             taken: Default::default(),
@@ -153,7 +168,11 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             reopen: true,
             warning: None,
         };
-        self.settle_completion(plan, run_id, &node.id, completion, None)
+        let bytes = written_bytes(&changes);
+        let settled = self
+            .settle_completion(plan, run_id, &node.id, changes, completion, None)
+            .await;
+        self.unless_refused(plan, run_id, node, bytes, settled)
             .await
     }
 
@@ -180,15 +199,25 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             });
         }
         changes.extend(awaiting_marks(snapshot, &node.id, Some(&reason)));
-        if let Err(error) = self.write_changes(&job.run_id, &changes).await {
-            return self
-                .write_failed(plan, &job.run_id, node, &changes, error)
-                .await;
-        }
+        let bytes = written_bytes(&changes);
+        let settled = self
+            .settle_knowing(
+                plan,
+                &job.run_id,
+                changes,
+                |p| p.pause(&node.id, reason.clone()),
+                None,
+            )
+            .await;
+        let scheduled = match settled {
+            Err(Unsettled::Write(error)) => {
+                return self
+                    .write_failed(plan, &job.run_id, node, bytes, error)
+                    .await;
+            }
+            settled => settled?,
+        };
         info!(run = %job.run_id, node = %node.id, "node awaiting");
-        let scheduled = self
-            .settle(plan, &job.run_id, |p| p.pause(&node.id, reason.clone()))
-            .await?;
         if let Some(delay) = wake_after {
             self.wake_later(&job.run_id, &job.blueprint_id, &node.id, delay)
                 .await?;
@@ -228,12 +257,16 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                     value: ContextValue::null(),
                 },
             ];
-            self.write_changes(&job.run_id, &changes).await?;
-            return self
-                .settle(plan, &job.run_id, |p| {
-                    p.fall_back(&node.id, fallback, &message)
-                })
+            let settled = self
+                .settle_knowing(
+                    plan,
+                    &job.run_id,
+                    changes,
+                    |p| p.fall_back(&node.id, fallback, &message),
+                    None,
+                )
                 .await;
+            return Ok(settled?);
         }
         self.settle(plan, &job.run_id, |p| p.fail(&node.id, &message))
             .await
@@ -282,21 +315,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         plan: &Plan,
         run_id: &str,
         node: &NodeDefinition,
-        changes: &[ContextChange],
+        bytes: usize,
         error: StoreError,
     ) -> Result<Vec<Job>, EngineError> {
         if !error.is_permanent() {
             return Err(error.into());
         }
-        let bytes: usize = changes
-            .iter()
-            .map(|change| match change {
-                ContextChange::Set { key, value } => {
-                    key.len() + serde_json::to_string(value).map_or(0, |text| text.len())
-                }
-                ContextChange::Delete { .. } => 0,
-            })
-            .sum();
         let message = format!(
             "Node '{}' ran, but the store refused its {bytes} bytes of context writes: {error}",
             node.id
@@ -492,4 +516,9 @@ pub(super) fn awaiting_marks(
             value: Value::Object(details).into(),
         },
     ]
+}
+
+/// The bytes of a node's context writes, as a refusal names them.
+fn written_bytes(changes: &[ContextChange]) -> usize {
+    changes.iter().map(ContextChange::size).sum()
 }

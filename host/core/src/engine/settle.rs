@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::SemaphorePermit;
 use tracing::{info, warn};
 
 use super::{Engine, EngineError, unix_ms};
@@ -13,7 +14,7 @@ use crate::final_status::FinalOutcome;
 use crate::plan::Plan;
 use crate::progress::{Advance, Completion, RunProgress, RunState};
 use crate::runner::NodeRunner;
-use crate::store::{Backend, Job, JobSignal, StoreError};
+use crate::store::{Backend, Job, JobSignal, SettleError, StoreError};
 
 /// How many bytes of final-context JSON a worker publishes at once. A
 /// completed run's status carries its final context twice (upstream's
@@ -31,25 +32,47 @@ pub(super) const PUBLISHING_BUDGET: usize = 1 << 19;
 /// its turn is held once, shared with the context it came from.
 pub(super) const WRITING_BUDGET: usize = 1 << 19;
 
-/// What a job knows of its run's context after writing its changes: the
-/// settlement count it saw, the snapshot it read at that count, and the
-/// changes it wrote.
+/// What a job knows of its run's context before its settlement writes its
+/// changes: the settlement count it saw and the snapshot it read at that
+/// count.
 pub(super) struct KnownContext {
     pub seen: u64,
     pub snapshot: Arc<ContextMap>,
-    pub changes: Vec<ContextChange>,
 }
 
 impl KnownContext {
-    /// The context after the write, as long as no other job wrote meanwhile
+    /// The context after `changes`, as long as no other job wrote meanwhile
     /// (the caller checks the settlement count). Copies the snapshot only if
     /// another job of the run still holds it.
-    fn after_write(self) -> Arc<ContextMap> {
+    fn after_write(self, changes: Vec<ContextChange>) -> Arc<ContextMap> {
         let mut context = Arc::unwrap_or_clone(self.snapshot);
-        for change in self.changes {
+        for change in changes {
             change.apply(&mut context);
         }
         Arc::new(context)
+    }
+}
+
+/// Why a settlement did not happen.
+pub(super) enum Unsettled {
+    /// The store refused or failed the job's context write; neither the
+    /// context nor the record changed.
+    Write(StoreError),
+    Engine(EngineError),
+}
+
+impl From<EngineError> for Unsettled {
+    fn from(error: EngineError) -> Self {
+        Self::Engine(error)
+    }
+}
+
+impl From<Unsettled> for EngineError {
+    fn from(unsettled: Unsettled) -> Self {
+        match unsettled {
+            Unsettled::Write(error) => error.into(),
+            Unsettled::Engine(error) => error,
+        }
     }
 }
 
@@ -74,46 +97,55 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
     where
         F: FnMut(&mut RunProgress) -> Advance + Send,
     {
-        self.settle_knowing(plan, run_id, transition, None).await
+        Ok(self
+            .settle_knowing(plan, run_id, Vec::new(), transition, None)
+            .await?)
     }
 
-    /// Settles node `node_id`'s completion.
+    /// Settles node `node_id`'s completion with its context `changes`.
     pub(super) async fn settle_completion(
         &self,
         plan: &Plan,
         run_id: &str,
         node_id: &str,
+        changes: Vec<ContextChange>,
         completion: Completion,
         known: Option<KnownContext>,
-    ) -> Result<Vec<Job>, EngineError> {
+    ) -> Result<Vec<Job>, Unsettled> {
         let (blueprint, analysis) = (&plan.blueprint, &plan.analysis);
         self.settle_knowing(
             plan,
             run_id,
+            changes,
             |p| p.complete(blueprint, analysis, node_id, &completion),
             known,
         )
         .await
     }
 
-    /// [`Self::settle`] for a job that knows the context its write was made
-    /// on. If no other job settled between its view and this settlement, the
-    /// context after it is remembered for the run's next job on this worker,
-    /// and published without a read if the run completes. If publishing
-    /// fails, the scheduled jobs are sent before the error is answered.
-    async fn settle_knowing<F>(
+    /// Writes a job's context `changes` and applies `transition` in one
+    /// settlement ([`Backend::settle`]); answers the jobs it scheduled and
+    /// publishes a changed run status. A job that knows the context its
+    /// changes were made on passes it as `known`: if no other job settled
+    /// between its view and this settlement, the context after it is
+    /// remembered for the run's next job on this worker, and published
+    /// without a read if the run completes. If publishing fails, the
+    /// scheduled jobs are sent before the error is answered.
+    pub(super) async fn settle_knowing<F>(
         &self,
         plan: &Plan,
         run_id: &str,
+        changes: Vec<ContextChange>,
         mut transition: F,
         known: Option<KnownContext>,
-    ) -> Result<Vec<Job>, EngineError>
+    ) -> Result<Vec<Job>, Unsettled>
     where
         F: FnMut(&mut RunProgress) -> Advance + Send,
     {
+        let writing = self.writing_share(&changes).await;
         let outcome = self
             .backend
-            .update_progress(run_id, |p| {
+            .settle(run_id, &changes, |p| {
                 let settled_before = p.settled;
                 let was_scheduled = p.pending.clone();
                 let advance = transition(p);
@@ -122,9 +154,15 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 let record = advance.new_state.map(|_| p.clone());
                 (advance, record, settled_before, p.settled)
             })
-            .await?;
+            .await;
+        drop(writing);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(SettleError::Context(error)) => return Err(Unsettled::Write(error)),
+            Err(SettleError::Progress(error)) => return Err(EngineError::from(error).into()),
+        };
         let Some((advance, record, settled_before, settled_after)) = outcome else {
-            return Err(EngineError::UnknownRun(run_id.to_owned()));
+            return Err(EngineError::UnknownRun(run_id.to_owned()).into());
         };
         // The context this job holds is the run's context after its own
         // settlement only if nobody settled between its view and its write.
@@ -134,7 +172,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 // The cache's copy is the snapshot: letting go of it first
                 // lets the changes apply in place rather than to a copy.
                 self.cache.forget(run_id);
-                known.after_write()
+                known.after_write(changes)
             });
         match (&current, advance.new_state) {
             (_, Some(state)) if state.is_terminal() => self.cache.forget(run_id),
@@ -147,7 +185,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         };
         if let Err(error) = self.publish(&progress, state, current).await {
             self.send(scheduled).await?;
-            return Err(error);
+            return Err(error.into());
         }
         Ok(scheduled)
     }
@@ -173,13 +211,20 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         run_id: &str,
         changes: &[ContextChange],
     ) -> Result<(), StoreError> {
+        let _writing = self.writing_share(changes).await;
+        self.backend.apply_changes(run_id, changes).await
+    }
+
+    /// Waits for `changes`' share of [`WRITING_BUDGET`] (none for no changes).
+    async fn writing_share(&self, changes: &[ContextChange]) -> Option<SemaphorePermit<'_>> {
+        if changes.is_empty() {
+            return None;
+        }
         let size: usize = changes.iter().map(ContextChange::size).sum();
-        let _writing = self
-            .writing
+        self.writing
             .acquire_many(size.clamp(1, WRITING_BUDGET) as u32)
             .await
-            .ok();
-        self.backend.apply_changes(run_id, changes).await
+            .ok()
     }
 
     /// Writes the run's status; `final_context`, when known, spares reading

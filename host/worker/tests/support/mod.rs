@@ -12,8 +12,8 @@ use flowcraft_core::context::{ContextChange, ContextMap};
 use flowcraft_core::memory::MemoryBackend;
 use flowcraft_core::progress::{RunProgress, RunState};
 use flowcraft_core::store::{
-    ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore, StoreError,
-    StoredContext,
+    Backend, ContextStore, CoordinationStore, Job, JobQueue, RunStatusRecord, StatusStore,
+    StoreError, StoredContext,
 };
 use flowcraft_worker::{Delivery, Group, LeaseQueue, WorkerBackend};
 use serde_json::Value;
@@ -448,6 +448,8 @@ impl StatusStore for FakeBackend {
         self.memory.reopen_failed(run_id).await
     }
 }
+
+impl Backend for FakeBackend {}
 
 impl CoordinationStore for FakeBackend {
     async fn create_progress(&self, progress: &RunProgress) -> Result<bool, StoreError> {
