@@ -1,7 +1,9 @@
 //! `/api/v1/blueprints` and `/api/v1/bundles`: what this server can run.
 //! A blueprint version added with `PUT` is validated as `flowcraft-host
-//! validate` does and refused with every problem found; once added, new runs
-//! of the blueprint start with it and runs of earlier versions keep theirs.
+//! validate` does and refused with every problem found; once added (and
+//! saved in the blueprint directory, see [`crate::BlueprintFolder`]), new
+//! runs of the blueprint start with it and runs of earlier versions keep
+//! theirs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -79,29 +81,7 @@ pub async fn add_blueprint<B: Backend + RunDirectory>(
             blueprint.id
         )));
     }
-    let registry = api.engine.plans();
-    let implements = |uses: &str| api.plugins.implements(uses);
-    let knows = |id: &str| id == blueprint.id || registry.get(id).is_some();
-    let catalog = Catalog {
-        implements: &implements,
-        knows_blueprint: Some(&knows),
-        evaluator: api.evaluator,
-    };
-    let problems: Vec<String> = validate(&blueprint, &catalog)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    if !problems.is_empty() {
-        let message = format!(
-            "blueprint '{blueprint_id}' is not valid: {}",
-            problems.join("; ")
-        );
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_blueprint",
-            message,
-        ));
-    }
+    check(&api, &blueprint)?;
     let version = blueprint.version_value();
     let plan = Plan::new(blueprint, api.evaluator).map_err(|error| {
         ApiError::new(
@@ -110,14 +90,78 @@ pub async fn add_blueprint<B: Backend + RunDirectory>(
             format!("blueprint '{blueprint_id}' is not valid: {error}"),
         )
     })?;
-    let answer = json!({"id": blueprint_id, "version": version});
-    match registry.add(plan) {
-        Added::New => Ok((StatusCode::CREATED, Json(answer)).into_response()),
-        Added::Unchanged => Ok(Json(answer).into_response()),
-        Added::Conflict => Err(ApiError::conflict(format!(
-            "version {version} of blueprint '{blueprint_id}' is loaded with another definition; give the new one another metadata.version"
-        ))),
+    register(&api, plan, version).await
+}
+
+/// Validates `blueprint` as `flowcraft-host validate` does: a `422` with
+/// every problem found.
+fn check<B: Backend + RunDirectory>(api: &Api<B>, blueprint: &Blueprint) -> Result<(), ApiError> {
+    let registry = api.engine.plans();
+    let implements = |uses: &str| api.plugins.implements(uses);
+    let knows = |id: &str| id == blueprint.id || registry.get(id).is_some();
+    let catalog = Catalog {
+        implements: &implements,
+        knows_blueprint: Some(&knows),
+        evaluator: api.evaluator,
+    };
+    let problems: Vec<String> = validate(blueprint, &catalog)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
     }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_blueprint",
+        format!(
+            "blueprint '{}' is not valid: {}",
+            blueprint.id,
+            problems.join("; ")
+        ),
+    ))
+}
+
+/// Adds `plan` to the registry; a server that keeps added blueprints saves
+/// it first, and adds nothing if it cannot.
+async fn register<B: Backend + RunDirectory>(
+    api: &Api<B>,
+    plan: Plan,
+    version: Value,
+) -> Result<Response, ApiError> {
+    let id = plan.blueprint.id.clone();
+    let answer = json!({"id": id, "version": version});
+    let created = || Ok((StatusCode::CREATED, Json(answer.clone())).into_response());
+    let unchanged = || Ok(Json(answer.clone()).into_response());
+    let conflict = || {
+        Err(ApiError::conflict(format!(
+            "version {version} of blueprint '{id}' is loaded with another definition; give the new one another metadata.version"
+        )))
+    };
+    let registry = api.engine.plans();
+    let Some(folder) = &api.saved_blueprints else {
+        return match registry.add(plan) {
+            Added::New => created(),
+            Added::Unchanged => unchanged(),
+            Added::Conflict => conflict(),
+        };
+    };
+    let _turn = folder.turn().await;
+    match registry.get_version(&id, &version) {
+        Some(loaded) if loaded.blueprint == plan.blueprint => return unchanged(),
+        Some(_) => return conflict(),
+        None => {}
+    }
+    let saved = folder.save(&plan.blueprint).await.map_err(|problem| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "not_saved",
+            format!("blueprint '{id}' was not added: {problem}"),
+        )
+    })?;
+    tracing::info!(blueprint = %id, file = %saved.display(), "blueprint added through the API");
+    registry.add(plan);
+    created()
 }
 
 /// Live runs whose pins `GET /api/v1/bundles` looks at, at most.

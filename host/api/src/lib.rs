@@ -20,6 +20,7 @@ pub mod auth;
 pub mod catalog;
 mod error;
 pub mod runs;
+mod saved;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use serde::de::DeserializeOwned;
 
 pub use auth::Tokens;
 pub use error::ApiError;
+pub use saved::BlueprintFolder;
 
 /// The largest request body: a run's context may be up to 2 MB of JSON.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -52,6 +54,9 @@ pub struct Api<B> {
     pub tokens: Tokens,
     /// Becomes `true` when the server shuts down: long polls answer then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Where blueprints added with `PUT` are saved to outlive the process
+    /// (`None`: they are kept in memory only).
+    pub saved_blueprints: Option<BlueprintFolder>,
 }
 
 /// Every route, with authentication and the body limit.

@@ -186,6 +186,7 @@ impl Server {
             evaluator: EvaluatorMode::Safe,
             tokens: Tokens::new(tokens.iter().copied()),
             shutdown: stopping.clone(),
+            saved_blueprints: None,
         });
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stop| *stop).await;

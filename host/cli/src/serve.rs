@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use flowcraft_api::{Api, Tokens};
+use flowcraft_api::{Api, BlueprintFolder, Tokens};
 use flowcraft_azure::backend::AzureBackend;
 use flowcraft_core::directory::RunDirectory;
 use flowcraft_core::engine::{Engine, EngineSettings};
@@ -97,6 +97,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     );
     let server = Server {
         listen: args.listen,
+        blueprints: blueprints.clone(),
         tokens,
         tunables,
     };
@@ -121,6 +122,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
 /// What `serve` runs, whichever the backend.
 struct Server {
     listen: SocketAddr,
+    /// The blueprint directory, where blueprints added through the API are
+    /// saved.
+    blueprints: PathBuf,
     tokens: Tokens,
     tunables: WorkerSettings,
 }
@@ -147,6 +151,7 @@ impl Server {
             evaluator: EvaluatorMode::Safe,
             tokens: self.tokens,
             shutdown: stopping.clone(),
+            saved_blueprints: Some(BlueprintFolder::new(self.blueprints)),
         });
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await

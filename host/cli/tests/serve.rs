@@ -368,3 +368,61 @@ fn client_commands_go_through_the_api_with_server() {
     assert!(stderr.contains("--token"), "{stderr}");
     assert!(serving.terminate().success());
 }
+
+#[test]
+fn a_blueprint_added_through_the_api_is_there_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = root().join("plugins-example/dist");
+    let blueprints = dir.path().join("blueprints");
+    std::fs::create_dir(&blueprints).unwrap();
+    std::fs::copy(
+        root().join("plugins-example/orders/blueprints/order-approval.json"),
+        blueprints.join("order-approval.json"),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        "data",
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--blueprints",
+        blueprints.to_str().unwrap(),
+    ];
+    let added = r#"{"id": "added", "metadata": {"version": "2"}, "nodes": [{"id": "A", "uses": "const", "params": {"value": 7}}], "edges": []}"#;
+    let put = format!(
+        "curl -s -X PUT localhost:{port}/api/v1/blueprints/added -H 'content-type: application/json' -d '{added}'"
+    );
+    let serving = Serving::start(host(dir.path(), &args), port);
+    assert_eq!(curl(dir.path(), &put, port)["version"], "2");
+    assert!(serving.terminate().success());
+    let files: Vec<String> = std::fs::read_dir(&blueprints)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("added.v-"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    let serving = Serving::start(host(dir.path(), &args), port);
+    let read = format!("curl -s localhost:{port}/api/v1/blueprints/added");
+    assert_eq!(
+        curl(dir.path(), &read, port)["versions"],
+        serde_json::json!(["2"])
+    );
+    let start = format!(
+        "curl -s localhost:{port}/api/v1/runs -d '{{\"blueprintId\": \"added\", \"runId\": \"after-restart\"}}'"
+    );
+    curl(dir.path(), &start, port);
+    let run = curl(
+        dir.path(),
+        &format!("curl -s 'localhost:{port}/api/v1/runs/after-restart?wait=10'"),
+        port,
+    );
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["context"]["_outputs.A"], 7);
+    assert!(serving.terminate().success());
+}
