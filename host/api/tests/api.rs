@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flowcraft_api::{Api, Tokens};
-use flowcraft_azure::backend::{AccountSetting, AzureBackend, AzureConfig};
+use flowcraft_azure::backend::{AzureBackend, AzureConfig};
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::directory::RunDirectory;
 use flowcraft_core::engine::{Engine, EngineSettings};
@@ -90,26 +90,6 @@ enum Store {
 /// Servers started by this process (names their Azure resources and runs).
 static SERVERS: AtomicUsize = AtomicUsize::new(0);
 
-/// The local stand-ins' settings, with a queue and database of `tag`'s own.
-fn azure_config(tag: &str) -> AzureConfig {
-    let variable = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: start the local services: scripts/azure-local.sh start; eval \"$(scripts/azure-local.sh env)\"")
-        })
-    };
-    AzureConfig {
-        storage: AccountSetting::ConnectionString(variable("AZURE_STORAGE_CONNECTION_STRING")),
-        cosmos: AccountSetting::ConnectionString(variable("COSMOS_DB_CONNECTION_STRING")),
-        credential: None,
-        redis_url: variable("REDIS_URL"),
-        queue: tag.to_owned(),
-        database: tag.to_owned(),
-        context_container: "workflow-contexts".into(),
-        status_container: "workflow-statuses".into(),
-        create_resources: true,
-    }
-}
-
 /// A server on a loopback port with a worker; both stop when dropped.
 struct Server {
     base: String,
@@ -140,7 +120,9 @@ impl Server {
                 Self::start_on(backend, store, tag, tokens).await
             }
             Backing::Azure => {
-                let backend = AzureBackend::connect(&azure_config(&tag)).await.unwrap();
+                let config = AzureConfig::from_environment(&tag, &tag)
+                    .unwrap_or_else(|problem| panic!("{problem}"));
+                let backend = AzureBackend::connect(&config).await.unwrap();
                 let store = Store::Azure(Box::new(backend.clone()));
                 Self::start_on(backend, store, tag, tokens).await
             }

@@ -83,6 +83,33 @@ pub struct AzureConfig {
     pub create_resources: bool,
 }
 
+impl AzureConfig {
+    /// Keyed services from the environment's `AZURE_STORAGE_CONNECTION_STRING`,
+    /// `COSMOS_DB_CONNECTION_STRING` and `REDIS_URL` (as
+    /// `scripts/azure-local.sh env` exports them for the local stand-ins),
+    /// with `queue` and `database` of the caller's own, default container
+    /// names, and resources created when missing. The error names the
+    /// variable that is not set.
+    pub fn from_environment(queue: &str, database: &str) -> Result<Self, String> {
+        let variable = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                format!("{name} is not set: start the local services: scripts/azure-local.sh start; eval \"$(scripts/azure-local.sh env)\"")
+            })
+        };
+        Ok(Self {
+            storage: AccountSetting::ConnectionString(variable("AZURE_STORAGE_CONNECTION_STRING")?),
+            cosmos: AccountSetting::ConnectionString(variable("COSMOS_DB_CONNECTION_STRING")?),
+            credential: None,
+            redis_url: variable("REDIS_URL")?,
+            queue: queue.to_owned(),
+            database: database.to_owned(),
+            context_container: "workflow-contexts".into(),
+            status_container: "workflow-statuses".into(),
+            create_resources: true,
+        })
+    }
+}
+
 /// Why the backend could not start; each names the setting to fix.
 #[derive(Debug, Error)]
 pub enum AzureSetupError {

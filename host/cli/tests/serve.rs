@@ -33,6 +33,24 @@ fn host(dir: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// `serve` in `dir` on `127.0.0.1:<port>` with the example bundles, the
+/// blueprints of `blueprints` and the `extra` flags.
+fn serve(dir: &Path, port: u16, blueprints: &Path, extra: &[&str]) -> Command {
+    let plugins = root().join("plugins-example/dist");
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--blueprints",
+        blueprints.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    host(dir, &args)
+}
+
 /// A running `serve`, killed when dropped.
 struct Serving(Child);
 
@@ -171,33 +189,21 @@ fn serve_refuses_a_public_address_without_a_token() {
 #[test]
 fn a_stopped_server_keeps_an_awaiting_run_for_its_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = root().join("plugins-example/dist");
     let blueprints = root().join("plugins-example/orders/blueprints");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        "data",
-        "--plugins",
-        plugins.to_str().unwrap(),
-        "--blueprints",
-        blueprints.to_str().unwrap(),
-    ];
+    let serve = || serve(dir.path(), port, &blueprints, &["--data-dir", "data"]);
     let context = std::fs::read_to_string(blueprints.join("order-approval.context.json")).unwrap();
     let start = format!(
         "curl -s localhost:{port}/api/v1/runs -d '{{\"blueprintId\": \"order-manager-approval\", \"runId\": \"kept\", \"context\": {context}}}'"
     );
     let read = format!("curl -s 'localhost:{port}/api/v1/runs/kept?wait=10'");
 
-    let serving = Serving::start(host(dir.path(), &args), port);
+    let serving = Serving::start(serve(), port);
     curl(dir.path(), &start, port);
     assert_eq!(curl(dir.path(), &read, port)["status"], "awaiting");
     assert!(serving.terminate().success(), "serve exits 0 on SIGTERM");
 
-    let serving = Serving::start(host(dir.path(), &args), port);
+    let serving = Serving::start(serve(), port);
     let resume =
         format!("curl -s localhost:{port}/api/v1/runs/kept/resume -d '{{\"action\": \"reject\"}}'");
     assert_eq!(curl(dir.path(), &resume, port)["status"], "running");
@@ -213,10 +219,8 @@ fn a_stopped_server_keeps_an_awaiting_run_for_its_next_start() {
 #[test]
 fn with_azure_settings_serve_is_a_worker_whose_runs_the_cli_sees() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = root().join("plugins-example/dist");
     let blueprints = root().join("plugins-example/orders/blueprints");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let deployment = format!("serve-azure-{}", std::process::id());
     let azure = [
         "--queue",
@@ -225,17 +229,7 @@ fn with_azure_settings_serve_is_a_worker_whose_runs_the_cli_sees() {
         &deployment,
         "--create-resources",
     ];
-    let mut args = vec![
-        "serve",
-        "--listen",
-        &listen,
-        "--plugins",
-        plugins.to_str().unwrap(),
-        "--blueprints",
-        blueprints.to_str().unwrap(),
-    ];
-    args.extend(azure);
-    let serving = Serving::start(on_azure(host(dir.path(), &args)), port);
+    let serving = Serving::start(on_azure(serve(dir.path(), port, &blueprints, &azure)), port);
     let run_id = format!("{deployment}-order");
     let context = std::fs::read_to_string(blueprints.join("order-approval.context.json")).unwrap();
     let start = format!(
@@ -293,25 +287,11 @@ fn on_azure(mut command: Command) -> Command {
 #[test]
 fn client_commands_go_through_the_api_with_server() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = root().join("plugins-example/dist");
     let blueprints = root().join("plugins-example/orders/blueprints");
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        "data",
-        "--auth-token",
-        "secret",
-        "--plugins",
-        plugins.to_str().unwrap(),
-        "--blueprints",
-        blueprints.to_str().unwrap(),
-    ];
-    let serving = Serving::start(host(dir.path(), &args), port);
-    let server = format!("http://{listen}");
+    let flags = ["--data-dir", "data", "--auth-token", "secret"];
+    let serving = Serving::start(serve(dir.path(), port, &blueprints, &flags), port);
+    let server = format!("http://127.0.0.1:{port}");
     let client = |command: &[&str]| {
         let mut full = command.to_vec();
         full.extend(["--server", &server, "--token", "secret"]);
@@ -372,7 +352,6 @@ fn client_commands_go_through_the_api_with_server() {
 #[test]
 fn a_blueprint_added_through_the_api_is_there_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = root().join("plugins-example/dist");
     let blueprints = dir.path().join("blueprints");
     std::fs::create_dir(&blueprints).unwrap();
     std::fs::copy(
@@ -381,23 +360,12 @@ fn a_blueprint_added_through_the_api_is_there_after_a_restart() {
     )
     .unwrap();
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        "data",
-        "--plugins",
-        plugins.to_str().unwrap(),
-        "--blueprints",
-        blueprints.to_str().unwrap(),
-    ];
+    let serve = || serve(dir.path(), port, &blueprints, &["--data-dir", "data"]);
     let added = r#"{"id": "added", "metadata": {"version": "2"}, "nodes": [{"id": "A", "uses": "const", "params": {"value": 7}}], "edges": []}"#;
     let put = format!(
         "curl -s -X PUT localhost:{port}/api/v1/blueprints/added -H 'content-type: application/json' -d '{added}'"
     );
-    let serving = Serving::start(host(dir.path(), &args), port);
+    let serving = Serving::start(serve(), port);
     assert_eq!(curl(dir.path(), &put, port)["version"], "2");
     assert!(serving.terminate().success());
     let files: Vec<String> = std::fs::read_dir(&blueprints)
@@ -407,7 +375,7 @@ fn a_blueprint_added_through_the_api_is_there_after_a_restart() {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
 
-    let serving = Serving::start(host(dir.path(), &args), port);
+    let serving = Serving::start(serve(), port);
     let read = format!("curl -s localhost:{port}/api/v1/blueprints/added");
     assert_eq!(
         curl(dir.path(), &read, port)["versions"],

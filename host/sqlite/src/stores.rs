@@ -381,38 +381,15 @@ impl CoordinationStore for SqliteBackend {
         Ok(self.load_progress(run_id).await?.as_ref().map(read))
     }
 
-    async fn update_progress<T, F>(
-        &self,
-        run_id: &str,
-        mut change: F,
-    ) -> Result<Option<T>, StoreError>
+    /// [`Backend::settle`] without context changes.
+    async fn update_progress<T, F>(&self, run_id: &str, change: F) -> Result<Option<T>, StoreError>
     where
         T: Send + 'static,
         F: FnMut(&mut RunProgress) -> T + Send,
     {
-        // Updates of one run in this process take turns; the version check
-        // below guards against other processes sharing the database.
-        let _turn = self.progress_turn(run_id).await;
-        for _ in 0..MAX_UPDATE_ATTEMPTS {
-            let Some((version, mut record)) = self.versioned_progress(run_id).await? else {
-                return Ok(None);
-            };
-            let before = record.clone();
-            let answer = change(&mut record);
-            if record == before {
-                return Ok(Some(answer));
-            }
-            let encoded = encode_progress(&record)?;
-            let run = run_id.to_owned();
-            let written = self
-                .database
-                .write(move |connection| compare_and_set(connection, &run, version, &encoded))
-                .await?;
-            if written {
-                return Ok(Some(answer));
-            }
-        }
-        Err(contended(run_id))
+        self.settle(run_id, &[], change)
+            .await
+            .map_err(|(SettleError::Context(error) | SettleError::Progress(error))| error)
     }
 }
 
@@ -432,7 +409,9 @@ impl From<StoreError> for SettleWrite {
 impl Backend for SqliteBackend {
     /// The context write and the record's compare-and-set in one
     /// transaction: a job's effects and what it schedules are committed
-    /// together, with one commit.
+    /// together, with one commit. Updates of one run in this process take
+    /// turns; the version check guards against other processes sharing the
+    /// database.
     async fn settle<T, F>(
         &self,
         run_id: &str,
@@ -465,8 +444,10 @@ impl Backend for SqliteBackend {
             let written = self
                 .database
                 .write(move |connection| {
-                    write_changes(connection, &run, &changes, limit)
-                        .map_err(|error| SettleWrite::Failed(SettleError::Context(error)))?;
+                    if !changes.is_empty() {
+                        write_changes(connection, &run, &changes, limit)
+                            .map_err(|error| SettleWrite::Failed(SettleError::Context(error)))?;
+                    }
                     match encoded {
                         Some(encoded) if !compare_and_set(connection, &run, version, &encoded)? => {
                             Err(SettleWrite::Conflict)
@@ -481,7 +462,12 @@ impl Backend for SqliteBackend {
                 Err(SettleWrite::Failed(error)) => return Err(error),
             }
         }
-        Err(SettleError::Progress(contended(run_id)))
+        Err(SettleError::Progress(StoreError::new(
+            SERVICE,
+            format!(
+                "run {run_id} is contended: its progress record changed under {MAX_UPDATE_ATTEMPTS} updates in a row"
+            ),
+        )))
     }
 }
 
@@ -500,15 +486,6 @@ fn compare_and_set(
         .and_then(|mut statement| statement.execute(params![run, version, encoded]))
         .map_err(failed("write a progress record"))?;
     Ok(written == 1)
-}
-
-fn contended(run_id: &str) -> StoreError {
-    StoreError::new(
-        SERVICE,
-        format!(
-            "run {run_id} is contended: its progress record changed under {MAX_UPDATE_ATTEMPTS} updates in a row"
-        ),
-    )
 }
 
 impl SqliteBackend {

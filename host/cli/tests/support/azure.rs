@@ -4,28 +4,15 @@
 
 use std::process::{Child, Command, Stdio};
 
-use flowcraft_azure::backend::{AccountSetting, AzureConfig};
+use flowcraft_azure::backend::AzureConfig;
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
 
 /// The local services' settings, with a queue and database of this test's own.
 pub fn azure_config(tag: &str) -> AzureConfig {
-    let variable = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: start the local services: scripts/azure-local.sh start; eval \"$(scripts/azure-local.sh env)\"")
-        })
-    };
-    AzureConfig {
-        storage: AccountSetting::ConnectionString(variable("AZURE_STORAGE_CONNECTION_STRING")),
-        cosmos: AccountSetting::ConnectionString(variable("COSMOS_DB_CONNECTION_STRING")),
-        credential: None,
-        redis_url: variable("REDIS_URL"),
-        queue: format!("{tag}-{}", std::process::id()),
-        database: format!("flowcraft-{tag}-{}", std::process::id()),
-        context_container: "workflow-contexts".into(),
-        status_container: "workflow-statuses".into(),
-        create_resources: true,
-    }
+    let pid = std::process::id();
+    AzureConfig::from_environment(&format!("{tag}-{pid}"), &format!("flowcraft-{tag}-{pid}"))
+        .unwrap_or_else(|problem| panic!("{problem}"))
 }
 
 /// Worker processes, killed when dropped.
