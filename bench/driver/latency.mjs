@@ -6,12 +6,15 @@
 //     receives down on an empty queue pays for it here);
 //   - by the CLI (flowcraft-host only), after the same idle pause, timed from spawning `start` until
 //     the run's end is printed (the wake-up path as a user of the CLI sees it): `start --wait`, one
-//     process; and `start`, then `wait`, two processes as a shell script runs them.
+//     process; and `start`, then `wait`, two processes as a shell script runs them;
+//   - through `serve`'s API (flowcraft-host only): the worker replaced by `flowcraft-host serve` on
+//     the same resources, each run after the same idle pause by `start --server URL --wait`.
 // Every run is checked; percentiles are over the runs that ended, right or wrong (a user sees a wrong
 // run end too; the TS worker loses fan-8 outputs), not the stuck ones, as in the other sections. A
 // few unmeasured runs go first in each series, so that the worker's start-up is not in the figures.
 
 import { spawnSync } from "node:child_process";
+import { createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { percentile, resourceNames } from "./measure.mjs";
 import { Worker } from "./processes.mjs";
@@ -97,9 +100,9 @@ async function checkedOutcome(client, workload, runId, command, result) {
  * One run by the CLI, as in README "Running on Azure": `start --wait` (without `--plugins`, as a
  * client that does not pin node versions), timed until the process exits.
  */
-async function startWaiting(client, paths, env, workload, runId) {
+async function startWaiting(client, paths, env, workload, runId, extra = []) {
   const begun = performance.now();
-  const result = hostCommand(paths, env, [...startArguments(paths, workload, runId), "--wait", "--timeout", String(STUCK_AFTER_MS / 1000)]);
+  const result = hostCommand(paths, env, [...startArguments(paths, workload, runId), "--wait", "--timeout", String(STUCK_AFTER_MS / 1000), ...extra]);
   const ended = performance.now();
   checkStarted("start --wait", result, runId);
   return { runId, ms: ended - begun, ...(await checkedOutcome(client, workload, runId, "start --wait", result)) };
@@ -144,6 +147,45 @@ async function cliAfterIdle(client, paths, env, workload, idleSeconds, repetitio
   };
 }
 
+/** A TCP port nothing listens on now. */
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Waits until `serve` answers `/healthz` (it may first compile its bundles). */
+async function serverUp(base, server) {
+  const deadline = performance.now() + WARMUP_STUCK_AFTER_MS;
+  while (performance.now() < deadline) {
+    server.assertRunning();
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(50);
+  }
+  throw new Error(`flowcraft-host serve did not answer ${base}/healthz`);
+}
+
+/**
+ * `repetitions` runs of `workload` through the API of `serve` at `base`, each after `idleSeconds`
+ * with nothing to do, by `start --server URL --wait`; two unmeasured runs first.
+ */
+async function serverAfterIdle(client, paths, env, workload, base, idleSeconds, repetitions, prefix) {
+  const extra = ["--server", base];
+  for (let i = 0; i < 2; i++) await startWaiting(client, paths, env, workload, `${prefix}-warm-${i}`, extra);
+  const measured = [];
+  for (let i = 0; i < repetitions; i++) {
+    await sleep(idleSeconds * 1000);
+    measured.push(await startWaiting(client, paths, env, workload, `${prefix}-${i}`, extra));
+  }
+  return { workload: workload.name, idleSeconds, ...summarize(measured, []) };
+}
+
 /**
  * The latency section for one worker of `kind` on fresh resources: back to back for each of
  * `workloads.backToBack`, after idle for `workloads.afterIdle`, and for `host` by the CLI too.
@@ -153,7 +195,7 @@ export async function measureLatency({ services, paths, env, kind, workloads, se
   const names = resourceNames(tag);
   const resources = await services.createResources(names);
   const workerEnv = { ...env, FLOWCRAFT_QUEUE: names.queue, FLOWCRAFT_DATABASE: names.database };
-  const worker = new Worker(kind, paths, workerEnv, `${logDir}/${names.queue}.log`);
+  let worker = new Worker(kind, paths, workerEnv, `${logDir}/${names.queue}.log`);
   const client = new RunClient(env, names, resources.queue);
   const pollMs = settings.latencyPollMs;
   const idleSeconds = settings.latencyIdleSeconds;
@@ -169,6 +211,13 @@ export async function measureLatency({ services, paths, env, kind, workloads, se
     if (kind === "host") {
       const cliEnv = { ...workerEnv, FLOWCRAFT_LOG: env.BENCH_WORKER_LOG ?? "warn" };
       result.cli = await cliAfterIdle(client, paths, cliEnv, workloads.afterIdle, idleSeconds, repetitions, `${names.queue}-cli`);
+      worker.assertRunning();
+      await worker.stop();
+      const port = await freePort();
+      const base = `http://127.0.0.1:${port}`;
+      worker = new Worker("serve", paths, workerEnv, `${logDir}/${names.queue}-serve.log`, { port });
+      await serverUp(base, worker);
+      result.viaServer = await serverAfterIdle(client, paths, cliEnv, workloads.afterIdle, base, idleSeconds, repetitions, `${names.queue}-api`);
       worker.assertRunning();
     }
     return result;

@@ -38,13 +38,21 @@ export function peakRssMiB(pid) {
   }
 }
 
-/** The two worker implementations, each started the way its users start it. */
+/** The two worker implementations, each started the way its users start it, and `serve` (the host's
+ * worker with its HTTP API on `options.port`). */
 export const implementations = {
   host: {
     label: "flowcraft-host",
     command: (paths, options) => [
       paths.hostBinary,
       ["--plugins", paths.plugins, "--blueprints", paths.blueprints, ...(options.mixedFleet ? ["--mixed-fleet"] : [])],
+    ],
+  },
+  serve: {
+    label: "flowcraft-host serve",
+    command: (paths, options) => [
+      paths.hostBinary,
+      ["serve", "--listen", `127.0.0.1:${options.port}`, "--plugins", paths.plugins, "--blueprints", paths.blueprints],
     ],
   },
   ts: {

@@ -176,7 +176,17 @@ function latencyRows({ host, ts }) {
     rows.push(row(section, "start, then wait: p50 (ms)", twoProcesses.p50, ""));
     rows.push(row(section, "  start process / wait process p50 (ms)", `${formatNumber(twoProcesses.startProcessMsP50)} / ${formatNumber(twoProcesses.waitProcessMsP50)}`, ""));
   }
-  const series = (side) => [...side.backToBack, side.afterIdle, ...(side.cli ? [side.cli.oneProcess, side.cli.twoProcesses] : [])];
+  if (host.viaServer) {
+    const section = `latency ${host.viaServer.workload} CLI through serve after ${host.viaServer.idleSeconds} s idle`;
+    rows.push(row(section, "start --server --wait p50 (ms); TS: after-idle run p50", host.viaServer.p50, ts.afterIdle.p50));
+    rows.push(row(section, "start --server --wait p95 (ms)", host.viaServer.p95, ""));
+  }
+  const series = (side) => [
+    ...side.backToBack,
+    side.afterIdle,
+    ...(side.cli ? [side.cli.oneProcess, side.cli.twoProcesses] : []),
+    ...(side.viaServer ? [side.viaServer] : []),
+  ];
   const hostOutcomes = addOutcomes(series(host));
   const tsOutcomes = addOutcomes(series(ts));
   rows.push(row("latency runs", "runs correct / wrong / stuck", outcomeText(hostOutcomes), outcomeText(tsOutcomes), "noWrongRuns", { hostWrong: hostOutcomes.wrong + hostOutcomes.stuck }));
