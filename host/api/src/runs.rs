@@ -248,8 +248,9 @@ async fn run_view<B: Backend>(api: &Api<B>, run_id: &str) -> Result<(Value, bool
 }
 
 /// Every node of the run's blueprint (and those it added at run time) with
-/// its state, the attempts it took, and when it was last scheduled
-/// (`startedAt`) and stopped being so (`finishedAt`), in Unix ms.
+/// its state, the attempts it took, when it was last scheduled
+/// (`startedAt`) and stopped being so (`finishedAt`), in Unix ms, and the
+/// last error recorded against it.
 fn node_views<B: Backend>(api: &Api<B>, progress: &RunProgress) -> Vec<Value> {
     let plan = api
         .engine
@@ -265,6 +266,12 @@ fn node_views<B: Backend>(api: &Api<B>, progress: &RunProgress) -> Vec<Value> {
                 _ => progress.nodes.get(&node.id).map_or(1, |n| n.attempt.max(1)),
             };
             let times = progress.nodes.get(&node.id);
+            let error = progress
+                .errors
+                .iter()
+                .rev()
+                .find(|error| error.node_id == node.id)
+                .map(|error| &error.message);
             json!({
                 "id": node.id,
                 "uses": node.uses,
@@ -272,6 +279,7 @@ fn node_views<B: Backend>(api: &Api<B>, progress: &RunProgress) -> Vec<Value> {
                 "attempts": attempts,
                 "startedAt": times.and_then(|n| n.started_at),
                 "finishedAt": times.and_then(|n| n.finished_at),
+                "error": error,
             })
         })
         .collect()
