@@ -39,7 +39,7 @@ impl BlueprintFolder {
     /// a crash leaves no half-written blueprint to load).
     pub(crate) async fn save(&self, blueprint: &Blueprint) -> Result<PathBuf, String> {
         let text = serde_json::to_vec_pretty(blueprint).map_err(|error| error.to_string())?;
-        let at = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let at = flowcraft_core::clock::unix_ms();
         let name = format!(
             "{}.v-{at}.json",
             utf8_percent_encode(&blueprint.id, FILE_NAME)

@@ -10,6 +10,7 @@
 pub mod analysis;
 pub mod blueprint;
 pub mod builtin;
+pub mod clock;
 pub mod context;
 pub mod context_cache;
 pub mod directory;

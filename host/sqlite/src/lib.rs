@@ -27,8 +27,9 @@ mod schema;
 mod stores;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub(crate) use flowcraft_core::clock::unix_ms;
 use flowcraft_core::limits::MAX_CONTEXT_BYTES;
 use flowcraft_core::store::StoreError;
 use thiserror::Error;
@@ -128,15 +129,6 @@ impl SqliteBackend {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// `duration` in whole milliseconds, saturating.

@@ -14,7 +14,7 @@ use flowcraft_worker::{Delivery, Group, LeaseQueue, WorkerBackend};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-use crate::{SERVICE, SqliteBackend, failed, millis, now_ms};
+use crate::{SERVICE, SqliteBackend, failed, millis, unix_ms};
 
 /// A message's body.
 #[derive(Serialize, Deserialize)]
@@ -148,7 +148,7 @@ impl SqliteBackend {
                 connection
                     .execute(
                         "INSERT INTO dead_letters (body, reason, at) VALUES (?1, ?2, ?3)",
-                        params![body, reason, now_ms()],
+                        params![body, reason, unix_ms()],
                     )
                     .map_err(failed("dead-letter a message"))?;
                 Ok(())
@@ -170,7 +170,7 @@ fn replay(connection: &Connection, ids: Option<&[i64]>) -> Result<Vec<i64>, Stor
             rows.collect::<Result<_, _>>().map_err(&write)?
         }
     };
-    let now = now_ms();
+    let now = unix_ms();
     let mut moved = Vec::new();
     for id in chosen {
         let copied = connection
@@ -197,7 +197,7 @@ fn take_due(
     until: i64,
 ) -> Result<Vec<SqliteMessage>, StoreError> {
     let receive = failed("receive messages");
-    let now = now_ms();
+    let now = unix_ms();
     let mut due = connection
         .prepare_cached(
             "SELECT id, body, dequeue_count, receipt FROM jobs
@@ -244,7 +244,7 @@ impl LeaseQueue for SqliteBackend {
         max: u32,
         visibility: Duration,
     ) -> Result<Vec<SqliteMessage>, StoreError> {
-        let until = now_ms().saturating_add(millis(visibility));
+        let until = unix_ms().saturating_add(millis(visibility));
         self.database
             .write(move |connection| take_due(connection, max, until))
             .await
@@ -283,7 +283,7 @@ impl LeaseQueue for SqliteBackend {
         message: &mut SqliteMessage,
         duration: Duration,
     ) -> Result<(), StoreError> {
-        let until = now_ms().saturating_add(millis(duration));
+        let until = unix_ms().saturating_add(millis(duration));
         message.receipt = self.lease_again(message, None, until, "renew").await?;
         self.work.notify_one();
         Ok(())
@@ -296,7 +296,7 @@ impl LeaseQueue for SqliteBackend {
         visibility: Duration,
     ) -> Result<(), StoreError> {
         let body = encode_jobs(&group.jobs, group.lease.as_deref());
-        let until = now_ms().saturating_add(millis(visibility));
+        let until = unix_ms().saturating_add(millis(visibility));
         message.receipt = self
             .lease_again(message, Some(body.clone()), until, "rewrite")
             .await?;
@@ -330,7 +330,7 @@ impl WorkerBackend for SqliteBackend {
     /// process died between pausing and sending it), which the reconciler
     /// sends again once the timer is due.
     async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
-        let before = (now_ms() - millis(threshold)) / 1000;
+        let before = (unix_ms() - millis(threshold)) / 1000;
         self.database
             .read(move |connection| {
                 let read = failed("find stalled runs");
@@ -365,7 +365,7 @@ impl WorkerBackend for SqliteBackend {
             .await;
         let wait = match next_due {
             Ok(Some(at)) => {
-                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(poll)
+                Duration::from_millis(u64::try_from(at - unix_ms()).unwrap_or(0)).min(poll)
             }
             _ => poll,
         };

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::queue::encode_jobs;
-use crate::{SERVICE, SqliteBackend, failed, millis, now_ms};
+use crate::{SERVICE, SqliteBackend, failed, millis, unix_ms};
 
 /// Compare-and-set attempts of one progress update before it gives up.
 const MAX_UPDATE_ATTEMPTS: u32 = 64;
@@ -40,7 +40,7 @@ fn too_large(what: &str, size: i64, limit: usize) -> StoreError {
 impl JobQueue for SqliteBackend {
     async fn enqueue(&self, job: Job, delay: Duration) -> Result<(), StoreError> {
         let body = encode_jobs(std::slice::from_ref(&job), None);
-        let visible_at = now_ms().saturating_add(millis(delay));
+        let visible_at = unix_ms().saturating_add(millis(delay));
         self.database
             .write(move |connection| {
                 connection
@@ -254,7 +254,7 @@ impl StatusStore for SqliteBackend {
                            last_updated = excluded.last_updated, final_status = excluded.final_status",
                     )
                     .and_then(|mut statement| {
-                        statement.execute(params![run, status.as_str(), now_ms() / 1000, final_json])
+                        statement.execute(params![run, status.as_str(), unix_ms() / 1000, final_json])
                     })
                     .map_err(&write)?;
                 Ok(true)
@@ -279,7 +279,7 @@ impl StatusStore for SqliteBackend {
             .write(move |connection| {
                 connection
                     .prepare_cached("UPDATE statuses SET last_updated = ?2 WHERE run_id = ?1")
-                    .and_then(|mut statement| statement.execute(params![run, now_ms() / 1000]))
+                    .and_then(|mut statement| statement.execute(params![run, unix_ms() / 1000]))
                     .map_err(failed("touch a status"))?;
                 Ok(())
             })
@@ -295,7 +295,7 @@ impl StatusStore for SqliteBackend {
                     .execute(
                         "UPDATE statuses SET status = 'running', last_updated = ?2, final_status = NULL
                          WHERE run_id = ?1 AND status = 'failed'",
-                        params![run, now_ms() / 1000],
+                        params![run, unix_ms() / 1000],
                     )
                     .map_err(failed("reopen a status"))?;
                 Ok(reopened == 1)
@@ -358,7 +358,7 @@ impl CoordinationStore for SqliteBackend {
                     .execute(
                         "INSERT OR IGNORE INTO progress (run_id, blueprint_id, created_at, version, record)
                          VALUES (?1, ?2, ?3, 1, ?4)",
-                        params![run, blueprint, now_ms(), record],
+                        params![run, blueprint, unix_ms(), record],
                     )
                     .map_err(failed("create a progress record"))?;
                 Ok(created == 1)

@@ -35,12 +35,6 @@ const SCAN_LIMIT: usize = 1_000;
 /// How many entries are read per round trip.
 const CHUNK: usize = 100;
 
-/// The Unix time in milliseconds, the score of a run started now.
-pub(super) fn now_ms() -> i64 {
-    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
-}
-
 /// A run as the index and its record know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedRun {

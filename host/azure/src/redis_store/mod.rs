@@ -93,13 +93,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flowcraft_core::clock::unix_ms;
 use flowcraft_core::progress::RunProgress;
 use flowcraft_core::store::{CoordinationStore, StoreError};
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use crate::retry::RetryPolicy;
 use connection::{Link, redact};
-use index::now_ms;
 pub use index::{IndexedRun, RunIndexPage, run_index_key};
 use remembered::Memory;
 use scripts::{CREATE_SCRIPT, Cas, UPDATE_SCRIPT};
@@ -410,7 +410,7 @@ impl CoordinationStore for RedisCoordination {
             .arg(record)
             .arg(&token)
             .arg(self.ttl_for(progress))
-            .arg(now_ms())
+            .arg(unix_ms())
             .arg(run_id);
         let created: i64 = self
             .write("create progress", run_id, &invocation, |reply| *reply == 1)

@@ -218,10 +218,3 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .cloned()
     }
 }
-
-/// The time now in Unix milliseconds, as the progress record's node times
-/// are kept.
-fn unix_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX)
-}

@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use tracing::info;
 
-use super::{Engine, EngineError, RunReport, unix_ms};
+use super::{Engine, EngineError, RunReport};
 use crate::builtin::Builtin;
+use crate::clock::unix_ms;
 use crate::context::{ContextChange, ContextMap, IDENTITY_KEYS};
 use crate::plan::Plan;
 use crate::progress::{AwaitReason, NodeStatus, ParentLink, RunProgress, RunState};

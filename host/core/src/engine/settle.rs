@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::sync::SemaphorePermit;
 use tracing::{info, warn};
 
-use super::{Engine, EngineError, unix_ms};
+use super::{Engine, EngineError};
+use crate::clock::unix_ms;
 use crate::context::{ContextChange, ContextMap};
 use crate::final_status::FinalOutcome;
 use crate::plan::Plan;

@@ -15,9 +15,10 @@ use tracing::{error, info};
 
 use super::attempt::{Attempt, Attempted};
 use super::outcome::Finished;
-use super::{Engine, EngineError, unix_ms};
+use super::{Engine, EngineError};
 use crate::blueprint::NodeDefinition;
 use crate::builtin;
+use crate::clock::unix_ms;
 use crate::context::{ContextMap, ContextValue};
 use crate::plan::Plan;
 use crate::progress::{NodeStatus, RunProgress, RunState};
