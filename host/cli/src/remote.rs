@@ -176,8 +176,8 @@ impl Remote {
         action: Option<&str>,
         output: Option<Value>,
     ) -> Result<Value> {
+        // The API reads a null field as an absent one.
         let body = json!({"nodeId": node_id, "action": action, "output": output});
-        let body = without_nulls(body);
         self.call(Method::POST, &["runs", run_id, "resume"], None, Some(body))
             .await
     }
@@ -213,15 +213,6 @@ impl Remote {
         };
         self.call(Method::POST, &["poison", "replay"], None, Some(body))
             .await
-    }
-}
-
-fn without_nulls(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
-        }
-        other => other,
     }
 }
 
