@@ -39,6 +39,20 @@ pub async fn ready<B: Backend + RunDirectory>(
     Ok(Json(json!({"status": "ready"})))
 }
 
+/// `GET /metrics`: this process's metrics in the Prometheus text format.
+pub async fn metrics<B: Backend + RunDirectory>(
+    State(api): State<Arc<Api<B>>>,
+) -> Result<Response, ApiError> {
+    let metrics = api.metrics.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server keeps no metrics",
+        )
+    })?;
+    Ok(metrics.scrape().into_response())
+}
+
 /// `GET /api/v1/openapi.json`.
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()

@@ -36,6 +36,7 @@ use flowcraft_core::engine::Engine;
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::store::Backend;
 use flowcraft_plugins::PluginHost;
+use flowcraft_telemetry::Metrics;
 use serde::de::DeserializeOwned;
 
 pub use auth::Tokens;
@@ -57,6 +58,9 @@ pub struct Api<B> {
     /// Where blueprints added with `PUT` are saved to outlive the process
     /// (`None`: they are kept in memory only).
     pub saved_blueprints: Option<BlueprintFolder>,
+    /// This process's metrics, answered at `/metrics` (`None`: that route
+    /// is a 404).
+    pub metrics: Option<Metrics>,
 }
 
 /// Every route, with authentication and the body limit.
@@ -83,6 +87,7 @@ pub fn router<B: Backend + RunDirectory>(api: Arc<Api<B>>) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/readyz", get(admin::ready::<B>))
+        .route("/metrics", get(admin::metrics::<B>))
         .fallback(admin::no_route)
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),

@@ -169,6 +169,7 @@ impl Server {
             tokens: Tokens::new(tokens.iter().copied()),
             shutdown: stopping.clone(),
             saved_blueprints: None,
+            metrics: None,
         });
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stop| *stop).await;

@@ -34,6 +34,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use flowcraft_core::telemetry;
+
 /// Why a failed request may be repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transient {
@@ -175,11 +177,71 @@ pub fn advised_wait<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Dura
     Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
 }
 
+/// A backend service, as log lines and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Queue,
+    Cosmos,
+    Redis,
+}
+
+impl Service {
+    /// The name log lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queue => "queue service",
+            Self::Cosmos => "Cosmos DB",
+            Self::Redis => "Redis",
+        }
+    }
+
+    /// The `service` label of the backend metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Cosmos => "cosmos",
+            Self::Redis => "redis",
+        }
+    }
+}
+
 /// Runs `request` until it succeeds, fails for good (`classify` answers
 /// `None`), or the budget of `policy` is spent; answers the last result and
 /// the number of attempts made. `service` and `operation` name the request
-/// in log lines; `describe` gives an error as one line.
+/// in log lines and metrics (one request, its retries included);
+/// `describe` gives an error as one line.
 pub async fn retrying<T, E, F, Fut>(
+    service: Service,
+    operation: &'static str,
+    policy: RetryPolicy,
+    classify: impl Fn(&E) -> Option<Transient>,
+    describe: impl Fn(&E) -> String,
+    request: F,
+) -> (Result<T, E>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = std::time::Instant::now();
+    let answer = repeating(
+        service.name(),
+        operation,
+        policy,
+        classify,
+        describe,
+        request,
+    )
+    .await;
+    telemetry::backend_request(
+        service.label(),
+        operation,
+        started.elapsed(),
+        answer.0.is_ok(),
+    );
+    answer
+}
+
+async fn repeating<T, E, F, Fut>(
     service: &str,
     operation: &str,
     policy: RetryPolicy,
@@ -332,7 +394,7 @@ mod tests {
     async fn requests_are_repeated_until_they_succeed_or_fail_for_good() {
         let calls = AtomicU32::new(0);
         let (result, attempts) = retrying(
-            "test",
+            Service::Redis,
             "op",
             QUICK,
             |e: &&str| (*e == "busy").then_some(Transient::Throttled(Some(Duration::ZERO))),
@@ -349,7 +411,7 @@ mod tests {
 
         let calls = AtomicU32::new(0);
         let (result, attempts) = retrying(
-            "test",
+            Service::Redis,
             "op",
             QUICK,
             |e: &&str| (*e == "busy").then_some(Transient::Unreachable),
@@ -366,7 +428,7 @@ mod tests {
 
         let started = std::time::Instant::now();
         let (result, attempts) = retrying(
-            "test",
+            Service::Redis,
             "op",
             QUICK,
             |_: &&str| Some(Transient::Unreachable),

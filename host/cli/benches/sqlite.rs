@@ -10,7 +10,9 @@
 //! chain-10 [`SINGLE_RUNS`] times one at a time and prints the p50 run time
 //! and per step (a tenth of it). Goals: ≥ 2,000 node-jobs/s on chain-10,
 //! ≤ 1 ms per step unloaded. Run with
-//! `cargo bench -p flowcraft-host --bench sqlite`.
+//! `cargo bench -p flowcraft-host --bench sqlite`; with `BENCH_METRICS=1`
+//! the process keeps its metrics (the Prometheus recorder of `serve`) and
+//! renders them once a second, as a Prometheus scrape would.
 
 mod support;
 
@@ -83,8 +85,27 @@ async fn throughput(engine: &Arc<Local>, blueprint: &str) -> f64 {
     RUNS as f64 / began.elapsed().as_secs_f64()
 }
 
+/// With `BENCH_METRICS` set: installs the metrics recorder and renders
+/// every metric once a second.
+fn metrics_if_asked() {
+    if std::env::var_os("BENCH_METRICS").is_none() {
+        println!("metrics: off");
+        return;
+    }
+    let metrics = flowcraft_telemetry::Metrics::install().expect("the recorder installs");
+    tokio::spawn(async move {
+        let mut scrape = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            scrape.tick().await;
+            std::hint::black_box(metrics.render());
+        }
+    });
+    println!("metrics: on, rendered once a second");
+}
+
 #[tokio::main]
 async fn main() {
+    metrics_if_asked();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-sqlite");
     let _ = std::fs::remove_dir_all(&data);
     let backend = SqliteBackend::open(&data).expect("database opens");

@@ -18,13 +18,14 @@ use flowcraft_core::directory::RunDirectory;
 use flowcraft_core::engine::{Engine, EngineSettings};
 use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_sqlite::SqliteBackend;
+use flowcraft_telemetry::Metrics;
 use flowcraft_worker::{WorkerBackend, WorkerSettings};
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::ConfigFile;
 use crate::setup::WorkerRuntime;
-use crate::worker::{WorkerArgs, shutdown_signal, worker_settings};
+use crate::worker::{MetricsListener, WorkerArgs, shutdown_signal, worker_settings};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -100,6 +101,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         blueprints: blueprints.clone(),
         tokens,
         tunables,
+        metrics_listen: args.worker.metrics_listen,
     };
     match azure {
         Some(config) => {
@@ -127,6 +129,7 @@ struct Server {
     blueprints: PathBuf,
     tokens: Tokens,
     tunables: WorkerSettings,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Server {
@@ -144,6 +147,11 @@ impl Server {
             runtime.plans.clone(),
             settings,
         ));
+        let metrics = Metrics::install()?;
+        let _metrics_listener = match self.metrics_listen {
+            Some(listen) => Some(MetricsListener::start(listen, metrics.clone()).await?),
+            None => None,
+        };
         let (stop, stopping) = watch::channel(false);
         let api = Arc::new(Api {
             engine: engine.clone(),
@@ -152,6 +160,7 @@ impl Server {
             tokens: self.tokens,
             shutdown: stopping.clone(),
             saved_blueprints: Some(BlueprintFolder::new(self.blueprints)),
+            metrics: Some(metrics),
         });
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await

@@ -3,6 +3,7 @@
 //! [`flowcraft_worker`] run until SIGINT or SIGTERM (then it stops
 //! receiving, lets running jobs finish and exits 0).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use flowcraft_telemetry::Metrics;
 use flowcraft_worker::WorkerSettings;
 use tracing::info;
 
@@ -57,6 +59,10 @@ pub struct WorkerArgs {
     /// [default: with `serve`, http://<--listen>; otherwise the path alone].
     #[arg(long, value_name = "URL", env = "FLOWCRAFT_PUBLIC_URL", value_parser = http_url)]
     pub public_url: Option<String>,
+    /// Serve this process's metrics in the Prometheus text format at
+    /// http://ADDR/metrics (`serve` answers them on its API as well).
+    #[arg(long, value_name = "ADDR", env = "FLOWCRAFT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub azure: AzureArgs,
 }
@@ -91,13 +97,43 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
         args.public_url.clone(),
     )
     .await?;
+    let metrics = match args.metrics_listen {
+        Some(listen) => Some(MetricsListener::start(listen, Metrics::install()?).await?),
+        None => None,
+    };
     // Handlers first: a SIGTERM from the moment "worker started" is logged
     // shuts down gracefully instead of killing the process.
     let shutdown = shutdown_signal()?;
     info!(queue = %settings.queue, concurrency = tunables.concurrency, "worker started");
     flowcraft_worker::run(Arc::new(engine), tunables, shutdown).await;
+    drop(metrics);
     info!("worker stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--metrics-listen` endpoint, served until dropped.
+pub(crate) struct MetricsListener(tokio::task::JoinHandle<()>);
+
+impl MetricsListener {
+    pub(crate) async fn start(listen: SocketAddr, metrics: Metrics) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen} for metrics: is something else there? choose another --metrics-listen")
+        })?;
+        let bound = listener.local_addr().unwrap_or(listen);
+        info!(listen = %bound, "metrics at http://{bound}/metrics");
+        let served = flowcraft_telemetry::serve_metrics(listener, metrics, std::future::pending());
+        Ok(Self(tokio::spawn(async move {
+            if let Err(error) = served.await {
+                tracing::error!(%error, "the metrics endpoint stopped");
+            }
+        })))
+    }
+}
+
+impl Drop for MetricsListener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// An `http://` or `https://` URL (for `--public-url`).

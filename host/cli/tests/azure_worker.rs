@@ -29,6 +29,7 @@ use flowcraft_core::store::{ContextStore, CoordinationStore, Job, RunStatusRecor
 use serde_json::{Map, Value, json};
 
 use support::azure::{NoRunner, Workers, azure_config, worker_command};
+use support::eventually;
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -279,25 +280,6 @@ impl Harness {
             .into_iter()
             .map(|p| (p.entry.reason.unwrap_or_default(), p.entry.original))
             .collect()
-    }
-}
-
-/// Polls `probe` until it returns `Some`, failing after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -3,22 +3,15 @@
 //! a graceful stop that keeps an awaiting run for the next start, and `serve`
 //! with Azure settings (the local stand-ins) sharing its runs with the CLI.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .unwrap()
-        .port()
-}
+use support::{free_port, repo_root};
 
 /// `flowcraft-host ARGS` in `dir`, without Azure settings.
 fn host(dir: &Path, args: &[&str]) -> Command {
@@ -36,7 +29,7 @@ fn host(dir: &Path, args: &[&str]) -> Command {
 /// `serve` in `dir` on `127.0.0.1:<port>` with the example bundles, the
 /// blueprints of `blueprints` and the `extra` flags.
 fn serve(dir: &Path, port: u16, blueprints: &Path, extra: &[&str]) -> Command {
-    let plugins = root().join("plugins-example/dist");
+    let plugins = repo_root().join("plugins-example/dist");
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "serve",
@@ -91,7 +84,7 @@ impl Drop for Serving {
 
 /// The lines of the README's "second way to try it" block.
 fn walkthrough_lines() -> Vec<String> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let (_, after) = readme
         .split_once("A second way to try it")
         .expect("the README has the serve walkthrough");
@@ -131,7 +124,7 @@ fn the_readme_walkthrough_runs_as_written() {
     // test's own (the database goes to ./.flowcraft there).
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(
-        root().join("plugins-example"),
+        repo_root().join("plugins-example"),
         dir.path().join("plugins-example"),
     )
     .unwrap();
@@ -161,8 +154,8 @@ fn the_readme_walkthrough_runs_as_written() {
 #[test]
 fn serve_refuses_a_public_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = root().join("plugins-example/dist");
-    let blueprints = root().join("plugins-example/orders/blueprints");
+    let plugins = repo_root().join("plugins-example/dist");
+    let blueprints = repo_root().join("plugins-example/orders/blueprints");
     let output = host(
         dir.path(),
         &[
@@ -189,7 +182,7 @@ fn serve_refuses_a_public_address_without_a_token() {
 #[test]
 fn a_stopped_server_keeps_an_awaiting_run_for_its_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let blueprints = root().join("plugins-example/orders/blueprints");
+    let blueprints = repo_root().join("plugins-example/orders/blueprints");
     let port = free_port();
     let serve = || serve(dir.path(), port, &blueprints, &["--data-dir", "data"]);
     let context = std::fs::read_to_string(blueprints.join("order-approval.context.json")).unwrap();
@@ -219,7 +212,7 @@ fn a_stopped_server_keeps_an_awaiting_run_for_its_next_start() {
 #[test]
 fn with_azure_settings_serve_is_a_worker_whose_runs_the_cli_sees() {
     let dir = tempfile::tempdir().unwrap();
-    let blueprints = root().join("plugins-example/orders/blueprints");
+    let blueprints = repo_root().join("plugins-example/orders/blueprints");
     let port = free_port();
     let deployment = format!("serve-azure-{}", std::process::id());
     let azure = [
@@ -287,7 +280,7 @@ fn on_azure(mut command: Command) -> Command {
 #[test]
 fn client_commands_go_through_the_api_with_server() {
     let dir = tempfile::tempdir().unwrap();
-    let blueprints = root().join("plugins-example/orders/blueprints");
+    let blueprints = repo_root().join("plugins-example/orders/blueprints");
     let port = free_port();
     let flags = ["--data-dir", "data", "--auth-token", "secret"];
     let serving = Serving::start(serve(dir.path(), port, &blueprints, &flags), port);
@@ -346,6 +339,28 @@ fn client_commands_go_through_the_api_with_server() {
     assert!(!untokened.status.success());
     let stderr = String::from_utf8_lossy(&untokened.stderr);
     assert!(stderr.contains("--token"), "{stderr}");
+
+    // The server's metrics count the run, behind the same token.
+    let metrics_url = format!("{server}/metrics");
+    let scrape = |auth: &str| {
+        let output = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-H", auth, &metrics_url])
+            .output()
+            .expect("curl runs");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let metrics = scrape("Authorization: Bearer secret");
+    assert!(metrics.ends_with("\n200"), "{metrics}");
+    for series in [
+        r#"flowcraft_runs_started_total{blueprint="order-manager-approval"} 1"#,
+        r#"flowcraft_runs_finished_total{blueprint="order-manager-approval",status="completed"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == series),
+            "no {series} in {metrics}"
+        );
+    }
+    assert!(scrape("X-No-Token: 1").ends_with("\n401"));
     assert!(serving.terminate().success());
 }
 
@@ -355,7 +370,7 @@ fn a_blueprint_added_through_the_api_is_there_after_a_restart() {
     let blueprints = dir.path().join("blueprints");
     std::fs::create_dir(&blueprints).unwrap();
     std::fs::copy(
-        root().join("plugins-example/orders/blueprints/order-approval.json"),
+        repo_root().join("plugins-example/orders/blueprints/order-approval.json"),
         blueprints.join("order-approval.json"),
     )
     .unwrap();

@@ -28,4 +28,5 @@ pub mod progress;
 pub mod routing;
 pub mod runner;
 pub mod store;
+pub mod telemetry;
 pub mod validate;

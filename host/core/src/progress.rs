@@ -392,6 +392,12 @@ impl RunProgress {
         }
     }
 
+    /// When the run's first node was scheduled (Unix milliseconds): its
+    /// start as this record knows it.
+    pub fn started_at(&self) -> Option<i64> {
+        self.nodes.values().filter_map(|node| node.started_at).min()
+    }
+
     /// The status of `node` (Waiting if never touched).
     pub fn status(&self, node: &str) -> NodeStatus {
         self.nodes.get(node).map(|n| n.status).unwrap_or_default()

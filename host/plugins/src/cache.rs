@@ -17,6 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use flowcraft_core::telemetry;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -54,8 +55,10 @@ impl ArtifactCache {
         digest_hex: &str,
     ) -> Result<(Component, CacheOutcome), wasmtime::Error> {
         if let Some(component) = self.lookup(engine, digest_hex) {
+            telemetry::compile_cache(true);
             return Ok((component, CacheOutcome::Hit));
         }
+        telemetry::compile_cache(false);
         let component = Component::new(engine, wasm)?;
         self.store(digest_hex, &component);
         Ok((component, CacheOutcome::Compiled))

@@ -15,11 +15,12 @@
 //! are checked on the text before anything is parsed. After the call, one
 //! warning reports the log records the call's budgets dropped.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flowcraft_core::blueprint::NodeDefinition;
 use flowcraft_core::limits::{MAX_DYNAMIC_NODES_PER_CALL, check_json_depth};
 use flowcraft_core::runner::{FailureKind, NodeCall, NodeFailure, NodeOutcome, NodeSuccess};
+use flowcraft_core::telemetry::{self, TrapKind};
 use serde_json::Value;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -89,8 +90,10 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
         time_limit,
     );
     let mut store = new_store(runtime, state);
+    let started = Instant::now();
     let call = async {
         let instance = bundle.pre.instantiate_async(&mut store).await?;
+        telemetry::plugin_instantiated(&bundle.label);
         instance
             .flowcraft_node_node()
             .call_execute(&mut store, &request)
@@ -99,18 +102,23 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
     let outcome = tokio::time::timeout(time_limit + CANCEL_GRACE, call).await;
     let state = store.into_data();
     drop(slot);
+    telemetry::node_finished(&state.labels.uses, &bundle.label, started.elapsed());
 
     log_captured_output(&state);
     state.log.report_dropped(&state.labels);
     let result = match outcome {
-        Err(_elapsed) => Err(NodeFailure::retryable(format!(
-            "{}: time limit of {} ms exceeded",
-            prefix(&state),
-            time_limit.as_millis()
-        ))),
+        Err(_elapsed) => {
+            telemetry::plugin_trapped(TrapKind::TimeLimit);
+            Err(NodeFailure::retryable(format!(
+                "{}: time limit of {} ms exceeded",
+                prefix(&state),
+                time_limit.as_millis()
+            )))
+        }
         Ok(Err(error)) => Err(trap_failure(&error, &state)),
         // A host rule the node broke fails the call whatever it answered.
         Ok(Ok(_)) if let Some(fault) = &state.fault => {
+            telemetry::plugin_trapped(TrapKind::HostRule);
             Err(NodeFailure::fatal(format!("{}: {fault}", prefix(&state))))
         }
         Ok(Ok(Err(guest_error))) => Err(guest_failure(guest_error)),
@@ -152,30 +160,54 @@ pub(crate) fn prefix(state: &CallState) -> String {
     )
 }
 
-/// The failure for a call that trapped or could not run.
+/// The failure for a call that trapped or could not run, counted by kind.
 pub(crate) fn trap_failure(error: &wasmtime::Error, state: &CallState) -> NodeFailure {
+    let (kind, failure) = classify_trap(error, state);
+    telemetry::plugin_trapped(kind);
+    failure
+}
+
+fn classify_trap(error: &wasmtime::Error, state: &CallState) -> (TrapKind, NodeFailure) {
     let prefix = prefix(state);
     if let Some(limit) = error.downcast_ref::<TimeLimitExceeded>() {
-        return NodeFailure::retryable(format!("{prefix}: {limit}"));
+        return (
+            TrapKind::TimeLimit,
+            NodeFailure::retryable(format!("{prefix}: {limit}")),
+        );
     }
     if state.time_limit_hit {
         let limit = TimeLimitExceeded {
             limit: state.time_limit,
         };
-        return NodeFailure::retryable(format!("{prefix}: {limit}"));
+        return (
+            TrapKind::TimeLimit,
+            NodeFailure::retryable(format!("{prefix}: {limit}")),
+        );
     }
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
-        return NodeFailure::retryable(format!("{prefix}: {limit}"));
+        return (
+            TrapKind::MemoryLimit,
+            NodeFailure::retryable(format!("{prefix}: {limit}")),
+        );
     }
     if let Some(rule) = error.downcast_ref::<HostRuleBroken>() {
-        return NodeFailure::fatal(format!("{prefix}: {rule}"));
+        return (
+            TrapKind::HostRule,
+            NodeFailure::fatal(format!("{prefix}: {rule}")),
+        );
     }
     if let Some(fault) = &state.fault {
-        return NodeFailure::fatal(format!("{prefix}: {fault}"));
+        return (
+            TrapKind::HostRule,
+            NodeFailure::fatal(format!("{prefix}: {fault}")),
+        );
     }
     let stderr = state.stderr.text();
     if let Some(panic) = panic_message(&stderr) {
-        return NodeFailure::retryable(format!("{prefix}: the node panicked: {panic}"));
+        return (
+            TrapKind::Panic,
+            NodeFailure::retryable(format!("{prefix}: the node panicked: {panic}")),
+        );
     }
     let stderr_note = if stderr.is_empty() {
         String::new()
@@ -183,13 +215,17 @@ pub(crate) fn trap_failure(error: &wasmtime::Error, state: &CallState) -> NodeFa
         format!("; guest stderr: {}", one_line(&stderr))
     };
     match error.downcast_ref::<Trap>() {
-        Some(trap) => {
-            NodeFailure::retryable(format!("{prefix}: the node trapped: {trap}{stderr_note}"))
-        }
-        None => NodeFailure::retryable(format!(
-            "{prefix}: the call failed: {}{stderr_note}",
-            chain(error)
-        )),
+        Some(trap) => (
+            TrapKind::Trap,
+            NodeFailure::retryable(format!("{prefix}: the node trapped: {trap}{stderr_note}")),
+        ),
+        None => (
+            TrapKind::CallFailed,
+            NodeFailure::retryable(format!(
+                "{prefix}: the call failed: {}{stderr_note}",
+                chain(error)
+            )),
+        ),
     }
 }
 

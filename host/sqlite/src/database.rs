@@ -11,8 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
+use std::time::Instant;
 
 use flowcraft_core::store::StoreError;
+use flowcraft_core::telemetry;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
 use tracing::error;
@@ -64,7 +66,20 @@ impl Database {
     /// Runs `work` in the next batch's transaction and answers its result
     /// once that transaction is committed (durable). If `work` fails, its
     /// changes are rolled back and the others of the batch stand.
-    pub(crate) async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    /// `operation` names it in the backend metrics.
+    pub(crate) async fn write<T, E, F>(&self, operation: &'static str, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let started = Instant::now();
+        let written = self.commit(work).await;
+        telemetry::backend_request(SERVICE, operation, started.elapsed(), written.is_ok());
+        written
+    }
+
+    async fn commit<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -91,8 +106,20 @@ impl Database {
         answered.await.map_err(|_| E::from(writer_gone()))?
     }
 
-    /// Runs `work` on a reader connection (on a blocking thread).
-    pub(crate) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Runs `work` on a reader connection (on a blocking thread);
+    /// `operation` names it in the backend metrics.
+    pub(crate) async fn read<T, F>(&self, operation: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let started = Instant::now();
+        let read = self.read_on_reader(work).await;
+        telemetry::backend_request(SERVICE, operation, started.elapsed(), read.is_ok());
+        read
+    }
+
+    async fn read_on_reader<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,

@@ -100,7 +100,9 @@ impl RunDirectory for SqliteBackend {
         let limit = query.limit;
         let mut runs = self
             .database
-            .read(move |connection| select_runs(connection, &query, after.as_ref()))
+            .read("list runs", move |connection| {
+                select_runs(connection, &query, after.as_ref())
+            })
             .await?;
         let next_cursor = if runs.len() > limit {
             runs.truncate(limit);
@@ -120,7 +122,7 @@ impl RunDirectory for SqliteBackend {
 
     async fn check(&self) -> Result<(), StoreError> {
         self.database
-            .read(|connection| {
+            .read("check", |connection| {
                 connection
                     .query_row("SELECT count(*) FROM jobs", [], |row| row.get::<_, i64>(0))
                     .map_err(failed("read the database"))

@@ -89,7 +89,7 @@ impl SqliteBackend {
     ) -> Result<i64, StoreError> {
         let (id, receipt) = (message.id, message.receipt);
         self.database
-            .write(move |connection| {
+            .write("lease again", move |connection| {
                 let changed = connection
                     .prepare_cached(
                         "UPDATE jobs SET body = coalesce(?3, body), visible_at = ?4, receipt = receipt + 1
@@ -108,7 +108,7 @@ impl SqliteBackend {
     /// Every dead-lettered message, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         self.database
-            .read(|connection| {
+            .read("list dead letters", |connection| {
                 let read = failed("read the dead letters");
                 let mut statement = connection
                     .prepare_cached("SELECT id, body, reason, at FROM dead_letters ORDER BY id")
@@ -133,7 +133,9 @@ impl SqliteBackend {
     pub async fn replay_dead_letters(&self, ids: Option<Vec<i64>>) -> Result<Vec<i64>, StoreError> {
         let moved = self
             .database
-            .write(move |connection| replay(connection, ids.as_deref()))
+            .write("replay dead letters", move |connection| {
+                replay(connection, ids.as_deref())
+            })
             .await?;
         if !moved.is_empty() {
             self.work.notify_one();
@@ -144,7 +146,7 @@ impl SqliteBackend {
     async fn add_dead_letter(&self, body: String, reason: &str) -> Result<(), StoreError> {
         let reason = reason.to_owned();
         self.database
-            .write(move |connection| {
+            .write("add dead letter", move |connection| {
                 connection
                     .execute(
                         "INSERT INTO dead_letters (body, reason, at) VALUES (?1, ?2, ?3)",
@@ -246,7 +248,9 @@ impl LeaseQueue for SqliteBackend {
     ) -> Result<Vec<SqliteMessage>, StoreError> {
         let until = unix_ms().saturating_add(millis(visibility));
         self.database
-            .write(move |connection| take_due(connection, max, until))
+            .write("receive", move |connection| {
+                take_due(connection, max, until)
+            })
             .await
     }
 
@@ -265,7 +269,7 @@ impl LeaseQueue for SqliteBackend {
     async fn delete(&self, message: &SqliteMessage) -> Result<(), StoreError> {
         let (id, receipt) = (message.id, message.receipt);
         self.database
-            .write(move |connection| {
+            .write("delete message", move |connection| {
                 let deleted = connection
                     .prepare_cached("DELETE FROM jobs WHERE id = ?1 AND receipt = ?2")
                     .and_then(|mut statement| statement.execute(params![id, receipt]))
@@ -332,7 +336,7 @@ impl WorkerBackend for SqliteBackend {
     async fn stalled_runs(&self, threshold: Duration) -> Result<Vec<String>, StoreError> {
         let before = (unix_ms() - millis(threshold)) / 1000;
         self.database
-            .read(move |connection| {
+            .read("stalled runs", move |connection| {
                 let read = failed("find stalled runs");
                 let mut statement = connection
                     .prepare_cached(
@@ -355,7 +359,7 @@ impl WorkerBackend for SqliteBackend {
     async fn wait_for_work(&self, poll: Duration) {
         let next_due = self
             .database
-            .read(|connection| {
+            .read("next due", |connection| {
                 connection
                     .query_row("SELECT min(visible_at) FROM jobs", [], |row| {
                         row.get::<_, Option<i64>>(0)

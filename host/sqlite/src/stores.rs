@@ -42,7 +42,7 @@ impl JobQueue for SqliteBackend {
         let body = encode_jobs(std::slice::from_ref(&job), None);
         let visible_at = unix_ms().saturating_add(millis(delay));
         self.database
-            .write(move |connection| {
+            .write("enqueue", move |connection| {
                 connection
                     .execute(
                         "INSERT INTO jobs (body, visible_at) VALUES (?1, ?2)",
@@ -66,7 +66,7 @@ impl ContextStore for SqliteBackend {
             .map(|(key, value)| (key.clone(), value.json().to_owned()))
             .collect();
         self.database
-            .write(move |connection| {
+            .write("create context", move |connection| {
                 let size = 2 + entries
                     .iter()
                     .map(|(key, value)| entry_size(key, value))
@@ -102,7 +102,9 @@ impl ContextStore for SqliteBackend {
     async fn load_context(&self, run_id: &str) -> Result<Option<StoredContext>, StoreError> {
         let run = run_id.to_owned();
         self.database
-            .read(move |connection| read_context(connection, &run))
+            .read("load context", move |connection| {
+                read_context(connection, &run)
+            })
             .await
     }
 
@@ -115,7 +117,9 @@ impl ContextStore for SqliteBackend {
         let limit = self.item_limit;
         let changes = changes.to_vec();
         self.database
-            .write(move |connection| write_changes(connection, &run, &changes, limit))
+            .write("apply changes", move |connection| {
+                write_changes(connection, &run, &changes, limit)
+            })
             .await
     }
 }
@@ -234,7 +238,7 @@ impl StatusStore for SqliteBackend {
         }
         let written = self
             .database
-            .write(move |connection| {
+            .write("write status", move |connection| {
                 let write = failed("write a status");
                 let current: Option<String> = connection
                     .prepare_cached("SELECT status FROM statuses WHERE run_id = ?1")
@@ -269,14 +273,16 @@ impl StatusStore for SqliteBackend {
     async fn read_status(&self, run_id: &str) -> Result<Option<RunStatusRecord>, StoreError> {
         let run = run_id.to_owned();
         self.database
-            .read(move |connection| read_status(connection, &run))
+            .read("read status", move |connection| {
+                read_status(connection, &run)
+            })
             .await
     }
 
     async fn touch(&self, run_id: &str) -> Result<(), StoreError> {
         let run = run_id.to_owned();
         self.database
-            .write(move |connection| {
+            .write("touch", move |connection| {
                 connection
                     .prepare_cached("UPDATE statuses SET last_updated = ?2 WHERE run_id = ?1")
                     .and_then(|mut statement| statement.execute(params![run, unix_ms() / 1000]))
@@ -290,7 +296,7 @@ impl StatusStore for SqliteBackend {
         let run = run_id.to_owned();
         let reopened = self
             .database
-            .write(move |connection| {
+            .write("reopen failed", move |connection| {
                 let reopened = connection
                     .execute(
                         "UPDATE statuses SET status = 'running', last_updated = ?2, final_status = NULL
@@ -353,7 +359,7 @@ impl CoordinationStore for SqliteBackend {
         let blueprint = progress.blueprint_id.clone();
         let record = encode_progress(progress)?;
         self.database
-            .write(move |connection| {
+            .write("create progress", move |connection| {
                 let created = connection
                     .execute(
                         "INSERT OR IGNORE INTO progress (run_id, blueprint_id, created_at, version, record)
@@ -443,7 +449,7 @@ impl Backend for SqliteBackend {
             let (run, limit, changes) = (run_id.to_owned(), self.item_limit, changes.to_vec());
             let written = self
                 .database
-                .write(move |connection| {
+                .write("settle", move |connection| {
                     if !changes.is_empty() {
                         write_changes(connection, &run, &changes, limit)
                             .map_err(|error| SettleWrite::Failed(SettleError::Context(error)))?;
@@ -507,7 +513,7 @@ impl SqliteBackend {
         let run = run_id.to_owned();
         let row: Option<(i64, String)> = self
             .database
-            .read(move |connection| {
+            .read("read progress", move |connection| {
                 connection
                     .prepare_cached("SELECT version, record FROM progress WHERE run_id = ?1")
                     .and_then(|mut statement| {

@@ -42,6 +42,7 @@ use std::time::Duration;
 use flowcraft_core::engine::{Engine, EngineError};
 use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::store::{Job, StoreError};
+use flowcraft_core::telemetry::{self, JobOutcome};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -165,6 +166,7 @@ pub async fn dead_letter<Q: LeaseQueue>(queue: &Q, message: &Q::Message, reason:
     error!(message = %message.id(), reason, "moving message to the poison queue");
     match queue.dead_letter(message, reason).await {
         Ok(()) => {
+            telemetry::poisoned();
             if let Err(problem) = queue.delete(message).await {
                 warn!(error = %problem, "poisoned message could not be deleted from the job queue");
             }
@@ -265,6 +267,7 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
     async fn interrupt(&mut self, run_id: &str) {
         for job in &self.running {
             info!(run = %run_id, node = %job.node_id, "run cancelled: node interrupted, its result dropped");
+            telemetry::job_handled(JobOutcome::Cancelled);
         }
         self.abandon();
         let Some(message) = self.take_message().await else {
@@ -333,10 +336,19 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
             None => self.own_slot_free = true,
         }
         let problem = match outcome {
-            Ok(next) => return self.hand_off(next).await,
+            Ok(next) => {
+                telemetry::job_handled(JobOutcome::Handled);
+                return self.hand_off(next).await;
+            }
             Err(problem) => problem,
         };
-        match Disposition::of(&problem) {
+        let disposition = Disposition::of(&problem);
+        telemetry::job_handled(match disposition {
+            Disposition::Redeliver => JobOutcome::BackendError,
+            Disposition::ReturnLater => JobOutcome::Returned,
+            Disposition::DeadLetter => JobOutcome::DeadLettered,
+        });
+        match disposition {
             Disposition::Redeliver | Disposition::ReturnLater => {
                 if problem.is_transient() {
                     warn!(run = %job.run_id, node = %job.node_id, error = %problem, "backend error; the job will be delivered again");
@@ -470,8 +482,11 @@ impl<B: WorkerBackend, R: NodeRunner> Lease<B, R> {
     /// others.
     async fn dead_letter_job(&self, job: &Job, reason: &str) {
         error!(run = %job.run_id, node = %job.node_id, reason, "moving job to the poison queue");
-        if let Err(problem) = self.queue().dead_letter_job(job, reason).await {
-            error!(error = %problem, "could not write to the poison queue; the job's message will be delivered again");
+        match self.queue().dead_letter_job(job, reason).await {
+            Ok(()) => telemetry::poisoned(),
+            Err(problem) => {
+                error!(error = %problem, "could not write to the poison queue; the job's message will be delivered again")
+            }
         }
     }
 

@@ -51,6 +51,7 @@ use std::time::Duration;
 
 use flowcraft_core::engine::Engine;
 use flowcraft_core::runner::NodeRunner;
+use flowcraft_core::telemetry;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -199,10 +200,14 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
                 }
             }
             let queue = self.engine.backend().lease_queue();
+            let receiving = Instant::now();
             let received = tokio::select! {
                 _ = &mut shutdown => return,
                 received = queue.receive(free as u32, self.lease.visibility) => received,
             };
+            if let Ok(messages) = &received {
+                telemetry::queue_received(receiving.elapsed(), messages.len());
+            }
             let messages = received.unwrap_or_else(|problem| {
                 warn!(error = %problem, "receiving jobs failed; retrying");
                 Vec::new()
@@ -239,7 +244,9 @@ impl<B: WorkerBackend, R: NodeRunner> Receiver<B, R> {
             message,
             self.lease.clone(),
         );
+        let in_flight = telemetry::InFlight::start();
         jobs.spawn(async move {
+            let _in_flight = in_flight;
             let worked = lease.await;
             drop(permit);
             worked

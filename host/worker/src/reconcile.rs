@@ -8,6 +8,7 @@ use std::time::Duration;
 use flowcraft_core::engine::Engine;
 use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::store::StoreError;
+use flowcraft_core::telemetry;
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -52,7 +53,9 @@ pub async fn reconcile_periodically<B: WorkerBackend, R: NodeRunner>(
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
-        match reconcile_stalled(&engine, stalled_after).await {
+        let pass = reconcile_stalled(&engine, stalled_after).await;
+        telemetry::reconciler_pass(pass.as_ref().ok().map(|summary| summary.reconciled_runs));
+        match pass {
             Ok(summary) if summary.stalled_runs > 0 => info!(?summary, "reconciler pass"),
             Ok(_) => {}
             Err(problem) => warn!(error = %problem, "reconciler pass failed"),

@@ -44,7 +44,7 @@ use azure_data_cosmos::{
 use flowcraft_core::store::StoreError;
 use thiserror::Error;
 
-use crate::retry::{RetryPolicy, Transient, retrying};
+use crate::retry::{RetryPolicy, Service, Transient, retrying};
 
 pub use connection::{CONNECTION_STRING_VARIABLE, CosmosConnection, ENDPOINT_VARIABLE};
 pub use context::CosmosContextStore;
@@ -380,7 +380,7 @@ pub(crate) async fn patch_document(
 /// connection just as it was reused), within [`RetryPolicy::DEFAULT`]
 /// (see [`crate::retry`]). `operation` names it in log lines.
 pub(crate) async fn retry_transient<T, F, Fut>(
-    operation: &str,
+    operation: &'static str,
     request: F,
 ) -> Result<T, CosmosError>
 where
@@ -388,7 +388,7 @@ where
     Fut: Future<Output = Result<T, CosmosError>>,
 {
     retrying(
-        "Cosmos DB",
+        Service::Cosmos,
         operation,
         RetryPolicy::DEFAULT,
         transient,

@@ -71,7 +71,7 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 use flowcraft_core::store::{Job, JobQueue, MAX_JOB_DELAY, StoreError};
 use tokio::sync::OnceCell;
 
-use crate::retry::{self, RetryPolicy};
+use crate::retry::{self, RetryPolicy, Service};
 use crate::storage_account::StorageAccount;
 use crate::wire;
 use error::{error_code, root_cause, transient};
@@ -298,7 +298,7 @@ impl AzureQueue {
 
     async fn send_text(
         &self,
-        op: &str,
+        op: &'static str,
         text: &str,
         visibility: i32,
         ttl: Option<i32>,
@@ -418,8 +418,8 @@ impl AzureQueue {
         message: &ReceivedMessage,
         timeout: Duration,
     ) -> Result<Renewed, QueueError> {
-        let op = format!("update visibility of message {}", message.id);
-        self.update(&op, message, None, timeout).await
+        self.update("update visibility", message, None, timeout)
+            .await
     }
 
     /// Replaces the text of a received `message` with `text` and makes it
@@ -432,9 +432,9 @@ impl AzureQueue {
         text: &str,
         timeout: Duration,
     ) -> Result<Renewed, QueueError> {
-        let op = format!("replace the text of message {}", message.id);
-        let content = self.message_content(&op, text)?;
-        self.update(&op, message, Some(content), timeout).await
+        let op = "replace text";
+        let content = self.message_content(op, text)?;
+        self.update(op, message, Some(content), timeout).await
     }
 
     /// A message body for `text`, or an error if the service would refuse it.
@@ -453,9 +453,10 @@ impl AzureQueue {
         .map_err(|e| self.invalid(op, format!("message text cannot be sent as XML: {e}")))
     }
 
+    /// Updates `message` (operation `op`); errors name the message.
     async fn update(
         &self,
-        op: &str,
+        op: &'static str,
         message: &ReceivedMessage,
         content: Option<RequestContent<QueueMessage, XmlFormat>>,
         timeout: Duration,
@@ -476,7 +477,7 @@ impl AzureQueue {
                 )
             })
             .await
-            .map_err(|(e, _)| self.error(op, e))?;
+            .map_err(|(e, _)| self.error(&format!("{op} of message {}", message.id), e))?;
         let headers = response.headers();
         let pop_receipt = headers
             .get_optional_str(&POP_RECEIPT)
@@ -494,7 +495,11 @@ impl AzureQueue {
     /// Runs `request` (operation `op`), repeating it when throttled or on
     /// a transport error ([`crate::retry`]). The flag says whether it was
     /// repeated.
-    async fn attempt<T, F, Fut>(&self, op: &str, request: F) -> Result<T, (azure_core::Error, bool)>
+    async fn attempt<T, F, Fut>(
+        &self,
+        op: &'static str,
+        request: F,
+    ) -> Result<T, (azure_core::Error, bool)>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = azure_core::Result<T>>,
@@ -506,23 +511,15 @@ impl AzureQueue {
     async fn attempt_with<T, F, Fut>(
         &self,
         policy: RetryPolicy,
-        op: &str,
+        op: &'static str,
         request: F,
     ) -> Result<T, (azure_core::Error, bool)>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = azure_core::Result<T>>,
     {
-        let operation = format!("{op} (queue '{}')", self.inner.name);
-        let (result, attempts) = retry::retrying(
-            "queue service",
-            &operation,
-            policy,
-            transient,
-            root_cause,
-            request,
-        )
-        .await;
+        let (result, attempts) =
+            retry::retrying(Service::Queue, op, policy, transient, root_cause, request).await;
         result.map_err(|e| (e, attempts > 1))
     }
 }

@@ -4,13 +4,15 @@
 //! and the one-line errors naming the operation, the run and the server.
 
 use std::sync::MutexGuard;
+use std::time::Instant;
 
 use flowcraft_core::store::StoreError;
+use flowcraft_core::telemetry;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, ServerErrorKind};
 
 use super::{RedisCoordination, SERVICE};
-use crate::retry::{self, Backoff, RetryPolicy, Transient};
+use crate::retry::{self, Backoff, RetryPolicy, Service, Transient};
 
 /// The shared connection and what the last attempt to make one did.
 #[derive(Default)]
@@ -141,7 +143,7 @@ impl RedisCoordination {
     pub(super) async fn retrying<T, F, Fut>(
         &self,
         policy: RetryPolicy,
-        operation: &str,
+        operation: &'static str,
         op: F,
     ) -> Result<T, RedisError>
     where
@@ -159,7 +161,7 @@ impl RedisCoordination {
             (is_connection_error(err) || is_busy(err)).then_some(Transient::Unreachable)
         };
         retry::retrying(
-            "Redis",
+            Service::Redis,
             operation,
             policy,
             classify,
@@ -177,6 +179,23 @@ impl RedisCoordination {
     /// was applied and nothing was written since; any other answer after a
     /// broken write leaves the outcome unknown, so it is an error.
     pub(super) async fn write<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        run_id: &str,
+        invocation: &redis::ScriptInvocation<'_>,
+        applied: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let written = self
+            .write_once(operation, run_id, invocation, applied)
+            .await;
+        let (service, ok) = (Service::Redis.label(), written.is_ok());
+        telemetry::backend_request(service, operation, started.elapsed(), ok);
+        written
+    }
+
+    /// [`write`](Self::write) without its metrics.
+    async fn write_once<T: redis::FromRedisValue>(
         &self,
         operation: &str,
         run_id: &str,

@@ -182,7 +182,7 @@ impl RedisCoordination {
     /// answers their replies.
     async fn read_index<T: redis::FromRedisValue>(
         &self,
-        operation: &str,
+        operation: &'static str,
         build: impl Fn(&mut redis::Pipeline),
     ) -> Result<T, StoreError> {
         self.retrying(RetryPolicy::DEFAULT, operation, |mut conn| {

@@ -3,7 +3,7 @@
 //! The result is an [`Attempt`] for [`super::outcome`] to carry out.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tracing::info;
@@ -18,6 +18,7 @@ use crate::plan::Plan;
 use crate::progress::AwaitReason;
 use crate::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, NodeSuccess};
 use crate::store::{Backend, Job};
+use crate::telemetry;
 
 /// What a node attempt asks of its run.
 pub(super) enum Attempt {
@@ -87,7 +88,10 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         info!(run = %job.run_id, node = %node.id, uses = %node.uses, attempt = job.attempt(), "node started");
         if builtin::is_builtin(&node.uses) {
             let input = input.as_ref().map(ContextValue::to_value);
-            return self.run_builtin(&job.run_id, plan, node, input, context, &snapshot);
+            let started = Instant::now();
+            let attempted = self.run_builtin(&job.run_id, plan, node, input, context, &snapshot);
+            telemetry::node_finished(&node.uses, telemetry::BUILTIN_BUNDLE, started.elapsed());
+            return attempted;
         }
         let call = NodeCall {
             uses: node.uses.clone(),

@@ -15,6 +15,7 @@ use crate::plan::Plan;
 use crate::progress::{AwaitReason, NodeStatus, ParentLink, RunProgress, RunState};
 use crate::runner::NodeRunner;
 use crate::store::{Backend, Job, JobSignal};
+use crate::telemetry;
 
 use super::subflow::time_until;
 
@@ -69,6 +70,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         if !self.backend.create_progress(&progress).await? {
             return Err(EngineError::RunExists(run_id));
         }
+        telemetry::run_started(blueprint_id);
         self.backend.create_context(&run_id, context).await?;
         self.backend
             .write_status(&run_id, RunState::Running, None)

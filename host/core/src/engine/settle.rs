@@ -4,6 +4,7 @@
 //! and of final contexts being published at once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::SemaphorePermit;
 use tracing::{info, warn};
@@ -16,6 +17,7 @@ use crate::plan::Plan;
 use crate::progress::{Advance, Completion, RunProgress, RunState};
 use crate::runner::NodeRunner;
 use crate::store::{Backend, Job, JobSignal, SettleError, StoreError};
+use crate::telemetry;
 
 /// How many bytes of final-context JSON a worker publishes at once. A
 /// completed run's status carries its final context twice (upstream's
@@ -260,6 +262,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             }
         }
         info!(run = %run_id, status = state.as_str(), "run status changed");
+        if state.is_terminal() {
+            let elapsed = progress
+                .started_at()
+                .map(|start| Duration::from_millis(unix_ms().saturating_sub(start) as u64));
+            telemetry::run_finished(&progress.blueprint_id, state, elapsed);
+        }
         if let Some(parent) = &progress.parent
             && state != RunState::Running
         {

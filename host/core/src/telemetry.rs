@@ -1,0 +1,277 @@
+//! What the host counts and times, for its metrics endpoint: every metric's
+//! name, help text and labels in one place, and a function per event that
+//! records it, so that the crates recording the same metric agree on it.
+//!
+//! Recording goes through the `metrics` facade. Without an installed
+//! recorder (the embedded `run`, most tests) a call costs one atomic load
+//! and records nothing; `flowcraft-telemetry` installs the Prometheus one.
+//!
+//! Label values come from bounded sets only: outcomes and kinds are enums
+//! here, `uses`, `bundle` and `blueprint` name what is loaded, `service` and
+//! `operation` are fixed strings of the backends. Run and node ids never
+//! become labels.
+
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+
+use crate::progress::RunState;
+
+/// Jobs handled by the worker, by `outcome` ([`JobOutcome`]).
+pub const JOBS: &str = "flowcraft_jobs_total";
+/// How long a node attempt ran, by `uses` and `bundle`.
+pub const NODE_DURATION: &str = "flowcraft_node_duration_seconds";
+/// Runs started, by `blueprint`.
+pub const RUNS_STARTED: &str = "flowcraft_runs_started_total";
+/// Runs that reached a terminal state, by `blueprint` and `status`.
+pub const RUNS_FINISHED: &str = "flowcraft_runs_finished_total";
+/// From a run's start to its terminal state, by `blueprint`.
+pub const RUN_DURATION: &str = "flowcraft_run_duration_seconds";
+/// How long one receive from the job queue took.
+pub const QUEUE_RECEIVE_DURATION: &str = "flowcraft_queue_receive_duration_seconds";
+/// Messages received from the job queue.
+pub const QUEUE_MESSAGES_RECEIVED: &str = "flowcraft_queue_messages_received_total";
+/// Messages this worker holds (received, not yet deleted or given back).
+pub const MESSAGES_IN_FLIGHT: &str = "flowcraft_messages_in_flight";
+/// Requests to a backend service, by `service` and `operation`.
+pub const BACKEND_REQUESTS: &str = "flowcraft_backend_requests_total";
+/// Requests that failed after their retries, by `service` and `operation`.
+pub const BACKEND_ERRORS: &str = "flowcraft_backend_errors_total";
+/// How long a request took, retries included, by `service` and `operation`.
+pub const BACKEND_REQUEST_DURATION: &str = "flowcraft_backend_request_duration_seconds";
+/// Instances made of a bundle's component, by `bundle`.
+pub const PLUGIN_INSTANTIATIONS: &str = "flowcraft_plugin_instantiations_total";
+/// Calls stopped by the sandbox, by `kind` ([`TrapKind`]).
+pub const PLUGIN_TRAPS: &str = "flowcraft_plugin_traps_total";
+/// Bundle loads, by `result`: `hit` (compiled code from the cache) or `miss`.
+pub const COMPILE_CACHE: &str = "flowcraft_plugin_compile_cache_total";
+/// Messages or jobs moved to the poison (dead-letter) queue.
+pub const POISON_MESSAGES: &str = "flowcraft_poison_messages_total";
+/// Reconciler passes, by `result` (`ok` or `failed`).
+pub const RECONCILER_PASSES: &str = "flowcraft_reconciler_passes_total";
+/// Runs the reconciler got moving again (jobs re-sent or state repaired).
+pub const RECONCILER_RUNS_RESENT: &str = "flowcraft_reconciler_runs_resent_total";
+
+/// The `bundle` label of built-in node types.
+pub const BUILTIN_BUNDLE: &str = "builtin";
+
+/// Histogram bucket bounds in seconds, per histogram: a node or a backend
+/// request takes milliseconds, a run up to days (it may wait for a person).
+pub const BUCKETS: [(&str, &[f64]); 4] = [
+    (NODE_DURATION, &FAST_BUCKETS),
+    (QUEUE_RECEIVE_DURATION, &FAST_BUCKETS),
+    (BACKEND_REQUEST_DURATION, &FAST_BUCKETS),
+    (RUN_DURATION, &RUN_BUCKETS),
+];
+
+const FAST_BUCKETS: [f64; 14] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+const RUN_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3_600.0, 86_400.0, 604_800.0,
+];
+
+/// What became of one job a worker took from its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The engine handled it (the node ran, paused or failed, or the job
+    /// was a duplicate).
+    Handled,
+    /// A backend failed; the message is left to reappear.
+    BackendError,
+    /// Given back to the queue after a delay (another worker may take it).
+    Returned,
+    /// Moved to the poison queue.
+    DeadLettered,
+    /// Its run was cancelled while it ran.
+    Cancelled,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Handled => "handled",
+            Self::BackendError => "backend_error",
+            Self::Returned => "returned",
+            Self::DeadLettered => "dead_lettered",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why the sandbox stopped a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    TimeLimit,
+    MemoryLimit,
+    /// The node broke a host rule (a reserved key, a quota).
+    HostRule,
+    /// The guest panicked.
+    Panic,
+    /// Any other WebAssembly trap (unreachable, out-of-bounds access, …).
+    Trap,
+    /// The call could not run (instantiation failed, say).
+    CallFailed,
+}
+
+impl TrapKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TimeLimit => "time_limit",
+            Self::MemoryLimit => "memory_limit",
+            Self::HostRule => "host_rule",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::CallFailed => "call_failed",
+        }
+    }
+}
+
+/// Registers every metric's help text and unit with the installed recorder.
+pub fn describe() {
+    describe_counter!(JOBS, "Jobs handled by this worker, by outcome.");
+    describe_histogram!(
+        NODE_DURATION,
+        Unit::Seconds,
+        "Duration of node attempts, by node type and bundle."
+    );
+    describe_counter!(RUNS_STARTED, "Runs started, by blueprint.");
+    describe_counter!(
+        RUNS_FINISHED,
+        "Runs that reached a terminal status, by blueprint and status."
+    );
+    describe_histogram!(
+        RUN_DURATION,
+        Unit::Seconds,
+        "Duration of runs from start to terminal status, by blueprint."
+    );
+    describe_histogram!(
+        QUEUE_RECEIVE_DURATION,
+        Unit::Seconds,
+        "Duration of receives from the job queue."
+    );
+    describe_counter!(
+        QUEUE_MESSAGES_RECEIVED,
+        "Messages received from the job queue."
+    );
+    describe_gauge!(
+        MESSAGES_IN_FLIGHT,
+        "Messages this worker holds: received and not yet deleted or given back."
+    );
+    describe_counter!(
+        BACKEND_REQUESTS,
+        "Requests to backend services, by service and operation."
+    );
+    describe_counter!(
+        BACKEND_ERRORS,
+        "Backend requests that failed after their retries, by service and operation."
+    );
+    describe_histogram!(
+        BACKEND_REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of backend requests, retries included, by service and operation."
+    );
+    describe_counter!(
+        PLUGIN_INSTANTIATIONS,
+        "Instances made of bundle components, by bundle."
+    );
+    describe_counter!(PLUGIN_TRAPS, "Node calls the sandbox stopped, by kind.");
+    describe_counter!(
+        COMPILE_CACHE,
+        "Bundle loads by compile-cache result (hit or miss)."
+    );
+    describe_counter!(
+        POISON_MESSAGES,
+        "Messages or jobs moved to the poison queue."
+    );
+    describe_counter!(RECONCILER_PASSES, "Reconciler passes, by result.");
+    describe_counter!(
+        RECONCILER_RUNS_RESENT,
+        "Stalled runs the reconciler got moving again."
+    );
+}
+
+pub fn job_handled(outcome: JobOutcome) {
+    counter!(JOBS, "outcome" => outcome.as_str()).increment(1);
+}
+
+pub fn node_finished(uses: &str, bundle: &str, elapsed: Duration) {
+    histogram!(NODE_DURATION, "uses" => uses.to_owned(), "bundle" => bundle.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn run_started(blueprint: &str) {
+    counter!(RUNS_STARTED, "blueprint" => blueprint.to_owned()).increment(1);
+}
+
+/// A run reached `status` (terminal); `elapsed` since it started, if known.
+pub fn run_finished(blueprint: &str, status: RunState, elapsed: Option<Duration>) {
+    let blueprint = blueprint.to_owned();
+    counter!(RUNS_FINISHED, "blueprint" => blueprint.clone(), "status" => status.as_str())
+        .increment(1);
+    if let Some(elapsed) = elapsed {
+        histogram!(RUN_DURATION, "blueprint" => blueprint).record(elapsed.as_secs_f64());
+    }
+}
+
+pub fn queue_received(elapsed: Duration, messages: usize) {
+    histogram!(QUEUE_RECEIVE_DURATION).record(elapsed.as_secs_f64());
+    counter!(QUEUE_MESSAGES_RECEIVED).increment(messages as u64);
+}
+
+/// Counts a message as in flight until dropped.
+#[must_use = "the message counts as in flight until this is dropped"]
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> Self {
+        gauge!(MESSAGES_IN_FLIGHT).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(MESSAGES_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// One request to `service` (`queue`, `cosmos`, `redis`, `sqlite`) ended.
+pub fn backend_request(
+    service: &'static str,
+    operation: &'static str,
+    elapsed: Duration,
+    ok: bool,
+) {
+    counter!(BACKEND_REQUESTS, "service" => service, "operation" => operation).increment(1);
+    if !ok {
+        counter!(BACKEND_ERRORS, "service" => service, "operation" => operation).increment(1);
+    }
+    histogram!(BACKEND_REQUEST_DURATION, "service" => service, "operation" => operation)
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn plugin_instantiated(bundle: &str) {
+    counter!(PLUGIN_INSTANTIATIONS, "bundle" => bundle.to_owned()).increment(1);
+}
+
+pub fn plugin_trapped(kind: TrapKind) {
+    counter!(PLUGIN_TRAPS, "kind" => kind.as_str()).increment(1);
+}
+
+pub fn compile_cache(hit: bool) {
+    counter!(COMPILE_CACHE, "result" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
+pub fn poisoned() {
+    counter!(POISON_MESSAGES).increment(1);
+}
+
+/// A reconciler pass ended; `resent` runs got moving, `None` if it failed.
+pub fn reconciler_pass(resent: Option<usize>) {
+    let result = if resent.is_some() { "ok" } else { "failed" };
+    counter!(RECONCILER_PASSES, "result" => result).increment(1);
+    counter!(RECONCILER_RUNS_RESENT).increment(resent.unwrap_or(0) as u64);
+}
