@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs the programs the tests run
-# (scripts/test-tools.sh: openssl, curl, prometheus), builds the example and
-# test bundles (the conformance suite and the plugin runtime tests load the
-# real .wasm files), starts the local Azure stand-ins (Azurite, the Cosmos
-# stand-in, Redis; the Azure tests talk to them), then runs every test of the
-# workspace. Used by CI (.ci/run) and the README. The fault-injection suite
-# (host/cli/tests/faults) runs at its default sizes as part of the workspace;
-# its summary table is printed at the end (scripts/fault-suite.sh runs it
-# alone, with a size flag).
+# (scripts/test-tools.sh: openssl, curl, prometheus, chromium and the browser
+# test's npm packages), builds the example and test bundles (the conformance
+# suite and the plugin runtime tests load the real .wasm files), starts the
+# local Azure stand-ins (Azurite, the Cosmos stand-in, Redis; the Azure tests
+# talk to them), then runs every test of the workspace. Used by CI (.ci/run)
+# and the README. The fault-injection suite (host/cli/tests/faults) runs at its
+# default sizes as part of the workspace; its summary table is printed at the
+# end (scripts/fault-suite.sh runs it alone, with a size flag).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -6,18 +6,22 @@
 //!   ([`runs`]);
 //! - blueprints (list, read with its Mermaid graph, add a version) and
 //!   bundles ([`catalog`]);
-//! - dead letters (list, replay), `/healthz` and `/readyz` ([`admin`]).
+//! - dead letters (list, replay), `/healthz`, `/readyz` and `/metrics`
+//!   ([`admin`]);
+//! - the dashboard at `/` ([`dashboard`]), a client of the routes above.
 //!
 //! It runs over any deployment whose backend is a
 //! [`RunDirectory`](flowcraft_core::directory::RunDirectory) (SQLite, Azure)
 //! with the plugin host as its node runner. With bearer tokens configured,
-//! every route but `/healthz` requires one ([`auth`]). Request bodies are
+//! every route but `/healthz` and the dashboard's page and assets
+//! requires one ([`auth`]). Request bodies are
 //! limited to [`MAX_BODY`]; a body that is not what a route takes is a 400
 //! naming the field.
 
 pub mod admin;
 pub mod auth;
 pub mod catalog;
+pub mod dashboard;
 mod error;
 pub mod runs;
 mod saved;
@@ -94,6 +98,7 @@ pub fn router<B: Backend + RunDirectory>(api: Arc<Api<B>>) -> Router {
             auth::require_token::<B>,
         ))
         .route("/healthz", get(admin::healthy))
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }

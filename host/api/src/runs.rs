@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use flowcraft_core::context::{ContextMap, context_from_value, context_to_object};
 use flowcraft_core::directory::{RunDirectory, RunQuery, StatusWatch};
 use flowcraft_core::engine::EngineError;
+use flowcraft_core::plan::Plan;
 use flowcraft_core::progress::{NodeStatus, RunProgress, RunState};
 use flowcraft_core::store::Backend;
 use serde::Deserialize;
@@ -231,6 +232,10 @@ async fn run_view<B: Backend>(api: &Api<B>, run_id: &str) -> Result<(Value, bool
         .unwrap_or_default();
     let state = progress.state;
     let settled = state.is_terminal() || state == RunState::Awaiting;
+    let plan = api
+        .engine
+        .plans()
+        .get_version(&progress.blueprint_id, &progress.blueprint_version);
     let view = json!({
         "runId": run_id,
         "blueprintId": progress.blueprint_id,
@@ -242,7 +247,8 @@ async fn run_view<B: Backend>(api: &Api<B>, run_id: &str) -> Result<(Value, bool
         "errors": progress.errors,
         "warnings": progress.warnings,
         "awaiting": progress.awaiting,
-        "nodes": node_views(api, &progress),
+        "nodes": node_views(plan.as_deref(), &progress),
+        "edges": edge_views(plan.as_deref(), &progress),
     });
     Ok((view, settled))
 }
@@ -251,11 +257,7 @@ async fn run_view<B: Backend>(api: &Api<B>, run_id: &str) -> Result<(Value, bool
 /// its state, the attempts it took, when it was last scheduled
 /// (`startedAt`) and stopped being so (`finishedAt`), in Unix ms, and the
 /// last error recorded against it.
-fn node_views<B: Backend>(api: &Api<B>, progress: &RunProgress) -> Vec<Value> {
-    let plan = api
-        .engine
-        .plans()
-        .get_version(&progress.blueprint_id, &progress.blueprint_version);
+fn node_views(plan: Option<&Plan>, progress: &RunProgress) -> Vec<Value> {
     let defined = plan.iter().flat_map(|plan| plan.blueprint.nodes.iter());
     defined
         .chain(progress.dynamic.nodes.iter())
@@ -283,6 +285,20 @@ fn node_views<B: Backend>(api: &Api<B>, progress: &RunProgress) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// The run's edges: its blueprint version's (`source`, `target` and the
+/// `action` that takes it, if any) and those its nodes added at run time.
+fn edge_views(plan: Option<&Plan>, progress: &RunProgress) -> Vec<Value> {
+    let defined = plan.iter().flat_map(|plan| plan.blueprint.edges.iter());
+    let defined = defined
+        .map(|edge| json!({"source": edge.source, "target": edge.target, "action": edge.action}));
+    let added = progress
+        .dynamic
+        .edges
+        .iter()
+        .map(|(source, target)| json!({"source": source, "target": target, "action": null}));
+    defined.chain(added).collect()
 }
 
 fn node_state(status: NodeStatus) -> &'static str {

@@ -328,6 +328,10 @@ async fn a_started_run_is_read_back_completed_and_a_retried_start_is_idempotent(
         })
         .collect();
     assert_eq!(states, vec![("A", "completed", 1), ("B", "completed", 1)]);
+    assert_eq!(
+        run["edges"],
+        json!([{"source": "A", "target": "B", "action": null}])
+    );
     let time = |node: usize, field: &str| {
         run["nodes"][node][field]
             .as_i64()
@@ -812,4 +816,32 @@ async fn with_tokens_every_route_but_healthz_needs_one(backing: Backing) {
     assert_eq!(refused.headers()["www-authenticate"], "Bearer");
     assert_eq!(with("first").await.unwrap().status(), StatusCode::OK);
     assert_eq!(with("second").await.unwrap().status(), StatusCode::OK);
+
+    // The dashboard's page asks for the token itself: it and its assets are
+    // served without one, under a policy that allows no foreign or inline script.
+    for path in [
+        "/",
+        "/runs/some-run",
+        "/bundles",
+        "/assets/app.js",
+        "/assets/style.css",
+    ] {
+        let response = server
+            .client
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let policy = &response.headers()["content-security-policy"];
+        assert!(
+            policy.to_str().unwrap().starts_with("default-src 'self'"),
+            "{path}"
+        );
+    }
+    let (status, body) = server.get("/api/v1/nothing-here").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
 }

@@ -409,3 +409,84 @@ fn a_blueprint_added_through_the_api_is_there_after_a_restart() {
     assert_eq!(run["context"]["_outputs.A"], 7);
     assert!(serving.terminate().success());
 }
+
+/// Runs `curl ARGS` with the bearer token `secret`; answers the JSON it printed.
+fn curl_with_token(args: &[&str]) -> Value {
+    let output = Command::new("curl")
+        .args(["-s", "-H", "Authorization: Bearer secret"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "curl {args:?}: not JSON: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The dashboard in a real browser (`host/api/tests/browser/dashboard.mjs`,
+/// headless Chromium): behind a token it asks for one, lists a completed, a
+/// failed and an awaiting run, colours the awaiting run's waiting node, and
+/// resumes it through its form until the page shows the run completed.
+/// Screenshots land in `target/tmp/dashboard/`.
+#[test]
+fn the_dashboard_shows_runs_and_resumes_one_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let blueprints = dir.path().join("blueprints");
+    std::fs::create_dir(&blueprints).unwrap();
+    let orders = repo_root().join("plugins-example/orders/blueprints");
+    for name in ["order-approval.json", "order-manager-approval.json"] {
+        std::fs::copy(orders.join(name), blueprints.join(name)).unwrap();
+    }
+    let failing = serde_json::json!({
+        "id": "always-fails",
+        "nodes": [{"id": "start", "uses": "echo"}, {"id": "boom", "uses": "fail"}],
+        "edges": [{"source": "start", "target": "boom"}]
+    });
+    std::fs::write(blueprints.join("always-fails.json"), failing.to_string()).unwrap();
+    let port = free_port();
+    let flags = ["--data-dir", "data", "--auth-token", "secret"];
+    let serving = Serving::start(serve(dir.path(), port, &blueprints, &flags), port);
+    let base = format!("http://127.0.0.1:{port}");
+
+    let order = std::fs::read_to_string(orders.join("order-approval.context.json")).unwrap();
+    let order: Value = serde_json::from_str(&order).unwrap();
+    let runs = [
+        ("order-done", "order-approval", order.clone(), "completed"),
+        (
+            "order-awaiting",
+            "order-manager-approval",
+            order,
+            "awaiting",
+        ),
+        (
+            "fails-1",
+            "always-fails",
+            serde_json::json!({"_inputs.start": 1}),
+            "failed",
+        ),
+    ];
+    for (run, blueprint, context, state) in runs {
+        let start = serde_json::json!({"runId": run, "blueprintId": blueprint, "context": context});
+        let started = curl_with_token(&[&format!("{base}/api/v1/runs"), "-d", &start.to_string()]);
+        assert_eq!(started["runId"], run, "{started}");
+        let read = curl_with_token(&[&format!("{base}/api/v1/runs/{run}?wait=20")]);
+        assert_eq!(read["status"], state, "{read}");
+    }
+
+    let screenshots = repo_root().join("target/tmp/dashboard");
+    let browser = Command::new("node")
+        .arg(repo_root().join("host/api/tests/browser/dashboard.mjs"))
+        .args([&base, "secret", screenshots.to_str().unwrap()])
+        .output()
+        .expect("node runs (scripts/test-tools.sh installs the browser test's packages)");
+    assert!(
+        browser.status.success(),
+        "the browser test failed:\n{}\n{}",
+        String::from_utf8_lossy(&browser.stdout),
+        String::from_utf8_lossy(&browser.stderr)
+    );
+    assert!(screenshots.join("runs-list.png").exists());
+    assert!(serving.terminate().success());
+}
