@@ -307,16 +307,21 @@ async function runPage(runId) {
       run.warnings.length ? h('div', {}, h('h2', {}, 'Warnings'), errorList(run.warnings)) : null,
     );
   };
-  render(await api(path));
+  let shown = await api(path);
+  render(shown);
   // Long polls while the run goes on: the API answers when it ends or
-  // awaits input, or after the wait.
+  // awaits input, or after the wait. The page is drawn again only when the
+  // run changed, so that a form being filled in stays as it is.
   leave = () => { stopped = true; };
   (async () => {
     while (!stopped) {
       try {
         const run = await api(`${path}?wait=20`);
         if (stopped) return;
-        render(run);
+        if (JSON.stringify(run) !== JSON.stringify(shown)) {
+          shown = run;
+          render(run);
+        }
         if (TERMINAL.has(run.status) || run.status === 'awaiting') {
           await new Promise((resolve) => setTimeout(resolve, REFRESH_MS));
         }
