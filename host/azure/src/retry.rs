@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use flowcraft_core::telemetry;
+use tracing::Instrument;
 
 /// Why a failed request may be repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +232,7 @@ where
         describe,
         request,
     )
+    .instrument(telemetry::backend_span(service.label(), operation))
     .await;
     telemetry::backend_request(
         service.label(),

@@ -2,8 +2,9 @@
 //!
 //! `@flowcraft/azure-adapter` sends standard base64 (with padding) of the
 //! UTF-8 JSON `{"runId":…,"blueprintId":…,"nodeId":…}` — that key order, no
-//! whitespace. [`encode`] produces exactly that, plus our optional `attempt`
-//! and `signal` fields only when they are set (upstream workers ignore
+//! whitespace. [`encode`] produces exactly that, plus our optional `attempt`,
+//! `signal` and `traceparent` (the W3C trace context of the span that
+//! scheduled the job) fields only when they are set (upstream workers ignore
 //! unknown fields). [`decode`] accepts base64 JSON and plain JSON (the Azure
 //! guide's own snippet sends plain JSON), ignores unknown fields such as
 //! `isLastAttempt`, and says which step failed.
@@ -19,6 +20,7 @@
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use flowcraft_core::store::{Job, JobSignal};
+use flowcraft_core::telemetry::TraceParent;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -136,6 +138,10 @@ struct Payload {
     attempt: Option<serde_json::Value>,
     #[serde(default)]
     signal: Option<JobSignal>,
+    /// Ours only; one that does not parse is ignored (the job then joins
+    /// its run's root span).
+    #[serde(default)]
+    traceparent: Option<serde_json::Value>,
     #[serde(flatten)]
     group: GroupFields,
 }
@@ -180,6 +186,11 @@ fn parse_job(json: &str) -> Result<(Job, GroupFields), DecodeError> {
         node_id: payload.node_id,
         attempt,
         signal: payload.signal,
+        traceparent: payload
+            .traceparent
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(TraceParent::parse),
     };
     Ok((job, payload.group))
 }
@@ -220,6 +231,32 @@ mod tests {
             r#"{"runId":"r","blueprintId":"b","nodeId":"n","attempt":2,"signal":"wake"}"#
         );
         assert_eq!(decode(&encode(&job)).unwrap(), job);
+    }
+
+    #[test]
+    fn a_traceparent_follows_upstreams_fields_and_a_malformed_one_is_ignored() {
+        let mut job = Job::new("r", "b", "n");
+        let trace = TraceParent::new_trace();
+        job.traceparent = Some(trace);
+        assert_eq!(
+            to_json(&job),
+            format!(r#"{{"runId":"r","blueprintId":"b","nodeId":"n","traceparent":"{trace}"}}"#)
+        );
+        assert_eq!(decode(&encode(&job)).unwrap(), job);
+        for malformed in [
+            r#""00-zz-1-01""#,
+            "7",
+            r#""00-00000000000000000000000000000000-0000000000000001-01""#,
+        ] {
+            let text = format!(
+                r#"{{"runId":"r","blueprintId":"b","nodeId":"n","traceparent":{malformed}}}"#
+            );
+            assert_eq!(
+                decode(&text).unwrap(),
+                Job::new("r", "b", "n"),
+                "{malformed}"
+            );
+        }
     }
 
     #[test]

@@ -198,6 +198,7 @@ fn main() -> ExitCode {
             Some(Command::Plugins(command)) => plugins_cmd::plugins(command).await,
         }
     });
+    setup::finish_traces(&runtime);
     setup::flush_logs();
     match outcome {
         Ok(code) => code,

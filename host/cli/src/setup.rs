@@ -17,7 +17,13 @@ use flowcraft_core::validate::{Catalog, validate};
 use flowcraft_plugins::{Grants, PluginConfig, PluginHost, WatchGuard};
 
 use crate::inputs::read_blueprint_dir;
+use flowcraft_core::telemetry::TRACE_TARGET;
+use flowcraft_telemetry::Traces;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Loads every bundle of `dir` with the given capability grants; `calls` is
 /// how many node calls may run at once (default: the plugin runtime's own).
@@ -87,7 +93,10 @@ static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 /// its own writes to stderr, so that logging never waits for stderr: when
 /// stderr is slow or blocked and the queue is full, new lines are dropped
 /// instead (a node's log call must never hold it past its time limit).
-/// Call [`flush_logs`] before the process exits.
+///
+/// When the `OTEL_EXPORTER_OTLP_*` environment names an endpoint, the runs'
+/// traces are exported too ([`Traces`]); the trace spans stay out of the log.
+/// Call [`finish_traces`] and [`flush_logs`] before the process exits.
 pub fn init_logging(quiet: bool) {
     let level = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWCRAFT_LOG")
@@ -96,14 +105,36 @@ pub fn init_logging(quiet: bool) {
     *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     // Colours only for a person at a terminal, and never with NO_COLOR.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let not_a_trace_span = filter_fn(|metadata| metadata.target() != TRACE_TARGET);
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(writer)
         .with_target(false)
         .without_time()
         .compact()
-        .init();
+        .with_filter(filter.and(not_a_trace_span));
+    let (traces, problem) = match Traces::from_environment() {
+        Ok(traces) => (traces, None),
+        Err(problem) => (None, Some(problem)),
+    };
+    let export = traces.as_ref().map(|traces| traces.layer());
+    tracing_subscriber::registry().with(log).with(export).init();
+    if let Some(problem) = problem {
+        tracing::error!("runs are not traced: {problem}");
+    }
+    *TRACES.lock().unwrap_or_else(|e| e.into_inner()) = traces;
+}
+
+/// This process's trace export, kept until [`finish_traces`].
+static TRACES: Mutex<Option<Traces>> = Mutex::new(None);
+
+/// Exports the trace spans still queued and stops the export, driving
+/// `runtime` meanwhile (a gRPC export needs it). A no-op without traces.
+pub fn finish_traces(runtime: &tokio::runtime::Runtime) {
+    let Some(traces) = TRACES.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return;
+    };
+    let _ = runtime.block_on(tokio::task::spawn_blocking(move || traces.shutdown()));
 }
 
 /// A writer that queues lines for `sink`, dropping them when the queue is full.

@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -17,21 +17,11 @@ use flowcraft_core::store::{Job, JobQueue};
 use serde_json::{Value, json};
 
 use support::azure::{azure_config, worker_command};
-use support::{eventually, free_port};
-
-/// A child process, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Killed, eventually, free_port};
 
 /// Prometheus scraping `target` every second, its data in `dir`; answers
 /// the process and the address of its HTTP API.
-fn prometheus(dir: &Path, target: &str) -> (Running, String) {
+fn prometheus(dir: &Path, target: &str) -> (Killed, String) {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -52,7 +42,7 @@ fn prometheus(dir: &Path, target: &str) -> (Running, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus starts (Debian package `prometheus`; .ci/run installs it)");
-    (Running(child), listen)
+    (Killed(child), listen)
 }
 
 /// The result vector of the instant query `query`, once Prometheus answers.
@@ -89,7 +79,7 @@ async fn counts_by(
 
 /// A worker with its metrics on a port of its own; answers the process and
 /// the `host:port` its log names.
-fn worker(config: &flowcraft_azure::backend::AzureConfig, blueprints: &Path) -> (Running, String) {
+fn worker(config: &flowcraft_azure::backend::AzureConfig, blueprints: &Path) -> (Killed, String) {
     let mut child = worker_command(config, blueprints)
         .args(["--concurrency", "4", "--metrics-listen", "127.0.0.1:0"])
         .env("FLOWCRAFT_LOG", "info")
@@ -110,7 +100,7 @@ fn worker(config: &flowcraft_azure::backend::AzureConfig, blueprints: &Path) -> 
     let address = address
         .recv_timeout(Duration::from_secs(60))
         .expect("the worker logs where its metrics are");
-    (Running(child), address)
+    (Killed(child), address)
 }
 
 /// Three runs of a two-node chain make six handled jobs; a job of a run

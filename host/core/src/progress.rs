@@ -37,6 +37,7 @@ use crate::analysis::Analysis;
 use crate::blueprint::{Blueprint, JoinStrategy, NodeDefinition};
 use crate::context::ContextValue;
 use crate::runner::Pins;
+use crate::telemetry::TraceParent;
 
 /// Default per-run limit on node executions (upstream's traversal limit).
 pub const DEFAULT_STEP_LIMIT: u64 = 10_000;
@@ -241,6 +242,10 @@ pub struct RunProgress {
     /// edge), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<RunError>,
+    /// The run's trace: its trace id and the span id of its root span
+    /// (chosen when the run started; see [`crate::telemetry`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceParent>,
 }
 
 /// What a transition asks the caller to do next.
@@ -389,6 +394,7 @@ impl RunProgress {
             retried_errors: Vec::new(),
             subflow_runs: 0,
             warnings: Vec::new(),
+            trace: None,
         }
     }
 

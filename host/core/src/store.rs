@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::context::{ContextChange, ContextMap};
 use crate::final_status::{self, FinalOutcome};
 use crate::progress::{RunProgress, RunState};
+use crate::telemetry::TraceParent;
 
 /// A backend outage or refusal. A transient one is retried later (the job
 /// is delivered again); a [permanent](Self::is_permanent) one is not.
@@ -85,6 +86,10 @@ pub struct Job {
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<JobSignal>,
+    /// The span that scheduled the job (a node attempt of its run), whose
+    /// child the job's own span becomes; without one, the run's root span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Job {
@@ -95,6 +100,7 @@ impl Job {
             node_id: node_id.to_owned(),
             attempt: None,
             signal: None,
+            traceparent: None,
         }
     }
 

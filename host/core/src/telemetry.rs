@@ -275,3 +275,194 @@ pub fn reconciler_pass(resent: Option<usize>) {
     counter!(RECONCILER_PASSES, "result" => result).increment(1);
     counter!(RECONCILER_RUNS_RESENT).increment(resent.unwrap_or(0) as u64);
 }
+
+// ---------------------------------------------------------------------------
+// Traces
+
+/// The target of the host's trace spans: a run's node attempts, their
+/// backend requests and plugin calls. They are exported (with the events
+/// within them) when a trace export is installed, and kept out of the log.
+pub const TRACE_TARGET: &str = "flowcraft::trace";
+
+/// The target of what guests log or print: within a plugin call's span it
+/// becomes that span's events.
+pub const GUEST_LOG_TARGET: &str = "flowcraft_plugins::guest";
+
+/// A W3C trace context: the trace a run belongs to and a span in it (the
+/// run's root span, or the node attempt that scheduled a job). Written as a
+/// `traceparent` header value, `00-<trace id>-<span id>-01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl TraceParent {
+    /// A new trace and its root span, with random ids.
+    pub fn new_trace() -> Self {
+        let trace_id = *uuid::Uuid::new_v4().as_bytes();
+        let span = *uuid::Uuid::new_v4().as_bytes();
+        let mut span_id = [0; 8];
+        span_id.copy_from_slice(&span[..8]);
+        if span_id == [0; 8] {
+            span_id[7] = 1;
+        }
+        Self { trace_id, span_id }
+    }
+
+    /// Reads a `traceparent` value (version 00 and the future versions
+    /// that keep its layout); `None` for anything else or all-zero ids.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('-');
+        let version = parts.next().filter(|v| v.len() == 2 && *v != "ff")?;
+        u8::from_str_radix(version, 16).ok()?;
+        let trace_id: [u8; 16] = hex::decode(parts.next()?).ok()?.try_into().ok()?;
+        let span_id: [u8; 8] = hex::decode(parts.next()?).ok()?.try_into().ok()?;
+        let flags = parts.next().filter(|f| f.len() == 2)?;
+        u8::from_str_radix(flags, 16).ok()?;
+        let valid = trace_id != [0; 16] && span_id != [0; 8];
+        valid.then_some(Self { trace_id, span_id })
+    }
+
+    pub fn same_trace(&self, other: &TraceParent) -> bool {
+        self.trace_id == other.trace_id
+    }
+}
+
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (trace, span) = (hex::encode(self.trace_id), hex::encode(self.span_id));
+        write!(f, "00-{trace}-{span}-01")
+    }
+}
+
+impl serde::Serialize for TraceParent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TraceParent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a W3C traceparent: {text:?}")))
+    }
+}
+
+/// A run that reached its end, for its root span.
+#[derive(Debug, Clone)]
+pub struct RunSpan<'a> {
+    pub trace: TraceParent,
+    pub run_id: &'a str,
+    pub blueprint_id: &'a str,
+    pub status: &'static str,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+}
+
+/// What a trace export does with the engine's spans (`flowcraft-telemetry`
+/// implements it over OpenTelemetry).
+pub trait TraceExport: Send + Sync {
+    /// Makes `span` a child of `parent` (a span of another process, maybe).
+    fn adopt(&self, span: &tracing::Span, parent: &TraceParent);
+    /// `span`'s own trace context, for the jobs scheduled within it.
+    fn traceparent(&self, span: &tracing::Span) -> Option<TraceParent>;
+    /// Exports a run's root span once the run has ended.
+    fn run_ended(&self, run: &RunSpan);
+}
+
+static TRACE_EXPORT: std::sync::OnceLock<Box<dyn TraceExport>> = std::sync::OnceLock::new();
+
+/// Installs this process's trace export; once per process (later calls are
+/// ignored).
+pub fn set_trace_export(export: Box<dyn TraceExport>) {
+    let _ = TRACE_EXPORT.set(export);
+}
+
+/// The span of one node attempt (or of a job found to be a duplicate),
+/// a child of `parent` when there is one.
+pub fn node_span(
+    parent: Option<&TraceParent>,
+    run_id: &str,
+    node_id: &str,
+    uses: &str,
+    attempt: u32,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        "node",
+        otel.name = %format_args!("node {node_id}"),
+        flowcraft.run_id = %run_id,
+        flowcraft.node_id = %node_id,
+        flowcraft.uses = %uses,
+        flowcraft.attempt = attempt,
+        flowcraft.bundle = tracing::field::Empty,
+        flowcraft.outcome = tracing::field::Empty,
+    );
+    if let (Some(export), Some(parent)) = (TRACE_EXPORT.get(), parent) {
+        export.adopt(&span, parent);
+    }
+    span
+}
+
+/// The span of one backend request within a node attempt's span (none
+/// outside one: a worker's receives and the reconciler's queries belong to
+/// no run).
+pub fn backend_span(service: &'static str, operation: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: TRACE_TARGET,
+        "backend",
+        otel.name = %format_args!("{service} {operation}"),
+        otel.kind = "client",
+        flowcraft.service = service,
+        flowcraft.operation = operation,
+    )
+}
+
+/// `span`'s trace context, when spans are exported.
+pub fn traceparent_of(span: &tracing::Span) -> Option<TraceParent> {
+    TRACE_EXPORT.get()?.traceparent(span)
+}
+
+/// A run ended: its root span is exported (when spans are).
+pub fn run_ended(run: &RunSpan) {
+    if let Some(export) = TRACE_EXPORT.get() {
+        export.run_ended(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_reads_back_what_it_writes_and_refuses_the_rest() {
+        let trace = TraceParent::new_trace();
+        let text = trace.to_string();
+        assert_eq!(text.len(), 55);
+        assert!(text.starts_with("00-") && text.ends_with("-01"), "{text}");
+        assert_eq!(TraceParent::parse(&text), Some(trace));
+        let json = serde_json::to_string(&trace).unwrap();
+        assert_eq!(serde_json::from_str::<TraceParent>(&json).unwrap(), trace);
+
+        let w3c_example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(w3c_example).unwrap();
+        assert_eq!(parsed.to_string(), w3c_example);
+        for refused in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bz-01",
+        ] {
+            assert_eq!(TraceParent::parse(refused), None, "{refused:?}");
+        }
+        assert!(serde_json::from_str::<TraceParent>("\"nonsense\"").is_err());
+    }
+}

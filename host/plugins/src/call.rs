@@ -22,6 +22,7 @@ use flowcraft_core::limits::{MAX_DYNAMIC_NODES_PER_CALL, check_json_depth};
 use flowcraft_core::runner::{FailureKind, NodeCall, NodeFailure, NodeOutcome, NodeSuccess};
 use flowcraft_core::telemetry::{self, TrapKind};
 use serde_json::Value;
+use tracing::Instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::{GuestNodeError, GuestNodeResult, GuestRequest};
@@ -99,7 +100,16 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
             .call_execute(&mut store, &request)
             .await
     };
-    let outcome = tokio::time::timeout(time_limit + CANCEL_GRACE, call).await;
+    let span = tracing::info_span!(
+        target: telemetry::TRACE_TARGET,
+        "call",
+        otel.name = %format_args!("call {}", request.uses),
+        flowcraft.bundle = %bundle.label,
+        flowcraft.digest = %bundle.info.digest,
+    );
+    let outcome = tokio::time::timeout(time_limit + CANCEL_GRACE, call)
+        .instrument(span)
+        .await;
     let state = store.into_data();
     drop(slot);
     telemetry::node_finished(&state.labels.uses, &bundle.label, started.elapsed());

@@ -39,7 +39,7 @@ use crate::config::{
 use crate::sandbox::CallLabels;
 
 /// The tracing target of everything a guest logs or prints.
-pub(crate) const GUEST_TARGET: &str = "flowcraft_plugins::guest";
+pub(crate) const GUEST_TARGET: &str = flowcraft_core::telemetry::GUEST_LOG_TARGET;
 
 /// `text` with the characters described in the module docs escaped, cut to
 /// at most `max_bytes` (plus a note saying how many bytes of `text` were

@@ -17,7 +17,7 @@ use flowcraft_core::store::StoreError;
 use flowcraft_core::telemetry;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
-use tracing::error;
+use tracing::{Instrument, error};
 
 use crate::schema;
 use crate::{OpenError, SERVICE};
@@ -74,7 +74,10 @@ impl Database {
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let started = Instant::now();
-        let written = self.commit(work).await;
+        let written = self
+            .commit(work)
+            .instrument(telemetry::backend_span(SERVICE, operation))
+            .await;
         telemetry::backend_request(SERVICE, operation, started.elapsed(), written.is_ok());
         written
     }
@@ -114,7 +117,10 @@ impl Database {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let started = Instant::now();
-        let read = self.read_on_reader(work).await;
+        let read = self
+            .read_on_reader(work)
+            .instrument(telemetry::backend_span(SERVICE, operation))
+            .await;
         telemetry::backend_request(SERVICE, operation, started.elapsed(), read.is_ok());
         read
     }

@@ -7,6 +7,9 @@
 //! them in the Prometheus text format. `serve` answers them at `/metrics`
 //! of its API; a worker started with `--metrics-listen` on a listener of its
 //! own ([`serve_metrics`]).
+//!
+//! [`Traces`] exports one OpenTelemetry trace per run when the standard
+//! `OTEL_EXPORTER_OTLP_*` environment asks for it ([`traces`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,6 +20,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use flowcraft_core::telemetry;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub mod traces;
+
+pub use traces::Traces;
 
 /// How often histogram samples are folded into their buckets between
 /// scrapes, so that a process nobody scrapes keeps bounded memory.
@@ -29,6 +36,10 @@ pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum TelemetryError {
     #[error("cannot set up the metrics recorder: {0}")]
     Recorder(#[from] BuildError),
+    #[error(
+        "cannot set up the OpenTelemetry trace export: {0}; check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf)"
+    )]
+    Traces(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
 /// This process's metrics, once installed; cheap to clone.

@@ -10,6 +10,7 @@ use flowcraft_core::store::StoreError;
 use flowcraft_core::telemetry;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, ServerErrorKind};
+use tracing::Instrument;
 
 use super::{RedisCoordination, SERVICE};
 use crate::retry::{self, Backoff, RetryPolicy, Service, Transient};
@@ -188,6 +189,7 @@ impl RedisCoordination {
         let started = Instant::now();
         let written = self
             .write_once(operation, run_id, invocation, applied)
+            .instrument(telemetry::backend_span(Service::Redis.label(), operation))
             .await;
         let (service, ok) = (Service::Redis.label(), written.is_ok());
         telemetry::backend_request(service, operation, started.elapsed(), ok);

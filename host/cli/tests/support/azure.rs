@@ -40,10 +40,23 @@ impl Workers {
         blueprints: &std::path::Path,
         flags: &[&str],
     ) -> Self {
+        Self::spawn_with_env(count, config, blueprints, flags, &[])
+    }
+
+    /// Like [`spawn_with`](Self::spawn_with), with environment variables of
+    /// the caller's own.
+    pub fn spawn_with_env(
+        count: usize,
+        config: &AzureConfig,
+        blueprints: &std::path::Path,
+        flags: &[&str],
+        environment: &[(&str, &str)],
+    ) -> Self {
         let children = (0..count)
             .map(|_| {
                 worker_command(config, blueprints)
                     .args(flags)
+                    .envs(environment.iter().copied())
                     .spawn()
                     .expect("a worker starts")
             })

@@ -31,6 +31,19 @@ pub(super) enum Attempt {
     Failure(NodeFailure),
 }
 
+impl Attempt {
+    /// The outcome its trace span records.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Success(_) => "completed",
+            Self::Wait(_) => "awaiting",
+            Self::Subflow(..) => "subflow",
+            Self::Reopen(_) => "reopened",
+            Self::Failure(_) => "failed",
+        }
+    }
+}
+
 /// A node that pauses: what it records and what wakes it.
 pub(super) struct Pausing {
     /// Recorded as the node's output now.

@@ -15,7 +15,7 @@ use crate::plan::Plan;
 use crate::progress::{AwaitReason, NodeStatus, ParentLink, RunProgress, RunState};
 use crate::runner::NodeRunner;
 use crate::store::{Backend, Job, JobSignal};
-use crate::telemetry;
+use crate::telemetry::{self, TraceParent};
 
 use super::subflow::time_until;
 
@@ -65,6 +65,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         let mut progress = RunProgress::new(&run_id, blueprint_id, pins, step_limit);
         progress.blueprint_version = plan.blueprint.version_value();
         progress.parent = parent;
+        progress.trace = Some(TraceParent::new_trace());
         let advance = progress.start(&plan.analysis.start_nodes);
         progress.stamp_times(&BTreeSet::new(), &advance, unix_ms());
         if !self.backend.create_progress(&progress).await? {

@@ -80,6 +80,24 @@ impl From<Unsettled> for EngineError {
 }
 
 /// The jobs for the nodes `advance` scheduled.
+/// Counts a run that reached terminal `state`, and exports its root span.
+fn record_end(progress: &RunProgress, state: RunState) {
+    let now = unix_ms();
+    let started = progress.started_at();
+    let elapsed = started.map(|start| Duration::from_millis(now.saturating_sub(start) as u64));
+    telemetry::run_finished(&progress.blueprint_id, state, elapsed);
+    if let Some(trace) = progress.trace {
+        telemetry::run_ended(&telemetry::RunSpan {
+            trace,
+            run_id: &progress.run_id,
+            blueprint_id: &progress.blueprint_id,
+            status: state.as_str(),
+            started_ms: started.unwrap_or(now),
+            ended_ms: now,
+        });
+    }
+}
+
 pub(super) fn jobs_for(plan: &Plan, run_id: &str, advance: &Advance) -> Vec<Job> {
     advance
         .schedule
@@ -263,10 +281,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         }
         info!(run = %run_id, status = state.as_str(), "run status changed");
         if state.is_terminal() {
-            let elapsed = progress
-                .started_at()
-                .map(|start| Duration::from_millis(unix_ms().saturating_sub(start) as u64));
-            telemetry::run_finished(&progress.blueprint_id, state, elapsed);
+            record_end(progress, state);
         }
         if let Some(parent) = &progress.parent
             && state != RunState::Running

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use serde_json::Value;
-use tracing::{error, info};
+use tracing::{Instrument, error, info};
 
 use super::attempt::{Attempt, Attempted};
 use super::outcome::Finished;
@@ -25,6 +25,38 @@ use crate::progress::{NodeStatus, RunProgress, RunState};
 use crate::routing::{OUTPUT_KEY_PREFIX, action_key, output_key};
 use crate::runner::{NodeRunner, NodeSuccess, Pins};
 use crate::store::{Backend, Job, JobSignal};
+use crate::telemetry::{self, TraceParent};
+
+/// The trace span of `job`'s attempt: a child of the span that scheduled the
+/// job when it names one of its run's trace, else of the run's root span.
+fn node_span(job: &Job, view: &JobView, node: Option<&NodeDefinition>) -> tracing::Span {
+    let parent = job
+        .traceparent
+        .filter(|parent| view.trace.is_some_and(|run| run.same_trace(parent)))
+        .or(view.trace);
+    let uses = node.map_or("", |node| node.uses.as_str());
+    telemetry::node_span(
+        parent.as_ref(),
+        &job.run_id,
+        &job.node_id,
+        uses,
+        job.attempt(),
+    )
+}
+
+/// `scheduled`, the jobs of `job`'s run among them naming `span` (when
+/// spans are exported) as the span that scheduled them.
+fn scheduled_within(span: &tracing::Span, job: &Job, mut scheduled: Vec<Job>) -> Vec<Job> {
+    if let Some(traceparent) = telemetry::traceparent_of(span) {
+        for next in scheduled
+            .iter_mut()
+            .filter(|next| next.run_id == job.run_id)
+        {
+            next.traceparent = Some(traceparent);
+        }
+    }
+    scheduled
+}
 
 /// Context key of dynamic nodes a node returned (for recovery after a crash).
 pub(super) const DYNAMIC_KEY_PREFIX: &str = "_dynamicNodes.";
@@ -59,6 +91,8 @@ pub(super) struct JobView {
     /// The blueprint ids of this run and the runs above it (see
     /// [`RunProgress::lineage`]).
     pub lineage: Vec<String>,
+    /// The run's trace (see [`RunProgress::trace`]).
+    pub trace: Option<TraceParent>,
     /// The run at the top of this run's tree of subflows.
     pub root_run_id: String,
 }
@@ -87,6 +121,7 @@ impl JobView {
             pins: progress.pins.clone(),
             retries: progress.retries,
             lineage: progress.lineage(),
+            trace: progress.trace,
             root_run_id: progress.root_run_id().to_owned(),
         }
     }
@@ -189,42 +224,74 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 node: job.node_id.clone(),
             });
         }
+        let node = plan
+            .node(&job.node_id)
+            .cloned()
+            .or_else(|| view.dynamic.clone());
+        let span = node_span(job, &view, node.as_ref());
         if view.state.is_terminal() || job.signal.is_some() {
-            return self.signalled(&plan, job, view.state).await;
+            let outcome = match job.signal {
+                None => "duplicate",
+                Some(JobSignal::Wake) => "woken",
+                Some(JobSignal::Child) => "child_settled",
+            };
+            span.record("flowcraft.outcome", outcome);
+            let signalled = self.signalled(&plan, job, view.state);
+            let scheduled = signalled.instrument(span.clone()).await?;
+            return Ok(scheduled_within(&span, job, scheduled));
         }
         let view = self.caught_up(&plan, job, view).await?;
         if !view.runs(job) {
             // A duplicate, or a late delivery of an attempt already retried.
+            span.record("flowcraft.outcome", "duplicate");
             return Ok(Vec::new());
         }
-        let Some(node) = plan
-            .node(&job.node_id)
-            .cloned()
-            .or_else(|| view.dynamic.clone())
-        else {
+        let scheduled = self
+            .run_node(&plan, job, &view, node, &span)
+            .instrument(span.clone())
+            .await?;
+        Ok(scheduled_within(&span, job, scheduled))
+    }
+
+    /// Runs the job's node (`None`: the blueprint lacks it) and settles what
+    /// it did; `span` records the outcome.
+    async fn run_node(
+        &self,
+        plan: &Plan,
+        job: &Job,
+        view: &JobView,
+        node: Option<NodeDefinition>,
+        span: &tracing::Span,
+    ) -> Result<Vec<Job>, EngineError> {
+        let Some(node) = node else {
             let message = format!(
                 "Node '{}' not found in blueprint '{}'.",
                 job.node_id, plan.blueprint.id
             );
+            span.record("flowcraft.outcome", "failed");
             return self
-                .settle(&plan, &job.run_id, |p| p.fail_run(&job.node_id, &message))
+                .settle(plan, &job.run_id, |p| p.fail_run(&job.node_id, &message))
                 .await;
         };
         let snapshot = match self.cache.get(&job.run_id, view.settled) {
             Some(remembered) => remembered,
             None => match self.backend.load_context(&job.run_id).await? {
                 Some(context) => context.values,
-                None => return self.context_missing(&plan, &job.run_id, &node.id).await,
+                None => return self.context_missing(plan, &job.run_id, &node.id).await,
             },
         };
         let attempted = match recorded_result(&node, &snapshot) {
             Some(success) => Attempted::without_changes(Attempt::Success(success)),
             None => {
                 let pin = view.pins.get(&node.uses).cloned();
-                self.attempt(&plan, pin, &node, job, snapshot.clone()).await
+                if let Some(pin) = &pin {
+                    span.record("flowcraft.bundle", pin.as_str());
+                }
+                self.attempt(plan, pin, &node, job, snapshot.clone()).await
             }
         };
-        self.conclude(&plan, job, &node, &view, snapshot, attempted)
+        span.record("flowcraft.outcome", attempted.attempt.outcome());
+        self.conclude(plan, job, &node, view, snapshot, attempted)
             .await
     }
 
@@ -388,6 +455,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             self.settings.step_limit,
         );
         progress.blueprint_version = version;
+        progress.trace = Some(TraceParent::new_trace());
         let done = |id: &str| context.values.contains_key(&output_key(id));
         for node in plan.blueprint.nodes.iter().filter(|n| done(&n.id)) {
             progress.nodes.entry(node.id.clone()).or_default().status = NodeStatus::Done;

@@ -1,0 +1,327 @@
+//! One OpenTelemetry trace per run, as a collector receives it: two
+//! `flowcraft-host` workers on the local Azure stand-ins export over OTLP
+//! (HTTP, protobuf) to a receiver in this test, which decodes the requests
+//! with `opentelemetry-proto`. A fan-out run (start → w0…w7 → join → end)
+//! started by a client without any OpenTelemetry settings, then a redelivered copy
+//! of one of its jobs, must give exactly one trace: the run's root span,
+//! one span per node attempt parented to the span that scheduled it, the
+//! redelivery's span in the same trace, and the plugin calls under their
+//! nodes.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+use flowcraft_azure::backend::AzureBackend;
+use flowcraft_azure::wire;
+use flowcraft_core::store::Job;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use support::azure::{Workers, azure_config};
+use support::{eventually, repo_root};
+
+/// A span as the receiver got it.
+#[derive(Debug, Clone)]
+struct Received {
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    name: String,
+    attributes: BTreeMap<String, String>,
+}
+
+/// An OTLP/HTTP trace receiver on a port of its own; answers its address
+/// and the spans it has received so far.
+async fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    let router = Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let kept = kept.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("an OTLP request");
+                kept.lock().unwrap().extend(received(request));
+                ExportTraceServiceResponse::default().encode_to_vec()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (address, spans)
+}
+
+fn received(request: ExportTraceServiceRequest) -> Vec<Received> {
+    let spans = request
+        .resource_spans
+        .into_iter()
+        .flat_map(|resource| resource.scope_spans)
+        .flat_map(|scope| scope.spans);
+    spans
+        .map(|span| Received {
+            trace_id: hex(&span.trace_id),
+            span_id: hex(&span.span_id),
+            parent: hex(&span.parent_span_id),
+            name: span.name,
+            attributes: span
+                .attributes
+                .into_iter()
+                .map(|attribute| {
+                    let value = attribute.value.and_then(|v| v.value).map(|v| match v {
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                            s,
+                        ) => s,
+                        other => format!("{other:?}"),
+                    });
+                    (attribute.key, value.unwrap_or_default())
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn node_spans(spans: &[Received]) -> Vec<Received> {
+    spans
+        .iter()
+        .filter(|span| span.attributes.contains_key("flowcraft.node_id"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_on_two_workers_is_one_trace_with_a_span_per_node_attempt() {
+    let config = azure_config("traces");
+    let backend = AzureBackend::connect(&config)
+        .await
+        .expect("local services reachable (scripts/azure-local.sh start)");
+    let dir = tempfile::tempdir().unwrap();
+    let blueprints = repo_root().join("bench/workloads/blueprints");
+    std::fs::copy(
+        blueprints.join("bench-fan.json"),
+        dir.path().join("bench-fan.json"),
+    )
+    .unwrap();
+    let (address, spans) = receiver().await;
+    let endpoint = format!("http://{address}");
+    let workers = Workers::spawn_with_env(
+        2,
+        &config,
+        dir.path(),
+        &["--concurrency", "4"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+
+    let run = format!("traced-{}", std::process::id());
+    let output = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args([
+            "start",
+            "bench-fan",
+            "--run-id",
+            &run,
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .args(["--context", r#"{"value": 1}"#])
+        .args(["--blueprints", dir.path().to_str().unwrap()])
+        .env("FLOWCRAFT_QUEUE", &config.queue)
+        .env("FLOWCRAFT_DATABASE", &config.database)
+        .env("FLOWCRAFT_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    workers.assert_running();
+
+    let nodes: BTreeSet<String> = ["start", "join", "end"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((0..8).map(|i| format!("w{i}")))
+        .collect();
+    let root = eventually("the run's spans", Duration::from_secs(60), || async {
+        let spans = spans.lock().unwrap().clone();
+        let root = spans
+            .iter()
+            .find(|span| span.name == "run bench-fan")?
+            .clone();
+        let seen: BTreeSet<String> = node_spans(&spans)
+            .iter()
+            .map(|span| span.attributes["flowcraft.node_id"].clone())
+            .collect();
+        (seen == nodes).then_some(root)
+    })
+    .await;
+
+    // A copy of the start job's message, as a redelivery brings it.
+    backend
+        .queue()
+        .send(
+            &wire::encode(&Job::new(&run, "bench-fan", "start")),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let duplicate = eventually("the redelivery's span", Duration::from_secs(60), || async {
+        let spans = spans.lock().unwrap().clone();
+        spans.into_iter().find(|span| {
+            span.attributes.get("flowcraft.outcome").map(String::as_str) == Some("duplicate")
+        })
+    })
+    .await;
+    workers.assert_running();
+
+    let spans = spans.lock().unwrap().clone();
+    let traces: BTreeSet<&str> = spans.iter().map(|span| span.trace_id.as_str()).collect();
+    assert_eq!(
+        traces,
+        BTreeSet::from([root.trace_id.as_str()]),
+        "one trace for the run"
+    );
+    assert_eq!(root.parent, "", "the run's span is the root");
+    assert_eq!(root.attributes["flowcraft.run_id"], run);
+    assert_eq!(root.attributes["flowcraft.status"], "completed");
+    assert_eq!(
+        duplicate.parent, root.span_id,
+        "a redelivered job without a traceparent joins the run's span"
+    );
+
+    let attempts: Vec<Received> = node_spans(&spans)
+        .into_iter()
+        .filter(|span| span.attributes["flowcraft.outcome"] != "duplicate")
+        .collect();
+    assert_eq!(
+        attempts.len(),
+        nodes.len(),
+        "one span per node attempt: {attempts:#?}"
+    );
+    let by_node: BTreeMap<&str, &Received> = attempts
+        .iter()
+        .map(|span| (span.attributes["flowcraft.node_id"].as_str(), span))
+        .collect();
+    assert_eq!(
+        by_node["start"].parent, root.span_id,
+        "the first node under the run"
+    );
+    for i in 0..8 {
+        let branch = by_node[format!("w{i}").as_str()];
+        assert_eq!(
+            branch.parent, by_node["start"].span_id,
+            "w{i} under the node that scheduled it"
+        );
+        assert_eq!(branch.attributes["flowcraft.outcome"], "completed");
+    }
+    let join_parent = &by_node["join"].parent;
+    assert!(
+        (0..8).any(|i| by_node[format!("w{i}").as_str()].span_id == *join_parent),
+        "the join under the branch that scheduled it"
+    );
+    assert_eq!(by_node["end"].parent, by_node["join"].span_id);
+    let calls: Vec<&Received> = spans
+        .iter()
+        .filter(|span| span.name.starts_with("call "))
+        .collect();
+    assert_eq!(calls.len(), nodes.len(), "one plugin call per attempt");
+    for call in calls {
+        assert!(
+            attempts
+                .iter()
+                .any(|attempt| attempt.span_id == call.parent),
+            "{} is a child of a node attempt",
+            call.name
+        );
+    }
+}
+
+/// A local `serve` (SQLite) with the same settings exports the same kind of
+/// trace: the run's root span and one span per node, in one trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_serve_exports_a_trace_per_run() {
+    let (address, spans) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let blueprints = repo_root().join("bench/workloads/blueprints");
+    let port = support::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--plugins", support::dist().to_str().unwrap()])
+        .args(["--blueprints", blueprints.to_str().unwrap()])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("COSMOS_DB_CONNECTION_STRING")
+        .env_remove("REDIS_URL")
+        .env("FLOWCRAFT_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{address}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .spawn()
+        .expect("serve starts");
+    let _serving = support::Killed(child);
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("serve to listen", Duration::from_secs(60), || async {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    let started = client
+        .post(format!("{base}/api/v1/runs"))
+        .header("content-type", "application/json")
+        .body(r#"{"blueprintId": "bench-chain", "runId": "served-1", "context": {"value": 1}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+
+    let spans = eventually("the run's trace", Duration::from_secs(60), || async {
+        let spans = spans.lock().unwrap().clone();
+        let root = spans.iter().find(|span| span.name == "run bench-chain")?.clone();
+        (node_spans(&spans).len() == 10).then_some((root, spans))
+    })
+    .await;
+    let (root, spans) = spans;
+    assert!(
+        spans.iter().all(|span| span.trace_id == root.trace_id),
+        "one trace"
+    );
+    assert_eq!(root.attributes["flowcraft.run_id"], "served-1");
+    let backend: Vec<&Received> = spans
+        .iter()
+        .filter(|span| span.name.starts_with("sqlite "))
+        .collect();
+    assert!(
+        !backend.is_empty(),
+        "the database requests of the nodes are spans too"
+    );
+    let nodes: BTreeSet<String> = node_spans(&spans)
+        .iter()
+        .map(|span| span.span_id.clone())
+        .collect();
+    assert!(
+        backend.iter().all(|span| nodes.contains(&span.parent)),
+        "under their nodes"
+    );
+}
