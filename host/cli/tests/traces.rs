@@ -37,6 +37,8 @@ struct Received {
     parent: String,
     name: String,
     attributes: BTreeMap<String, String>,
+    /// The span's events, by name.
+    events: Vec<String>,
 }
 
 /// An OTLP/HTTP trace receiver on a port of its own; answers its address
@@ -73,6 +75,7 @@ fn received(request: ExportTraceServiceRequest) -> Vec<Received> {
             span_id: hex(&span.span_id),
             parent: hex(&span.parent_span_id),
             name: span.name,
+            events: span.events.into_iter().map(|event| event.name).collect(),
             attributes: span
                 .attributes
                 .into_iter()
@@ -255,12 +258,14 @@ async fn a_fan_out_on_two_workers_is_one_trace_with_a_span_per_node_attempt() {
 }
 
 /// A local `serve` (SQLite) with the same settings exports the same kind of
-/// trace: the run's root span and one span per node, in one trace.
+/// trace: the run's root span and its nodes' spans in one trace, their
+/// database requests under them, and what a node logs as events of its
+/// plugin call (`price-order` logs "order priced").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_serve_exports_a_trace_per_run() {
     let (address, spans) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let blueprints = repo_root().join("bench/workloads/blueprints");
+    let blueprints = repo_root().join("plugins-example/orders/blueprints");
     let port = support::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -287,27 +292,43 @@ async fn a_local_serve_exports_a_trace_per_run() {
             .map(drop)
     })
     .await;
+    let order = std::fs::read_to_string(blueprints.join("order-approval.context.json")).unwrap();
     let started = client
         .post(format!("{base}/api/v1/runs"))
         .header("content-type", "application/json")
-        .body(r#"{"blueprintId": "bench-chain", "runId": "served-1", "context": {"value": 1}}"#)
+        .body(format!(
+            r#"{{"blueprintId": "order-approval", "runId": "served-1", "context": {order}}}"#
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(started.status(), 201);
 
-    let spans = eventually("the run's trace", Duration::from_secs(60), || async {
+    let (root, spans) = eventually("the run's trace", Duration::from_secs(60), || async {
         let spans = spans.lock().unwrap().clone();
-        let root = spans.iter().find(|span| span.name == "run bench-chain")?.clone();
-        (node_spans(&spans).len() == 10).then_some((root, spans))
+        let root = spans
+            .iter()
+            .find(|span| span.name == "run order-approval")?
+            .clone();
+        Some((root, spans))
     })
     .await;
-    let (root, spans) = spans;
     assert!(
         spans.iter().all(|span| span.trace_id == root.trace_id),
         "one trace"
     );
     assert_eq!(root.attributes["flowcraft.run_id"], "served-1");
+    let ran: BTreeSet<String> = node_spans(&spans)
+        .iter()
+        .map(|span| span.attributes["flowcraft.node_id"].clone())
+        .collect();
+    for node in ["validate", "price", "route"] {
+        assert!(ran.contains(node), "{node} has a span: {ran:?}");
+    }
+    let nodes: BTreeSet<String> = node_spans(&spans)
+        .iter()
+        .map(|span| span.span_id.clone())
+        .collect();
     let backend: Vec<&Received> = spans
         .iter()
         .filter(|span| span.name.starts_with("sqlite "))
@@ -316,12 +337,20 @@ async fn a_local_serve_exports_a_trace_per_run() {
         !backend.is_empty(),
         "the database requests of the nodes are spans too"
     );
-    let nodes: BTreeSet<String> = node_spans(&spans)
-        .iter()
-        .map(|span| span.span_id.clone())
-        .collect();
     assert!(
         backend.iter().all(|span| nodes.contains(&span.parent)),
         "under their nodes"
+    );
+    let pricing = spans
+        .iter()
+        .find(|span| span.name == "call price-order")
+        .expect("the price node's plugin call");
+    assert!(
+        pricing
+            .events
+            .iter()
+            .any(|event| event.contains("order priced")),
+        "the node's log record is an event of its call: {:?}",
+        pricing.events
     );
 }
