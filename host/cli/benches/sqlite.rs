@@ -12,7 +12,9 @@
 //! ≤ 1 ms per step unloaded. Run with
 //! `cargo bench -p flowcraft-host --bench sqlite`; with `BENCH_METRICS=1`
 //! the process keeps its metrics (the Prometheus recorder of `serve`) and
-//! renders them once a second, as a Prometheus scrape would.
+//! renders them once a second, as a Prometheus scrape would; with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set it exports the runs' traces there
+//! (`node bench/driver/otlp-sink.mjs PORT` takes them and keeps nothing).
 
 mod support;
 
@@ -103,9 +105,26 @@ fn metrics_if_asked() {
     println!("metrics: on, rendered once a second");
 }
 
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set: exports the runs' traces, as
+/// `serve` does.
+fn traces_if_asked() -> Option<flowcraft_telemetry::Traces> {
+    let traces = flowcraft_telemetry::Traces::from_environment().expect("the trace export starts");
+    match &traces {
+        Some(traces) => {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry().with(traces.layer()).init();
+            println!("traces: exported over OTLP");
+        }
+        None => println!("traces: off"),
+    }
+    traces
+}
+
 #[tokio::main]
 async fn main() {
     metrics_if_asked();
+    let traces = traces_if_asked();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-sqlite");
     let _ = std::fs::remove_dir_all(&data);
     let backend = SqliteBackend::open(&data).expect("database opens");
@@ -161,4 +180,9 @@ async fn main() {
     );
     let _ = stop.send(());
     worker.await.expect("worker stops");
+    if let Some(traces) = traces {
+        tokio::task::spawn_blocking(move || traces.shutdown())
+            .await
+            .expect("the export stops");
+    }
 }

@@ -418,8 +418,6 @@ pub fn backend_span(service: &'static str, operation: &'static str) -> tracing::
         "backend",
         otel.name = %format_args!("{service} {operation}"),
         otel.kind = "client",
-        flowcraft.service = service,
-        flowcraft.operation = operation,
     )
 }
 

@@ -93,8 +93,15 @@ impl Traces {
                 flowcraft_core::telemetry::GUEST_LOG_TARGET,
                 LevelFilter::TRACE,
             );
+        // Only what the spans' own fields say: source locations, thread
+        // names, busy/idle times and the target would double what each
+        // span costs to export (bench/results) and tell an operator nothing.
         tracing_opentelemetry::layer()
             .with_tracer(self.tracer.clone())
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_target(false)
             .with_filter(wanted)
     }
 
