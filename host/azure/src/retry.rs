@@ -35,7 +35,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use flowcraft_core::telemetry;
-use tracing::Instrument;
 
 /// Why a failed request may be repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,24 +222,22 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let started = std::time::Instant::now();
-    let answer = repeating(
-        service.name(),
-        operation,
-        policy,
-        classify,
-        describe,
-        request,
-    )
-    .instrument(telemetry::backend_span(service.label(), operation))
-    .await;
-    telemetry::backend_request(
-        service.label(),
-        operation,
-        started.elapsed(),
-        answer.0.is_ok(),
-    );
-    answer
+    let mut attempts = 0;
+    let repeated = async {
+        let (result, made) = repeating(
+            service.name(),
+            operation,
+            policy,
+            classify,
+            describe,
+            request,
+        )
+        .await;
+        attempts = made;
+        result
+    };
+    let result = telemetry::backend_call(service.label(), operation, repeated).await;
+    (result, attempts)
 }
 
 async fn repeating<T, E, F, Fut>(

@@ -11,11 +11,13 @@
 //! `operation` are fixed strings of the backends. Run and node ids never
 //! become labels.
 
+use std::future::Future;
 use std::time::Duration;
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
+use tracing::Instrument;
 
 use crate::progress::RunState;
 
@@ -238,7 +240,20 @@ impl Drop for InFlight {
     }
 }
 
-/// One request to `service` (`queue`, `cosmos`, `redis`, `sqlite`) ended.
+/// Runs `request`, one request to `service` (`queue`, `cosmos`, `redis`,
+/// `sqlite`), within its trace span, and records it ([`backend_request`]).
+pub async fn backend_call<T, E>(
+    service: &'static str,
+    operation: &'static str,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let answer = request.instrument(backend_span(service, operation)).await;
+    backend_request(service, operation, started.elapsed(), answer.is_ok());
+    answer
+}
+
+/// One request to `service` ended.
 pub fn backend_request(
     service: &'static str,
     operation: &'static str,
@@ -298,15 +313,23 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
-    /// A new trace and its root span, with random ids.
+    /// A new trace and its root span, with ids of uniformly random bytes
+    /// (a ratio sampler decides by the trace id's bits, so they may not hold
+    /// a UUID's fixed version and variant bits).
     pub fn new_trace() -> Self {
-        let trace_id = *uuid::Uuid::new_v4().as_bytes();
-        let span = *uuid::Uuid::new_v4().as_bytes();
-        let mut span_id = [0; 8];
-        span_id.copy_from_slice(&span[..8]);
-        if span_id == [0; 8] {
-            span_id[7] = 1;
+        let mut bytes = [0u8; 24];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No system randomness: UUIDs keep the ids unique at least.
+            bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            bytes[16..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
         }
+        let mut trace_id = [0; 16];
+        let mut span_id = [0; 8];
+        trace_id.copy_from_slice(&bytes[..16]);
+        span_id.copy_from_slice(&bytes[16..]);
+        // All-zero ids are invalid (a chance of 2^-64 and 2^-128).
+        trace_id[15] |= u8::from(trace_id == [0; 16]);
+        span_id[7] |= u8::from(span_id == [0; 8]);
         Self { trace_id, span_id }
     }
 
@@ -436,6 +459,19 @@ pub fn run_ended(run: &RunSpan) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ratio sampler keeps a run when the trace id's lower half, read as
+    /// a number, is small enough: its top bit must be as random as the rest.
+    #[test]
+    fn trace_ids_are_random_where_a_ratio_sampler_reads_them() {
+        let with_top_bit = (0..2_000)
+            .filter(|_| TraceParent::new_trace().trace_id[8] & 0x80 != 0)
+            .count();
+        assert!(
+            (800..1_200).contains(&with_top_bit),
+            "{with_top_bit} of 2000"
+        );
+    }
 
     #[test]
     fn a_traceparent_reads_back_what_it_writes_and_refuses_the_rest() {

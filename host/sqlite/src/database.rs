@@ -11,13 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::Instant;
 
 use flowcraft_core::store::StoreError;
 use flowcraft_core::telemetry;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::oneshot;
-use tracing::{Instrument, error};
+use tracing::error;
 
 use crate::schema;
 use crate::{OpenError, SERVICE};
@@ -73,13 +72,7 @@ impl Database {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        let started = Instant::now();
-        let written = self
-            .commit(work)
-            .instrument(telemetry::backend_span(SERVICE, operation))
-            .await;
-        telemetry::backend_request(SERVICE, operation, started.elapsed(), written.is_ok());
-        written
+        telemetry::backend_call(SERVICE, operation, self.commit(work)).await
     }
 
     async fn commit<T, E, F>(&self, work: F) -> Result<T, E>
@@ -116,13 +109,7 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let started = Instant::now();
-        let read = self
-            .read_on_reader(work)
-            .instrument(telemetry::backend_span(SERVICE, operation))
-            .await;
-        telemetry::backend_request(SERVICE, operation, started.elapsed(), read.is_ok());
-        read
+        telemetry::backend_call(SERVICE, operation, self.read_on_reader(work)).await
     }
 
     async fn read_on_reader<T, F>(&self, work: F) -> Result<T, StoreError>

@@ -198,22 +198,20 @@ struct PresetIds {
 
 impl IdGenerator for PresetIds {
     fn new_trace_id(&self) -> TraceId {
-        let preset = PRESET.with(|preset| {
-            let mut value = preset.get();
-            let id = value.trace_id.take();
-            preset.set(value);
-            id
-        });
-        preset.unwrap_or_else(|| self.random.new_trace_id())
+        take_preset(|preset| preset.trace_id.take()).unwrap_or_else(|| self.random.new_trace_id())
     }
 
     fn new_span_id(&self) -> SpanId {
-        let preset = PRESET.with(|preset| {
-            let mut value = preset.get();
-            let id = value.span_id.take();
-            preset.set(value);
-            id
-        });
-        preset.unwrap_or_else(|| self.random.new_span_id())
+        take_preset(|preset| preset.span_id.take()).unwrap_or_else(|| self.random.new_span_id())
     }
+}
+
+/// Takes one of this thread's preset ids, if set.
+fn take_preset<T>(take: impl FnOnce(&mut Preset) -> Option<T>) -> Option<T> {
+    PRESET.with(|cell| {
+        let mut preset = cell.get();
+        let id = take(&mut preset);
+        cell.set(preset);
+        id
+    })
 }

@@ -4,13 +4,11 @@
 //! and the one-line errors naming the operation, the run and the server.
 
 use std::sync::MutexGuard;
-use std::time::Instant;
 
 use flowcraft_core::store::StoreError;
 use flowcraft_core::telemetry;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisError, ServerErrorKind};
-use tracing::Instrument;
 
 use super::{RedisCoordination, SERVICE};
 use crate::retry::{self, Backoff, RetryPolicy, Service, Transient};
@@ -186,14 +184,8 @@ impl RedisCoordination {
         invocation: &redis::ScriptInvocation<'_>,
         applied: impl Fn(&T) -> bool,
     ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let written = self
-            .write_once(operation, run_id, invocation, applied)
-            .instrument(telemetry::backend_span(Service::Redis.label(), operation))
-            .await;
-        let (service, ok) = (Service::Redis.label(), written.is_ok());
-        telemetry::backend_request(service, operation, started.elapsed(), ok);
-        written
+        let write = self.write_once(operation, run_id, invocation, applied);
+        telemetry::backend_call(Service::Redis.label(), operation, write).await
     }
 
     /// [`write`](Self::write) without its metrics.
