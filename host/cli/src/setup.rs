@@ -134,7 +134,8 @@ pub fn finish_traces(runtime: &tokio::runtime::Runtime) {
     let Some(traces) = TRACES.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
-    let _ = runtime.block_on(tokio::task::spawn_blocking(move || traces.shutdown()));
+    let shutdown = async move { tokio::task::spawn_blocking(move || traces.shutdown()).await };
+    let _ = runtime.block_on(shutdown);
 }
 
 /// A writer that queues lines for `sink`, dropping them when the queue is full.

@@ -354,3 +354,53 @@ async fn a_local_serve_exports_a_trace_per_run() {
         pricing.events
     );
 }
+
+/// An embedded `run` exports its trace before it exits, and exits 0 also
+/// when nothing receives what it exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_run_exports_its_trace_before_it_exits() {
+    let (address, spans) = receiver().await;
+    let orders = repo_root().join("plugins-example/orders/blueprints");
+    let run = |endpoint: String| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"));
+        command
+            .arg("run")
+            .arg(orders.join("order-approval.json"))
+            .args(["--plugins", support::dist().to_str().unwrap()])
+            .arg("--context")
+            .arg(format!(
+                "@{}",
+                orders.join("order-approval.context.json").display()
+            ))
+            .arg("--quiet")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000");
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let output = run(format!("http://{address}")).await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let spans = spans.lock().unwrap().clone();
+    let root = spans
+        .iter()
+        .find(|span| span.name == "run order-approval")
+        .expect("the run's root span was exported before the process ended");
+    assert_eq!(root.attributes["flowcraft.status"], "completed");
+    assert!(
+        node_spans(&spans)
+            .iter()
+            .all(|span| span.trace_id == root.trace_id)
+    );
+
+    let unheard = run(format!("http://127.0.0.1:{}", support::free_port()))
+        .await
+        .unwrap();
+    assert!(
+        unheard.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unheard.stderr)
+    );
+}
