@@ -248,7 +248,9 @@ pub async fn backend_call<T, E>(
     request: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     let started = std::time::Instant::now();
-    let answer = request.instrument(backend_span(service, operation)).await;
+    // Boxed: a request's future (an SDK call inside its retries) is large,
+    // and callers' futures would otherwise hold it inline, nested in theirs.
+    let answer = Box::pin(request.instrument(backend_span(service, operation))).await;
     backend_request(service, operation, started.elapsed(), answer.is_ok());
     answer
 }
