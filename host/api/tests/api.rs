@@ -391,6 +391,28 @@ async fn an_awaiting_run_is_resumed_once(backing: Backing) {
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     let (status, missing) = server.post("/api/v1/runs/nobody/resume", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+
+    // A cancelled run keeps its awaiting node on record but awaits nothing.
+    let g2 = server.id("g2");
+    server
+        .post("/api/v1/runs", json!({"blueprintId": "gate", "runId": g2}))
+        .await;
+    assert_eq!(server.settled(&g2).await["status"], "awaiting");
+    let (status, cancelled) = server
+        .post(&format!("/api/v1/runs/{g2}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let (status, refused) = server
+        .post(&format!("/api/v1/runs/{g2}/resume"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{refused}"
+    );
 }
 
 async fn a_webhook_node_waits_for_its_url_to_be_called_once(backing: Backing) {

@@ -427,8 +427,9 @@ fn curl_with_token(args: &[&str]) -> Value {
 
 /// The dashboard in a real browser (`host/api/tests/browser/dashboard.mjs`,
 /// headless Chromium): behind a token it asks for one, lists a completed, a
-/// failed and an awaiting run, colours the awaiting run's waiting node, and
-/// resumes it through its form until the page shows the run completed.
+/// failed and two awaiting runs, colours an awaiting run's waiting node,
+/// shows the API's refusal to resume a run cancelled meanwhile, and resumes
+/// the other through its form until the page shows the run completed.
 /// Screenshots land in `target/tmp/dashboard/`.
 #[test]
 fn the_dashboard_shows_runs_and_resumes_one_in_a_browser() {
@@ -456,6 +457,12 @@ fn the_dashboard_shows_runs_and_resumes_one_in_a_browser() {
         ("order-done", "order-approval", order.clone(), "completed"),
         (
             "order-awaiting",
+            "order-manager-approval",
+            order.clone(),
+            "awaiting",
+        ),
+        (
+            "order-withdrawn",
             "order-manager-approval",
             order,
             "awaiting",

@@ -1,9 +1,10 @@
 // Drives the dashboard of a running `flowcraft-host serve` in headless
 // Chromium, as a person would: signs in with the token, finds the runs the
-// caller started (one completed, one failed, one awaiting) in the list,
-// opens the awaiting one, checks that its graph colours the waiting node as
-// awaiting, resumes it through the form and waits for the page to show the
-// run completed. Screenshots go to OUT_DIR. Exits non-zero naming the first
+// caller started (one completed, one failed, two awaiting) in the list,
+// tries to resume one that was cancelled meanwhile and reads the API's
+// refusal, opens the other, checks that its graph colours the waiting node
+// as awaiting, resumes it through the form and waits for the page to show
+// the run completed. Screenshots go to OUT_DIR. Exits non-zero naming the first
 // expectation that failed.
 //
 // Usage: node dashboard.mjs BASE_URL TOKEN OUT_DIR
@@ -43,14 +44,16 @@ try {
   await page.locator('#login-token').fill(token);
   await page.locator('#login-form button[type=submit]').click();
 
-  step('the runs list shows the three runs with their status');
-  const expected = { 'order-done': 'completed', 'fails-1': 'failed', 'order-awaiting': 'awaiting' };
+  step('the runs list shows the four runs with their status');
+  const expected = {
+    'order-done': 'completed', 'fails-1': 'failed', 'order-awaiting': 'awaiting', 'order-withdrawn': 'awaiting',
+  };
   for (const [run, state] of Object.entries(expected)) {
     const badge = page.locator(`#runs tr[data-run="${run}"] .badge`);
     await badge.waitFor();
     assert.equal(await badge.getAttribute('data-state'), state, `run ${run} listed as ${state}`);
   }
-  assert.equal(await page.locator('#runs tbody tr').count(), 3, 'the list holds exactly the three runs');
+  assert.equal(await page.locator('#runs tbody tr').count(), 4, 'the list holds exactly the four runs');
   await page.screenshot({ path: `${outDir}/runs-list.png`, fullPage: true });
 
   step('the status filter narrows the list');
@@ -61,6 +64,23 @@ try {
     const rows = [...document.querySelectorAll('#runs tbody tr')];
     return rows.length === 1 && rows[0].dataset.run === 'fails-1';
   });
+  await page.goto(`${base}/`);
+
+  step('a resume the API refuses shows the API\'s reason');
+  // The run is cancelled behind the page's back while its long poll is
+  // held, so the page still offers the resume the API will refuse.
+  await page.route('**/api/v1/runs/order-withdrawn?wait=*', () => {});
+  await page.goto(`${base}/runs/order-withdrawn`);
+  await page.locator('#resume').waitFor();
+  const cancelled = await fetch(`${base}/api/v1/runs/order-withdrawn/cancel`, {
+    method: 'POST', headers: { Authorization: `Bearer ${token}` },
+  });
+  assert.equal(cancelled.status, 200, 'the run is cancelled through the API');
+  await page.locator('#resume button[type=submit]').click();
+  await page.locator('#notice').waitFor({ state: 'visible' });
+  const refusal = await page.locator('#notice').innerText();
+  assert.match(refusal, /^Refused: .*awaiting/, `the API's reason is shown: ${refusal}`);
+  await page.unroute('**/api/v1/runs/order-withdrawn?wait=*');
   await page.goto(`${base}/`);
 
   step('the awaiting run\'s graph colours its waiting node as awaiting');

@@ -94,7 +94,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         output: Option<Value>,
     ) -> Result<(), EngineError> {
         let (progress, plan) = self.run_plan(run_id).await?;
-        if progress.awaiting.is_empty() {
+        // A cancelled run keeps the nodes it was awaiting on record; it
+        // awaits nothing any more.
+        if progress.awaiting.is_empty() || progress.state.is_terminal() {
             return Err(EngineError::NotAwaiting {
                 run: run_id.to_owned(),
                 state: progress.state,
@@ -128,7 +130,9 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         payload: Value,
     ) -> Result<(), EngineError> {
         let (progress, plan) = self.run_plan(run_id).await?;
-        if let Some(AwaitReason::Webhook { .. }) = progress.awaiting.get(node_id) {
+        if let Some(AwaitReason::Webhook { .. }) = progress.awaiting.get(node_id)
+            && !progress.state.is_terminal()
+        {
             let scheduled = self
                 .resume_node(&plan, &progress, node_id, None, Some(payload), Vec::new())
                 .await?;
