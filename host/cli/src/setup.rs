@@ -21,7 +21,7 @@ use flowcraft_core::telemetry::TRACE_TARGET;
 use flowcraft_telemetry::Traces;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -105,7 +105,11 @@ pub fn init_logging(quiet: bool) {
     *LOG_WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     // Colours only for a person at a terminal, and never with NO_COLOR.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let not_a_trace_span = filter_fn(|metadata| metadata.target() != TRACE_TARGET);
+    // A static filter (not a closure), so that each call site's interest is
+    // decided once: the log's filter is consulted on every job's hot path.
+    let not_a_trace_span = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target(TRACE_TARGET, LevelFilter::OFF);
     let log = tracing_subscriber::fmt::layer()
         .with_ansi(colour)
         .with_writer(writer)
