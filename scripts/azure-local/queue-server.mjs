@@ -11,9 +11,10 @@
 //   - inject faults on demand (faults.mjs: error statuses, connection resets, duplicated messages) at
 //     /_flowcraft/faults, and keep a journal of the messages sent to chosen queues:
 //     POST /_flowcraft/journal {"path": "<queue name>"} starts it (and zeroes it), GET answers
-//     {"entries": [{"queue", "text"}...], "pendingDuplicates", "duplicatesStored", "duplicatesFailed"}
-//     (each message text as sent, in arrival order, and how many injected duplicates are still to be
-//     stored, were stored, or were refused).
+//     {"entries": [{"queue", "text", "message"?}...], "pendingDuplicates", "duplicatesStored",
+//     "duplicatesFailed"} (each message text as sent or rewritten, in arrival order, with the id of the
+//     message a rewrite replaces the text of, and how many injected duplicates are still to be stored,
+//     were stored, or were refused).
 // Equivalent CLI flags: --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --silent
 // (telemetry is never initialised here; the access log and debug log are off).
 //
@@ -291,7 +292,10 @@ async function main() {
     if (!journaled && !rule) return azuriteListener(req, res);
     const body = await readBody(req);
     const queue = url.pathname.split("/")[2];
-    if (journaled) journal.entries.push({ queue, text: messageText(body) });
+    if (journaled) {
+      const message = kind === "message.update" ? url.pathname.split("/")[4] : undefined;
+      journal.entries.push({ queue, text: messageText(body), message });
+    }
     replay(port(), req, body, res);
     if (rule) {
       const low = rule.minDelayMs ?? 0;

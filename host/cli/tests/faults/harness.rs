@@ -689,9 +689,10 @@ impl Control {
     /// The jobs enqueued since [`journal_sends`](Self::journal_sends) (not
     /// counting injected duplicates), and how many messages were sent or
     /// rewritten with a new text (each such request gets its duplicate). A
-    /// group message's jobs count once per message holding them: rewriting
-    /// that message again lists the jobs it still stands for, which does
-    /// not enqueue them again.
+    /// rewritten message's jobs count once per message holding them:
+    /// rewriting it again lists the jobs it still stands for (as a group, or
+    /// as a single job once the others ended), which does not enqueue them
+    /// again.
     pub async fn sent_jobs(&self) -> (Vec<Job>, usize) {
         let url = format!("{}/_flowcraft/journal", self.queue);
         let journal = self.call(reqwest::Method::GET, url, None).await;
@@ -705,12 +706,12 @@ impl Control {
             else {
                 continue;
             };
-            match group.lease {
-                Some(lease) => jobs.extend(
+            match entry["message"].as_str() {
+                Some(message) => jobs.extend(
                     group
                         .jobs
                         .into_iter()
-                        .filter(|job| held.insert((lease.clone(), job.node_id.clone()))),
+                        .filter(|job| held.insert((message.to_owned(), job_key(job)))),
                 ),
                 None => jobs.extend(group.jobs),
             }
@@ -755,6 +756,16 @@ impl Control {
             })
             .collect()
     }
+}
+
+/// What tells one enqueued job from another: run, node, attempt and
+/// signal (a job's trace context is no part of it).
+pub type JobKey = (String, String, Option<u32>, String);
+
+/// `job`'s [`JobKey`].
+pub fn job_key(job: &Job) -> JobKey {
+    let signal = job.signal.map(|s| format!("{s:?}")).unwrap_or_default();
+    (job.run_id.clone(), job.node_id.clone(), job.attempt, signal)
 }
 
 /// Number of terminal transitions per run in a status journal.

@@ -16,7 +16,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    Fleet, Reference, Row, Service, Stand, compare_runs, terminal_publications, unique,
+    Fleet, JobKey, Reference, Row, Service, Stand, compare_runs, job_key, terminal_publications,
+    unique,
 };
 use crate::{SERIAL, mixed_blueprint, seed};
 
@@ -70,13 +71,10 @@ async fn every_job_delivered_twice_and_out_of_order_changes_nothing() {
         let executions: usize = runs.iter().map(|r| ledger.of_run(r)).sum();
         (ledger.repeated(&runs), executions)
     };
-    let mut sends: BTreeMap<(String, String, Option<u32>, String), usize> = BTreeMap::new();
+    let mut sends: BTreeMap<JobKey, usize> = BTreeMap::new();
     let (sent, enqueue_requests) = stand.control.sent_jobs().await;
-    for job in sent {
-        let signal = job.signal.map(|s| format!("{s:?}")).unwrap_or_default();
-        *sends
-            .entry((job.run_id, job.node_id, job.attempt, signal))
-            .or_default() += 1;
+    for job in &sent {
+        *sends.entry(job_key(job)).or_default() += 1;
     }
     let sent_twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).collect();
     let changes = stand.control.status_changes(&stand.config.database).await;
