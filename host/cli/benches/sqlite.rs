@@ -1,7 +1,7 @@
 //! The local durable backend's throughput and per-step latency: an
 //! in-process worker (`flowcraft_worker::run`, default concurrency) over a
 //! SQLite database with fsync'd commits in `target/bench-sqlite/` (on disk,
-//! not a memory file system), running the benchmark's blueprints
+//! not a memory file system, unless `BENCH_SQLITE_DIR` says otherwise), running the benchmark's blueprints
 //! (`bench/workloads/blueprints`) with the example bundles
 //! (`scripts/build-plugins.sh`).
 //!
@@ -15,6 +15,9 @@
 //! renders them once a second, as a Prometheus scrape would; with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` set it exports the runs' traces there
 //! (`node bench/driver/otlp-sink.mjs PORT` takes them and keeps nothing).
+//! `BENCH_SQLITE_DIR` puts the database elsewhere: in a memory file system
+//! (`/dev/shm`) the disk's variance is gone and what the host's own work
+//! costs (such as trace spans) shows in the throughput.
 
 mod support;
 
@@ -125,7 +128,10 @@ fn traces_if_asked() -> Option<flowcraft_telemetry::Traces> {
 async fn main() {
     metrics_if_asked();
     let traces = traces_if_asked();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-sqlite");
+    let data = match std::env::var_os("BENCH_SQLITE_DIR") {
+        Some(dir) => Path::new(&dir).join("bench-sqlite"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-sqlite"),
+    };
     let _ = std::fs::remove_dir_all(&data);
     let backend = SqliteBackend::open(&data).expect("database opens");
     let mut config = PluginConfig::new(support::dist());

@@ -355,34 +355,41 @@ async fn a_local_serve_exports_a_trace_per_run() {
     );
 }
 
-/// An embedded `run` exports its trace before it exits, and exits 0 also
-/// when nothing receives what it exports.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_run_exports_its_trace_before_it_exits() {
-    let (address, spans) = receiver().await;
+/// Runs the order-approval example with `flowcraft-host run`, its trace
+/// exported to `endpoint`, with `environment` set as well.
+async fn embedded_run(endpoint: String, environment: &[(&str, &str)]) -> std::process::Output {
     let orders = repo_root().join("plugins-example/orders/blueprints");
-    let run = |endpoint: String| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"));
-        command
-            .arg("run")
-            .arg(orders.join("order-approval.json"))
-            .args(["--plugins", support::dist().to_str().unwrap()])
-            .arg("--context")
-            .arg(format!(
-                "@{}",
-                orders.join("order-approval.context.json").display()
-            ))
-            .arg("--quiet")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000");
-        tokio::task::spawn_blocking(move || command.output().unwrap())
-    };
-    let output = run(format!("http://{address}")).await.unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"));
+    command
+        .arg("run")
+        .arg(orders.join("order-approval.json"))
+        .args(["--plugins", support::dist().to_str().unwrap()])
+        .arg("--context")
+        .arg(format!(
+            "@{}",
+            orders.join("order-approval.context.json").display()
+        ))
+        .arg("--quiet")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
+        .envs(environment.iter().copied());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    output
+}
+
+/// An embedded `run` exports its trace before it exits, and exits 0 also
+/// when nothing receives what it exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_run_exports_its_trace_before_it_exits() {
+    let (address, spans) = receiver().await;
+    embedded_run(format!("http://{address}"), &[]).await;
     let spans = spans.lock().unwrap().clone();
     let root = spans
         .iter()
@@ -395,12 +402,20 @@ async fn an_embedded_run_exports_its_trace_before_it_exits() {
             .all(|span| span.trace_id == root.trace_id)
     );
 
-    let unheard = run(format!("http://127.0.0.1:{}", support::free_port()))
-        .await
-        .unwrap();
-    assert!(
-        unheard.status.success(),
-        "{}",
-        String::from_utf8_lossy(&unheard.stderr)
-    );
+    embedded_run(format!("http://127.0.0.1:{}", support::free_port()), &[]).await;
+}
+
+/// A run the sampler leaves out (`OTEL_TRACES_SAMPLER`, here a ratio of
+/// 0) exports no span at all: not its root, not its nodes, not their
+/// backend requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_sampler_leaves_out_exports_nothing() {
+    let (address, spans) = receiver().await;
+    let never = [
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ];
+    embedded_run(format!("http://{address}"), &never).await;
+    let spans = spans.lock().unwrap().clone();
+    assert!(spans.is_empty(), "exported: {spans:?}");
 }

@@ -306,18 +306,25 @@ pub const TRACE_TARGET: &str = "flowcraft::trace";
 pub const GUEST_LOG_TARGET: &str = "flowcraft_plugins::guest";
 
 /// A W3C trace context: the trace a run belongs to and a span in it (the
-/// run's root span, or the node attempt that scheduled a job). Written as a
-/// `traceparent` header value, `00-<trace id>-<span id>-01`.
+/// run's root span, or the node attempt that scheduled a job), and whether
+/// the trace is recorded. Written as a `traceparent` header value,
+/// `00-<trace id>-<span id>-<flags>`, flags `01` when recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceParent {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
+    /// Whether the run's spans are recorded and exported. Decided once,
+    /// when the run starts, by the trace export of the process that starts
+    /// it (recorded when that process exports none, so that the workers
+    /// that export record it); every span of the run keeps to it.
+    pub sampled: bool,
 }
 
 impl TraceParent {
     /// A new trace and its root span, with ids of uniformly random bytes
     /// (a ratio sampler decides by the trace id's bits, so they may not hold
-    /// a UUID's fixed version and variant bits).
+    /// a UUID's fixed version and variant bits), sampled as this process's
+    /// trace export decides (see [`TraceExport::samples`]).
     pub fn new_trace() -> Self {
         let mut bytes = [0u8; 24];
         if getrandom::fill(&mut bytes).is_err() {
@@ -332,7 +339,14 @@ impl TraceParent {
         // All-zero ids are invalid (a chance of 2^-64 and 2^-128).
         trace_id[15] |= u8::from(trace_id == [0; 16]);
         span_id[7] |= u8::from(span_id == [0; 8]);
-        Self { trace_id, span_id }
+        let sampled = TRACE_EXPORT
+            .get()
+            .is_none_or(|export| export.samples(&trace_id));
+        Self {
+            trace_id,
+            span_id,
+            sampled,
+        }
     }
 
     /// Reads a `traceparent` value (version 00 and the future versions
@@ -344,9 +358,13 @@ impl TraceParent {
         let trace_id: [u8; 16] = hex::decode(parts.next()?).ok()?.try_into().ok()?;
         let span_id: [u8; 8] = hex::decode(parts.next()?).ok()?.try_into().ok()?;
         let flags = parts.next().filter(|f| f.len() == 2)?;
-        u8::from_str_radix(flags, 16).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
         let valid = trace_id != [0; 16] && span_id != [0; 8];
-        valid.then_some(Self { trace_id, span_id })
+        valid.then_some(Self {
+            trace_id,
+            span_id,
+            sampled: flags & 1 == 1,
+        })
     }
 
     pub fn same_trace(&self, other: &TraceParent) -> bool {
@@ -357,7 +375,8 @@ impl TraceParent {
 impl std::fmt::Display for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (trace, span) = (hex::encode(self.trace_id), hex::encode(self.span_id));
-        write!(f, "00-{trace}-{span}-01")
+        let flags = u8::from(self.sampled);
+        write!(f, "00-{trace}-{span}-{flags:02x}")
     }
 }
 
@@ -389,6 +408,8 @@ pub struct RunSpan<'a> {
 /// What a trace export does with the engine's spans (`flowcraft-telemetry`
 /// implements it over OpenTelemetry).
 pub trait TraceExport: Send + Sync {
+    /// Whether a new run whose trace has this id is recorded.
+    fn samples(&self, trace_id: &[u8; 16]) -> bool;
     /// Makes `span` a child of `parent` (a span of another process, maybe).
     fn adopt(&self, span: &tracing::Span, parent: &TraceParent);
     /// `span`'s own trace context, for the jobs scheduled within it.
@@ -406,7 +427,8 @@ pub fn set_trace_export(export: Box<dyn TraceExport>) {
 }
 
 /// The span of one node attempt (or of a job found to be a duplicate),
-/// a child of `parent` when there is one.
+/// a child of `parent` when there is one; none (it costs nothing) when
+/// `parent`'s trace is not recorded.
 pub fn node_span(
     parent: Option<&TraceParent>,
     run_id: &str,
@@ -414,6 +436,9 @@ pub fn node_span(
     uses: &str,
     attempt: u32,
 ) -> tracing::Span {
+    if parent.is_some_and(|parent| !parent.sampled) {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         target: TRACE_TARGET,
         "node",
@@ -446,14 +471,30 @@ pub fn backend_span(service: &'static str, operation: &'static str) -> tracing::
     )
 }
 
+/// The span of a plugin call within a node attempt's span (none outside
+/// one); what the guest logs meanwhile becomes its events.
+pub fn call_span(uses: &str, bundle: &str, digest: &str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: TRACE_TARGET,
+        "call",
+        otel.name = %format_args!("call {uses}"),
+        flowcraft.bundle = %bundle,
+        flowcraft.digest = %digest,
+    )
+}
+
 /// `span`'s trace context, when spans are exported.
 pub fn traceparent_of(span: &tracing::Span) -> Option<TraceParent> {
     TRACE_EXPORT.get()?.traceparent(span)
 }
 
-/// A run ended: its root span is exported (when spans are).
+/// A run ended: its root span is exported (when spans are, and the run's
+/// trace is recorded).
 pub fn run_ended(run: &RunSpan) {
-    if let Some(export) = TRACE_EXPORT.get() {
+    if let (Some(export), true) = (TRACE_EXPORT.get(), run.trace.sampled) {
         export.run_ended(run);
     }
 }
@@ -487,7 +528,12 @@ mod tests {
 
         let w3c_example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let parsed = TraceParent::parse(w3c_example).unwrap();
+        assert!(parsed.sampled);
         assert_eq!(parsed.to_string(), w3c_example);
+        let not_recorded = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let parsed = TraceParent::parse(not_recorded).unwrap();
+        assert!(!parsed.sampled);
+        assert_eq!(parsed.to_string(), not_recorded);
         for refused in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",

@@ -100,13 +100,7 @@ pub(crate) async fn execute(runtime: &Runtime, bundle: &Bundle, call: NodeCall) 
             .call_execute(&mut store, &request)
             .await
     };
-    let span = tracing::info_span!(
-        target: telemetry::TRACE_TARGET,
-        "call",
-        otel.name = %format_args!("call {}", request.uses),
-        flowcraft.bundle = %bundle.label,
-        flowcraft.digest = %bundle.info.digest,
-    );
+    let span = telemetry::call_span(&request.uses, &bundle.label, &bundle.info.digest);
     let outcome = tokio::time::timeout(time_limit + CANCEL_GRACE, call)
         .instrument(span)
         .await;

@@ -26,7 +26,10 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider, Tracer};
+use opentelemetry_sdk::trace::{
+    Config, IdGenerator, RandomIdGenerator, SamplingDecision, SdkTracerProvider, ShouldSample,
+    Tracer,
+};
 use tracing::Subscriber;
 use tracing::level_filters::LevelFilter;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -68,8 +71,12 @@ impl Traces {
         if !set("OTEL_SERVICE_NAME") {
             resource = resource.with_service_name(SCOPE);
         }
+        // The SDK's reading of `OTEL_TRACES_SAMPLER` and its argument; the
+        // engine asks it once per run (`TraceExport::samples`).
+        let sampler = Config::default().sampler;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
+            .with_sampler(sampler.box_clone())
             .with_id_generator(PresetIds::default())
             .with_resource(resource.build())
             .build();
@@ -77,6 +84,7 @@ impl Traces {
         let traces = Self { provider, tracer };
         telemetry::set_trace_export(Box::new(Export {
             tracer: traces.tracer.clone(),
+            sampler,
         }));
         Ok(Some(traces))
     }
@@ -96,8 +104,11 @@ impl Traces {
         // Only what the spans' own fields say: source locations, thread
         // names, busy/idle times and the target would double what each
         // span costs to export (bench/results) and tell an operator nothing.
+        // Nothing else here reads OpenTelemetry's current context, so a
+        // span does not make itself current on each poll of its future.
         tracing_opentelemetry::layer()
             .with_tracer(self.tracer.clone())
+            .with_context_activation(false)
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
@@ -117,9 +128,22 @@ impl Traces {
 /// The hooks the engine calls (see `flowcraft_core::telemetry`).
 struct Export {
     tracer: Tracer,
+    sampler: Box<dyn ShouldSample>,
 }
 
 impl TraceExport for Export {
+    fn samples(&self, trace_id: &[u8; 16]) -> bool {
+        let root = self.sampler.should_sample(
+            None,
+            TraceId::from_bytes(*trace_id),
+            "run",
+            &SpanKind::Internal,
+            &[],
+            &[],
+        );
+        root.decision == SamplingDecision::RecordAndSample
+    }
+
     fn adopt(&self, span: &tracing::Span, parent: &TraceParent) {
         let context = Context::new().with_remote_span_context(span_context(parent));
         // A span no layer records (filtered out) has nothing to adopt.
@@ -132,6 +156,7 @@ impl TraceExport for Export {
         span_context.is_valid().then(|| TraceParent {
             trace_id: span_context.trace_id().to_bytes(),
             span_id: span_context.span_id().to_bytes(),
+            sampled: span_context.is_sampled(),
         })
     }
 
@@ -165,7 +190,11 @@ fn span_context(parent: &TraceParent) -> SpanContext {
     SpanContext::new(
         TraceId::from_bytes(parent.trace_id),
         SpanId::from_bytes(parent.span_id),
-        TraceFlags::SAMPLED,
+        if parent.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::NOT_SAMPLED
+        },
         true,
         TraceState::default(),
     )
