@@ -427,8 +427,9 @@ pub fn set_trace_export(export: Box<dyn TraceExport>) {
 }
 
 /// The span of one node attempt (or of a job found to be a duplicate),
-/// a child of `parent` when there is one; none (it costs nothing) when
-/// `parent`'s trace is not recorded.
+/// a child of `parent` when there is one; none (it costs nothing) when this
+/// process exports no spans or `parent`'s trace is not recorded (see
+/// [`recorded`]).
 pub fn node_span(
     parent: Option<&TraceParent>,
     run_id: &str,
@@ -436,7 +437,10 @@ pub fn node_span(
     uses: &str,
     attempt: u32,
 ) -> tracing::Span {
-    if parent.is_some_and(|parent| !parent.sampled) {
+    let Some(export) = TRACE_EXPORT.get() else {
+        return tracing::Span::none();
+    };
+    if parent.is_some_and(|parent| !recorded(export.as_ref(), parent)) {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(
@@ -450,10 +454,18 @@ pub fn node_span(
         flowcraft.bundle = tracing::field::Empty,
         flowcraft.outcome = tracing::field::Empty,
     );
-    if let (Some(export), Some(parent)) = (TRACE_EXPORT.get(), parent) {
+    if let Some(parent) = parent {
         export.adopt(&span, parent);
     }
     span
+}
+
+/// Whether this process records the spans of `trace`: the run was sampled
+/// when it started, and this process's sampler keeps its trace id too (the
+/// same answer wherever the sampler is configured alike; a run started by
+/// a process that exports nothing is sampled by the workers alone).
+fn recorded(export: &dyn TraceExport, trace: &TraceParent) -> bool {
+    trace.sampled && export.samples(&trace.trace_id)
 }
 
 /// The span of one backend request within a node attempt's span (none
@@ -492,9 +504,11 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<TraceParent> {
 }
 
 /// A run ended: its root span is exported (when spans are, and the run's
-/// trace is recorded).
+/// trace is [`recorded`]).
 pub fn run_ended(run: &RunSpan) {
-    if let (Some(export), true) = (TRACE_EXPORT.get(), run.trace.sampled) {
+    if let Some(export) = TRACE_EXPORT.get()
+        && recorded(export.as_ref(), &run.trace)
+    {
         export.run_ended(run);
     }
 }

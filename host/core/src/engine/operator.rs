@@ -72,10 +72,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             return Err(EngineError::RunExists(run_id));
         }
         telemetry::run_started(blueprint_id);
-        self.backend.create_context(&run_id, context).await?;
-        self.backend
-            .write_status(&run_id, RunState::Running, None)
-            .await?;
+        // Both before the first job is sent, in no order among themselves:
+        // the progress record, made first, is what makes the run exist.
+        tokio::try_join!(
+            self.backend.create_context(&run_id, context),
+            self.backend.write_status(&run_id, RunState::Running, None)
+        )?;
         info!(run = %run_id, blueprint = %blueprint_id, "run started");
         self.send(super::settle::jobs_for(&plan, &run_id, &advance))
             .await?;
