@@ -355,20 +355,18 @@ async fn a_local_serve_exports_a_trace_per_run() {
     );
 }
 
-/// Runs the order-approval example with `flowcraft-host run`, its trace
-/// exported to `endpoint`, with `environment` set as well.
-async fn embedded_run(endpoint: String, environment: &[(&str, &str)]) -> std::process::Output {
-    let orders = repo_root().join("plugins-example/orders/blueprints");
+/// `flowcraft-host run` with `arguments` and the example bundles, its trace
+/// exported to `endpoint`, with `environment` set as well; it must succeed.
+async fn embedded_run(
+    arguments: Vec<String>,
+    endpoint: String,
+    environment: &[(&str, &str)],
+) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"));
     command
         .arg("run")
-        .arg(orders.join("order-approval.json"))
+        .args(arguments)
         .args(["--plugins", support::dist().to_str().unwrap()])
-        .arg("--context")
-        .arg(format!(
-            "@{}",
-            orders.join("order-approval.context.json").display()
-        ))
         .arg("--quiet")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
@@ -384,12 +382,22 @@ async fn embedded_run(endpoint: String, environment: &[(&str, &str)]) -> std::pr
     output
 }
 
+/// The order-approval example's arguments for `run`.
+fn order_approval() -> Vec<String> {
+    let orders = repo_root().join("plugins-example/orders/blueprints");
+    vec![
+        orders.join("order-approval.json").display().to_string(),
+        "--context".into(),
+        format!("@{}", orders.join("order-approval.context.json").display()),
+    ]
+}
+
 /// An embedded `run` exports its trace before it exits, and exits 0 also
 /// when nothing receives what it exports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_run_exports_its_trace_before_it_exits() {
     let (address, spans) = receiver().await;
-    embedded_run(format!("http://{address}"), &[]).await;
+    embedded_run(order_approval(), format!("http://{address}"), &[]).await;
     let spans = spans.lock().unwrap().clone();
     let root = spans
         .iter()
@@ -402,7 +410,8 @@ async fn an_embedded_run_exports_its_trace_before_it_exits() {
             .all(|span| span.trace_id == root.trace_id)
     );
 
-    embedded_run(format!("http://127.0.0.1:{}", support::free_port()), &[]).await;
+    let nobody = format!("http://127.0.0.1:{}", support::free_port());
+    embedded_run(order_approval(), nobody, &[]).await;
 }
 
 /// A run the sampler leaves out (`OTEL_TRACES_SAMPLER`, here a ratio of
@@ -415,7 +424,64 @@ async fn a_run_the_sampler_leaves_out_exports_nothing() {
         ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
         ("OTEL_TRACES_SAMPLER_ARG", "0"),
     ];
-    embedded_run(format!("http://{address}"), &never).await;
+    embedded_run(order_approval(), format!("http://{address}"), &never).await;
     let spans = spans.lock().unwrap().clone();
     assert!(spans.is_empty(), "exported: {spans:?}");
+}
+
+/// A subflow's child run is part of its parent's trace: its root span is a
+/// child of the span of the subflow node's attempt that started it, and its
+/// nodes' spans follow. (Conformance case FC-43: `c43` calls `sub`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subflow_child_run_joins_its_parents_trace() {
+    let (address, spans) = receiver().await;
+    let case: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("conformance/cases/fc-43.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sub.json"),
+        case["blueprints"][0].to_string(),
+    )
+    .unwrap();
+    let parent = dir.path().join("c43.json");
+    std::fs::write(&parent, case["blueprint"].to_string()).unwrap();
+    let arguments = vec![
+        parent.display().to_string(),
+        "--blueprints".into(),
+        dir.path().display().to_string(),
+    ];
+    embedded_run(arguments, format!("http://{address}"), &[]).await;
+
+    let spans = spans.lock().unwrap().clone();
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| panic!("no span {name:?} in {spans:?}"))
+    };
+    let (parent_root, child_root) = (named("run c43"), named("run sub"));
+    let subflow_node = named("node call");
+    assert!(
+        spans
+            .iter()
+            .all(|span| span.trace_id == parent_root.trace_id),
+        "one trace: {spans:?}"
+    );
+    assert_eq!(child_root.parent, subflow_node.span_id);
+    assert_eq!(child_root.attributes["flowcraft.status"], "completed");
+    let child_nodes: Vec<Received> = node_spans(&spans)
+        .into_iter()
+        .filter(|span| {
+            span.attributes["flowcraft.run_id"] != parent_root.attributes["flowcraft.run_id"]
+        })
+        .collect();
+    assert_eq!(child_nodes.len(), 2, "{child_nodes:?}");
+    assert!(
+        child_nodes
+            .iter()
+            .any(|span| span.parent == child_root.span_id),
+        "the child's first node hangs off its root: {child_nodes:?}"
+    );
 }

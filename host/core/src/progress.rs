@@ -159,6 +159,11 @@ pub struct ParentLink {
     /// (absent in records written before it was kept: the parent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_run_id: Option<String>,
+    /// The span of the subflow node's attempt that started the child (when
+    /// spans were exported): the child's root span is its child, in the
+    /// parent run's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceParent>,
 }
 
 impl RunProgress {

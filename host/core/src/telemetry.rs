@@ -326,26 +326,23 @@ impl TraceParent {
     /// a UUID's fixed version and variant bits), sampled as this process's
     /// trace export decides (see [`TraceExport::samples`]).
     pub fn new_trace() -> Self {
-        let mut bytes = [0u8; 24];
-        if getrandom::fill(&mut bytes).is_err() {
-            // No system randomness: UUIDs keep the ids unique at least.
-            bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-            bytes[16..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
-        }
-        let mut trace_id = [0; 16];
-        let mut span_id = [0; 8];
-        trace_id.copy_from_slice(&bytes[..16]);
-        span_id.copy_from_slice(&bytes[16..]);
-        // All-zero ids are invalid (a chance of 2^-64 and 2^-128).
-        trace_id[15] |= u8::from(trace_id == [0; 16]);
-        span_id[7] |= u8::from(span_id == [0; 8]);
+        let trace_id = random_id();
         let sampled = TRACE_EXPORT
             .get()
             .is_none_or(|export| export.samples(&trace_id));
         Self {
             trace_id,
-            span_id,
+            span_id: random_id(),
             sampled,
+        }
+    }
+
+    /// A new span in `parent`'s trace (the root span of a child run),
+    /// sampled as `parent` is.
+    pub fn child_of(parent: &TraceParent) -> Self {
+        Self {
+            span_id: random_id(),
+            ..*parent
         }
     }
 
@@ -370,6 +367,19 @@ impl TraceParent {
     pub fn same_trace(&self, other: &TraceParent) -> bool {
         self.trace_id == other.trace_id
     }
+}
+
+/// A trace or span id of uniformly random bytes, never all zero (which is
+/// invalid; a chance of 2^-64 for a span id).
+fn random_id<const N: usize>() -> [u8; N] {
+    let mut id = [0u8; N];
+    if getrandom::fill(&mut id).is_err() {
+        // No system randomness: a UUID's bytes keep ids unique at least.
+        let uuid = uuid::Uuid::new_v4();
+        id.copy_from_slice(&uuid.as_bytes()[..N]);
+    }
+    id[N - 1] |= u8::from(id == [0; N]);
+    id
 }
 
 impl std::fmt::Display for TraceParent {
@@ -398,6 +408,9 @@ impl<'de> serde::Deserialize<'de> for TraceParent {
 #[derive(Debug, Clone)]
 pub struct RunSpan<'a> {
     pub trace: TraceParent,
+    /// The span the root span is a child of: for a subflow's child run, the
+    /// attempt of the node that started it.
+    pub caller: Option<TraceParent>,
     pub run_id: &'a str,
     pub blueprint_id: &'a str,
     pub status: &'static str,

@@ -82,6 +82,7 @@ async fn main() {
             if i > 0 {
                 telemetry::run_ended(&RunSpan {
                     trace,
+                    caller: None,
                     run_id: "bench-run",
                     blueprint_id: "bench-chain",
                     status: "completed",

@@ -10,7 +10,8 @@
 //! the guest's log records within a call become events of the call's span.
 //! The root span itself is exported by the worker that brings the run to its
 //! end, with the ids chosen at the start ([`PresetIds`]) and the run's start
-//! and end times.
+//! and end times. A subflow's child run is in its parent's trace, its root
+//! span a child of the subflow node's span.
 //!
 //! The host's spans are `tracing` spans of target
 //! [`TRACE_TARGET`](flowcraft_core::telemetry::TRACE_TARGET);
@@ -167,6 +168,10 @@ impl TraceExport for Export {
                 span_id: Some(SpanId::from_bytes(run.trace.span_id)),
             })
         });
+        let parent = match &run.caller {
+            Some(caller) => Context::new().with_remote_span_context(span_context(caller)),
+            None => Context::new(),
+        };
         let mut span = self
             .tracer
             .span_builder(format!("run {}", run.blueprint_id))
@@ -177,7 +182,7 @@ impl TraceExport for Export {
                 KeyValue::new("flowcraft.blueprint_id", run.blueprint_id.to_owned()),
                 KeyValue::new("flowcraft.status", run.status.to_owned()),
             ])
-            .start_with_context(&self.tracer, &Context::new());
+            .start_with_context(&self.tracer, &parent);
         PRESET.with(|preset| preset.set(Preset::default()));
         if run.status == "failed" {
             span.set_status(Status::error("the run failed"));

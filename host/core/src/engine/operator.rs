@@ -64,8 +64,12 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             .unwrap_or(self.settings.step_limit);
         let mut progress = RunProgress::new(&run_id, blueprint_id, pins, step_limit);
         progress.blueprint_version = plan.blueprint.version_value();
+        // A child run's trace goes on its parent's, under the subflow node.
+        progress.trace = Some(match parent.as_ref().and_then(|link| link.trace) {
+            Some(caller) => TraceParent::child_of(&caller),
+            None => TraceParent::new_trace(),
+        });
         progress.parent = parent;
-        progress.trace = Some(TraceParent::new_trace());
         let advance = progress.start(&plan.analysis.start_nodes);
         progress.stamp_times(&BTreeSet::new(), &advance, unix_ms());
         if !self.backend.create_progress(&progress).await? {

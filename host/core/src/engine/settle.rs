@@ -79,7 +79,6 @@ impl From<Unsettled> for EngineError {
     }
 }
 
-/// The jobs for the nodes `advance` scheduled.
 /// Counts a run that reached terminal `state`, and exports its root span.
 fn record_end(progress: &RunProgress, state: RunState) {
     let now = unix_ms();
@@ -89,6 +88,7 @@ fn record_end(progress: &RunProgress, state: RunState) {
     if let Some(trace) = progress.trace {
         telemetry::run_ended(&telemetry::RunSpan {
             trace,
+            caller: progress.parent.as_ref().and_then(|link| link.trace),
             run_id: &progress.run_id,
             blueprint_id: &progress.blueprint_id,
             status: state.as_str(),
@@ -98,6 +98,7 @@ fn record_end(progress: &RunProgress, state: RunState) {
     }
 }
 
+/// The jobs for the nodes `advance` scheduled.
 pub(super) fn jobs_for(plan: &Plan, run_id: &str, advance: &Advance) -> Vec<Job> {
     advance
         .schedule

@@ -22,6 +22,7 @@ use crate::progress::{AwaitReason, NodeStatus, ParentLink, RunProgress, RunState
 use crate::routing::output_key;
 use crate::runner::{NodeFailure, NodeRunner, NodeSuccess};
 use crate::store::{Backend, Job};
+use crate::telemetry;
 
 impl<B: Backend, R: NodeRunner> Engine<B, R> {
     /// Starts the child run of subflow `node`, unless it would nest deeper
@@ -52,6 +53,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
             node_id: node.id.clone(),
             lineage: view.lineage.clone(),
             root_run_id: Some(view.root_run_id.clone()),
+            trace: telemetry::traceparent_of(&tracing::Span::current()),
         };
         let child = child_run_id.clone();
         self.backend
