@@ -16,7 +16,7 @@ use flowcraft_azure::backend::AzureBackend;
 use flowcraft_core::store::{Job, JobQueue};
 use serde_json::{Value, json};
 
-use support::azure::{azure_config, worker_command};
+use support::azure::{azure_config, start_and_wait, worker_command};
 use support::{Killed, eventually, free_port};
 
 /// Prometheus scraping `target` every second, its data in `dir`; answers
@@ -134,23 +134,8 @@ async fn prometheus_scrapes_job_outcomes_from_a_worker() {
 
     for round in 0..3 {
         let run = format!("metrics-{}-{round}", std::process::id());
-        let output = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
-            .args([
-                "start",
-                "metrics-chain",
-                "--run-id",
-                &run,
-                "--wait",
-                "--timeout",
-                "60",
-            ])
-            .args(["--context", r#"{"_inputs.start": 4}"#])
-            .args(["--blueprints", dir.path().to_str().unwrap()])
-            .env("FLOWCRAFT_QUEUE", &config.queue)
-            .env("FLOWCRAFT_DATABASE", &config.database)
-            .env("FLOWCRAFT_LOG", "warn")
-            .output()
-            .unwrap();
+        let context = r#"{"_inputs.start": 4}"#;
+        let output = start_and_wait(&config, dir.path(), "metrics-chain", &run, context);
         assert!(
             output.status.success(),
             "run {run}: {}",

@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
-use support::azure::{Workers, azure_config};
+use support::azure::{Workers, azure_config, start_and_wait};
 use support::{eventually, repo_root};
 
 /// A span as the receiver got it.
@@ -133,24 +133,7 @@ async fn a_fan_out_on_two_workers_is_one_trace_with_a_span_per_node_attempt() {
     );
 
     let run = format!("traced-{}", std::process::id());
-    let output = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
-        .args([
-            "start",
-            "bench-fan",
-            "--run-id",
-            &run,
-            "--wait",
-            "--timeout",
-            "60",
-        ])
-        .args(["--context", r#"{"value": 1}"#])
-        .args(["--blueprints", dir.path().to_str().unwrap()])
-        .env("FLOWCRAFT_QUEUE", &config.queue)
-        .env("FLOWCRAFT_DATABASE", &config.database)
-        .env("FLOWCRAFT_LOG", "warn")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .output()
-        .unwrap();
+    let output = start_and_wait(&config, dir.path(), "bench-fan", &run, r#"{"value": 1}"#);
     assert!(
         output.status.success(),
         "{}",

@@ -485,7 +485,7 @@ fn recorded(export: &dyn TraceExport, trace: &TraceParent) -> bool {
 /// outside one: a worker's receives and the reconciler's queries belong to
 /// no run).
 pub fn backend_span(service: &'static str, operation: &'static str) -> tracing::Span {
-    if tracing::Span::current().is_none() {
+    if !within_a_recorded_span() {
         return tracing::Span::none();
     }
     tracing::info_span!(
@@ -499,7 +499,7 @@ pub fn backend_span(service: &'static str, operation: &'static str) -> tracing::
 /// The span of a plugin call within a node attempt's span (none outside
 /// one); what the guest logs meanwhile becomes its events.
 pub fn call_span(uses: &str, bundle: &str, digest: &str) -> tracing::Span {
-    if tracing::Span::current().is_none() {
+    if !within_a_recorded_span() {
         return tracing::Span::none();
     }
     tracing::info_span!(
@@ -509,6 +509,14 @@ pub fn call_span(uses: &str, bundle: &str, digest: &str) -> tracing::Span {
         flowcraft.bundle = %bundle,
         flowcraft.digest = %digest,
     )
+}
+
+/// Whether spans are exported and the current span is one of them (a node
+/// attempt's, or a span within it): a child span has a parent to join. The
+/// export is asked first, so that without one a call costs no lookup of the
+/// current span.
+fn within_a_recorded_span() -> bool {
+    TRACE_EXPORT.get().is_some() && !tracing::Span::current().is_none()
 }
 
 /// `span`'s trace context, when spans are exported.

@@ -89,6 +89,36 @@ pub fn worker_command_with(
     command
 }
 
+/// `flowcraft-host start BLUEPRINT --run-id RUN --context CONTEXT --wait`
+/// (60 s at most) on `config`'s queue and database, with the blueprints of
+/// `blueprints`; the client exports no traces of its own. Answers its output.
+pub fn start_and_wait(
+    config: &AzureConfig,
+    blueprints: &std::path::Path,
+    blueprint: &str,
+    run: &str,
+    context: &str,
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args([
+            "start",
+            blueprint,
+            "--run-id",
+            run,
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .args(["--context", context])
+        .args(["--blueprints", blueprints.to_str().unwrap()])
+        .env("FLOWCRAFT_QUEUE", &config.queue)
+        .env("FLOWCRAFT_DATABASE", &config.database)
+        .env("FLOWCRAFT_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap()
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         for child in self.0.get_mut().unwrap().iter_mut() {
