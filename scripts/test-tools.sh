@@ -3,15 +3,18 @@
 # local Azure stand-ins (scripts/azure-local.sh installs those): openssl (the
 # Entra ID test makes a throwaway certificate authority), curl (the serve
 # tests run the README's curl lines), prometheus (a real Prometheus server
-# scrapes a worker) and chromium with the browser test's npm packages
-# (host/api/tests/browser: the dashboard in headless Chromium). Only what is
+# scrapes a worker), chromium with the browser test's npm packages
+# (host/api/tests/browser: the dashboard in headless Chromium) and
+# docker-registry (a real OCI registry for the bundle push and pull tests,
+# started by each test on a port of its own). Only what is
 # missing is installed, with apt-get and npm; no service is started by the
 # packages.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # command → Debian package
-declare -A packages=([openssl]=openssl [curl]=curl [prometheus]=prometheus [chromium]=chromium)
+declare -A packages=([openssl]=openssl [curl]=curl [prometheus]=prometheus [chromium]=chromium
+    [docker-registry]=docker-registry)
 
 install_packages() {
     local missing=() tool

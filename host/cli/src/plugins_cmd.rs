@@ -1,12 +1,19 @@
-//! `flowcraft-host plugins list|check`: what bundles are loaded, and whether a
-//! file is a valid bundle.
+//! `flowcraft-host plugins list|check|push|pull`: what bundles are loaded,
+//! whether a file is a valid bundle, and publishing bundles to and fetching
+//! them from OCI registries.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use flowcraft_plugins::{BundleInfo, check_bundle};
+use flowcraft_oci::{BundleStore, ComponentInterfaces, Credentials, OciError, Reference, Registry};
+use flowcraft_plugins::{BundleInfo, bundle_world, check_bundle, default_cache_dir};
+
+/// The registry login for `plugins push` and `plugins pull`.
+const USERNAME_VARIABLE: &str = "FLOWCRAFT_REGISTRY_USERNAME";
+const PASSWORD_VARIABLE: &str = "FLOWCRAFT_REGISTRY_PASSWORD";
 
 use crate::PluginArgs;
 
@@ -25,6 +32,36 @@ pub enum PluginsCommand {
         /// The .wasm file.
         file: PathBuf,
     },
+    /// Publish bundle FILE to an OCI registry as REFERENCE; prints the manifest's sha256: digest.
+    Push {
+        /// The .wasm file (checked to be a bundle first).
+        file: PathBuf,
+        /// Where to publish it, e.g. myacr.azurecr.io/nodes/orders:1.2.0.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Fetch the bundle REFERENCE names into the bundle cache; prints its path and digest.
+    Pull {
+        /// A tag (ghcr.io/acme/orders:1.2.0) or digest (…/orders@sha256:…) reference.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Where pulled bundles are kept (under bundles/) [default: flowcraft-host in the user's cache directory].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+/// How to reach a registry. Loopback registries are reached over plain HTTP,
+/// others over HTTPS; credentials come from FLOWCRAFT_REGISTRY_USERNAME and
+/// FLOWCRAFT_REGISTRY_PASSWORD, else from Docker's config.json ($DOCKER_CONFIG
+/// or ~/.docker), else none.
+#[derive(clap::Args)]
+pub struct RegistryArgs {
+    /// Use plain HTTP for a registry that is not on this machine.
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
@@ -48,14 +85,119 @@ pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Check { file } => {
-            let info = check_bundle(&file)
-                .await
-                .with_context(|| format!("{} is not a valid bundle", file.display()))?;
+            let info = checked(&file).await?;
             println!("{}: ok", file.display());
             print_bundle(&info);
             Ok(ExitCode::SUCCESS)
         }
+        PluginsCommand::Push {
+            file,
+            reference,
+            registry,
+        } => push(&file, &reference, &registry).await,
+        PluginsCommand::Pull {
+            reference,
+            registry,
+            cache_dir,
+        } => pull(&reference, &registry, cache_dir).await,
     }
+}
+
+async fn checked(file: &Path) -> Result<BundleInfo> {
+    check_bundle(file)
+        .await
+        .with_context(|| format!("{} is not a valid bundle", file.display()))
+}
+
+async fn push(file: &Path, reference: &str, args: &RegistryArgs) -> Result<ExitCode> {
+    let info = checked(file).await?;
+    let component = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let reference = parse_reference(reference)?;
+    let interfaces = ComponentInterfaces {
+        exports: info.exports.clone(),
+        imports: info.imports.clone(),
+        target: Some(bundle_world()),
+    };
+    let annotations = BTreeMap::from([
+        (
+            "org.opencontainers.image.title".to_owned(),
+            info.name.clone(),
+        ),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            info.version.clone(),
+        ),
+    ]);
+    let published = registry(&reference, args)?
+        .push(&reference, component, Some(interfaces), annotations)
+        .await?;
+    eprintln!(
+        "pushed {}@{} (bundle {}) to {}",
+        info.name,
+        info.version,
+        published.component,
+        reference.whole()
+    );
+    println!("{}", published.manifest);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pull(
+    reference: &str,
+    args: &RegistryArgs,
+    cache_dir: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let reference = parse_reference(reference)?;
+    let cache_dir = cache_dir
+        .or_else(default_cache_dir)
+        .context("no cache directory: give --cache-dir DIR")?;
+    let store = BundleStore::new(cache_dir.join("bundles"));
+    let registry = registry(&reference, args)?;
+    let resolved = registry.resolve(&reference).await?;
+    let path = match store.get(&resolved.component) {
+        Some(path) => path,
+        None => {
+            let component = registry.fetch(&reference, &resolved.component).await?;
+            store.put(&component).await?.1
+        }
+    };
+    let info = checked(&path).await?;
+    println!("{}  {}", resolved.component, path.display());
+    eprintln!(
+        "{}@{} from {} (manifest {})",
+        info.name,
+        info.version,
+        reference.whole(),
+        resolved.manifest
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_reference(text: &str) -> Result<Reference> {
+    text.parse::<Reference>().map_err(|error| {
+        OciError::InvalidReference {
+            reference: text.to_owned(),
+            reason: error.to_string(),
+        }
+        .into()
+    })
+}
+
+/// A client of the registry `reference` lives in, with the credentials
+/// the environment gives for it.
+fn registry(reference: &Reference, args: &RegistryArgs) -> Result<Registry> {
+    let mut credentials = Credentials::default().with_docker_config()?;
+    if let (Ok(username), Ok(password)) = (
+        std::env::var(USERNAME_VARIABLE),
+        std::env::var(PASSWORD_VARIABLE),
+    ) {
+        credentials = credentials.with_login(reference.resolve_registry(), username, password);
+    }
+    Ok(Registry::for_reference(
+        reference,
+        &credentials,
+        args.insecure,
+    ))
 }
 
 fn print_bundle(bundle: &BundleInfo) {

@@ -30,3 +30,8 @@ pub(crate) const HOST_INTERFACES: &[&str] = &["flowcraft:node/host", "flowcraft:
 /// The contract version this host implements; bundles built against any
 /// semver-compatible version (0.1.x) load.
 pub(crate) const CONTRACT_VERSION: &str = "0.1.0";
+
+/// The WIT world a bundle targets, with the contract version.
+pub fn bundle_world() -> String {
+    format!("flowcraft:node/bundle@{CONTRACT_VERSION}")
+}

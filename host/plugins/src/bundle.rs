@@ -51,6 +51,10 @@ pub struct BundleInfo {
     pub granted_config: Vec<String>,
     /// The hosts it may send HTTP requests to (its `http` grant, as configured).
     pub granted_http: Vec<String>,
+    /// The interfaces the component imports (`wasi:io/streams@0.2.6`, …).
+    pub imports: Vec<String>,
+    /// The interfaces it exports.
+    pub exports: Vec<String>,
 }
 
 /// One node type of a bundle.
@@ -137,9 +141,18 @@ pub(crate) async fn load(
     let version = semver::Version::parse(&info.version).expect("validated");
     let grants = grants(&info.name);
     let http = grants.http_allow_list(&info.name)?;
+    let ty = component.component_type();
     let info = BundleInfo {
         granted_config: grants.config.keys().cloned().collect(),
         granted_http: grants.http.clone(),
+        imports: ty
+            .imports(&runtime.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect(),
+        exports: ty
+            .exports(&runtime.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect(),
         ..info
     };
     Ok(Bundle {
@@ -364,6 +377,8 @@ fn validate(
             .collect(),
         granted_config: Vec::new(),
         granted_http: Vec::new(),
+        imports: Vec::new(),
+        exports: Vec::new(),
     })
 }
 

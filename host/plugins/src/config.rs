@@ -107,7 +107,7 @@ impl PluginConfig {
     pub fn effective_cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .or_else(|| dirs::cache_dir().map(|dir| dir.join("flowcraft-host")))
+            .or_else(default_cache_dir)
             .unwrap_or_else(|| self.plugins_dir.join(".cache"))
     }
 
@@ -166,4 +166,10 @@ impl Grants {
             reason: e.to_string(),
         })
     }
+}
+
+/// `flowcraft-host` in the user's cache directory (`$XDG_CACHE_HOME` or
+/// `~/.cache` on Linux), if the system names one.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    dirs::cache_dir().map(|dir| dir.join("flowcraft-host"))
 }

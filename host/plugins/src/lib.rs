@@ -86,13 +86,14 @@ mod registry;
 mod sandbox;
 mod watch;
 
+pub use bindings::bundle_world;
 pub use bundle::{BundleInfo, NodeTypeInfo};
 pub use clock::CLOCK_RESOLUTION;
 pub use config::{
     DEFAULT_DESCRIBE_TIMEOUT, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MEMORY_LIMIT, DEFAULT_RETIRED_VERSIONS, DEFAULT_TIMEOUT, Grants, LOG_BYTES_PER_CALL,
     LOG_BYTES_PER_RUN, LOG_LINES_PER_CALL, LOG_LINES_PER_RUN, LOG_MESSAGE_BYTES, LOG_RUNS_TRACKED,
-    MAX_DESCRIBE_BYTES, MAX_DESCRIPTION_BYTES, MAX_NODE_TYPES, PluginConfig,
+    MAX_DESCRIBE_BYTES, MAX_DESCRIPTION_BYTES, MAX_NODE_TYPES, PluginConfig, default_cache_dir,
 };
 pub use error::PluginError;
 pub use host::{BundleProblem, PluginHost, check_bundle};

@@ -1,0 +1,81 @@
+//! The bundle store: pulled components by content digest,
+//! `<root>/sha256/<hex>.wasm`. A file is written under a temporary name and
+//! renamed into place, so a reader never sees half a component, and its name
+//! is the digest of its bytes, so a file found is the bundle asked for.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::error::OciError;
+
+/// A directory of components named by their digests.
+#[derive(Debug, Clone)]
+pub struct BundleStore {
+    root: PathBuf,
+}
+
+impl BundleStore {
+    /// The store under `root` (created on the first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Where the component with `digest` is (or would be) kept.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("sha256")
+            .join(format!("{}.wasm", digest.hex()))
+    }
+
+    /// The kept component with `digest`, if there is one.
+    pub fn get(&self, digest: &Digest) -> Option<PathBuf> {
+        let path = self.path(digest);
+        path.is_file().then_some(path)
+    }
+
+    /// Keeps `component` and answers its digest and path.
+    pub async fn put(&self, component: &[u8]) -> Result<(Digest, PathBuf), OciError> {
+        let digest = Digest::of(component);
+        let path = self.path(&digest);
+        if path.is_file() {
+            return Ok((digest, path));
+        }
+        let dir = path.parent().unwrap_or(&self.root);
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|source| store_error(dir, source))?;
+        let temporary = dir.join(format!(".{}.{}.partial", digest.hex(), std::process::id()));
+        tokio::fs::write(&temporary, component)
+            .await
+            .map_err(|source| store_error(&temporary, source))?;
+        tokio::fs::rename(&temporary, &path)
+            .await
+            .map_err(|source| store_error(&path, source))?;
+        Ok((digest, path))
+    }
+}
+
+fn store_error(path: &Path, source: std::io::Error) -> OciError {
+    OciError::Store {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_component_is_kept_under_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::new(dir.path());
+        let (digest, path) = store.put(b"component").await.unwrap();
+        assert_eq!(digest, Digest::of(b"component"));
+        assert_eq!(store.get(&digest), Some(path.clone()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"component");
+        assert_eq!(store.get(&Digest::of(b"other")), None);
+        let again = store.put(b"component").await.unwrap();
+        assert_eq!(again, (digest, path));
+    }
+}
