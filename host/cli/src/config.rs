@@ -117,6 +117,8 @@ pub struct WorkerFile {
     pub reconcile_interval_seconds: Option<u64>,
     pub stalled_after_seconds: Option<u64>,
     pub idle_poll_ms: Option<u64>,
+    pub plugins_poll_seconds: Option<u64>,
+    pub cache_dir: Option<PathBuf>,
     pub reconciler: Option<bool>,
     pub mixed_fleet: Option<bool>,
 }

@@ -4,7 +4,6 @@
 //! They talk to the same queue, containers and Redis as the workers, through
 //! the same engine, so a run started here is executed by any worker.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,15 +21,16 @@ use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::progress::RunState;
 use flowcraft_core::runner::{NodeCall, NodeFailure, NodeOutcome, NodeRunner, PinError, Pins};
 use flowcraft_core::store::{CoordinationStore, StatusStore};
-use flowcraft_plugins::{Grants, PluginHost, WatchGuard};
+use flowcraft_plugins::PluginHost;
 use serde_json::{Value, json};
 
 use crate::PluginArgs;
 use crate::config::{AzureArgs, ConfigFile};
 use crate::embedded::{ResumeArgs, RetryArgs};
 use crate::inputs::{context_argument, read_blueprint_dir};
+use crate::plugin_source::BundleUpdates;
 use crate::remote::ServerArgs;
-use crate::setup::{WorkerRuntime, load_plugins, plan_all};
+use crate::setup::{WorkerPlugins, WorkerRuntime, load_plugins, plan_all};
 
 /// A command that names one run.
 #[derive(Args)]
@@ -135,19 +135,18 @@ type ClientEngine = Engine<AzureBackend, ClientRunner>;
 /// `blueprints`; `mixed_fleet` when TypeScript workers share the runs.
 pub async fn worker_engine(
     config: &AzureConfig,
-    plugins: &Path,
+    plugins: WorkerPlugins,
     blueprints: &Path,
-    grants: BTreeMap<String, Grants>,
     concurrency: usize,
     mixed_fleet: bool,
     public_url: Option<String>,
-) -> Result<(Engine<AzureBackend, PluginHost>, WatchGuard)> {
-    let runtime = WorkerRuntime::load(plugins, blueprints, grants, concurrency).await?;
+) -> Result<(Engine<AzureBackend, PluginHost>, BundleUpdates)> {
+    let runtime = WorkerRuntime::load(plugins, blueprints, concurrency).await?;
     let backend = connect(config).await?;
     let mut settings = runtime.engine_settings(concurrency, mixed_fleet);
     settings.public_url = public_url;
     let engine = Engine::new(Arc::new(backend), runtime.host, runtime.plans, settings);
-    Ok((engine, runtime.watch))
+    Ok((engine, runtime.updates))
 }
 
 async fn connect(config: &AzureConfig) -> Result<AzureBackend> {

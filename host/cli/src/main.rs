@@ -9,6 +9,7 @@ mod distributed;
 mod embedded;
 mod graph;
 mod inputs;
+mod plugin_source;
 mod plugins_cmd;
 mod remote;
 mod serve;
@@ -140,10 +141,11 @@ enum Command {
 /// Where node bundles come from (shared by several commands).
 #[derive(Args, Clone)]
 struct PluginArgs {
-    /// Directory of node bundles (*.wasm).
-    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_PLUGINS")]
+    /// Node bundles: a directory of *.wasm files or a bundle list (a .toml file of registry
+    /// references and files).
+    #[arg(long, value_name = "DIR|LIST", env = "FLOWCRAFT_PLUGINS")]
     plugins: Option<PathBuf>,
-    /// Where compiled bundles are cached [default: flowcraft-host in the user's cache directory, $XDG_CACHE_HOME or ~/.cache].
+    /// Where pulled and compiled bundles are kept [default: flowcraft-host in the user's cache directory, $XDG_CACHE_HOME or ~/.cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
@@ -151,9 +153,9 @@ struct PluginArgs {
 impl PluginArgs {
     /// The bundle directory, which this command needs.
     fn dir(&self) -> anyhow::Result<&std::path::Path> {
-        self.plugins
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("--plugins DIR is required (or set FLOWCRAFT_PLUGINS)"))
+        self.plugins.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("--plugins DIR|LIST is required (or set FLOWCRAFT_PLUGINS)")
+        })
     }
 }
 

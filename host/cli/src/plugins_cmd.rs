@@ -8,18 +8,23 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use flowcraft_oci::{BundleStore, ComponentInterfaces, Credentials, OciError, Reference, Registry};
+use flowcraft_oci::{
+    BundleStore, ComponentInterfaces, Credentials, OciError, Origin, Reference, Registry,
+};
 use flowcraft_plugins::{BundleInfo, bundle_world, check_bundle, default_cache_dir};
+use serde::Serialize;
 
 /// The registry login for `plugins push` and `plugins pull`.
 const USERNAME_VARIABLE: &str = "FLOWCRAFT_REGISTRY_USERNAME";
 const PASSWORD_VARIABLE: &str = "FLOWCRAFT_REGISTRY_PASSWORD";
 
 use crate::PluginArgs;
+use crate::plugin_source::PluginSource;
+use crate::setup::plugin_config;
 
 #[derive(Subcommand)]
 pub enum PluginsCommand {
-    /// Print each bundle of --plugins DIR: name, version, digest, node types, grants.
+    /// Print each bundle of --plugins DIR|LIST: name, version, digest, node types, grants, origin.
     List {
         #[command(flatten)]
         plugins: PluginArgs,
@@ -53,6 +58,16 @@ pub enum PluginsCommand {
     },
 }
 
+/// A bundle as `plugins list` shows it: with the registry reference it came
+/// from, if it came from one.
+#[derive(Serialize)]
+struct ListedBundle {
+    #[serde(flatten)]
+    bundle: BundleInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<Origin>,
+}
+
 /// How to reach a registry. Loopback registries are reached over plain HTTP,
 /// others over HTTPS; credentials come from FLOWCRAFT_REGISTRY_USERNAME and
 /// FLOWCRAFT_REGISTRY_PASSWORD, else from Docker's config.json ($DOCKER_CONFIG
@@ -67,19 +82,29 @@ pub struct RegistryArgs {
 pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
     match command {
         PluginsCommand::List { plugins, json } => {
-            let host = crate::setup::load_plugins(
-                plugins.dir()?,
-                plugins.cache_dir.clone(),
-                Default::default(),
-                None,
-            )
-            .await?;
-            let bundles = host.bundles();
+            let source = PluginSource::open(plugins.dir()?, plugins.cache_dir.as_deref())?;
+            let config = plugin_config(plugins.cache_dir.clone(), Default::default(), None);
+            let loaded = source.load(config).await?;
+            let bundles: Vec<ListedBundle> = loaded
+                .host
+                .bundles()
+                .into_iter()
+                .map(|bundle| ListedBundle {
+                    origin: loaded.origins.get(&bundle.path).cloned(),
+                    bundle,
+                })
+                .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&bundles)?);
             } else {
-                for bundle in &bundles {
-                    print_bundle(bundle);
+                for listed in &bundles {
+                    print_bundle(&listed.bundle);
+                    if let Some(origin) = &listed.origin {
+                        println!(
+                            "    from {} (manifest {})",
+                            origin.reference, origin.manifest
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -25,7 +25,9 @@ use tracing::info;
 
 use crate::config::ConfigFile;
 use crate::setup::WorkerRuntime;
-use crate::worker::{MetricsListener, WorkerArgs, shutdown_signal, worker_settings};
+use crate::worker::{
+    MetricsListener, WorkerArgs, plugins_and_blueprints, shutdown_signal, worker_settings,
+};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -71,24 +73,12 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             args.listen
         );
     }
-    let plugins = args
-        .worker
-        .plugins
-        .clone()
-        .or(file.worker.plugins.clone())
-        .context("--plugins DIR is required (or worker.plugins in --config)")?;
-    let blueprints = args
-        .worker
-        .blueprints
-        .clone()
-        .or(file.worker.blueprints.clone())
-        .context("--blueprints DIR is required (or worker.blueprints in --config)")?;
+    let (plugins, blueprints) = plugins_and_blueprints(&args.worker, &file.worker, file.grants)?;
     let azure = args.worker.azure.resolve(&file.azure)?;
     let mixed_fleet =
         azure.is_some() && (args.worker.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false));
     let tunables = worker_settings(&args.worker, &file.worker, mixed_fleet);
-    let runtime =
-        WorkerRuntime::load(&plugins, &blueprints, file.grants, tunables.concurrency).await?;
+    let runtime = WorkerRuntime::load(plugins, &blueprints, tunables.concurrency).await?;
     let mut settings = runtime.engine_settings(tunables.concurrency, mixed_fleet);
     settings.public_url = Some(
         args.worker
@@ -191,7 +181,7 @@ impl Server {
         let served = http.await.context("the HTTP server stopped unexpectedly")?;
         served.context("the HTTP server failed")?;
         worker.await.context("the worker stopped unexpectedly")?;
-        drop(runtime.watch);
+        drop(runtime.updates);
         info!("stopped");
         Ok(ExitCode::SUCCESS)
     }

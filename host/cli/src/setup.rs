@@ -1,11 +1,12 @@
 //! Building the engine's parts from what the user configured: the plugin
-//! runtime over a bundle directory, the validated, prepared blueprints, a
+//! runtime over a bundle directory or list, the validated, prepared blueprints, a
 //! worker's engine settings, and the process's log.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flowcraft_core::blueprint::Blueprint;
@@ -14,9 +15,10 @@ use flowcraft_core::expression::EvaluatorMode;
 use flowcraft_core::plan::{Plan, PlanRegistry};
 use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::validate::{Catalog, validate};
-use flowcraft_plugins::{Grants, PluginConfig, PluginHost, WatchGuard};
+use flowcraft_plugins::{Grants, PluginConfig, PluginHost};
 
 use crate::inputs::read_blueprint_dir;
+use crate::plugin_source::{BundleUpdates, PluginSource};
 use flowcraft_core::telemetry::TRACE_TARGET;
 use flowcraft_telemetry::Traces;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
@@ -25,15 +27,29 @@ use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Loads every bundle of `dir` with the given capability grants; `calls` is
-/// how many node calls may run at once (default: the plugin runtime's own).
+/// Loads the bundles `plugins` names (a directory or a bundle list) with the
+/// given capability grants; `calls` is how many node calls may run at once
+/// (default: the plugin runtime's own).
 pub async fn load_plugins(
-    dir: &Path,
+    plugins: &Path,
     cache_dir: Option<PathBuf>,
     grants: BTreeMap<String, Grants>,
     calls: Option<usize>,
 ) -> Result<PluginHost> {
-    let mut config = PluginConfig::new(dir);
+    let source = PluginSource::open(plugins, cache_dir.as_deref())?;
+    Ok(source
+        .load(plugin_config(cache_dir, grants, calls))
+        .await?
+        .host)
+}
+
+/// The plugin runtime's settings (its bundle directory is the source's).
+pub fn plugin_config(
+    cache_dir: Option<PathBuf>,
+    grants: BTreeMap<String, Grants>,
+    calls: Option<usize>,
+) -> PluginConfig {
+    let mut config = PluginConfig::new(".");
     config.cache_dir = cache_dir;
     config.grants = grants;
     if let Some(calls) = calls {
@@ -41,9 +57,7 @@ pub async fn load_plugins(
         // slots as calls can run (and two for hot-swap checks), not more.
         config.max_instances = u32::try_from(calls.saturating_add(2)).unwrap_or(u32::MAX);
     }
-    PluginHost::load(config)
-        .await
-        .with_context(|| format!("cannot load plugins from {}", dir.display()))
+    config
 }
 
 /// Validates every blueprint and prepares it; all problems are reported at once.
@@ -164,27 +178,37 @@ pub fn flush_logs() {
 /// slot are enough, and large contexts do not pile up.
 const CONTEXTS_PER_JOB: usize = 2;
 
-/// What a worker runs with besides its backend: the plugin runtime (watched
-/// for hot swap) and the blueprints' plans.
+/// What a worker runs with besides its backend: the plugin runtime (kept
+/// current for hot swap) and the blueprints' plans.
 pub struct WorkerRuntime {
     pub host: Arc<PluginHost>,
-    pub watch: WatchGuard,
+    pub updates: BundleUpdates,
     pub plans: Arc<PlanRegistry>,
+}
+
+/// Where a worker's bundles come from and how it follows their changes.
+pub struct WorkerPlugins {
+    /// `--plugins`: a directory or a bundle list.
+    pub source: PathBuf,
+    /// `--cache-dir`: pulled and compiled bundles.
+    pub cache_dir: Option<PathBuf>,
+    /// `--plugins-poll`.
+    pub poll: Duration,
+    pub grants: BTreeMap<String, Grants>,
 }
 
 impl WorkerRuntime {
     /// Loads the bundles of `plugins` (sized for `concurrency` jobs at once,
-    /// watched) and plans the blueprints of `blueprints`.
+    /// followed for changes) and plans the blueprints of `blueprints`.
     pub async fn load(
-        plugins: &Path,
+        plugins: WorkerPlugins,
         blueprints: &Path,
-        grants: BTreeMap<String, Grants>,
         concurrency: usize,
     ) -> Result<Self> {
-        let host = load_plugins(plugins, None, grants, Some(concurrency)).await?;
-        let watch = host
-            .watch()
-            .with_context(|| format!("cannot watch {} for bundle changes", plugins.display()))?;
+        let source = PluginSource::open(&plugins.source, plugins.cache_dir.as_deref())?;
+        let config = plugin_config(plugins.cache_dir, plugins.grants, Some(concurrency));
+        let host = source.load(config).await?.host;
+        let updates = source.follow(&host, plugins.poll)?;
         let blueprints = read_blueprint_dir(blueprints)?;
         let plans = plan_all(
             &blueprints,
@@ -193,7 +217,7 @@ impl WorkerRuntime {
         )?;
         Ok(Self {
             host: Arc::new(host),
-            watch,
+            updates,
             plans,
         })
     }

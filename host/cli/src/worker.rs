@@ -3,6 +3,7 @@
 //! [`flowcraft_worker`] run until SIGINT or SIGTERM (then it stops
 //! receiving, lets running jobs finish and exits 0).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,19 +12,32 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use flowcraft_plugins::Grants;
 use flowcraft_telemetry::Metrics;
 use flowcraft_worker::WorkerSettings;
 use tracing::info;
 
 use crate::config::{AzureArgs, ConfigFile, WorkerFile};
 use crate::distributed;
+use crate::plugin_source::DEFAULT_PLUGINS_POLL;
+use crate::setup::WorkerPlugins;
 
 /// Flags of the worker (the default command).
 #[derive(Args, Clone, Default)]
 pub struct WorkerArgs {
-    /// Directory of node bundles (*.wasm); watched and hot-swapped.
-    #[arg(long, value_name = "DIR", env = "FLOWCRAFT_PLUGINS")]
+    /// Node bundles: a directory of *.wasm files (watched) or a bundle list (a .toml file of
+    /// registry references and files); changes are hot-swapped.
+    #[arg(long, value_name = "DIR|LIST", env = "FLOWCRAFT_PLUGINS")]
     pub plugins: Option<PathBuf>,
+    /// Seconds between checks of --plugins for changes nothing announces: a bundle list's tags
+    /// are resolved again, a directory is rescanned (network file systems send no change
+    /// events) [default: 30].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub plugins_poll: Option<u64>,
+    /// Where pulled and compiled bundles are kept [default: flowcraft-host in the user's cache
+    /// directory, $XDG_CACHE_HOME or ~/.cache].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Directory of blueprints (*.json) this worker runs.
     #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
     pub blueprints: Option<PathBuf>,
@@ -75,23 +89,13 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
             "no Azure settings: set AZURE_STORAGE_CONNECTION_STRING, COSMOS_DB_CONNECTION_STRING and REDIS_URL (or --config) to run a worker; to run one workflow locally use `flowcraft-host run`"
         );
     };
-    let plugins = args
-        .plugins
-        .clone()
-        .or(file.worker.plugins.clone())
-        .context("--plugins DIR is required (or worker.plugins in --config)")?;
-    let blueprints = args
-        .blueprints
-        .clone()
-        .or(file.worker.blueprints.clone())
-        .context("--blueprints DIR is required (or worker.blueprints in --config)")?;
+    let (plugins, blueprints) = plugins_and_blueprints(&args, &file.worker, file.grants.clone())?;
     let mixed_fleet = args.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false);
     let tunables = worker_settings(&args, &file.worker, mixed_fleet);
-    let (engine, _watch) = distributed::worker_engine(
+    let (engine, _updates) = distributed::worker_engine(
         &settings,
-        &plugins,
+        plugins,
         &blueprints,
-        file.grants,
         tunables.concurrency,
         mixed_fleet,
         args.public_url.clone(),
@@ -213,4 +217,35 @@ pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+/// Where the bundles come from (`--plugins`, `--cache-dir`, `--plugins-poll`,
+/// with the grants of `--config`) and the blueprint directory, from flags or
+/// the configuration file.
+pub fn plugins_and_blueprints(
+    args: &WorkerArgs,
+    file: &WorkerFile,
+    grants: BTreeMap<String, Grants>,
+) -> Result<(WorkerPlugins, PathBuf)> {
+    let source = args
+        .plugins
+        .clone()
+        .or(file.plugins.clone())
+        .context("--plugins DIR|LIST is required (or worker.plugins in --config)")?;
+    let blueprints = args
+        .blueprints
+        .clone()
+        .or(file.blueprints.clone())
+        .context("--blueprints DIR is required (or worker.blueprints in --config)")?;
+    let poll = args
+        .plugins_poll
+        .or(file.plugins_poll_seconds)
+        .map_or(DEFAULT_PLUGINS_POLL, Duration::from_secs);
+    let plugins = WorkerPlugins {
+        source,
+        cache_dir: args.cache_dir.clone().or(file.cache_dir.clone()),
+        poll,
+        grants,
+    };
+    Ok((plugins, blueprints))
 }

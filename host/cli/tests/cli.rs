@@ -556,7 +556,7 @@ fn errors_say_each_fact_once_and_builtins_need_no_bundles() {
     ]);
     assert_eq!(needs_bundles.status.code(), Some(2));
     assert!(
-        stderr(&needs_bundles).contains("--plugins DIR is required"),
+        stderr(&needs_bundles).contains("--plugins DIR|LIST is required"),
         "{}",
         stderr(&needs_bundles)
     );

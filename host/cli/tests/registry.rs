@@ -68,6 +68,26 @@ fn a_pushed_bundle_is_pulled_into_the_cache_by_tag_and_by_digest() {
         assert_eq!(std::fs::read(path).unwrap(), original);
         assert_eq!(digest, flowcraft_oci::Digest::of(&original).to_string());
     }
+
+    let list = dir.path().join("bundles.toml");
+    std::fs::write(&list, format!("[[bundles]]\nreference = \"{tagged}\"\n")).unwrap();
+    let listed = flowcraft(
+        &[
+            "plugins",
+            "list",
+            "--json",
+            "--plugins",
+            list.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "orders");
+    assert_eq!(listed[0]["origin"]["reference"], tagged.as_str());
+    assert_eq!(listed[0]["origin"]["manifest"], manifest.as_str());
 }
 
 #[test]
@@ -129,4 +149,96 @@ fn a_registry_with_logins_takes_the_login_from_the_environment() {
         .output()
         .unwrap();
     assert!(accepted.status.success(), "{}", text(&accepted.stderr));
+}
+
+/// The bundles a `serve` on `port` serves: (name, version, digest).
+async fn served_bundles(port: u16) -> Option<Vec<(String, String, String)>> {
+    let answer: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/bundles"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let text =
+        |bundle: &serde_json::Value, key: &str| bundle[key].as_str().unwrap_or_default().to_owned();
+    Some(
+        answer["bundles"]
+            .as_array()?
+            .iter()
+            .map(|bundle| {
+                (
+                    text(bundle, "name"),
+                    text(bundle, "version"),
+                    text(bundle, "digest"),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn serve_with_a_bundle_list_swaps_in_the_bundle_a_tag_moves_to() {
+    let local = LocalRegistry::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let testkit = support::dist().join("testkit");
+    let tagged = format!("{}/nodes/greeter:stable", local.host());
+    let push = |file: &str| {
+        let pushed = flowcraft(
+            &[
+                "plugins",
+                "push",
+                testkit.join(file).to_str().unwrap(),
+                &tagged,
+            ],
+            dir.path(),
+        );
+        assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+        flowcraft_oci::Digest::of(&std::fs::read(testkit.join(file)).unwrap()).to_string()
+    };
+    let first = push("greeter-v1.wasm");
+    let list = dir.path().join("bundles.toml");
+    std::fs::write(&list, format!("[[bundles]]\nreference = \"{tagged}\"\n")).unwrap();
+    let blueprints = dir.path().join("blueprints");
+    std::fs::create_dir(&blueprints).unwrap();
+
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cache = dir.path().join("cache");
+    let data = dir.path().join("data");
+    let child = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args(["serve", "--listen", &listen, "--plugins-poll", "1"])
+        .args([
+            "--plugins",
+            list.to_str().unwrap(),
+            "--blueprints",
+            blueprints.to_str().unwrap(),
+        ])
+        .args([
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .env("FLOWCRAFT_LOG", "warn")
+        .env("DOCKER_CONFIG", dir.path())
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("COSMOS_DB_CONNECTION_STRING")
+        .env_remove("REDIS_URL")
+        .spawn()
+        .expect("serve starts");
+    let _serving = support::Killed(child);
+    let limit = std::time::Duration::from_secs(120);
+    let served = support::eventually("serve to answer", limit, || served_bundles(port)).await;
+    assert_eq!(served, vec![("greeter".into(), "1.0.0".into(), first)]);
+
+    let second = push("greeter-v2.wasm");
+    let swapped = support::eventually("the moved tag's bundle to serve", limit, || async {
+        let served = served_bundles(port).await?;
+        served
+            .iter()
+            .any(|(_, _, digest)| *digest == second)
+            .then_some(served)
+    })
+    .await;
+    assert_eq!(swapped, vec![("greeter".into(), "2.0.0".into(), second)]);
 }

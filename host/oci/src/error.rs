@@ -41,6 +41,8 @@ pub enum OciError {
         expected: String,
         actual: String,
     },
+    #[error("bundle list {path}: {detail}")]
+    BundleList { path: PathBuf, detail: String },
     #[error("Docker credential file {path}: {detail}")]
     DockerConfig { path: PathBuf, detail: String },
     #[error("bundle store {path}: {source}")]

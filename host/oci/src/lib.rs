@@ -16,12 +16,16 @@
 //!   credential file (`config.json`), chosen per registry host.
 //! - [`BundleStore`]: the content-addressed directory of pulled components,
 //!   `<root>/sha256/<hex>.wasm`, written atomically and checked on write.
+//! - [`BundleList`] and [`ListResolver`]: the TOML list of bundles a worker
+//!   serves (`--plugins bundles.toml`), resolved to files in the store, with
+//!   the last resolution of each reference remembered for registry outages.
 //!
 //! The registry protocol itself is `oci-client`'s; this crate adds the
 //! artifact format, the checks a pulled artifact must pass and error messages
 //! that say what to do.
 
 mod artifact;
+mod bundle_list;
 mod credentials;
 mod digest;
 mod error;
@@ -31,6 +35,7 @@ mod store;
 pub use artifact::{
     ARCHITECTURE, CONFIG_MEDIA_TYPE, ComponentInterfaces, LAYER_MEDIA_TYPE, OS, WasmConfig,
 };
+pub use bundle_list::{BundleEntry, BundleList, ListResolver, Origin, ResolvedBundle};
 pub use credentials::{Credentials, DOCKER_CONFIG_VARIABLE};
 pub use digest::Digest;
 pub use error::OciError;

@@ -33,6 +33,11 @@ impl BundleStore {
         path.is_file().then_some(path)
     }
 
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Keeps `component` and answers its digest and path.
     pub async fn put(&self, component: &[u8]) -> Result<(Digest, PathBuf), OciError> {
         let digest = Digest::of(component);
@@ -40,18 +45,25 @@ impl BundleStore {
         if path.is_file() {
             return Ok((digest, path));
         }
+        self.write_file(&path, component).await?;
+        Ok((digest, path))
+    }
+
+    /// Writes `bytes` to `path` (inside the store) under a temporary name,
+    /// then renames it into place.
+    pub(crate) async fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), OciError> {
         let dir = path.parent().unwrap_or(&self.root);
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|source| store_error(dir, source))?;
-        let temporary = dir.join(format!(".{}.{}.partial", digest.hex(), std::process::id()));
-        tokio::fs::write(&temporary, component)
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temporary = dir.join(format!(".{name}.{}.partial", std::process::id()));
+        tokio::fs::write(&temporary, bytes)
             .await
             .map_err(|source| store_error(&temporary, source))?;
-        tokio::fs::rename(&temporary, &path)
+        tokio::fs::rename(&temporary, path)
             .await
-            .map_err(|source| store_error(&path, source))?;
-        Ok((digest, path))
+            .map_err(|source| store_error(path, source))
     }
 }
 

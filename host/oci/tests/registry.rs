@@ -210,3 +210,72 @@ async fn fetched_components_are_kept_by_digest() {
     assert_eq!(store.get(&published.component), Some(path.clone()));
     assert_eq!(std::fs::read(path).unwrap(), component);
 }
+
+fn list_of(dir: &std::path::Path, references: &[&str]) -> flowcraft_oci::BundleList {
+    let text: String = references
+        .iter()
+        .map(|reference| format!("[[bundles]]\nreference = \"{reference}\"\n"))
+        .collect();
+    flowcraft_oci::BundleList::parse(&dir.join("bundles.toml"), &text).unwrap()
+}
+
+#[tokio::test]
+async fn a_bundle_list_follows_its_tags_and_serves_the_last_resolution_while_the_registry_is_away()
+{
+    let local = LocalRegistry::anonymous();
+    let tagged = reference(&local, "nodes/orders:stable");
+    let registry = anonymous(&tagged);
+    let dir = tempfile::tempdir().unwrap();
+    let store = || BundleStore::new(dir.path().join("bundles"));
+    let resolver = flowcraft_oci::ListResolver::new(
+        list_of(dir.path(), &[&tagged.whole()]),
+        store(),
+        Credentials::default(),
+    );
+
+    let first = registry
+        .push(&tagged, b"\0asm version 1".to_vec(), None, BTreeMap::new())
+        .await
+        .unwrap();
+    let resolved = resolver.resolve().await.unwrap();
+    assert_eq!(
+        std::fs::read(&resolved[0].path).unwrap(),
+        b"\0asm version 1"
+    );
+    assert_eq!(
+        resolved[0].origin.as_ref().unwrap().component,
+        first.component.to_string()
+    );
+
+    let second = registry
+        .push(&tagged, b"\0asm version 2".to_vec(), None, BTreeMap::new())
+        .await
+        .unwrap();
+    let moved = resolver.resolve().await.unwrap();
+    assert_eq!(std::fs::read(&moved[0].path).unwrap(), b"\0asm version 2");
+    assert_eq!(
+        moved[0].origin.as_ref().unwrap().manifest,
+        second.manifest.to_string()
+    );
+
+    let other = reference(&local, "nodes/never-resolved:1");
+    drop(local);
+    assert_eq!(
+        resolver.resolve().await.unwrap(),
+        moved,
+        "the registry is gone"
+    );
+    let restarted = flowcraft_oci::ListResolver::new(
+        list_of(dir.path(), &[&tagged.whole()]),
+        store(),
+        Credentials::default(),
+    );
+    assert_eq!(restarted.resolve().await.unwrap(), moved, "after a restart");
+    let never = flowcraft_oci::ListResolver::new(
+        list_of(dir.path(), &[&other.whole()]),
+        store(),
+        Credentials::default(),
+    );
+    let error = never.resolve().await.unwrap_err().to_string();
+    assert!(error.contains("nodes/never-resolved:1"), "{error}");
+}

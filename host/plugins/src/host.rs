@@ -60,6 +60,9 @@ pub struct BundleProblem {
 
 #[derive(Default)]
 struct DirState {
+    /// The bundle files to serve when they are given one by one (a bundle
+    /// list's); `None`: the `*.wasm` files of the plugins directory.
+    listed: Option<Vec<PathBuf>>,
     files: BTreeMap<PathBuf, FileEntry>,
     /// Bundles no longer served, newest first; bounded by `retired_versions`.
     retired: VecDeque<Arc<Bundle>>,
@@ -77,6 +80,15 @@ struct FileEntry {
 struct FileStamp {
     len: u64,
     modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        Self {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        }
+    }
 }
 
 impl PluginHost {
@@ -100,18 +112,48 @@ impl PluginHost {
                 source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
+        let host = Self::new(config, DirState::default())?;
+        host.reload().await?;
+        Ok(host)
+    }
+
+    /// Loads the bundle files `files` instead of a directory's (a bundle
+    /// list, resolved to files); `config.plugins_dir` is where the list
+    /// lives. A listed file that is missing or broken is reported like a
+    /// broken file in a directory.
+    pub async fn load_files(
+        config: PluginConfig,
+        files: Vec<PathBuf>,
+    ) -> Result<Self, PluginError> {
+        check_grants(&config)?;
+        let listed = DirState {
+            listed: Some(files),
+            ..DirState::default()
+        };
+        let host = Self::new(config, listed)?;
+        host.reload().await?;
+        Ok(host)
+    }
+
+    /// Serves the bundle files `files` from now on (a host made by
+    /// [`PluginHost::load_files`]): loads new ones and stops serving those
+    /// no longer listed, which stay loaded for runs pinned to them.
+    pub async fn replace_files(&self, files: Vec<PathBuf>) -> Result<(), PluginError> {
+        self.inner.dir.lock().await.listed = Some(files);
+        self.reload().await
+    }
+
+    fn new(config: PluginConfig, dir: DirState) -> Result<Self, PluginError> {
         let runtime = Arc::new(Runtime::new(&config, Some(config.effective_cache_dir()))?);
-        let host = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 runtime,
                 registry: ArcSwap::default(),
-                dir: Mutex::default(),
+                dir: Mutex::new(dir),
                 generation: channel::Sender::new(0),
             }),
-        };
-        host.reload().await?;
-        Ok(host)
+        })
     }
 
     /// Rescans the plugins directory now: loads new and changed bundles,
@@ -242,11 +284,21 @@ async fn read_file(path: PathBuf) -> Result<WasmFile, PluginError> {
 impl Inner {
     pub(crate) async fn rescan(&self) -> Result<(), PluginError> {
         let mut dir = self.dir.lock().await;
-        let listing = list_bundle_files(&self.config.plugins_dir).await?;
+        let (listing, missing) = match &dir.listed {
+            Some(files) => stamp_listed_files(files),
+            None => (
+                list_bundle_files(&self.config.plugins_dir).await?,
+                Vec::new(),
+            ),
+        };
         let previous: Vec<Arc<Bundle>> = self.registry.load().registry.serving().to_vec();
 
         dir.files.retain(|path, _| listing.contains_key(path));
         dir.errors.retain(|path, _| listing.contains_key(path));
+        for path in missing {
+            dir.errors
+                .insert(path, "the listed bundle file does not exist".to_owned());
+        }
         for (path, stamp) in listing {
             if dir
                 .files
@@ -376,6 +428,22 @@ fn retire(
     retired.truncate(keep);
 }
 
+/// The stamps of listed bundle files, and the listed files that are missing.
+/// (A list names a few files: their `stat`s run on the calling thread.)
+fn stamp_listed_files(files: &[PathBuf]) -> (BTreeMap<PathBuf, FileStamp>, Vec<PathBuf>) {
+    let mut stamps = BTreeMap::new();
+    let mut missing = Vec::new();
+    for path in files {
+        match std::fs::metadata(path) {
+            Ok(metadata) if metadata.is_file() => {
+                stamps.insert(path.clone(), FileStamp::of(&metadata));
+            }
+            _ => missing.push(path.clone()),
+        }
+    }
+    (stamps, missing)
+}
+
 /// The `*.wasm` files of `dir` (not hidden, not directories) with their stamps.
 async fn list_bundle_files(dir: &Path) -> Result<BTreeMap<PathBuf, FileStamp>, PluginError> {
     let dir = dir.to_owned();
@@ -391,11 +459,7 @@ async fn list_bundle_files(dir: &Path) -> Result<BTreeMap<PathBuf, FileStamp>, P
                 continue;
             };
             if metadata.is_file() {
-                let stamp = FileStamp {
-                    len: metadata.len(),
-                    modified: metadata.modified().ok(),
-                };
-                files.insert(path, stamp);
+                files.insert(path, FileStamp::of(&metadata));
             }
         }
         Ok(files)

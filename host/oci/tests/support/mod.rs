@@ -19,7 +19,7 @@ pub struct LocalRegistry {
     pub address: SocketAddr,
     pub storage: PathBuf,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LocalRegistry {
@@ -58,18 +58,21 @@ impl LocalRegistry {
             ),
         )
         .expect("registry config");
+        // Its log (every refused request is an error there) stays in the
+        // directory; it is shown if the registry does not start.
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("docker-registry is not installed: run scripts/test-tools.sh");
         let mut registry = Self {
             address,
             storage,
             child,
-            _dir: dir,
+            dir,
         };
         registry.wait_until_listening();
         registry
@@ -84,7 +87,8 @@ impl LocalRegistry {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.address).is_err() {
             if let Some(status) = self.child.try_wait().expect("registry process") {
-                panic!("docker-registry exited at start-up: {status}");
+                let log = std::fs::read_to_string(self.dir.path().join("registry.log"));
+                panic!("docker-registry exited at start-up ({status}): {log:?}");
             }
             assert!(
                 Instant::now() < deadline,

@@ -1,0 +1,155 @@
+//! Where a process's bundles come from: `--plugins` names a directory of
+//! `*.wasm` files or a bundle list (a `.toml` file of registry references
+//! and files, see `flowcraft_oci::BundleList`), and how the loaded set is
+//! kept current: a directory is watched for change events and rescanned
+//! every `--plugins-poll` seconds (file systems such as network mounts send
+//! no events); a list's references are resolved again at the same interval,
+//! and a changed digest is pulled, compiled off the job path and swapped in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use flowcraft_oci::{BundleList, BundleStore, Credentials, ListResolver, Origin, ResolvedBundle};
+use flowcraft_plugins::{PluginConfig, PluginHost, WatchGuard, default_cache_dir};
+use tokio::task::JoinHandle;
+
+/// How often `--plugins` is checked for changes nothing announces.
+pub const DEFAULT_PLUGINS_POLL: Duration = Duration::from_secs(30);
+
+/// A directory of bundles, or a bundle list with its resolver.
+pub enum PluginSource {
+    Directory(PathBuf),
+    List(Arc<ListResolver>),
+}
+
+/// The bundles loaded from a source, with the registry origin of each file
+/// that came from one.
+pub struct LoadedPlugins {
+    pub host: PluginHost,
+    pub origins: BTreeMap<PathBuf, Origin>,
+}
+
+/// Keeps a host's bundles current until dropped.
+pub struct BundleUpdates {
+    _watch: Option<WatchGuard>,
+    poll: JoinHandle<()>,
+}
+
+impl Drop for BundleUpdates {
+    fn drop(&mut self) {
+        self.poll.abort();
+    }
+}
+
+impl PluginSource {
+    /// The source `path` names; pulled bundles are kept under `cache_dir`.
+    pub fn open(path: &Path, cache_dir: Option<&Path>) -> Result<Self> {
+        if path.is_dir() {
+            return Ok(Self::Directory(path.to_owned()));
+        }
+        if path.extension().is_none_or(|extension| extension != "toml") {
+            bail!(
+                "--plugins {}: not a directory of bundles nor a bundle list (a .toml file)",
+                path.display()
+            );
+        }
+        let list = BundleList::read(path)?;
+        let cache_dir = cache_dir
+            .map(Path::to_owned)
+            .or_else(default_cache_dir)
+            .context("no cache directory for pulled bundles: give --cache-dir DIR")?;
+        let store = BundleStore::new(cache_dir.join("bundles"));
+        let credentials = Credentials::default().with_docker_config()?;
+        Ok(Self::List(Arc::new(ListResolver::new(
+            list,
+            store,
+            credentials,
+        ))))
+    }
+
+    /// Loads the source's bundles with `config` (whose `plugins_dir` is
+    /// set here: the directory, or the list's own directory).
+    pub async fn load(&self, mut config: PluginConfig) -> Result<LoadedPlugins> {
+        match self {
+            Self::Directory(dir) => {
+                config.plugins_dir = dir.clone();
+                let host = PluginHost::load(config)
+                    .await
+                    .with_context(|| format!("cannot load plugins from {}", dir.display()))?;
+                Ok(LoadedPlugins {
+                    host,
+                    origins: BTreeMap::new(),
+                })
+            }
+            Self::List(resolver) => {
+                let list = resolver.list().path();
+                config.plugins_dir = list.parent().unwrap_or(Path::new(".")).to_owned();
+                let resolved = resolver.resolve().await?;
+                let host = PluginHost::load_files(config, files(&resolved))
+                    .await
+                    .with_context(|| format!("cannot load the bundles of {}", list.display()))?;
+                let origins = resolved
+                    .into_iter()
+                    .filter_map(|bundle| Some((bundle.path, bundle.origin?)))
+                    .collect();
+                Ok(LoadedPlugins { host, origins })
+            }
+        }
+    }
+
+    /// Keeps `host` (loaded from this source) current, checking every `poll`.
+    pub fn follow(&self, host: &PluginHost, poll: Duration) -> Result<BundleUpdates> {
+        match self {
+            Self::Directory(dir) => {
+                let watch = host.watch().with_context(|| {
+                    format!("cannot watch {} for bundle changes", dir.display())
+                })?;
+                Ok(BundleUpdates {
+                    _watch: Some(watch),
+                    poll: tokio::spawn(rescan_every(host.clone(), poll)),
+                })
+            }
+            Self::List(resolver) => Ok(BundleUpdates {
+                _watch: None,
+                poll: tokio::spawn(resolve_every(Arc::clone(resolver), host.clone(), poll)),
+            }),
+        }
+    }
+}
+
+fn files(resolved: &[ResolvedBundle]) -> Vec<PathBuf> {
+    resolved.iter().map(|bundle| bundle.path.clone()).collect()
+}
+
+async fn rescan_every(host: PluginHost, poll: Duration) {
+    loop {
+        tokio::time::sleep(poll).await;
+        if let Err(error) = host.reload().await {
+            tracing::warn!(%error, "cannot rescan the plugins directory; trying again later");
+        }
+    }
+}
+
+async fn resolve_every(resolver: Arc<ListResolver>, host: PluginHost, poll: Duration) {
+    let mut serving = None;
+    loop {
+        tokio::time::sleep(poll).await;
+        let resolved = match resolver.resolve().await {
+            Ok(resolved) => files(&resolved),
+            Err(error) => {
+                tracing::warn!(%error, "cannot resolve the bundle list; the bundles loaded keep serving");
+                continue;
+            }
+        };
+        if serving.as_ref() == Some(&resolved) {
+            continue;
+        }
+        match host.replace_files(resolved.clone()).await {
+            Ok(()) => serving = Some(resolved),
+            Err(error) => tracing::warn!(%error, "cannot load the bundle list's bundles"),
+        }
+    }
+}
