@@ -5,15 +5,19 @@
 //! every `--plugins-poll` seconds (file systems such as network mounts send
 //! no events); a list's references are resolved again at the same interval,
 //! and a changed digest is pulled, compiled off the job path and swapped in.
+//! A job of a run pinned to a bundle the host does not hold fetches it by
+//! digest from the list's store and repositories.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use flowcraft_oci::{BundleList, BundleStore, Credentials, ListResolver, Origin, ResolvedBundle};
-use flowcraft_plugins::{PluginConfig, PluginHost, WatchGuard, default_cache_dir};
+use flowcraft_plugins::{BundleFetcher, PluginConfig, PluginHost, WatchGuard, default_cache_dir};
 use tokio::task::JoinHandle;
 
 /// How often `--plugins` is checked for changes nothing announces.
@@ -91,6 +95,7 @@ impl PluginSource {
                 let host = PluginHost::load_files(config, files(&resolved))
                     .await
                     .with_context(|| format!("cannot load the bundles of {}", list.display()))?;
+                host.set_fetcher(Arc::new(ListFetcher(Arc::clone(resolver))));
                 let origins = resolved
                     .into_iter()
                     .filter_map(|bundle| Some((bundle.path, bundle.origin?)))
@@ -117,6 +122,23 @@ impl PluginSource {
                 poll: tokio::spawn(resolve_every(Arc::clone(resolver), host.clone(), poll)),
             }),
         }
+    }
+}
+
+/// Fetches pinned bundles by digest from a bundle list's store and repositories.
+struct ListFetcher(Arc<ListResolver>);
+
+impl BundleFetcher for ListFetcher {
+    fn fetch<'a>(
+        &'a self,
+        digest: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<PathBuf>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.0
+                .fetch_digest(digest)
+                .await
+                .map_err(|error| error.to_string())
+        })
     }
 }
 

@@ -6,7 +6,11 @@
 mod registry;
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{Value, json};
 
 use registry::{LocalRegistry, PASSWORD, USERNAME};
 
@@ -151,6 +155,33 @@ fn a_registry_with_logins_takes_the_login_from_the_environment() {
     assert!(accepted.status.success(), "{}", text(&accepted.stderr));
 }
 
+/// `serve` on SQLite (its data in `dir/data`) with the bundle list `list`,
+/// pulled bundles in `dir/<cache>`, the blueprints of `dir/blueprints`, on
+/// `port`, plus `extra` flags; killed when dropped.
+fn serve_list(list: &Path, dir: &Path, cache: &str, port: u16, extra: &[&str]) -> support::Killed {
+    let blueprints = dir.join("blueprints");
+    std::fs::create_dir_all(&blueprints).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let child = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--plugins",
+            list.to_str().unwrap(),
+            "--blueprints",
+            &path("blueprints"),
+        ])
+        .args(["--cache-dir", &path(cache), "--data-dir", &path("data")])
+        .args(extra)
+        .env("FLOWCRAFT_LOG", "warn")
+        .env("DOCKER_CONFIG", dir)
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("COSMOS_DB_CONNECTION_STRING")
+        .env_remove("REDIS_URL")
+        .spawn()
+        .expect("serve starts");
+    support::Killed(child)
+}
+
 /// The bundles a `serve` on `port` serves: (name, version, digest).
 async fn served_bundles(port: u16) -> Option<Vec<(String, String, String)>> {
     let answer: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/bundles"))
@@ -198,36 +229,10 @@ async fn serve_with_a_bundle_list_swaps_in_the_bundle_a_tag_moves_to() {
     let first = push("greeter-v1.wasm");
     let list = dir.path().join("bundles.toml");
     std::fs::write(&list, format!("[[bundles]]\nreference = \"{tagged}\"\n")).unwrap();
-    let blueprints = dir.path().join("blueprints");
-    std::fs::create_dir(&blueprints).unwrap();
 
     let port = support::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let cache = dir.path().join("cache");
-    let data = dir.path().join("data");
-    let child = Command::new(env!("CARGO_BIN_EXE_flowcraft-host"))
-        .args(["serve", "--listen", &listen, "--plugins-poll", "1"])
-        .args([
-            "--plugins",
-            list.to_str().unwrap(),
-            "--blueprints",
-            blueprints.to_str().unwrap(),
-        ])
-        .args([
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .env("FLOWCRAFT_LOG", "warn")
-        .env("DOCKER_CONFIG", dir.path())
-        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
-        .env_remove("COSMOS_DB_CONNECTION_STRING")
-        .env_remove("REDIS_URL")
-        .spawn()
-        .expect("serve starts");
-    let _serving = support::Killed(child);
-    let limit = std::time::Duration::from_secs(120);
+    let _serving = serve_list(&list, dir.path(), "cache", port, &["--plugins-poll", "1"]);
+    let limit = Duration::from_secs(120);
     let served = support::eventually("serve to answer", limit, || served_bundles(port)).await;
     assert_eq!(served, vec![("greeter".into(), "1.0.0".into(), first)]);
 
@@ -241,4 +246,159 @@ async fn serve_with_a_bundle_list_swaps_in_the_bundle_a_tag_moves_to() {
     })
     .await;
     assert_eq!(swapped, vec![("greeter".into(), "2.0.0".into(), second)]);
+}
+
+/// A blueprint whose `hello` node (a greeter's) runs after a `wait`: a run
+/// started now is pinned to the greeter serving now and runs it on resume.
+const PINNED_BLUEPRINT: &str = r#"{"id": "pinned", "nodes": [
+    {"id": "gate", "uses": "wait"}, {"id": "hello", "uses": "greet"}],
+  "edges": [{"source": "gate", "target": "hello"}]}"#;
+
+async fn api(port: u16, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let request =
+        reqwest::Client::new().request(method, format!("http://127.0.0.1:{port}/api/v1/{path}"));
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Starts run `run` of `pinned` on a serve on `port` and waits until it awaits its gate.
+async fn start_awaiting(port: u16, run: &str) {
+    let limit = Duration::from_secs(120);
+    support::eventually("serve to answer", limit, || served_bundles(port)).await;
+    let started = api(
+        port,
+        reqwest::Method::POST,
+        "runs",
+        Some(json!({"blueprintId": "pinned", "runId": run})),
+    )
+    .await;
+    assert_eq!(started["runId"], run, "{started}");
+    let status = api(
+        port,
+        reqwest::Method::GET,
+        &format!("runs/{run}?wait=20"),
+        None,
+    )
+    .await;
+    assert_eq!(status["status"], "awaiting", "{status}");
+}
+
+/// A registry with greeter 1.0.0 under `nodes/greeter:stable`, a bundle list
+/// of that tag, the `pinned` blueprint, and run `run` started on a serve of
+/// that list and left awaiting; then the tag moved to greeter 2.0.0. Answers
+/// the registry and greeter 1.0.0's digest.
+async fn run_pinned_to_a_moved_tag(dir: &Path, run: &str) -> (LocalRegistry, String) {
+    let local = LocalRegistry::anonymous();
+    let testkit = support::dist().join("testkit");
+    let tagged = format!("{}/nodes/greeter:stable", local.host());
+    let push = |file: &str| {
+        let pushed = flowcraft(
+            &[
+                "plugins",
+                "push",
+                testkit.join(file).to_str().unwrap(),
+                &tagged,
+            ],
+            dir,
+        );
+        assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+        flowcraft_oci::Digest::of(&std::fs::read(testkit.join(file)).unwrap()).to_string()
+    };
+    let first = push("greeter-v1.wasm");
+    let list = dir.join("bundles.toml");
+    std::fs::write(&list, format!("[[bundles]]\nreference = \"{tagged}\"\n")).unwrap();
+    std::fs::create_dir_all(dir.join("blueprints")).unwrap();
+    std::fs::write(dir.join("blueprints/pinned.json"), PINNED_BLUEPRINT).unwrap();
+    let port = support::free_port();
+    {
+        let _first_serve = serve_list(&list, dir, "cache-1", port, &[]);
+        start_awaiting(port, run).await;
+    }
+    push("greeter-v2.wasm");
+    (local, first)
+}
+
+#[tokio::test]
+async fn a_run_pinned_to_a_replaced_bundle_finishes_on_it_after_a_restart_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_registry, first) = run_pinned_to_a_moved_tag(dir.path(), "kept").await;
+
+    let port = support::free_port();
+    let list = dir.path().join("bundles.toml");
+    let _second_serve = serve_list(&list, dir.path(), "cache-2", port, &[]);
+    let limit = Duration::from_secs(120);
+    let served = support::eventually("serve to answer", limit, || served_bundles(port)).await;
+    assert_eq!(served.len(), 1);
+    assert_eq!(
+        (served[0].1.as_str(), served[0].2 == first),
+        ("2.0.0", false),
+        "only greeter 2 is listed"
+    );
+
+    api(
+        port,
+        reqwest::Method::POST,
+        "runs/kept/resume",
+        Some(json!({})),
+    )
+    .await;
+    let ended = api(port, reqwest::Method::GET, "runs/kept?wait=30", None).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert!(
+        ended.to_string().contains("hello from greeter v1"),
+        "{ended}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_pinned_bundle_is_nowhere_is_returned_then_dead_lettered_naming_the_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, first) = run_pinned_to_a_moved_tag(dir.path(), "orphaned").await;
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "http://{}/v2/nodes/greeter/blobs/{first}",
+            registry.host()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+
+    let port = support::free_port();
+    let list = dir.path().join("bundles.toml");
+    let _second_serve = serve_list(
+        &list,
+        dir.path(),
+        "cache-2",
+        port,
+        &["--visibility-timeout", "1", "--max-dequeue-count", "2"],
+    );
+    let limit = Duration::from_secs(120);
+    support::eventually("serve to answer", limit, || served_bundles(port)).await;
+    api(
+        port,
+        reqwest::Method::POST,
+        "runs/orphaned/resume",
+        Some(json!({})),
+    )
+    .await;
+    let letters = support::eventually("the job to be dead-lettered", limit, || async {
+        let answer = api(port, reqwest::Method::GET, "poison", None).await;
+        let letters = answer["messages"].as_array()?.clone();
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&first) && reason.contains("hello"),
+        "{reason}"
+    );
+    let status = api(port, reqwest::Method::GET, "runs/orphaned", None).await;
+    assert_ne!(
+        status["status"], "failed",
+        "the node did not fail: {status}"
+    );
 }

@@ -120,6 +120,16 @@ pub trait NodeRunner: Send + Sync + 'static {
     /// Runs one attempt.
     fn run(&self, call: NodeCall) -> impl Future<Output = NodeOutcome> + Send;
 
+    /// Makes the implementation a run is pinned to (`pin`) ready to run
+    /// `uses`, fetching it if the runner can. `Err` says why it is not
+    /// here: the job then goes back to its queue for later (or for another
+    /// worker) instead of failing the node. A runner that holds everything
+    /// it pins has nothing to do.
+    fn prepare(&self, uses: &str, pin: &str) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = (uses, pin);
+        std::future::ready(Ok(()))
+    }
+
     /// Whether node type `uses` comes from the same implementation (for
     /// plugins: the same bundle) as node type `spawner` pinned to `pin`. A
     /// node may add dynamic nodes of its own bundle's types only (and

@@ -19,7 +19,9 @@
 //! remembered beside the store (`references.json`). A registry that cannot
 //! be reached then costs nothing but freshness: the reference serves what
 //! it resolved to last, also after a restart. Only a reference that never
-//! resolved is an error.
+//! resolved is an error. [`ListResolver::fetch_digest`] finds a bundle a run
+//! is pinned to by its digest alone, in the store or in the list's
+//! repositories.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -210,6 +212,51 @@ impl ListResolver {
             });
         }
         Ok(resolved)
+    }
+
+    /// The file of the bundle whose content has `digest`, from the store or
+    /// else from the repositories the list names (a registry keeps every
+    /// component it was given under its digest, also after its tag moved):
+    /// `Ok(None)` when none has it, `Err` when one could not be asked.
+    pub async fn fetch_digest(&self, digest: &str) -> Result<Option<PathBuf>, OciError> {
+        let digest: Digest = digest.parse()?;
+        if let Some(path) = self.store.get(&digest) {
+            return Ok(Some(path));
+        }
+        let mut unanswered = None;
+        for (reference, insecure) in self.repositories() {
+            let registry = Registry::for_reference(reference, &self.credentials, insecure);
+            match registry.fetch(reference, &digest).await {
+                Ok(component) => return Ok(Some(self.store.put(&component).await?.1)),
+                Err(OciError::NotFound { .. }) => {}
+                Err(error) => unanswered = Some(error),
+            }
+        }
+        match unanswered {
+            Some(error) => Err(error),
+            None => Ok(None),
+        }
+    }
+
+    /// Each repository the list names once, with its `insecure` setting.
+    fn repositories(&self) -> Vec<(&Reference, bool)> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.list
+            .entries
+            .iter()
+            .filter_map(|entry| match entry {
+                BundleEntry::Registry {
+                    reference,
+                    insecure,
+                } => seen
+                    .insert((
+                        reference.resolve_registry().to_owned(),
+                        reference.repository().to_owned(),
+                    ))
+                    .then_some((reference, *insecure)),
+                BundleEntry::File(_) => None,
+            })
+            .collect()
     }
 
     async fn resolve_reference(

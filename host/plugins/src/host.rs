@@ -8,8 +8,10 @@
 //! and whatever version was loaded from it before keeps serving.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -34,8 +36,22 @@ pub struct PluginHost {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Finds bundles by content digest, for runs pinned to a bundle this host
+/// does not hold (say, a worker started after every worker was given the
+/// bundle's next version).
+pub trait BundleFetcher: Send + Sync + 'static {
+    /// The file of the bundle whose content has `digest` (`sha256:…`):
+    /// `Ok(None)` when no source has it, `Err` when a source could not be
+    /// asked (each says what and where).
+    fn fetch<'a>(
+        &'a self,
+        digest: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<PathBuf>, String>> + Send + 'a>>;
+}
+
 pub(crate) struct Inner {
     config: PluginConfig,
+    fetcher: OnceLock<Arc<dyn BundleFetcher>>,
     runtime: Arc<Runtime>,
     registry: ArcSwap<Snapshot>,
     /// The directory as last scanned; held while a reload runs.
@@ -149,6 +165,7 @@ impl PluginHost {
             inner: Arc::new(Inner {
                 config,
                 runtime,
+                fetcher: OnceLock::new(),
                 registry: ArcSwap::default(),
                 dir: Mutex::new(dir),
                 generation: channel::Sender::new(0),
@@ -206,6 +223,12 @@ impl PluginHost {
         Some(bundle.cache == CacheOutcome::Hit)
     }
 
+    /// Fetches bundles that runs are pinned to but this host does not hold
+    /// with `fetcher` (the first one set stays).
+    pub fn set_fetcher(&self, fetcher: Arc<dyn BundleFetcher>) {
+        let _ = self.inner.fetcher.set(fetcher);
+    }
+
     /// The configuration the host runs with.
     pub fn config(&self) -> &PluginConfig {
         &self.inner.config
@@ -219,6 +242,23 @@ impl NodeRunner for PluginHost {
 
     fn pin(&self, blueprint: &Blueprint) -> Result<Pins, PinError> {
         self.inner.registry.load().registry.pin(blueprint)
+    }
+
+    async fn prepare(&self, uses: &str, pin: &str) -> Result<(), String> {
+        if self.inner.registry.load().registry.holds(pin) {
+            return Ok(());
+        }
+        let Some(fetcher) = self.inner.fetcher.get() else {
+            return Err(format!(
+                "node type '{uses}': the bundle this run is pinned to ({pin}) is not loaded here; \
+                 put it back into the plugins directory, or start a new run"
+            ));
+        };
+        let path = fetcher
+            .fetch(pin)
+            .await?
+            .ok_or_else(|| format!("node type '{uses}': the bundle this run is pinned to ({pin}) is in none of the bundle sources; push it again to a repository of the bundle list and replay the job (poison replay), or start a new run"))?;
+        self.inner.hold_pinned(pin, &path).await
     }
 
     async fn run(&self, call: NodeCall) -> NodeOutcome {
@@ -353,6 +393,37 @@ impl Inner {
         }));
         drop(dir);
         self.generation.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// Loads the fetched bundle file `path`, which must have content digest
+    /// `pin`, and keeps it resident (not serving) for the runs pinned to it.
+    async fn hold_pinned(&self, pin: &str, path: &Path) -> Result<(), String> {
+        let mut dir = self.dir.lock().await;
+        if self.registry.load().registry.holds(pin) {
+            return Ok(());
+        }
+        let bundle = self
+            .load_file(path, &dir)
+            .await
+            .map_err(|error| format!("the bundle fetched for {pin} does not load: {error}"))?;
+        if bundle.info.digest != pin {
+            return Err(format!(
+                "the bundle fetched for {pin} from {} has digest {}",
+                path.display(),
+                bundle.info.digest
+            ));
+        }
+        tracing::info!(bundle = %bundle.label, digest = pin, path = %path.display(),
+            "fetched a bundle runs are pinned to; kept loaded for them");
+        dir.retired.push_front(bundle);
+        dir.retired.truncate(self.config.retired_versions.max(1));
+        let current = self.registry.load();
+        let retired: Vec<Arc<Bundle>> = dir.retired.iter().cloned().collect();
+        self.registry.store(Arc::new(Snapshot {
+            registry: Registry::new(current.registry.serving().to_vec(), &retired),
+            problems: current.problems.clone(),
+        }));
         Ok(())
     }
 

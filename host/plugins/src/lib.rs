@@ -96,5 +96,5 @@ pub use config::{
     MAX_DESCRIBE_BYTES, MAX_DESCRIPTION_BYTES, MAX_NODE_TYPES, PluginConfig, default_cache_dir,
 };
 pub use error::PluginError;
-pub use host::{BundleProblem, PluginHost, check_bundle};
+pub use host::{BundleFetcher, BundleProblem, PluginHost, check_bundle};
 pub use watch::WatchGuard;

@@ -57,6 +57,11 @@ impl Registry {
         &self.serving
     }
 
+    /// Whether the bundle with `digest` is loaded (serving or retired).
+    pub fn holds(&self, digest: &str) -> bool {
+        self.resident.contains_key(digest)
+    }
+
     /// Whether a serving bundle implements `uses`.
     pub fn implements(&self, uses: &str) -> bool {
         self.serving.iter().any(|bundle| bundle.implements(uses))

@@ -12,7 +12,8 @@ pub enum Disposition {
     /// visibility timeout and the job runs again.
     Redeliver,
     /// Another worker may handle it (one that has the run's blueprint
-    /// version), or the failure may pass (a contained panic): give the
+    /// version or pinned bundle), or the failure may pass (a contained
+    /// panic, a registry outage): give the
     /// message back after a short delay, and dead-letter it at the delivery
     /// limit with this error as the reason.
     ReturnLater,
@@ -28,6 +29,7 @@ impl Disposition {
             error if error.is_transient() => Self::Redeliver,
             EngineError::UnknownBlueprint(_)
             | EngineError::UnknownBlueprintVersion { .. }
+            | EngineError::ImplementationUnavailable { .. }
             | EngineError::Panicked { .. } => Self::ReturnLater,
             _ => Self::DeadLetter,
         }
@@ -84,6 +86,14 @@ mod tests {
                     run: "r".into(),
                     node: "n".into(),
                     message: "boom".into(),
+                },
+                Disposition::ReturnLater,
+            ),
+            (
+                EngineError::ImplementationUnavailable {
+                    run: "r".into(),
+                    node: "n".into(),
+                    reason: "bundle sha256:00 is in no registry".into(),
                 },
                 Disposition::ReturnLater,
             ),

@@ -72,6 +72,12 @@ pub enum EngineError {
         version: Value,
         loaded: String,
     },
+    #[error("node '{node}' of run '{run}' cannot run here: {reason}")]
+    ImplementationUnavailable {
+        run: String,
+        node: String,
+        reason: String,
+    },
     #[error("run '{0}' already exists; choose another run id")]
     RunExists(String),
     #[error("run '{0}' not found")]

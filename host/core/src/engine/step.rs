@@ -286,6 +286,7 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
                 let pin = view.pins.get(&node.uses).cloned();
                 if let Some(pin) = &pin {
                     span.record("flowcraft.bundle", pin.as_str());
+                    self.prepared(job, &node, pin).await?;
                 }
                 self.attempt(plan, pin, &node, job, snapshot.clone()).await
             }
@@ -293,6 +294,23 @@ impl<B: Backend, R: NodeRunner> Engine<B, R> {
         span.record("flowcraft.outcome", attempted.attempt.outcome());
         self.conclude(plan, job, &node, view, snapshot, attempted)
             .await
+    }
+
+    /// Asks the runner for the implementation `node`'s run is pinned to.
+    async fn prepared(
+        &self,
+        job: &Job,
+        node: &NodeDefinition,
+        pin: &str,
+    ) -> Result<(), EngineError> {
+        self.runner
+            .prepare(&node.uses, pin)
+            .await
+            .map_err(|reason| EngineError::ImplementationUnavailable {
+                run: job.run_id.clone(),
+                node: node.id.clone(),
+                reason,
+            })
     }
 
     /// The job's view of its run; a run started the upstream way (no
