@@ -8,7 +8,7 @@
 //! A job of a run pinned to a bundle the host does not hold fetches it by
 //! digest from the list's store and repositories.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -34,6 +34,8 @@ pub enum PluginSource {
 pub struct LoadedPlugins {
     pub host: PluginHost,
     pub origins: BTreeMap<PathBuf, Origin>,
+    /// A list's entries as files, in list order (empty for a directory).
+    listed: Vec<PathBuf>,
 }
 
 /// Keeps a host's bundles current until dropped.
@@ -86,6 +88,7 @@ impl PluginSource {
                 Ok(LoadedPlugins {
                     host,
                     origins: BTreeMap::new(),
+                    listed: Vec::new(),
                 })
             }
             Self::List(resolver) => {
@@ -96,17 +99,23 @@ impl PluginSource {
                     .await
                     .with_context(|| format!("cannot load the bundles of {}", list.display()))?;
                 host.set_fetcher(Arc::new(ListFetcher(Arc::clone(resolver))));
+                let listed = files(&resolved);
                 let origins = resolved
                     .into_iter()
                     .filter_map(|bundle| Some((bundle.path, bundle.origin?)))
                     .collect();
-                Ok(LoadedPlugins { host, origins })
+                Ok(LoadedPlugins {
+                    host,
+                    origins,
+                    listed,
+                })
             }
         }
     }
 
-    /// Keeps `host` (loaded from this source) current, checking every `poll`.
-    pub fn follow(&self, host: &PluginHost, poll: Duration) -> Result<BundleUpdates> {
+    /// Keeps the bundles `loaded` from this source current, checking every `poll`.
+    pub fn follow(&self, loaded: &LoadedPlugins, poll: Duration) -> Result<BundleUpdates> {
+        let host = &loaded.host;
         match self {
             Self::Directory(dir) => {
                 let watch = host.watch().with_context(|| {
@@ -117,10 +126,18 @@ impl PluginSource {
                     poll: tokio::spawn(rescan_every(host.clone(), poll)),
                 })
             }
-            Self::List(resolver) => Ok(BundleUpdates {
-                _watch: None,
-                poll: tokio::spawn(resolve_every(Arc::clone(resolver), host.clone(), poll)),
-            }),
+            Self::List(resolver) => {
+                let following = ListFollower {
+                    resolver: Arc::clone(resolver),
+                    host: host.clone(),
+                    serving: loaded.listed.clone(),
+                    refused: BTreeSet::new(),
+                };
+                Ok(BundleUpdates {
+                    _watch: None,
+                    poll: tokio::spawn(following.resolve_every(poll)),
+                })
+            }
         }
     }
 }
@@ -155,23 +172,69 @@ async fn rescan_every(host: PluginHost, poll: Duration) {
     }
 }
 
-async fn resolve_every(resolver: Arc<ListResolver>, host: PluginHost, poll: Duration) {
-    let mut serving = None;
-    loop {
-        tokio::time::sleep(poll).await;
-        let resolved = match resolver.resolve().await {
-            Ok(resolved) => files(&resolved),
-            Err(error) => {
-                tracing::warn!(%error, "cannot resolve the bundle list; the bundles loaded keep serving");
+/// Follows a bundle list: its references resolved again at an interval,
+/// each changed entry checked to load before it replaces what the entry
+/// served (a broken bundle leaves the previous one serving).
+struct ListFollower {
+    resolver: Arc<ListResolver>,
+    host: PluginHost,
+    /// What each entry serves, in list order.
+    serving: Vec<PathBuf>,
+    /// Files that did not load; not tried again (a fixed bundle has another digest).
+    refused: BTreeSet<PathBuf>,
+}
+
+impl ListFollower {
+    async fn resolve_every(mut self, poll: Duration) {
+        loop {
+            tokio::time::sleep(poll).await;
+            let resolved = match self.resolver.resolve().await {
+                Ok(resolved) => resolved,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot resolve the bundle list; the bundles loaded keep serving");
+                    continue;
+                }
+            };
+            let next = self.accepted(resolved).await;
+            if next == self.serving {
                 continue;
             }
-        };
-        if serving.as_ref() == Some(&resolved) {
-            continue;
+            match self.host.replace_files(next.clone()).await {
+                Ok(()) => self.serving = next,
+                Err(error) => tracing::warn!(%error, "cannot load the bundle list's bundles"),
+            }
         }
-        match host.replace_files(resolved.clone()).await {
-            Ok(()) => serving = Some(resolved),
-            Err(error) => tracing::warn!(%error, "cannot load the bundle list's bundles"),
+    }
+
+    /// The files to serve: each entry's new file if it loads, else the one
+    /// it served before.
+    async fn accepted(&mut self, resolved: Vec<ResolvedBundle>) -> Vec<PathBuf> {
+        let mut next = Vec::with_capacity(resolved.len());
+        for (entry, bundle) in resolved.into_iter().enumerate() {
+            let before = self.serving.get(entry);
+            if before == Some(&bundle.path) {
+                next.push(bundle.path);
+                continue;
+            }
+            if !self.refused.contains(&bundle.path) {
+                match self.host.check_file(&bundle.path).await {
+                    Ok(_) => {
+                        next.push(bundle.path);
+                        continue;
+                    }
+                    Err(error) => {
+                        let reference = bundle
+                            .origin
+                            .as_ref()
+                            .map_or("", |origin| origin.reference.as_str());
+                        tracing::error!(%reference, %error,
+                            "the bundle the list now names does not load; the one before keeps serving");
+                        self.refused.insert(bundle.path);
+                    }
+                }
+            }
+            next.extend(before.cloned());
         }
+        next
     }
 }

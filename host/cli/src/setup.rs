@@ -207,8 +207,9 @@ impl WorkerRuntime {
     ) -> Result<Self> {
         let source = PluginSource::open(&plugins.source, plugins.cache_dir.as_deref())?;
         let config = plugin_config(plugins.cache_dir, plugins.grants, Some(concurrency));
-        let host = source.load(config).await?.host;
-        let updates = source.follow(&host, plugins.poll)?;
+        let loaded = source.load(config).await?;
+        let updates = source.follow(&loaded, plugins.poll)?;
+        let host = loaded.host;
         let blueprints = read_blueprint_dir(blueprints)?;
         let plans = plan_all(
             &blueprints,

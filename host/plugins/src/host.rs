@@ -223,6 +223,15 @@ impl PluginHost {
         Some(bundle.cache == CacheOutcome::Hit)
     }
 
+    /// Loads `path` as a bundle without serving it (its compiled code goes
+    /// to the compile cache): whether a file a source is about to list
+    /// would load.
+    pub async fn check_file(&self, path: &Path) -> Result<BundleInfo, PluginError> {
+        let file = read_file(path.to_owned()).await?;
+        let grants = |name: &str| self.inner.config.grants_for(name);
+        Ok(bundle::load(&self.inner.runtime, file, grants).await?.info)
+    }
+
     /// Fetches bundles that runs are pinned to but this host does not hold
     /// with `fetcher` (the first one set stays).
     pub fn set_fetcher(&self, fetcher: Arc<dyn BundleFetcher>) {
