@@ -231,6 +231,12 @@ impl AzureCredential {
     /// Gets one token for `scope` (then cached for the clients), or says in
     /// one line why not. `service` names the service in the message.
     pub async fn check(&self, service: &str, scope: &str) -> Result<(), CredentialError> {
+        self.token(service, scope).await.map(drop)
+    }
+
+    /// A token for `scope` (cached while it is valid), or why there is
+    /// none, in one line naming `service`.
+    pub async fn token(&self, service: &str, scope: &str) -> Result<String, CredentialError> {
         let failure = |detail: String| CredentialError::NoToken {
             kind: self.kind,
             service: service.to_owned(),
@@ -238,7 +244,7 @@ impl AzureCredential {
             detail,
         };
         match tokio::time::timeout(CHECK_TIMEOUT, self.inner.get_token(&[scope], None)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(token)) => Ok(token.token.secret().to_owned()),
             Ok(Err(error)) => Err(failure(describe(&error))),
             Err(_) => Err(failure(format!(
                 "no answer within {} s",

@@ -137,7 +137,7 @@ impl ConfigFile {
 }
 
 /// `--azure-credential`: one of the kinds' names, listed in `--help`.
-fn credential_parser() -> impl TypedValueParser<Value = CredentialKind> {
+pub fn credential_parser() -> impl TypedValueParser<Value = CredentialKind> {
     PossibleValuesParser::new(CredentialKind::ALL.map(CredentialKind::name))
         .map(|name| name.parse().expect("a listed credential name"))
 }
@@ -161,6 +161,20 @@ fn account(
 }
 
 impl AzureArgs {
+    /// The Entra ID credential named by `--azure-credential` or `[azure] credential`.
+    pub fn credential_kind(&self, file: &AzureFile) -> Result<Option<CredentialKind>> {
+        Ok(match (self.azure_credential, &file.credential) {
+            (Some(kind), _) => Some(kind),
+            (None, Some(text)) => Some(text.parse::<CredentialKind>().map_err(|_| {
+                anyhow!(
+                    "[azure] credential = '{text}' in the configuration file is not a credential; use one of {}",
+                    CredentialKind::ALL.map(CredentialKind::name).join(", ")
+                )
+            })?),
+            (None, None) => None,
+        })
+    }
+
     /// The Azure settings, `None` when none of the three services is
     /// configured (embedded mode); an error when only some are.
     pub fn resolve(&self, file: &AzureFile) -> Result<Option<AzureConfig>> {
@@ -186,16 +200,7 @@ impl AzureArgs {
                 .or(file.cosmos_endpoint.clone()),
             ["COSMOS_DB_CONNECTION_STRING", "COSMOS_DB_ENDPOINT"],
         )?;
-        let credential = match (self.azure_credential, &file.credential) {
-            (Some(kind), _) => Some(kind),
-            (None, Some(text)) => Some(text.parse::<CredentialKind>().map_err(|_| {
-                anyhow!(
-                    "[azure] credential = '{text}' in the configuration file is not a credential; use one of {}",
-                    CredentialKind::ALL.map(CredentialKind::name).join(", ")
-                )
-            })?),
-            (None, None) => None,
-        };
+        let credential = self.credential_kind(file)?;
         let redis = self
             .redis_url
             .clone()

@@ -201,15 +201,7 @@ pub async fn start(args: StartArgs) -> Result<ExitCode> {
         return remote.wait(&run_id, args.timeout).await;
     }
     let plugins = match &args.plugins.plugins {
-        Some(dir) => Some(
-            load_plugins(
-                dir,
-                args.plugins.cache_dir.clone(),
-                Default::default(),
-                None,
-            )
-            .await?,
-        ),
+        Some(_) => Some(load_plugins(&args.plugins, Default::default(), None).await?),
         None => None,
     };
     let engine = client_engine(&args.azure, args.blueprints.as_deref(), plugins).await?;

@@ -60,11 +60,11 @@ impl ExecutionArgs {
         blueprints: &[Blueprint],
     ) -> Result<PluginHost> {
         let grants = crate::config::ConfigFile::load(config)?.grants;
-        let dir = match (&self.plugins.plugins, builtins_only(blueprints)) {
-            (None, true) => no_bundles_dir()?,
-            _ => self.plugins.dir()?.to_owned(),
-        };
-        load_plugins(&dir, self.plugins.cache_dir.clone(), grants, None).await
+        let mut plugins = self.plugins.clone();
+        if plugins.plugins.is_none() && builtins_only(blueprints) {
+            plugins.plugins = Some(no_bundles_dir()?);
+        }
+        load_plugins(&plugins, grants, None).await
     }
 }
 

@@ -11,6 +11,7 @@ mod graph;
 mod inputs;
 mod plugin_source;
 mod plugins_cmd;
+mod registry_auth;
 mod remote;
 mod serve;
 mod setup;
@@ -148,6 +149,10 @@ struct PluginArgs {
     /// Where pulled and compiled bundles are kept [default: flowcraft-host in the user's cache directory, $XDG_CACHE_HOME or ~/.cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Entra ID credential for Azure Container Registries a bundle list names (without a
+    /// login in Docker's config.json); the identity needs AcrPull.
+    #[arg(long, value_name = "KIND", env = "FLOWCRAFT_REGISTRY_CREDENTIAL", value_parser = config::credential_parser())]
+    registry_credential: Option<flowcraft_azure::credential::CredentialKind>,
 }
 
 impl PluginArgs {

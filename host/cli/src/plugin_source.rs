@@ -16,9 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use flowcraft_oci::{BundleList, BundleStore, Credentials, ListResolver, Origin, ResolvedBundle};
+use flowcraft_azure::credential::CredentialKind;
+use flowcraft_oci::{BundleList, BundleStore, ListResolver, Origin, ResolvedBundle};
 use flowcraft_plugins::{BundleFetcher, PluginConfig, PluginHost, WatchGuard, default_cache_dir};
 use tokio::task::JoinHandle;
+
+use crate::registry_auth::registry_credentials;
 
 /// How often `--plugins` is checked for changes nothing announces.
 pub const DEFAULT_PLUGINS_POLL: Duration = Duration::from_secs(30);
@@ -51,16 +54,22 @@ impl Drop for BundleUpdates {
 }
 
 impl PluginSource {
-    /// The source `path` names; pulled bundles are kept under `cache_dir`.
-    pub fn open(path: &Path, cache_dir: Option<&Path>) -> Result<Self> {
-        if path.is_dir() {
-            return Ok(Self::Directory(path.to_owned()));
-        }
+    /// The source `path` names; pulled bundles are kept under `cache_dir`;
+    /// `entra` reaches Azure Container Registries.
+    pub fn open(
+        path: &Path,
+        cache_dir: Option<&Path>,
+        entra: Option<CredentialKind>,
+    ) -> Result<Self> {
         if path.extension().is_none_or(|extension| extension != "toml") {
-            bail!(
-                "--plugins {}: not a directory of bundles nor a bundle list (a .toml file)",
-                path.display()
-            );
+            if path.is_file() {
+                bail!(
+                    "--plugins {}: not a directory of bundles nor a bundle list (a .toml file)",
+                    path.display()
+                );
+            }
+            // A missing directory is reported by the loader.
+            return Ok(Self::Directory(path.to_owned()));
         }
         let list = BundleList::read(path)?;
         let cache_dir = cache_dir
@@ -68,7 +77,7 @@ impl PluginSource {
             .or_else(default_cache_dir)
             .context("no cache directory for pulled bundles: give --cache-dir DIR")?;
         let store = BundleStore::new(cache_dir.join("bundles"));
-        let credentials = Credentials::default().with_docker_config()?;
+        let credentials = registry_credentials(entra)?;
         Ok(Self::List(Arc::new(ListResolver::new(
             list,
             store,

@@ -8,9 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use flowcraft_oci::{
-    BundleStore, ComponentInterfaces, Credentials, OciError, Origin, Reference, Registry,
-};
+use flowcraft_azure::credential::CredentialKind;
+use flowcraft_oci::{BundleStore, ComponentInterfaces, OciError, Origin, Reference, Registry};
 use flowcraft_plugins::{BundleInfo, bundle_world, check_bundle, default_cache_dir};
 use serde::Serialize;
 
@@ -20,6 +19,7 @@ const PASSWORD_VARIABLE: &str = "FLOWCRAFT_REGISTRY_PASSWORD";
 
 use crate::PluginArgs;
 use crate::plugin_source::PluginSource;
+use crate::registry_auth::registry_credentials;
 use crate::setup::plugin_config;
 
 #[derive(Subcommand)]
@@ -71,18 +71,27 @@ struct ListedBundle {
 /// How to reach a registry. Loopback registries are reached over plain HTTP,
 /// others over HTTPS; credentials come from FLOWCRAFT_REGISTRY_USERNAME and
 /// FLOWCRAFT_REGISTRY_PASSWORD, else from Docker's config.json ($DOCKER_CONFIG
-/// or ~/.docker), else none.
+/// or ~/.docker), else for an Azure Container Registry from
+/// --registry-credential, else none.
 #[derive(clap::Args)]
 pub struct RegistryArgs {
     /// Use plain HTTP for a registry that is not on this machine.
     #[arg(long)]
     insecure: bool,
+    /// Entra ID credential for an Azure Container Registry without a login in Docker's
+    /// config.json; the identity needs AcrPull to pull and AcrPush to push.
+    #[arg(long, value_name = "KIND", env = "FLOWCRAFT_REGISTRY_CREDENTIAL", value_parser = crate::config::credential_parser())]
+    registry_credential: Option<CredentialKind>,
 }
 
 pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
     match command {
         PluginsCommand::List { plugins, json } => {
-            let source = PluginSource::open(plugins.dir()?, plugins.cache_dir.as_deref())?;
+            let source = PluginSource::open(
+                plugins.dir()?,
+                plugins.cache_dir.as_deref(),
+                plugins.registry_credential,
+            )?;
             let config = plugin_config(plugins.cache_dir.clone(), Default::default(), None);
             let loaded = source.load(config).await?;
             let bundles: Vec<ListedBundle> = loaded
@@ -211,7 +220,7 @@ fn parse_reference(text: &str) -> Result<Reference> {
 /// A client of the registry `reference` lives in, with the credentials
 /// the environment gives for it.
 fn registry(reference: &Reference, args: &RegistryArgs) -> Result<Registry> {
-    let mut credentials = Credentials::default().with_docker_config()?;
+    let mut credentials = registry_credentials(args.registry_credential)?;
     if let (Ok(username), Ok(password)) = (
         std::env::var(USERNAME_VARIABLE),
         std::env::var(PASSWORD_VARIABLE),

@@ -73,7 +73,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             args.listen
         );
     }
-    let (plugins, blueprints) = plugins_and_blueprints(&args.worker, &file.worker, file.grants)?;
+    let (plugins, blueprints) = plugins_and_blueprints(&args.worker, &file)?;
     let azure = args.worker.azure.resolve(&file.azure)?;
     let mixed_fleet =
         azure.is_some() && (args.worker.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false));

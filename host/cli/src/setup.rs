@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use flowcraft_azure::credential::CredentialKind;
 use flowcraft_core::blueprint::Blueprint;
 use flowcraft_core::engine::EngineSettings;
 use flowcraft_core::expression::EvaluatorMode;
@@ -17,6 +18,7 @@ use flowcraft_core::runner::NodeRunner;
 use flowcraft_core::validate::{Catalog, validate};
 use flowcraft_plugins::{Grants, PluginConfig, PluginHost};
 
+use crate::PluginArgs;
 use crate::inputs::read_blueprint_dir;
 use crate::plugin_source::{BundleUpdates, PluginSource};
 use flowcraft_core::telemetry::TRACE_TARGET;
@@ -27,16 +29,20 @@ use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Loads the bundles `plugins` names (a directory or a bundle list) with the
+/// Loads the bundles `--plugins` names (a directory or a bundle list) with the
 /// given capability grants; `calls` is how many node calls may run at once
 /// (default: the plugin runtime's own).
 pub async fn load_plugins(
-    plugins: &Path,
-    cache_dir: Option<PathBuf>,
+    plugins: &PluginArgs,
     grants: BTreeMap<String, Grants>,
     calls: Option<usize>,
 ) -> Result<PluginHost> {
-    let source = PluginSource::open(plugins, cache_dir.as_deref())?;
+    let cache_dir = plugins.cache_dir.clone();
+    let source = PluginSource::open(
+        plugins.dir()?,
+        cache_dir.as_deref(),
+        plugins.registry_credential,
+    )?;
     Ok(source
         .load(plugin_config(cache_dir, grants, calls))
         .await?
@@ -194,6 +200,8 @@ pub struct WorkerPlugins {
     pub cache_dir: Option<PathBuf>,
     /// `--plugins-poll`.
     pub poll: Duration,
+    /// The Entra ID credential for Azure Container Registries.
+    pub entra: Option<CredentialKind>,
     pub grants: BTreeMap<String, Grants>,
 }
 
@@ -205,7 +213,8 @@ impl WorkerRuntime {
         blueprints: &Path,
         concurrency: usize,
     ) -> Result<Self> {
-        let source = PluginSource::open(&plugins.source, plugins.cache_dir.as_deref())?;
+        let source =
+            PluginSource::open(&plugins.source, plugins.cache_dir.as_deref(), plugins.entra)?;
         let config = plugin_config(plugins.cache_dir, plugins.grants, Some(concurrency));
         let loaded = source.load(config).await?;
         let updates = source.follow(&loaded, plugins.poll)?;

@@ -3,7 +3,6 @@
 //! [`flowcraft_worker`] run until SIGINT or SIGTERM (then it stops
 //! receiving, lets running jobs finish and exits 0).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use flowcraft_plugins::Grants;
 use flowcraft_telemetry::Metrics;
 use flowcraft_worker::WorkerSettings;
 use tracing::info;
@@ -38,6 +36,10 @@ pub struct WorkerArgs {
     /// directory, $XDG_CACHE_HOME or ~/.cache].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Entra ID credential for Azure Container Registries a bundle list names (without a login
+    /// in Docker's config.json); the identity needs AcrPull [default: --azure-credential].
+    #[arg(long, value_name = "KIND", env = "FLOWCRAFT_REGISTRY_CREDENTIAL", value_parser = crate::config::credential_parser())]
+    pub registry_credential: Option<flowcraft_azure::credential::CredentialKind>,
     /// Directory of blueprints (*.json) this worker runs.
     #[arg(long, value_name = "DIR", env = "FLOWCRAFT_BLUEPRINTS")]
     pub blueprints: Option<PathBuf>,
@@ -89,7 +91,7 @@ pub async fn serve(args: WorkerArgs) -> Result<ExitCode> {
             "no Azure settings: set AZURE_STORAGE_CONNECTION_STRING, COSMOS_DB_CONNECTION_STRING and REDIS_URL (or --config) to run a worker; to run one workflow locally use `flowcraft-host run`"
         );
     };
-    let (plugins, blueprints) = plugins_and_blueprints(&args, &file.worker, file.grants.clone())?;
+    let (plugins, blueprints) = plugins_and_blueprints(&args, &file)?;
     let mixed_fleet = args.mixed_fleet || file.worker.mixed_fleet.unwrap_or(false);
     let tunables = worker_settings(&args, &file.worker, mixed_fleet);
     let (engine, _updates) = distributed::worker_engine(
@@ -220,32 +222,35 @@ pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()>> {
 }
 
 /// Where the bundles come from (`--plugins`, `--cache-dir`, `--plugins-poll`,
-/// with the grants of `--config`) and the blueprint directory, from flags or
-/// the configuration file.
+/// `--registry-credential`, with the grants of `--config`) and the blueprint
+/// directory, from flags or the configuration file.
 pub fn plugins_and_blueprints(
     args: &WorkerArgs,
-    file: &WorkerFile,
-    grants: BTreeMap<String, Grants>,
+    file: &ConfigFile,
 ) -> Result<(WorkerPlugins, PathBuf)> {
     let source = args
         .plugins
         .clone()
-        .or(file.plugins.clone())
+        .or(file.worker.plugins.clone())
         .context("--plugins DIR|LIST is required (or worker.plugins in --config)")?;
     let blueprints = args
         .blueprints
         .clone()
-        .or(file.blueprints.clone())
+        .or(file.worker.blueprints.clone())
         .context("--blueprints DIR is required (or worker.blueprints in --config)")?;
     let poll = args
         .plugins_poll
-        .or(file.plugins_poll_seconds)
+        .or(file.worker.plugins_poll_seconds)
         .map_or(DEFAULT_PLUGINS_POLL, Duration::from_secs);
     let plugins = WorkerPlugins {
         source,
-        cache_dir: args.cache_dir.clone().or(file.cache_dir.clone()),
+        cache_dir: args.cache_dir.clone().or(file.worker.cache_dir.clone()),
         poll,
-        grants,
+        entra: match args.registry_credential {
+            Some(kind) => Some(kind),
+            None => args.azure.credential_kind(&file.azure)?,
+        },
+        grants: file.grants.clone(),
     };
     Ok((plugins, blueprints))
 }

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
+use crate::acr::{AcrTokens, EntraTokens, is_acr};
 use crate::error::OciError;
 
 /// The variable naming the directory of Docker's `config.json`.
@@ -22,13 +24,17 @@ struct Login {
     password: String,
 }
 
-/// Credentials per registry host; a host without any is accessed anonymously.
+/// Credentials per registry host; a host without any is accessed
+/// anonymously, except an Azure Container Registry when Entra ID tokens are
+/// given.
 #[derive(Clone, Default)]
 pub struct Credentials {
     /// Given explicitly; these win over the credential file.
     explicit: BTreeMap<String, Login>,
     /// From the Docker credential file, by host.
     docker: BTreeMap<String, Login>,
+    /// Entra ID tokens for Azure Container Registry hosts without a login.
+    entra: Option<Arc<dyn EntraTokens>>,
 }
 
 /// The parts of Docker's `config.json` that hold credentials inline.
@@ -91,12 +97,41 @@ impl Credentials {
         Ok(self)
     }
 
-    /// How to authenticate to `registry`.
+    /// Reaches Azure Container Registry hosts without a login with the
+    /// Entra ID tokens of `tokens` (see [`AcrTokens`]).
+    pub fn with_entra(mut self, tokens: Arc<dyn EntraTokens>) -> Self {
+        self.entra = Some(tokens);
+        self
+    }
+
+    /// The login for `registry`: `Basic` from a login, else `Anonymous`.
     pub fn for_registry(&self, registry: &str) -> RegistryAuth {
         let host = host_of(registry);
         match self.explicit.get(&host).or_else(|| self.docker.get(&host)) {
             Some(login) => RegistryAuth::Basic(login.username.clone(), login.password.clone()),
             None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// How to authenticate for `actions` (`pull` or `pull,push`) on
+    /// `repository` of `registry`: a login if there is one, else a
+    /// repository token for an Azure Container Registry when Entra ID
+    /// tokens are given, else anonymously.
+    pub async fn auth(
+        &self,
+        registry: &str,
+        repository: &str,
+        actions: &str,
+    ) -> Result<RegistryAuth, OciError> {
+        let login = self.for_registry(registry);
+        match (&login, &self.entra) {
+            (RegistryAuth::Anonymous, Some(entra)) if is_acr(registry) => {
+                let tokens = AcrTokens::new(registry, Arc::clone(entra));
+                Ok(RegistryAuth::Bearer(
+                    tokens.access_token(repository, actions).await?,
+                ))
+            }
+            _ => Ok(login),
         }
     }
 }

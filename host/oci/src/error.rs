@@ -41,6 +41,12 @@ pub enum OciError {
         expected: String,
         actual: String,
     },
+    #[error("Azure Container Registry {registry}: {step}: {detail}")]
+    Acr {
+        registry: String,
+        step: &'static str,
+        detail: String,
+    },
     #[error("bundle list {path}: {detail}")]
     BundleList { path: PathBuf, detail: String },
     #[error("Docker credential file {path}: {detail}")]

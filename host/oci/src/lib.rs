@@ -12,8 +12,10 @@
 //!   digest reference to its manifest and component digests, fetch the
 //!   component (verified against its digest). Loopback registries are
 //!   reached over plain HTTP, others over HTTPS unless marked insecure.
-//! - [`Credentials`]: anonymous, a username and password, or the Docker
-//!   credential file (`config.json`), chosen per registry host.
+//! - [`Credentials`]: anonymous, a username and password, the Docker
+//!   credential file (`config.json`), chosen per registry host, or for Azure
+//!   Container Registry an Entra ID token exchanged for a repository token
+//!   ([`AcrTokens`]).
 //! - [`BundleStore`]: the content-addressed directory of pulled components,
 //!   `<root>/sha256/<hex>.wasm`, written atomically and checked on write.
 //! - [`BundleList`] and [`ListResolver`]: the TOML list of bundles a worker
@@ -24,6 +26,7 @@
 //! artifact format, the checks a pulled artifact must pass and error messages
 //! that say what to do.
 
+mod acr;
 mod artifact;
 mod bundle_list;
 mod credentials;
@@ -32,6 +35,7 @@ mod error;
 mod registry;
 mod store;
 
+pub use acr::{ACR_SCOPE, AcrTokens, EntraTokens, is_acr};
 pub use artifact::{
     ARCHITECTURE, CONFIG_MEDIA_TYPE, ComponentInterfaces, LAYER_MEDIA_TYPE, OS, WasmConfig,
 };

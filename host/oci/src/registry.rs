@@ -39,7 +39,7 @@ pub struct Resolved {
 pub struct Registry {
     host: String,
     client: Client,
-    auth: RegistryAuth,
+    credentials: Credentials,
 }
 
 impl Registry {
@@ -57,8 +57,18 @@ impl Registry {
             protocol,
             ..ClientConfig::default()
         });
-        let auth = credentials.for_registry(&host);
-        Self { host, client, auth }
+        Self {
+            host,
+            client,
+            credentials: credentials.clone(),
+        }
+    }
+
+    /// How to authenticate for `actions` on `reference`'s repository.
+    async fn auth(&self, reference: &Reference, actions: &str) -> Result<RegistryAuth, OciError> {
+        self.credentials
+            .auth(&self.host, reference.repository(), actions)
+            .await
     }
 
     /// Publishes `component` at `reference` as a WebAssembly artifact, with
@@ -84,15 +94,16 @@ impl Registry {
         )];
         let mut manifest = OciImageManifest::build(&layers, &config, Some(annotations));
         manifest.media_type = Some(OCI_IMAGE_MEDIA_TYPE.to_owned());
+        let auth = self.auth(reference, "pull,push").await?;
         self.client
-            .push(reference, &layers, config, &self.auth, Some(manifest))
+            .push(reference, &layers, config, &auth, Some(manifest))
             .await
             .map_err(|error| self.classify(reference, "push", error))?;
         // The manifest's digest is that of the bytes the registry keeps,
         // which it answers for the reference just written.
         let manifest = self
             .client
-            .fetch_manifest_digest(reference, &self.auth)
+            .fetch_manifest_digest(reference, &auth)
             .await
             .map_err(|error| self.classify(reference, "push", error))?;
         Ok(Published {
@@ -103,9 +114,10 @@ impl Registry {
 
     /// The manifest `reference` names now, checked to be a bundle.
     pub async fn resolve(&self, reference: &Reference) -> Result<Resolved, OciError> {
+        let auth = self.auth(reference, "pull").await?;
         let (manifest, digest) = self
             .client
-            .pull_image_manifest(reference, &self.auth)
+            .pull_image_manifest(reference, &auth)
             .await
             .map_err(|error| self.classify(reference, "pull", error))?;
         let layer = component_layer(&reference.whole(), &manifest)?;
@@ -128,6 +140,10 @@ impl Registry {
             digest: component.to_string(),
             ..OciDescriptor::default()
         };
+        let auth = self.auth(reference, "pull").await?;
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &auth)
+            .await;
         let mut bytes = Vec::new();
         self.client
             .pull_blob(reference, &layer, &mut bytes)

@@ -166,6 +166,9 @@ async fn a_registry_with_logins_refuses_strangers_and_takes_a_docker_login() {
         registry.resolve(&tagged).await.unwrap().manifest,
         published.manifest
     );
+    let fresh = Registry::for_reference(&tagged, &credentials, false);
+    let fetched = fresh.fetch(&tagged, &published.component).await.unwrap();
+    assert_eq!(fetched, b"\0asm", "a fetch by digest alone logs in too");
 }
 
 #[tokio::test]
