@@ -4,6 +4,7 @@
 //! is the digest of its bytes, so a file found is the bundle asked for.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
 use crate::error::OciError;
@@ -56,8 +57,12 @@ impl BundleStore {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|source| store_error(dir, source))?;
+        // A name of this write's own: writers of the same file (two fetches
+        // of one bundle) each rename a whole file into place.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, Ordering::Relaxed);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let temporary = dir.join(format!(".{name}.{}.partial", std::process::id()));
+        let temporary = dir.join(format!(".{name}.{}-{write}.partial", std::process::id()));
         tokio::fs::write(&temporary, bytes)
             .await
             .map_err(|source| store_error(&temporary, source))?;
@@ -89,5 +94,17 @@ mod tests {
         assert_eq!(store.get(&Digest::of(b"other")), None);
         let again = store.put(b"component").await.unwrap();
         assert_eq!(again, (digest, path));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_of_one_component_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::new(dir.path());
+        let component = vec![7u8; 4 << 20];
+        let put = || store.put(&component);
+        let written = tokio::join!(put(), put(), put(), put());
+        for result in [written.0, written.1, written.2, written.3] {
+            assert_eq!(result.unwrap().0, Digest::of(&component));
+        }
     }
 }

@@ -52,6 +52,9 @@ pub trait BundleFetcher: Send + Sync + 'static {
 pub(crate) struct Inner {
     config: PluginConfig,
     fetcher: OnceLock<Arc<dyn BundleFetcher>>,
+    /// Held while a pinned bundle is fetched: the jobs of many pinned runs
+    /// wait for one fetch instead of each making its own.
+    fetching: Mutex<()>,
     runtime: Arc<Runtime>,
     registry: ArcSwap<Snapshot>,
     /// The directory as last scanned; held while a reload runs.
@@ -166,6 +169,7 @@ impl PluginHost {
                 config,
                 runtime,
                 fetcher: OnceLock::new(),
+                fetching: Mutex::new(()),
                 registry: ArcSwap::default(),
                 dir: Mutex::new(dir),
                 generation: channel::Sender::new(0),
@@ -263,6 +267,10 @@ impl NodeRunner for PluginHost {
                  put it back into the plugins directory, or start a new run"
             ));
         };
+        let _one_fetch = self.inner.fetching.lock().await;
+        if self.inner.registry.load().registry.holds(pin) {
+            return Ok(());
+        }
         let path = fetcher
             .fetch(pin)
             .await?

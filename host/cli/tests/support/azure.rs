@@ -28,6 +28,11 @@ impl Workers {
         }
     }
 
+    /// Worker processes started by the caller.
+    pub fn from_children(children: Vec<Child>) -> Self {
+        Self(std::sync::Mutex::new(children))
+    }
+
     pub fn spawn(count: usize, config: &AzureConfig, blueprints: &std::path::Path) -> Self {
         Self::spawn_with(count, config, blueprints, &["--concurrency", "8"])
     }
@@ -61,7 +66,7 @@ impl Workers {
                     .expect("a worker starts")
             })
             .collect();
-        Self(std::sync::Mutex::new(children))
+        Self::from_children(children)
     }
 }
 
