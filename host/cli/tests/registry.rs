@@ -29,6 +29,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_owned()
 }
 
+/// Pushes the test bundle `file` (of `dist/testkit`) to `tagged` with the
+/// CLI; answers the bundle's digest.
+fn push_testkit(file: &str, tagged: &str, dir: &Path) -> String {
+    let bundle = support::dist().join("testkit").join(file);
+    let pushed = flowcraft(&["plugins", "push", bundle.to_str().unwrap(), tagged], dir);
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    flowcraft_oci::Digest::of(&std::fs::read(bundle).unwrap()).to_string()
+}
+
 #[test]
 fn a_pushed_bundle_is_pulled_into_the_cache_by_tag_and_by_digest() {
     let local = LocalRegistry::anonymous();
@@ -157,7 +166,8 @@ fn a_registry_with_logins_takes_the_login_from_the_environment() {
 
 /// `serve` on SQLite (its data in `dir/data`) with the bundle list `list`,
 /// pulled bundles in `dir/<cache>`, the blueprints of `dir/blueprints`, on
-/// `port`, plus `extra` flags; killed when dropped.
+/// `port`, plus `extra` flags, its log in `dir/serve-<port>.log`; killed
+/// when dropped.
 fn serve_list(list: &Path, dir: &Path, cache: &str, port: u16, extra: &[&str]) -> support::Killed {
     let blueprints = dir.join("blueprints");
     std::fs::create_dir_all(&blueprints).unwrap();
@@ -177,6 +187,7 @@ fn serve_list(list: &Path, dir: &Path, cache: &str, port: u16, extra: &[&str]) -
         .env_remove("AZURE_STORAGE_CONNECTION_STRING")
         .env_remove("COSMOS_DB_CONNECTION_STRING")
         .env_remove("REDIS_URL")
+        .stderr(std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap())
         .spawn()
         .expect("serve starts");
     support::Killed(child)
@@ -211,22 +222,8 @@ async fn served_bundles(port: u16) -> Option<Vec<(String, String, String)>> {
 async fn serve_with_a_bundle_list_swaps_in_the_bundle_a_tag_moves_to() {
     let local = LocalRegistry::anonymous();
     let dir = tempfile::tempdir().unwrap();
-    let testkit = support::dist().join("testkit");
     let tagged = format!("{}/nodes/greeter:stable", local.host());
-    let push = |file: &str| {
-        let pushed = flowcraft(
-            &[
-                "plugins",
-                "push",
-                testkit.join(file).to_str().unwrap(),
-                &tagged,
-            ],
-            dir.path(),
-        );
-        assert!(pushed.status.success(), "{}", text(&pushed.stderr));
-        flowcraft_oci::Digest::of(&std::fs::read(testkit.join(file)).unwrap()).to_string()
-    };
-    let first = push("greeter-v1.wasm");
+    let first = push_testkit("greeter-v1.wasm", &tagged, dir.path());
     let list = dir.path().join("bundles.toml");
     std::fs::write(&list, format!("[[bundles]]\nreference = \"{tagged}\"\n")).unwrap();
 
@@ -236,7 +233,7 @@ async fn serve_with_a_bundle_list_swaps_in_the_bundle_a_tag_moves_to() {
     let served = support::eventually("serve to answer", limit, || served_bundles(port)).await;
     assert_eq!(served, vec![("greeter".into(), "1.0.0".into(), first)]);
 
-    let second = push("greeter-v2.wasm");
+    let second = push_testkit("greeter-v2.wasm", &tagged, dir.path());
     let swapped = support::eventually("the moved tag's bundle to serve", limit, || async {
         let served = served_bundles(port).await?;
         served
@@ -245,7 +242,31 @@ async fn serve_with_a_bundle_list_swaps_in_the_bundle_a_tag_moves_to() {
             .then_some(served)
     })
     .await;
-    assert_eq!(swapped, vec![("greeter".into(), "2.0.0".into(), second)]);
+    assert_eq!(
+        swapped,
+        vec![("greeter".into(), "2.0.0".into(), second.clone())]
+    );
+
+    // A tag moved to something that is no bundle (a core module, pushed by a
+    // tool that does not check): refused, and greeter 2 keeps serving.
+    let reference: flowcraft_oci::Reference = tagged.parse().unwrap();
+    flowcraft_oci::Registry::for_reference(&reference, &Default::default(), false)
+        .push(
+            &reference,
+            b"\0asm\x01\0\0\0".to_vec(),
+            None,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let log = dir.path().join(format!("serve-{port}.log"));
+    support::eventually("serve to refuse the broken bundle", limit, || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("does not load").then_some(())
+    })
+    .await;
+    let served = served_bundles(port).await.unwrap();
+    assert_eq!(served, vec![("greeter".into(), "2.0.0".into(), second)]);
 }
 
 /// A blueprint whose `hello` node (a greeter's) runs after a `wait`: a run
@@ -292,22 +313,8 @@ async fn start_awaiting(port: u16, run: &str) {
 /// the registry and greeter 1.0.0's digest.
 async fn run_pinned_to_a_moved_tag(dir: &Path, run: &str) -> (LocalRegistry, String) {
     let local = LocalRegistry::anonymous();
-    let testkit = support::dist().join("testkit");
     let tagged = format!("{}/nodes/greeter:stable", local.host());
-    let push = |file: &str| {
-        let pushed = flowcraft(
-            &[
-                "plugins",
-                "push",
-                testkit.join(file).to_str().unwrap(),
-                &tagged,
-            ],
-            dir,
-        );
-        assert!(pushed.status.success(), "{}", text(&pushed.stderr));
-        flowcraft_oci::Digest::of(&std::fs::read(testkit.join(file)).unwrap()).to_string()
-    };
-    let first = push("greeter-v1.wasm");
+    let first = push_testkit("greeter-v1.wasm", &tagged, dir);
     let list = dir.join("bundles.toml");
     std::fs::write(&list, format!("[[bundles]]\nreference = \"{tagged}\"\n")).unwrap();
     std::fs::create_dir_all(dir.join("blueprints")).unwrap();
@@ -317,7 +324,7 @@ async fn run_pinned_to_a_moved_tag(dir: &Path, run: &str) -> (LocalRegistry, Str
         let _first_serve = serve_list(&list, dir, "cache-1", port, &[]);
         start_awaiting(port, run).await;
     }
-    push("greeter-v2.wasm");
+    push_testkit("greeter-v2.wasm", &tagged, dir);
     (local, first)
 }
 
