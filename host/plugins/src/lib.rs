@@ -49,7 +49,12 @@
 //! - **pinning**: [`NodeRunner::pin`](flowcraft_core::runner::NodeRunner::pin)
 //!   records a bundle digest per `uses` key when a run starts, honouring the
 //!   blueprint's `metadata.plugins` bindings (bundle name → version, version
-//!   requirement or `sha256:` digest).
+//!   requirement or `sha256:` digest); a run pinned to a bundle the host does
+//!   not hold gets it from the [`BundleFetcher`] set with
+//!   [`PluginHost::set_fetcher`] before its node runs;
+//! - **bundle files without a directory**: [`PluginHost::load_files`] and
+//!   [`PluginHost::replace_files`] serve files named one by one (a bundle
+//!   list resolved to files by its owner), hot-swapped like a directory's.
 //!
 //! ```no_run
 //! use flowcraft_core::runner::NodeRunner;
