@@ -5,8 +5,10 @@
 //! every `--plugins-poll` seconds (file systems such as network mounts send
 //! no events); a list's references are resolved again at the same interval,
 //! and a changed digest is pulled, compiled off the job path and swapped in.
-//! A job of a run pinned to a bundle the host does not hold fetches it by
-//! digest from the list's store and repositories.
+//! Every bundle loaded is kept by digest in `bundles/` of the cache
+//! directory; a job of a run pinned to a bundle the host does not hold
+//! fetches it by digest from there, and for a list also from the list's
+//! repositories.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -26,9 +28,11 @@ use crate::registry_auth::registry_credentials;
 /// How often `--plugins` is checked for changes nothing announces.
 pub const DEFAULT_PLUGINS_POLL: Duration = Duration::from_secs(30);
 
-/// A directory of bundles, or a bundle list with its resolver.
+/// A directory of bundles (with the store its bundles are kept in by
+/// digest, when there is a cache directory), or a bundle list with its
+/// resolver.
 pub enum PluginSource {
-    Directory(PathBuf),
+    Directory(PathBuf, Option<BundleStore>),
     List(Arc<ListResolver>),
 }
 
@@ -44,12 +48,14 @@ pub struct LoadedPlugins {
 /// Keeps a host's bundles current until dropped.
 pub struct BundleUpdates {
     _watch: Option<WatchGuard>,
-    poll: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for BundleUpdates {
     fn drop(&mut self) {
-        self.poll.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -61,6 +67,10 @@ impl PluginSource {
         cache_dir: Option<&Path>,
         entra: Option<CredentialKind>,
     ) -> Result<Self> {
+        let store = cache_dir
+            .map(Path::to_owned)
+            .or_else(default_cache_dir)
+            .map(|cache_dir| BundleStore::new(cache_dir.join("bundles")));
         if path.extension().is_none_or(|extension| extension != "toml") {
             if path.is_file() {
                 bail!(
@@ -69,14 +79,10 @@ impl PluginSource {
                 );
             }
             // A missing directory is reported by the loader.
-            return Ok(Self::Directory(path.to_owned()));
+            return Ok(Self::Directory(path.to_owned(), store));
         }
         let list = BundleList::read(path)?;
-        let cache_dir = cache_dir
-            .map(Path::to_owned)
-            .or_else(default_cache_dir)
-            .context("no cache directory for pulled bundles: give --cache-dir DIR")?;
-        let store = BundleStore::new(cache_dir.join("bundles"));
+        let store = store.context("no cache directory for pulled bundles: give --cache-dir DIR")?;
         let credentials = registry_credentials(entra)?;
         Ok(Self::List(Arc::new(ListResolver::new(
             list,
@@ -89,11 +95,15 @@ impl PluginSource {
     /// set here: the directory, or the list's own directory).
     pub async fn load(&self, mut config: PluginConfig) -> Result<LoadedPlugins> {
         match self {
-            Self::Directory(dir) => {
+            Self::Directory(dir, store) => {
                 config.plugins_dir = dir.clone();
                 let host = PluginHost::load(config)
                     .await
                     .with_context(|| format!("cannot load plugins from {}", dir.display()))?;
+                if let Some(store) = store {
+                    keep_loaded(&host, store).await;
+                    host.set_fetcher(Arc::new(StoreFetcher(store.clone())));
+                }
                 Ok(LoadedPlugins {
                     host,
                     origins: BTreeMap::new(),
@@ -126,13 +136,17 @@ impl PluginSource {
     pub fn follow(&self, loaded: &LoadedPlugins, poll: Duration) -> Result<BundleUpdates> {
         let host = &loaded.host;
         match self {
-            Self::Directory(dir) => {
+            Self::Directory(dir, store) => {
                 let watch = host.watch().with_context(|| {
                     format!("cannot watch {} for bundle changes", dir.display())
                 })?;
+                let mut tasks = vec![tokio::spawn(rescan_every(host.clone(), poll))];
+                if let Some(store) = store {
+                    tasks.push(tokio::spawn(keep_every_reload(host.clone(), store.clone())));
+                }
                 Ok(BundleUpdates {
                     _watch: Some(watch),
-                    poll: tokio::spawn(rescan_every(host.clone(), poll)),
+                    tasks,
                 })
             }
             Self::List(resolver) => {
@@ -144,10 +158,61 @@ impl PluginSource {
                 };
                 Ok(BundleUpdates {
                     _watch: None,
-                    poll: tokio::spawn(following.resolve_every(poll)),
+                    tasks: vec![tokio::spawn(following.resolve_every(poll))],
                 })
             }
         }
+    }
+}
+
+/// Keeps a copy of every bundle `host` serves in `store`, by digest: a run
+/// pinned to a bundle whose file is later replaced finds it there, also
+/// after a restart. A copy that cannot be made is logged.
+async fn keep_loaded(host: &PluginHost, store: &BundleStore) {
+    for bundle in host.bundles() {
+        let kept = bundle
+            .digest
+            .parse()
+            .is_ok_and(|digest| store.get(&digest).is_some());
+        if kept {
+            continue;
+        }
+        let copied = match tokio::fs::read(&bundle.path).await {
+            Ok(component) => store
+                .put(&component)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = copied {
+            tracing::warn!(bundle = %bundle.name, path = %bundle.path.display(), %error,
+                "cannot keep a copy of the bundle for runs pinned to it");
+        }
+    }
+}
+
+async fn keep_every_reload(host: PluginHost, store: BundleStore) {
+    let mut reloads = host.reloads();
+    while reloads.changed().await.is_ok() {
+        keep_loaded(&host, &store).await;
+    }
+}
+
+/// Finds pinned bundles in the store a directory's bundles are kept in.
+struct StoreFetcher(BundleStore);
+
+impl BundleFetcher for StoreFetcher {
+    fn fetch<'a>(
+        &'a self,
+        digest: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<PathBuf>, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let digest = digest
+                .parse()
+                .map_err(|error: flowcraft_oci::OciError| error.to_string())?;
+            Ok(self.0.get(&digest))
+        })
     }
 }
 

@@ -409,3 +409,40 @@ async fn a_job_whose_pinned_bundle_is_nowhere_is_returned_then_dead_lettered_nam
         "the node did not fail: {status}"
     );
 }
+
+#[tokio::test]
+async fn a_run_pinned_to_a_bundle_replaced_in_its_directory_finishes_on_it_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let testkit = support::dist().join("testkit");
+    let nodes = dir.join("nodes");
+    std::fs::create_dir(&nodes).unwrap();
+    std::fs::copy(testkit.join("greeter-v1.wasm"), nodes.join("greeter.wasm")).unwrap();
+    std::fs::create_dir_all(dir.join("blueprints")).unwrap();
+    std::fs::write(dir.join("blueprints/pinned.json"), PINNED_BLUEPRINT).unwrap();
+    let port = support::free_port();
+    {
+        let _first_serve = serve_list(&nodes, dir, "cache", port, &[]);
+        start_awaiting(port, "kept").await;
+    }
+    std::fs::copy(testkit.join("greeter-v2.wasm"), nodes.join("greeter.wasm")).unwrap();
+
+    let port = support::free_port();
+    let _second_serve = serve_list(&nodes, dir, "cache", port, &[]);
+    let limit = Duration::from_secs(120);
+    let served = support::eventually("serve to answer", limit, || served_bundles(port)).await;
+    assert_eq!(served[0].1, "2.0.0", "only greeter 2 is in the directory");
+    api(
+        port,
+        reqwest::Method::POST,
+        "runs/kept/resume",
+        Some(json!({})),
+    )
+    .await;
+    let ended = api(port, reqwest::Method::GET, "runs/kept?wait=30", None).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert!(
+        ended.to_string().contains("hello from greeter v1"),
+        "{ended}"
+    );
+}
