@@ -328,6 +328,20 @@ async fn run_pinned_to_a_moved_tag(dir: &Path, run: &str) -> (LocalRegistry, Str
     (local, first)
 }
 
+/// Resumes run `run` on a serve on `port` and checks that it completes with
+/// greeter 1's answer.
+async fn resume_and_expect_greeter_1(port: u16, run: &str) {
+    let resume = format!("runs/{run}/resume");
+    api(port, reqwest::Method::POST, &resume, Some(json!({}))).await;
+    let read = format!("runs/{run}?wait=30");
+    let ended = api(port, reqwest::Method::GET, &read, None).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert!(
+        ended.to_string().contains("hello from greeter v1"),
+        "{ended}"
+    );
+}
+
 #[tokio::test]
 async fn a_run_pinned_to_a_replaced_bundle_finishes_on_it_after_a_restart_without_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,19 +359,7 @@ async fn a_run_pinned_to_a_replaced_bundle_finishes_on_it_after_a_restart_withou
         "only greeter 2 is listed"
     );
 
-    api(
-        port,
-        reqwest::Method::POST,
-        "runs/kept/resume",
-        Some(json!({})),
-    )
-    .await;
-    let ended = api(port, reqwest::Method::GET, "runs/kept?wait=30", None).await;
-    assert_eq!(ended["status"], "completed", "{ended}");
-    assert!(
-        ended.to_string().contains("hello from greeter v1"),
-        "{ended}"
-    );
+    resume_and_expect_greeter_1(port, "kept").await;
 }
 
 #[tokio::test]
@@ -432,17 +434,5 @@ async fn a_run_pinned_to_a_bundle_replaced_in_its_directory_finishes_on_it_after
     let limit = Duration::from_secs(120);
     let served = support::eventually("serve to answer", limit, || served_bundles(port)).await;
     assert_eq!(served[0].1, "2.0.0", "only greeter 2 is in the directory");
-    api(
-        port,
-        reqwest::Method::POST,
-        "runs/kept/resume",
-        Some(json!({})),
-    )
-    .await;
-    let ended = api(port, reqwest::Method::GET, "runs/kept?wait=30", None).await;
-    assert_eq!(ended["status"], "completed", "{ended}");
-    assert!(
-        ended.to_string().contains("hello from greeter v1"),
-        "{ended}"
-    );
+    resume_and_expect_greeter_1(port, "kept").await;
 }
