@@ -102,7 +102,7 @@ impl PluginSource {
                     .with_context(|| format!("cannot load plugins from {}", dir.display()))?;
                 if let Some(store) = store {
                     keep_loaded(&host, store).await;
-                    host.set_fetcher(Arc::new(StoreFetcher(store.clone())));
+                    host.set_fetcher(Arc::new(PinnedSource::Store(store.clone())));
                 }
                 Ok(LoadedPlugins {
                     host,
@@ -117,7 +117,7 @@ impl PluginSource {
                 let host = PluginHost::load_files(config, files(&resolved))
                     .await
                     .with_context(|| format!("cannot load the bundles of {}", list.display()))?;
-                host.set_fetcher(Arc::new(ListFetcher(Arc::clone(resolver))));
+                host.set_fetcher(Arc::new(PinnedSource::List(Arc::clone(resolver))));
                 let listed = files(&resolved);
                 let origins = resolved
                     .into_iter()
@@ -199,36 +199,25 @@ async fn keep_every_reload(host: PluginHost, store: BundleStore) {
     }
 }
 
-/// Finds pinned bundles in the store a directory's bundles are kept in.
-struct StoreFetcher(BundleStore);
-
-impl BundleFetcher for StoreFetcher {
-    fn fetch<'a>(
-        &'a self,
-        digest: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<PathBuf>, String>> + Send + 'a>> {
-        Box::pin(async move {
-            let digest = digest
-                .parse()
-                .map_err(|error: flowcraft_oci::OciError| error.to_string())?;
-            Ok(self.0.get(&digest))
-        })
-    }
+/// Where a host finds the bundles runs are pinned to: the store a
+/// directory's bundles are kept in, or a bundle list's store and
+/// repositories.
+enum PinnedSource {
+    Store(BundleStore),
+    List(Arc<ListResolver>),
 }
 
-/// Fetches pinned bundles by digest from a bundle list's store and repositories.
-struct ListFetcher(Arc<ListResolver>);
-
-impl BundleFetcher for ListFetcher {
+impl BundleFetcher for PinnedSource {
     fn fetch<'a>(
         &'a self,
         digest: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Option<PathBuf>, String>> + Send + 'a>> {
         Box::pin(async move {
-            self.0
-                .fetch_digest(digest)
-                .await
-                .map_err(|error| error.to_string())
+            let found = match self {
+                Self::Store(store) => digest.parse().map(|digest| store.get(&digest)),
+                Self::List(resolver) => resolver.fetch_digest(digest).await,
+            };
+            found.map_err(|error| error.to_string())
         })
     }
 }

@@ -186,15 +186,9 @@ async fn pull(
         .or_else(default_cache_dir)
         .context("no cache directory: give --cache-dir DIR")?;
     let store = BundleStore::new(cache_dir.join("bundles"));
-    let registry = registry(&reference, args)?;
-    let resolved = registry.resolve(&reference).await?;
-    let path = match store.get(&resolved.component) {
-        Some(path) => path,
-        None => {
-            let component = registry.fetch(&reference, &resolved.component).await?;
-            store.put(&component).await?.1
-        }
-    };
+    let (resolved, path) = registry(&reference, args)?
+        .pull_into(&reference, &store)
+        .await?;
     let info = checked(&path).await?;
     println!("{}  {}", resolved.component, path.display());
     eprintln!(

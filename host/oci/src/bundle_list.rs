@@ -295,14 +295,7 @@ impl ListResolver {
         insecure: bool,
     ) -> Result<ResolvedBundle, OciError> {
         let registry = Registry::for_reference(reference, &self.credentials, insecure);
-        let resolved = registry.resolve(reference).await?;
-        let path = match self.store.get(&resolved.component) {
-            Some(path) => path,
-            None => {
-                let component = registry.fetch(reference, &resolved.component).await?;
-                self.store.put(&component).await?.1
-            }
-        };
+        let (resolved, path) = registry.pull_into(reference, &self.store).await?;
         Ok(ResolvedBundle {
             path,
             origin: Some(Origin {

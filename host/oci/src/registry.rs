@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
@@ -16,6 +17,7 @@ use crate::artifact::{
 use crate::credentials::Credentials;
 use crate::digest::Digest;
 use crate::error::OciError;
+use crate::store::BundleStore;
 
 /// What [`Registry::push`] published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +128,24 @@ impl Registry {
             component: layer.digest.parse()?,
             size: u64::try_from(layer.size).unwrap_or_default(),
         })
+    }
+
+    /// Resolves `reference` and answers the file of its component in
+    /// `store`, fetching the component unless the store has it.
+    pub async fn pull_into(
+        &self,
+        reference: &Reference,
+        store: &BundleStore,
+    ) -> Result<(Resolved, PathBuf), OciError> {
+        let resolved = self.resolve(reference).await?;
+        let path = match store.get(&resolved.component) {
+            Some(path) => path,
+            None => {
+                let component = self.fetch(reference, &resolved.component).await?;
+                store.put(&component).await?.1
+            }
+        };
+        Ok((resolved, path))
     }
 
     /// The component with digest `component` from `reference`'s repository,
