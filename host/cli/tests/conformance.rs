@@ -1,6 +1,7 @@
 //! The conformance suite in embedded mode: every case of `conformance/cases/`
 //! marked `both` or `IM`, run by the engine over the in-memory stores with
-//! the real `conformance` WebAssembly bundle.
+//! the real `conformance` WebAssembly bundle, and again with its TypeScript
+//! port `conformance-ts` (built with the `flowcraft-node` SDK).
 
 mod support;
 
@@ -75,7 +76,17 @@ impl Driver for Embedded {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_conformance_case_passes_in_embedded_mode() {
-    let mut config = PluginConfig::new(support::dist());
+    run_catalogue(support::dist()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_conformance_case_passes_with_the_typescript_bundle() {
+    run_catalogue(support::dist_ts()).await;
+}
+
+/// Runs the catalogue with the bundles of `plugins`.
+async fn run_catalogue(plugins: std::path::PathBuf) {
+    let mut config = PluginConfig::new(plugins);
     config.cache_dir = Some(std::env::temp_dir().join("flowcraft-conformance-cache"));
     let host = Arc::new(
         PluginHost::load(config)

@@ -65,11 +65,22 @@ where
 
 /// The example bundles, built by `scripts/build-plugins.sh`.
 pub fn dist() -> PathBuf {
-    let dist = repo_root().join("plugins-example/dist");
+    built_bundles("plugins-example/dist", "conformance.wasm")
+}
+
+/// The TypeScript example bundles (`conformance-ts`, `orders-ts`), built by
+/// `scripts/build-plugins.sh`.
+pub fn dist_ts() -> PathBuf {
+    built_bundles("plugins-example/dist/ts", "conformance-ts.wasm")
+}
+
+/// `directory` of the repository, checked to hold `bundle`.
+fn built_bundles(directory: &str, bundle: &str) -> PathBuf {
+    let dist = repo_root().join(directory);
     assert!(
-        dist.join("conformance.wasm").exists(),
+        dist.join(bundle).exists(),
         "{} is missing: run scripts/build-plugins.sh first",
-        dist.join("conformance.wasm").display()
+        dist.join(bundle).display()
     );
     dist
 }
