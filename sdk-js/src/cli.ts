@@ -9,7 +9,7 @@
  * versions this package pins. `wasi:http` (and with it `fetch`) is left out
  * unless package.json says `"flowcraft": { "http": true }`.
  */
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve } from 'node:path';
@@ -103,8 +103,9 @@ async function build(project: Project, out: string): Promise<void> {
       worldName: 'bundle',
       disableFeatures: project.http ? ['fetch-event'] : ['http', 'fetch-event'],
     });
+    mkdirSync(dirname(out), { recursive: true });
     const partial = join(dirname(out), `.${basename(out)}.partial`);
-    writeFileSync(partial, component, { flag: 'w' });
+    writeFileSync(partial, component);
     renameSync(partial, out);
   } finally {
     rmSync(work, { recursive: true, force: true });
