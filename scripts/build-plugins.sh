@@ -8,6 +8,12 @@
 #   plugins-example/dist/testkit/twin/hostile-twin.wasm (a second HTTP-capable bundle)
 #   plugins-example/dist/testkit/describe/describe-bomb.wasm, describe-spin.wasm (refused at load)
 #
+# and the JavaScript/TypeScript bundles, with the flowcraft-node SDK (sdk-js/;
+# needs Node.js 20+ and npm):
+#
+#   plugins-example/dist/ts/orders-ts.wasm, conformance-ts.wasm
+#   plugins-example/dist/testkit/js/hostile-js.wasm
+#
 # Usage: scripts/build-plugins.sh   (from any directory; safe to re-run)
 # Honours CARGO_TARGET_DIR and CARGO_BUILD_JOBS.
 set -euo pipefail
@@ -73,3 +79,22 @@ build -p hostile --features hostile/describe-bomb
 install_component hostile "$dist/testkit/describe/describe-bomb.wasm"
 build -p hostile --features hostile/describe-spin
 install_component hostile "$dist/testkit/describe/describe-spin.wasm"
+
+# npm installs a project's packages (from its lock file) when they are missing
+# or older than the lock file; installing sdk-js runs its `prepare` script,
+# which builds the SDK.
+npm_install() {
+    local project="$1"
+    if [[ ! -f "$project/node_modules/.package-lock.json" \
+        || "$project/package-lock.json" -nt "$project/node_modules/.package-lock.json" ]]; then
+        (cd "$project" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+echo "Building JavaScript bundles (flowcraft-node build)..."
+npm_install sdk-js
+(cd sdk-js && npm run --silent build)
+for project in plugins-example/orders-ts plugins-example/conformance-ts plugins-example/testkit/hostile-js; do
+    npm_install "$project"
+    (cd "$project" && npm run --silent build)
+done
