@@ -1,10 +1,11 @@
-//! `flowcraft-host plugins list|check|push|pull`: what bundles are loaded,
-//! whether a file is a valid bundle, and publishing bundles to and fetching
-//! them from OCI registries.
+//! `flowcraft-host plugins list|check|compile|push|pull`: what bundles are
+//! loaded, whether a file is a valid bundle, compiling bundles ahead of a
+//! deploy, and publishing bundles to and fetching them from OCI registries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -18,7 +19,7 @@ const USERNAME_VARIABLE: &str = "FLOWCRAFT_REGISTRY_USERNAME";
 const PASSWORD_VARIABLE: &str = "FLOWCRAFT_REGISTRY_PASSWORD";
 
 use crate::PluginArgs;
-use crate::plugin_source::PluginSource;
+use crate::plugin_source::{LoadedPlugins, PluginSource};
 use crate::registry_auth::registry_credentials;
 use crate::setup::plugin_config;
 
@@ -31,6 +32,12 @@ pub enum PluginsCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Compile every bundle of --plugins DIR|LIST into the compile cache (--cache-dir), so that
+    /// workers using that cache start and hot-swap without compiling; fails if a bundle does not load.
+    Compile {
+        #[command(flatten)]
+        plugins: PluginArgs,
     },
     /// Check that FILE is a loadable bundle (a component exporting flowcraft:node).
     Check {
@@ -87,13 +94,7 @@ pub struct RegistryArgs {
 pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
     match command {
         PluginsCommand::List { plugins, json } => {
-            let source = PluginSource::open(
-                plugins.dir()?,
-                plugins.cache_dir.as_deref(),
-                plugins.registry_credential,
-            )?;
-            let config = plugin_config(plugins.cache_dir.clone(), Default::default(), None);
-            let loaded = source.load(config).await?;
+            let loaded = load(&plugins).await?;
             let bundles: Vec<ListedBundle> = loaded
                 .host
                 .bundles()
@@ -118,6 +119,7 @@ pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PluginsCommand::Compile { plugins } => compile(&plugins).await,
         PluginsCommand::Check { file } => {
             let info = checked(&file).await?;
             println!("{}: ok", file.display());
@@ -135,6 +137,58 @@ pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
             cache_dir,
         } => pull(&reference, &registry, cache_dir).await,
     }
+}
+
+/// The bundles of `--plugins`, loaded as a worker loads them (compiled code
+/// from and into the cache directory).
+async fn load(plugins: &PluginArgs) -> Result<LoadedPlugins> {
+    let source = PluginSource::open(
+        plugins.dir()?,
+        plugins.cache_dir.as_deref(),
+        plugins.registry_credential,
+    )?;
+    source
+        .load(plugin_config(
+            plugins.cache_dir.clone(),
+            Default::default(),
+            None,
+        ))
+        .await
+}
+
+async fn compile(plugins: &PluginArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let loaded = load(plugins).await?;
+    let host = &loaded.host;
+    for bundle in host.bundles() {
+        let state = match host.loaded_from_cache(&bundle.digest) {
+            Some(true) => "already compiled",
+            _ => "compiled",
+        };
+        let artifact = host
+            .compiled_artifact(&bundle.digest)
+            .context("the compile cache could not be written: see the warning above")?;
+        let megabytes = std::fs::metadata(&artifact).map_or(0.0, |m| m.len() as f64 / 1e6);
+        println!(
+            "{}@{}  {}  {state} ({megabytes:.1} MB)",
+            bundle.name, bundle.version, bundle.digest
+        );
+    }
+    let problems = host.problems();
+    for problem in &problems {
+        eprintln!("{}: {}", problem.path.display(), problem.error);
+    }
+    eprintln!(
+        "{} bundles ready in {:.1} s, {} failed to load",
+        host.bundles().len(),
+        started.elapsed().as_secs_f64(),
+        problems.len()
+    );
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn checked(file: &Path) -> Result<BundleInfo> {

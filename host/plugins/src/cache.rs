@@ -64,7 +64,9 @@ impl ArtifactCache {
         Ok((component, CacheOutcome::Compiled))
     }
 
-    fn artifact_path(&self, digest_hex: &str) -> Option<PathBuf> {
+    /// Where the compiled code of the bundle whose sha256 is `digest_hex` is
+    /// (or would be) kept; `None` when caching is off.
+    pub fn artifact_path(&self, digest_hex: &str) -> Option<PathBuf> {
         Some(self.dir.as_ref()?.join(format!("{digest_hex}.cwasm")))
     }
 

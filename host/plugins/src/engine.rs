@@ -33,9 +33,12 @@ use crate::sandbox::CallState;
 /// of a long-running guest's yields to tokio.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Core instances, memories and tables one component may need (the main
-/// module plus the small shim modules `wit-component` adds).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// Core instances and tables one component may need. A Rust bundle
+/// instantiates 3 core modules (its own plus the shims `wit-component` adds),
+/// a JavaScript one (componentize-js) 4, a Python one (componentize-py) 14:
+/// the interpreter's libraries are linked dynamically, one instance each. A
+/// bundle needing more is refused at load, naming this limit.
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 24;
 
 /// Bytes of each resource kept resident (reset with `memset` instead of being
 /// returned to the kernel) when an instance slot is reused.
@@ -98,6 +101,7 @@ fn build_engine(config: &PluginConfig) -> Result<Engine, PluginError> {
     let instances = config.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
         .total_memories(instances * 2)
         .total_tables(instances * CORE_INSTANCES_PER_COMPONENT)

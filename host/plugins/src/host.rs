@@ -227,6 +227,14 @@ impl PluginHost {
         Some(bundle.cache == CacheOutcome::Hit)
     }
 
+    /// The compiled code of the loaded bundle with `digest` in the on-disk
+    /// cache, if caching is on and it was written.
+    pub fn compiled_artifact(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let path = self.inner.runtime.cache.artifact_path(hex)?;
+        path.is_file().then_some(path)
+    }
+
     /// Loads `path` as a bundle without serving it (its compiled code goes
     /// to the compile cache): whether a file a source is about to list
     /// would load.
@@ -373,7 +381,9 @@ impl Inner {
             match loaded {
                 Ok(bundle) => {
                     tracing::info!(path = %path.display(), bundle = %bundle.label,
-                        digest = %bundle.info.digest, "loaded bundle");
+                        digest = %bundle.info.digest,
+                        compiled = if bundle.cache == CacheOutcome::Hit { "cached" } else { "now" },
+                        "loaded bundle");
                     entry.bundle = Some(bundle);
                     dir.errors.remove(&path);
                 }
