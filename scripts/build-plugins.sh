@@ -14,6 +14,11 @@
 #   plugins-example/dist/ts/orders-ts.wasm, conformance-ts.wasm
 #   plugins-example/dist/testkit/js/hostile-js.wasm
 #
+# and the Python bundle, with the flowcraft-node SDK for Python (sdk-py/, in
+# a virtualenv under target/; needs Python 3.11+):
+#
+#   plugins-example/dist/py/greeter-py.wasm
+#
 # Usage: scripts/build-plugins.sh   (from any directory; safe to re-run)
 # Honours CARGO_TARGET_DIR and CARGO_BUILD_JOBS.
 set -euo pipefail
@@ -98,3 +103,7 @@ for project in plugins-example/orders-ts plugins-example/conformance-ts plugins-
     npm_install "$project"
     (cd "$project" && npm run --silent build)
 done
+
+echo "Building Python bundles (flowcraft-node-py build)..."
+venv="$(sdk-py/scripts/dev-env.sh)"
+(cd plugins-example/greeter-py && "$venv/bin/flowcraft-node-py" build --out ../dist/py/greeter-py.wasm)
