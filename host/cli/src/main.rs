@@ -13,6 +13,7 @@ mod plugin_source;
 mod plugins_cmd;
 mod registry_auth;
 mod remote;
+mod scaffold;
 mod serve;
 mod setup;
 mod validate_cmd;

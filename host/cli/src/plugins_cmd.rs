@@ -1,6 +1,7 @@
-//! `flowcraft-host plugins list|check|compile|push|pull`: what bundles are
-//! loaded, whether a file is a valid bundle, compiling bundles ahead of a
-//! deploy, and publishing bundles to and fetching them from OCI registries.
+//! `flowcraft-host plugins list|check|compile|new|push|pull`: what bundles
+//! are loaded, whether a file is a valid bundle, compiling bundles ahead of a
+//! deploy, starting a bundle project, and publishing bundles to and fetching
+//! them from OCI registries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ const PASSWORD_VARIABLE: &str = "FLOWCRAFT_REGISTRY_PASSWORD";
 use crate::PluginArgs;
 use crate::plugin_source::{LoadedPlugins, PluginSource};
 use crate::registry_auth::registry_credentials;
+use crate::scaffold::{self, Language, NewProject};
 use crate::setup::plugin_config;
 
 #[derive(Subcommand)]
@@ -38,6 +40,22 @@ pub enum PluginsCommand {
     Compile {
         #[command(flatten)]
         plugins: PluginArgs,
+    },
+    /// Start a bundle project NAME (a directory of that name): one example node, its unit test,
+    /// a blueprint running it, and a README with the commands to test, build and run it.
+    New {
+        /// The bundle's name: lower-case letters, digits and hyphens.
+        name: String,
+        /// The language the nodes are written in.
+        #[arg(long, value_enum)]
+        lang: Language,
+        /// Where to create the project [default: ./NAME].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Depend on the SDK in this flowcraft-host checkout instead of the published package
+        /// (needed until the SDKs are published; for TypeScript, build sdk-js there first).
+        #[arg(long, value_name = "CHECKOUT")]
+        sdk_path: Option<PathBuf>,
     },
     /// Check that FILE is a loadable bundle (a component exporting flowcraft:node).
     Check {
@@ -120,6 +138,29 @@ pub async fn plugins(command: PluginsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Compile { plugins } => compile(&plugins).await,
+        PluginsCommand::New {
+            name,
+            lang,
+            dir,
+            sdk_path,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let project = NewProject {
+                name,
+                language: lang,
+                dir,
+                sdk_checkout: sdk_path,
+            };
+            for file in scaffold::create(&project)? {
+                println!("{}", file.display());
+            }
+            eprintln!(
+                "created {}: see {} for the commands to test, build and run it",
+                project.dir.display(),
+                project.dir.join("README.md").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         PluginsCommand::Check { file } => {
             let info = checked(&file).await?;
             println!("{}: ok", file.display());
