@@ -186,6 +186,48 @@ async fn a_new_bundle_is_picked_up() {
     );
 }
 
+/// `component` with a custom section appended whose payload is `tag`: the same
+/// component with new content, so its digest (and compile cache entry) is new.
+fn with_custom_section(mut component: Vec<u8>, tag: &str) -> Vec<u8> {
+    let name = "flowcraft-test";
+    let body_len = 1 + name.len() + tag.len();
+    assert!(body_len < 128, "one-byte LEB128 sizes keep this simple");
+    component.extend([0, body_len as u8, name.len() as u8]);
+    component.extend(name.bytes().chain(tag.bytes()));
+    component
+}
+
+/// On this single-threaded runtime calls only run if compiling a new bundle
+/// happens elsewhere: a JavaScript bundle takes seconds to compile, and the
+/// serving bundle must answer throughout.
+#[tokio::test(flavor = "current_thread")]
+async fn calls_are_served_while_a_new_javascript_bundle_compiles() {
+    let (host, dir, _) = greeter_v1().await;
+    let _watching = host.watch().unwrap();
+    let fresh = with_custom_section(
+        std::fs::read(bundle("testkit/js/hostile-js.wasm")).unwrap(),
+        &format!("{:?}", std::time::SystemTime::now()),
+    );
+    install(&dir.path().join("hostile-js.wasm"), &fresh);
+    let swapped = |h: &PluginHost| h.bundles().iter().any(|b| b.name == "hostile-js");
+    let mut served_meanwhile = 0;
+    let deadline = tokio::time::Instant::now() + RELOAD_DEADLINE;
+    while !swapped(&host) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hostile-js never loaded: {:?}",
+            host.problems()
+        );
+        assert_eq!(greet(&host).await, json!("hello from greeter v1"));
+        served_meanwhile += 1;
+    }
+    assert!(
+        served_meanwhile >= 20,
+        "only {served_meanwhile} calls were served while the new bundle compiled"
+    );
+    assert_eq!(greet(&host).await, json!("hello from greeter v1"));
+}
+
 #[tokio::test]
 async fn reload_can_be_requested_without_a_watcher() {
     let (host, _dir, path) = greeter_v1().await;
