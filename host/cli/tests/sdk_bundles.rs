@@ -178,3 +178,39 @@ fn plugins_compile_fills_the_cache_a_run_then_starts_from() {
     assert_eq!(run.status.code(), Some(0), "{log}");
     assert_eq!(log.matches("compiled=\"cached\"").count(), 2, "{log}");
 }
+
+#[test]
+fn a_javascript_bundle_without_the_http_flag_imports_no_wasi_http() {
+    let listed = flowcraft(&[
+        "plugins",
+        "list",
+        "--plugins",
+        built("ts/orders-ts.wasm")
+            .parent()
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "--cache-dir",
+        &shared_cache(),
+        "--json",
+    ]);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    let bundles: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let orders = bundles
+        .iter()
+        .find(|bundle| bundle["name"] == "orders-ts")
+        .expect("orders-ts is listed");
+    let imports = orders["imports"].as_array().expect("imports are listed");
+    assert!(
+        imports
+            .iter()
+            .any(|import| import == "flowcraft:node/host@0.1.0"),
+        "{imports:?}"
+    );
+    assert!(
+        !imports.iter().any(|import| import
+            .as_str()
+            .is_some_and(|name| name.starts_with("wasi:http/"))),
+        "{imports:?}"
+    );
+}
