@@ -149,3 +149,26 @@ pub async fn failure(host: &PluginHost, call: NodeCall) -> flowcraft_core::runne
         Err(failure) => failure,
     }
 }
+
+/// With `max_output_bytes` at 64 KiB, a bundle's `big-output` node (a JSON
+/// string of `params.bytes` characters) succeeds just below the limit and
+/// fails fatally, naming the limit, above it; the next call works.
+pub async fn assert_big_output_is_cut_at_64_kib(host: &PluginHost) {
+    let fits = output(host, with_params("big-output", json!({"bytes": 60_000}))).await;
+    assert_eq!(
+        fits.as_ref().and_then(Value::as_str).map(str::len),
+        Some(60_000)
+    );
+
+    let failure = failure(host, with_params("big-output", json!({"bytes": 200_000}))).await;
+    assert_eq!(failure.kind, flowcraft_core::runner::FailureKind::Fatal);
+    assert!(
+        failure.message.contains("node type 'big-output'")
+            && failure
+                .message
+                .contains("more than the limit of 65536 bytes"),
+        "{}",
+        failure.message
+    );
+    still_healthy(host).await;
+}
