@@ -19,6 +19,12 @@
 #
 #   plugins-example/dist/py/greeter-py.wasm
 #
+# and, last, the trivial bundle in JavaScript and Python (for the language
+# benchmark, host/plugins/benches/languages.rs):
+#
+#   plugins-example/dist/testkit/js/trivial-js.wasm
+#   plugins-example/dist/testkit/py/trivial-py.wasm
+#
 # Usage: scripts/build-plugins.sh   (from any directory; safe to re-run)
 # Honours CARGO_TARGET_DIR and CARGO_BUILD_JOBS.
 set -euo pipefail
@@ -107,3 +113,8 @@ done
 echo "Building Python bundles (flowcraft-node-py build)..."
 venv="$(sdk-py/scripts/dev-env.sh)"
 (cd plugins-example/greeter-py && "$venv/bin/flowcraft-node-py" build --out ../dist/py/greeter-py.wasm)
+
+echo "Building the trivial bundle in JavaScript and Python (language benchmark)..."
+npm_install plugins-example/testkit/trivial-js
+(cd plugins-example/testkit/trivial-js && npm run --silent build)
+(cd plugins-example/testkit/trivial-py && "$venv/bin/flowcraft-node-py" build --out ../../dist/testkit/py/trivial-py.wasm)

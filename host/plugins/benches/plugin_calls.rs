@@ -4,13 +4,16 @@
 //!
 //! Run with `cargo bench -p flowcraft-plugins` after `scripts/build-plugins.sh`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flowcraft_core::context::{ContextMap, ContextValue, NodeContext};
-use flowcraft_core::runner::{NodeCall, NodeRunner};
+use common::{built_bundle, host_with, micros, millis, node_call, per_call, percentile};
+use flowcraft_core::context::ContextMap;
+use flowcraft_core::runner::NodeRunner;
 use flowcraft_plugins::{PluginConfig, PluginHost};
 use serde_json::{Value, json};
 
@@ -18,18 +21,8 @@ const THROUGHPUT_SECONDS: u64 = 3;
 const CONCURRENT_TASKS: usize = 64;
 
 fn main() {
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins-example/dist");
-    let bundle = |relative: &str| {
-        let path = dist.join(relative);
-        assert!(
-            path.is_file(),
-            "{} is missing: run scripts/build-plugins.sh first",
-            path.display()
-        );
-        path
-    };
-    let trivial = bundle("testkit/trivial.wasm");
-    let conformance = bundle("conformance.wasm");
+    let trivial = built_bundle("testkit/trivial.wasm");
+    let conformance = built_bundle("conformance.wasm");
 
     println!();
     println!("flowcraft-plugins benchmark (wasmtime 48, pooling allocator, epoch interruption)");
@@ -115,56 +108,6 @@ fn main() {
     println!();
 }
 
-async fn host_with(bundles: &[&Path]) -> (PluginHost, tempfile::TempDir, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    for bundle in bundles {
-        std::fs::copy(bundle, dir.path().join(bundle.file_name().unwrap())).unwrap();
-    }
-    let cache = tempfile::tempdir().unwrap();
-    let mut config = PluginConfig::new(dir.path());
-    config.cache_dir = Some(cache.path().to_owned());
-    let host = PluginHost::load(config).await.expect("load bundles");
-    assert!(host.problems().is_empty(), "{:?}", host.problems());
-    (host, dir, cache)
-}
-
-fn node_call(uses: &str, input: Option<Value>, snapshot: &Arc<ContextMap>) -> NodeCall {
-    NodeCall {
-        uses: uses.into(),
-        run_id: "bench-run".into(),
-        node_id: "A".into(),
-        blueprint_id: "bench".into(),
-        attempt: 1,
-        input: input.map(ContextValue::from),
-        params: json!({}),
-        pin: None,
-        timeout: None,
-        context: NodeContext::new(Arc::clone(snapshot)),
-    }
-}
-
-async fn per_call(
-    host: &PluginHost,
-    snapshot: &Arc<ContextMap>,
-    uses: &str,
-    input: Option<Value>,
-    calls: usize,
-) -> Vec<Duration> {
-    for _ in 0..calls / 10 {
-        let outcome = host.run(node_call(uses, input.clone(), snapshot)).await;
-        outcome.result.expect("warm-up call succeeds");
-    }
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let call = node_call(uses, input.clone(), snapshot);
-        let started = Instant::now();
-        let outcome = host.run(call).await;
-        samples.push(started.elapsed());
-        debug_assert!(outcome.result.is_ok());
-    }
-    samples
-}
-
 /// Cold and cached load time of one bundle, measured as a reload that
 /// brings the file into an otherwise empty plugins directory.
 async fn load_times(bundle: &PathBuf) -> (Duration, Duration) {
@@ -221,18 +164,4 @@ async fn throughput(host: &PluginHost) -> (f64, u64) {
         task.await.unwrap();
     }
     (count as f64 / elapsed.as_secs_f64(), count)
-}
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn micros(duration: Duration) -> String {
-    format!("{:.1} us", duration.as_secs_f64() * 1e6)
-}
-
-fn millis(duration: Duration) -> String {
-    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
 }
