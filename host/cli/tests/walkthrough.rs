@@ -1,4 +1,4 @@
-//! The README's "Writing nodes" walkthrough, run as it is written: its code
+//! The README's "Writing nodes" walkthrough in Rust, run as it is written: its code
 //! blocks are taken from `README.md` and run in a directory outside the
 //! repository, from `cargo new` to a completed run of the new bundle. The
 //! directory holds the crate beside a link named `flowcraft-host` to this
@@ -21,11 +21,19 @@ struct Block {
     text: String,
 }
 
-/// The code blocks of the README section `heading`, in order.
+/// The code blocks of the README section `heading`, in order, up to the
+/// next heading of level 2 or 3.
 fn blocks_of_section(readme: &str, heading: &str) -> Vec<Block> {
     let section = readme
         .split_once(heading)
-        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+        .map(|(_, rest)| {
+            let end = ["\n## ", "\n### "]
+                .iter()
+                .filter_map(|next| rest.find(next))
+                .min()
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
         .expect("the README has the section");
     let mut blocks = Vec::new();
     let mut open: Option<(usize, Block)> = None;
@@ -86,7 +94,7 @@ fn shell(block: &Block, dir: &Path) -> Output {
 #[test]
 fn the_writing_nodes_walkthrough_runs_as_written() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let blocks = blocks_of_section(&readme, "\n## Writing nodes\n");
+    let blocks = blocks_of_section(&readme, "\n### Rust\n");
     let languages: Vec<&str> = blocks.iter().map(|b| b.language.as_str()).collect();
     assert_eq!(
         languages,
