@@ -317,3 +317,36 @@ fn grants_deserialize_with_an_http_list_and_reject_unknown_fields() {
     let unknown = serde_json::from_value::<Grants>(json!({"hosts": ["x"]})).unwrap_err();
     assert!(unknown.to_string().contains("unknown field"), "{unknown}");
 }
+
+/// `fetch` of the JavaScript bundle `hostile-js` (built with wasi:http):
+/// granted, it reaches the server; without a grant, it never connects.
+#[tokio::test]
+async fn javascript_fetch_obeys_the_allow_list() {
+    let mut server = TestServer::start().await;
+    let (granted, _dir) = host_granting(
+        &["testkit/js/hostile-js.wasm"],
+        &[("hostile-js", &[server.entry()])],
+    )
+    .await;
+    let fetched = output(&granted, fetch("fetch", &server.url("/from-js"))).await;
+    assert_eq!(
+        fetched,
+        Some(json!({"status": 200, "body": "hello from /from-js"}))
+    );
+    let request = server.next_request().expect("the server saw the request");
+    assert!(
+        request.starts_with("GET /from-js HTTP/1.1\r\n"),
+        "{request}"
+    );
+
+    let (ungranted, _dir) = host_with(&["testkit/js/hostile-js.wasm"]).await;
+    let refused = output(&ungranted, fetch("fetch", &server.url("/refused")))
+        .await
+        .expect("fetch has an output");
+    assert!(refused["error"].is_string(), "{refused}");
+    assert_eq!(
+        server.connections(),
+        1,
+        "the refused request never connected"
+    );
+}

@@ -1,7 +1,8 @@
 // The JavaScript counterpart of the Rust `hostile` test bundle: nodes that
-// loop forever, allocate without bound, return oversized output or throw.
-// The host's sandbox tests expect each to end as a node failure with a clear
-// reason while the host keeps serving.
+// loop forever, allocate without bound, return oversized output or throw
+// (the host's sandbox tests expect each to end as a node failure with a clear
+// reason while the host keeps serving), and `fetch`, built with wasi:http
+// ("flowcraft": {"http": true}) for the host's allow-list tests.
 import { defineBundle, defineNode } from 'flowcraft-node';
 
 export default defineBundle({
@@ -41,6 +42,18 @@ export default defineBundle({
       uses: 'reject',
       description: 'Returns a promise that rejects with a string',
       run: async () => Promise.reject('hostile-js: rejected on purpose'),
+    }),
+    defineNode({
+      uses: 'fetch',
+      description: 'HTTP GET of params.url; outputs {status, body}, or {error} when the request fails',
+      run: async ({ params }) => {
+        try {
+          const response = await fetch(params.url);
+          return { output: { status: response.status, body: await response.text() } };
+        } catch (error) {
+          return { output: { error: String(error) } };
+        }
+      },
     }),
     defineNode({
       uses: 'echo',
