@@ -102,6 +102,13 @@ npm_install() {
     fi
 }
 
+for tool in node npm python3; do
+    command -v "$tool" >/dev/null || {
+        echo "error: $tool is missing; the JavaScript and Python bundles need Node.js 20+ with npm and Python 3.11+" >&2
+        exit 1
+    }
+done
+
 echo "Building JavaScript bundles (flowcraft-node build)..."
 npm_install sdk-js
 (cd sdk-js && npm run --silent build)
