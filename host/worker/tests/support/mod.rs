@@ -137,6 +137,11 @@ impl FakeQueue {
         taken.into_iter().map(|stored| stored.body).collect()
     }
 
+    /// The bodies of the messages in the queue (visible or not).
+    pub fn bodies(&self) -> Vec<Body> {
+        self.lock().messages.iter().map(|stored| stored.body.clone()).collect()
+    }
+
     /// Messages still in the queue (visible or not).
     pub fn len(&self) -> usize {
         self.lock().messages.len()
