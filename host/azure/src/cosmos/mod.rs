@@ -130,7 +130,9 @@ impl CosmosStores {
         let setup = async {
             let client = build_client(connection).await?;
             let db = client.database_client(database);
-            ensure_database(&client, &db, database, create_resources).await?;
+            if create_resources {
+                create_database(&client, &db, database).await?;
+            }
             let (context, status) = tokio::try_join!(
                 open_container(&db, database, context_container, create_resources),
                 open_container(&db, database, status_container, create_resources),
@@ -220,27 +222,39 @@ async fn build_client(connection: &CosmosConnection) -> Result<CosmosClient, Set
         .map_err(sdk("connect"))
 }
 
-async fn ensure_database(
+/// Creates `database` unless it exists. Read first: an Entra ID identity
+/// may read a database it has no right to create.
+async fn create_database(
     client: &CosmosClient,
     db: &DatabaseClient,
     database: &str,
-    create: bool,
 ) -> Result<(), SetupFailure> {
-    let read = retry_transient("read database", || db.read(None)).await;
-    match read {
+    match retry_transient("read database", || db.read(None)).await {
         Ok(_) => Ok(()),
-        Err(error) if status_code(&error) == 404 && create => {
+        Err(error) if status_code(&error) == 404 => {
             match client.create_database(database, None).await {
                 Ok(_) => Ok(()),
                 Err(error) if status_code(&error) == 409 => Ok(()),
                 Err(error) => Err(sdk(format!("creating database '{database}'"))(error)),
             }
         }
-        Err(error) if status_code(&error) == 404 => Err(CosmosSetupError::MissingDatabase {
-            database: database.to_owned(),
-        }
-        .into()),
         Err(error) => Err(sdk(format!("reading database '{database}'"))(error)),
+    }
+}
+
+/// What is missing when a container is not found: the database is read
+/// only then, so that a connect to existing resources skips that round trip.
+async fn missing(db: &DatabaseClient, database: &str, container: &str) -> SetupFailure {
+    let database = database.to_owned();
+    match db.read(None).await {
+        Err(error) if status_code(&error) == 404 => {
+            CosmosSetupError::MissingDatabase { database }.into()
+        }
+        _ => CosmosSetupError::MissingContainer {
+            database,
+            container: container.to_owned(),
+        }
+        .into(),
     }
 }
 
@@ -270,11 +284,7 @@ async fn open_container(
                     .map_err(sdk(format!("opening container '{container}'")))?
             }
             Err(error) if status_code(&error) == 404 => {
-                return Err(CosmosSetupError::MissingContainer {
-                    database: database.to_owned(),
-                    container: container.to_owned(),
-                }
-                .into());
+                return Err(missing(db, database, container).await);
             }
             Err(error) => return Err(sdk(format!("opening container '{container}'"))(error)),
         };
