@@ -8,15 +8,15 @@
 //! own. It makes the kept ones durable by rewriting its message into the
 //! group of every job it still stands for (one request, however many jobs)
 //! and runs them at once in the worker's free slots, the others as slots
-//! free up. A chain is the group of one: each step rewrites the message into
-//! the next job.
+//! free up. A chain is the group of one: the message follows it to its
+//! latest step.
 //!
 //! The rewrite is under way while the next jobs run: a step need not wait
 //! for it, since nothing a job does depends on its own message. The
 //! message's other requests (renewal, deletion, a further rewrite) wait for
 //! it. It starts [`REWRITE_DELAY`] after the jobs changed, so that the steps
-//! of a fast chain cost one rewrite between them, or none when the chain
-//! ends first (the message is then deleted). If the worker dies before the
+//! of a fast chain share one rewrite, or need none when the chain ends
+//! first (the message is then deleted). If the worker dies before the
 //! rewrite lands, the message reappears as it was: its jobs are done and
 //! dropped, and the jobs that followed them are re-sent by the reconciler,
 //! as for any job lost between settling and sending. A failed rewrite is
