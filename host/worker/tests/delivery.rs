@@ -217,7 +217,11 @@ async fn a_successor_that_outlasts_the_rewrite_delay_is_what_its_message_stands_
         panic!("one message of jobs, not {held:?}");
     };
     let nodes_held: Vec<&str> = group.jobs.iter().map(|job| job.node_id.as_str()).collect();
-    assert_eq!(nodes_held, ["B"], "the message was rewritten into the successor");
+    assert_eq!(
+        nodes_held,
+        ["B"],
+        "the message was rewritten into the successor"
+    );
     assert!(completed(&engine, &["r"])());
     assert_eq!(nodes.effects.count("r", "B"), 1);
 }

@@ -139,7 +139,11 @@ impl FakeQueue {
 
     /// The bodies of the messages in the queue (visible or not).
     pub fn bodies(&self) -> Vec<Body> {
-        self.lock().messages.iter().map(|stored| stored.body.clone()).collect()
+        self.lock()
+            .messages
+            .iter()
+            .map(|stored| stored.body.clone())
+            .collect()
     }
 
     /// Messages still in the queue (visible or not).
