@@ -63,12 +63,13 @@ use crate::queue::{Delivery, Group, LeaseQueue, WorkerBackend};
 /// rather than costing a send, a receive and a delete each.
 pub const GROUP_LIMIT: usize = 16;
 
-/// How long after its jobs change a message is rewritten into them. A step
-/// of a chain on the local stand-ins takes about 2 ms and a rewrite as long:
-/// rewriting for every step doubled the queue service's work and slowed the
-/// steps it ran beside by a fifth. On Azure a step takes 15-40 ms, so a
-/// rewrite covers one to three steps there. The cost is a longer window in
-/// which a worker's death leaves the latest jobs to the reconciler.
+/// How long after its jobs change a message is rewritten into them. On a
+/// fast backend a chain step takes about as long as a rewrite, so rewriting
+/// for each step keeps one under way beside every step, competing with the
+/// step's own requests; with the delay the steps of a fast chain share one.
+/// Where steps take longer than the delay (on Azure), the message is
+/// rewritten about as often as before. The cost is a longer window in which
+/// a worker's death leaves its latest jobs to the reconciler.
 pub const REWRITE_DELAY: Duration = Duration::from_millis(50);
 
 /// What every lease of a worker shares.
